@@ -1,0 +1,101 @@
+//! Carries out the local side of applied cluster metadata operations on this node's
+//! `Storage` (create/delete collections, aliases, payload indexes, config patches).
+
+use cluster::state::{ClusterState, CollectionMeta, Effect};
+use cluster::store::EffectSink;
+use collection::config::CreateCollection;
+use collection::Storage;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+pub struct StorageSink {
+    pub storage: Arc<Storage>,
+}
+
+impl StorageSink {
+    fn create(&self, name: &str, meta: &CollectionMeta) {
+        let req: CreateCollection = match serde_json::from_value(meta.create.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(collection = name, error = %e, "agreed collection config does not parse");
+                return;
+            }
+        };
+        match self.storage.ensure_collection(name, req) {
+            Ok(true) => {
+                if let Ok(c) = self.storage.get(name) {
+                    for p in &meta.updates {
+                        if let Ok(cfg) = c.config().apply_update(p) {
+                            let _ = c.set_config(cfg);
+                        }
+                    }
+                    for (f, s) in &meta.payload_indexes {
+                        let _ = c.set_payload_index(f, Some(s.clone()));
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(collection = name, error = %e, "could not create agreed collection")
+            }
+        }
+    }
+}
+
+impl EffectSink for StorageSink {
+    fn execute(&self, state: &ClusterState, effects: &[Effect]) {
+        for fx in effects {
+            match fx {
+                Effect::CreateCollection { name } => {
+                    if let Some(m) = state.collections.get(name) {
+                        self.create(name, m);
+                    }
+                }
+                Effect::DeleteCollection { name } => {
+                    if let Err(e) = self.storage.delete_collection(name) {
+                        tracing::error!(collection = %name, error = %e, "delete failed");
+                    }
+                }
+                Effect::UpdateCollection { name } => {
+                    if let (Some(m), Ok(c)) = (state.collections.get(name), self.storage.get(name))
+                    {
+                        if let Some(p) = m.updates.last() {
+                            match c.config().apply_update(p) {
+                                Ok(cfg) => {
+                                    let _ = c.set_config(cfg);
+                                }
+                                Err(e) => {
+                                    tracing::error!(collection = %name, error = %e, "agreed update does not apply")
+                                }
+                            }
+                        }
+                    }
+                }
+                Effect::AliasesChanged => {
+                    let _ = self.storage.set_aliases(state.aliases.clone());
+                }
+                Effect::PayloadIndexChanged { collection, field } => {
+                    if let (Some(m), Ok(c)) = (
+                        state.collections.get(collection),
+                        self.storage.get(collection),
+                    ) {
+                        let _ = c.set_payload_index(field, m.payload_indexes.get(field).cloned());
+                    }
+                }
+            }
+        }
+    }
+
+    fn reconcile(&self, state: &ClusterState) {
+        let agreed: BTreeSet<&String> = state.collections.keys().collect();
+        for name in self.storage.list() {
+            if !agreed.contains(&name) {
+                let _ = self.storage.delete_collection(&name);
+            }
+        }
+        for (name, m) in &state.collections {
+            self.create(name, m);
+        }
+        let _ = self.storage.set_aliases(state.aliases.clone());
+    }
+}

@@ -1,0 +1,1059 @@
+//! Distributed execution in cluster mode: the peer that receives a REST request acts as the
+//! coordinator. Writes are split by owning peer (`routing::shard_of` + the agreed shard
+//! placement) and sent as `UpdateOp`s; reads fan out to every peer holding shards and the
+//! answers are merged exactly as a single node would order them. Peers execute the
+//! sub-requests on local data only, through the same REST handlers (`LocalCall` marks them).
+//!
+//! Current scope: each peer keeps its shards' points in one local store (per-shard stores
+//! arrive with shard transfer); replicas (`replication_factor` > 1) receive every write
+//! for their shards, and reads deduplicate by id.
+
+use crate::envelope::ApiError;
+use crate::AppState;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use collection::operations::UpdateOp;
+use collection::routing::shard_of;
+use segment::PointId;
+use serde_json::{json, Value};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// Marks a request executed for a coordinator: local data only, no further fan-out.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalCall;
+
+/// Timeout of one peer sub-request.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs local sub-requests through the REST router (in-process or for `Local` RPCs).
+pub struct Executor {
+    pub router: Arc<std::sync::OnceLock<Router>>,
+}
+
+impl Executor {
+    pub async fn run(
+        router: &Router,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
+        let mut req =
+            match Request::builder()
+                .method(method)
+                .uri(path)
+                .header("content-type", content_type)
+                .body(Body::from(body))
+            {
+                Ok(r) => r,
+                Err(e) => return (
+                    400,
+                    json!({"status": {"error": format!("bad internal request: {e}")}, "time": 0})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            };
+        req.extensions_mut().insert(LocalCall);
+        let resp = match router.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        (status, bytes)
+    }
+}
+
+impl cluster::node::LocalExecutor for Executor {
+    fn execute(
+        &self,
+        method: String,
+        path: String,
+        content_type: String,
+        body: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, Vec<u8>)> + Send>> {
+        let router = self.router.clone();
+        Box::pin(async move {
+            match router.get() {
+                Some(r) => Self::run(r, &method, &path, &content_type, body).await,
+                None => (
+                    503,
+                    br#"{"status":{"error":"peer is starting"},"time":0}"#.to_vec(),
+                ),
+            }
+        })
+    }
+}
+
+/// Where a collection's data lives.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub name: String,
+    pub shard_number: u32,
+    pub shards: Vec<Vec<u64>>,
+    pub peers: BTreeMap<u64, String>,
+    pub me: u64,
+}
+
+impl Placement {
+    /// Peers holding at least one replica.
+    pub fn data_peers(&self) -> BTreeSet<u64> {
+        self.shards.iter().flatten().copied().collect()
+    }
+    fn holds(&self, peer: u64, id: PointId) -> bool {
+        self.shards
+            .get(shard_of(id, self.shard_number) as usize)
+            .is_some_and(|r| r.contains(&peer))
+    }
+}
+
+/// The placement when this request must be distributed, `None` to execute locally.
+pub fn placement(st: &AppState, local: bool, collection: &str) -> Option<Placement> {
+    if local {
+        return None;
+    }
+    let node = st.cluster.as_ref()?;
+    let state = node.state();
+    let meta = state.state.collections.get(collection)?;
+    let p = Placement {
+        name: collection.to_string(),
+        shard_number: meta.shards.len() as u32,
+        shards: meta.shards.clone(),
+        peers: node.peers(),
+        me: node.id,
+    };
+    if p.data_peers().iter().all(|x| *x == p.me) {
+        return None; // everything is here
+    }
+    Some(p)
+}
+
+fn error_from(status: u16, body: &[u8]) -> ApiError {
+    let msg = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/status/error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(body).to_string());
+    ApiError::new(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        msg,
+    )
+}
+
+/// One sub-request to `peer` (in-process for this peer). Returns the envelope's `result`.
+pub async fn call(
+    st: &AppState,
+    p: &Placement,
+    peer: u64,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<Value, ApiError> {
+    let (status, bytes) = if peer == p.me {
+        let router = st
+            .local_router
+            .get()
+            .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "starting"))?;
+        Executor::run(router, method, path, content_type, body).await
+    } else {
+        let node = st.cluster.as_ref().expect("placement implies cluster mode");
+        let uri = p.peers.get(&peer).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Service unavailable: peer {peer} is not in the cluster"),
+            )
+        })?;
+        node.call_peer(uri, method, path, content_type, body, PEER_TIMEOUT)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Service unavailable: {e}"),
+                )
+            })?
+    };
+    if status != 200 {
+        return Err(error_from(status, &bytes));
+    }
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("bad peer answer: {e}"),
+        )
+    })?;
+    Ok(v.get("result").cloned().unwrap_or(Value::Null))
+}
+
+/// The same JSON request to every data peer, concurrently; results in peer order.
+pub async fn fan_out(
+    st: &AppState,
+    p: &Placement,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    let mut set = tokio::task::JoinSet::new();
+    for peer in p.data_peers() {
+        let (st, p, method, path, body) = (
+            st.clone(),
+            p.clone(),
+            method.to_string(),
+            path.to_string(),
+            serde_json::to_vec(body).expect("json encodes"),
+        );
+        set.spawn(async move {
+            (
+                peer,
+                call(&st, &p, peer, &method, &path, "application/json", body).await,
+            )
+        });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(r) = set.join_next().await {
+        let (peer, r) = r.map_err(ApiError::from)?;
+        out.insert(peer, r?);
+    }
+    Ok(out.into_values().collect())
+}
+
+/// Split an update by owning peer and apply everywhere; returns (max operation id, completed).
+pub async fn update(
+    st: &AppState,
+    p: &Placement,
+    op: UpdateOp,
+    wait: bool,
+) -> Result<(u64, bool), ApiError> {
+    // Never acknowledge a write that no replica would store.
+    let orphan = |id: PointId| {
+        p.shards
+            .get(shard_of(id, p.shard_number) as usize)
+            .is_none_or(|r| r.is_empty())
+    };
+    if let Some(lost) = op.retain_ids(&orphan) {
+        let only_filters = matches!(
+            lost,
+            UpdateOp::Delete(collection::operations::Selector::Filter(_))
+        );
+        let missing: BTreeSet<usize> = p
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_empty())
+            .map(|(s, _)| s)
+            .collect();
+        if !only_filters && !missing.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Service unavailable: shard(s) {missing:?} of collection `{}` have no replica; the write was not applied", p.name),
+            ));
+        }
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for peer in p.data_peers() {
+        let pl = p.clone();
+        let Some(part) = op.retain_ids(&|id| pl.holds(peer, id)) else {
+            continue;
+        };
+        let (st, p) = (st.clone(), p.clone());
+        let path = format!(
+            "/collections/{}/points/apply?wait={wait}",
+            urlencode(&p.name)
+        );
+        set.spawn(async move {
+            call(
+                &st,
+                &p,
+                peer,
+                "POST",
+                &path,
+                "application/msgpack",
+                part.encode(),
+            )
+            .await
+        });
+    }
+    let mut max_id = 0;
+    let mut first_err: Option<ApiError> = None;
+    while let Some(r) = set.join_next().await {
+        match r.map_err(ApiError::from)? {
+            Ok(v) => {
+                max_id = max_id.max(v.get("operation_id").and_then(Value::as_u64).unwrap_or(0))
+            }
+            Err(e) => {
+                // a missing point is reported only if no peer failed harder
+                if first_err
+                    .as_ref()
+                    .is_none_or(|f| f.status == StatusCode::NOT_FOUND)
+                {
+                    first_err = Some(e);
+                }
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok((max_id, wait)),
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ merging
+
+pub fn pid(v: &Value) -> Option<PointId> {
+    serde_json::from_value(v.get("id")?.clone()).ok()
+}
+
+/// Score order of a search: bigger first, or smaller first (Euclid/Manhattan distances).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Order {
+    BiggerFirst,
+    SmallerFirst,
+    ById,
+    ByOrderValue { desc: bool },
+    Concat,
+}
+
+fn num(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+pub fn cmp(order: Order, a: &Value, b: &Value) -> Ordering {
+    let ids = || pid(a).cmp(&pid(b));
+    match order {
+        Order::BiggerFirst => num(b, "score")
+            .partial_cmp(&num(a, "score"))
+            .unwrap_or(Ordering::Equal)
+            .then_with(ids),
+        Order::SmallerFirst => num(a, "score")
+            .partial_cmp(&num(b, "score"))
+            .unwrap_or(Ordering::Equal)
+            .then_with(ids),
+        Order::ById => ids(),
+        Order::ByOrderValue { desc } => {
+            let o = num(a, "order_value")
+                .partial_cmp(&num(b, "order_value"))
+                .unwrap_or(Ordering::Equal);
+            (if desc { o.reverse() } else { o }).then_with(ids)
+        }
+        Order::Concat => Ordering::Equal,
+    }
+}
+
+/// Merge per-peer ranked lists: sort, drop duplicate ids (replicas), skip `offset`, take `limit`.
+pub fn merge(lists: Vec<Value>, order: Order, offset: usize, limit: usize) -> Vec<Value> {
+    let mut all: Vec<Value> = lists
+        .into_iter()
+        .flat_map(|l| l.as_array().cloned().unwrap_or_default())
+        .collect();
+    if order != Order::Concat {
+        all.sort_by(|a, b| cmp(order, a, b));
+    }
+    let mut seen = std::collections::HashSet::new();
+    all.into_iter()
+        .filter(|v| match order {
+            Order::ByOrderValue { .. } => seen.insert((
+                v.get("id").map(Value::to_string),
+                v.get("order_value").map(Value::to_string),
+            )),
+            _ => seen.insert((v.get("id").map(Value::to_string), None)),
+        })
+        .skip(offset)
+        .take(limit)
+        .collect()
+}
+
+/// Copy the payload / vector a request selected from a fetched record onto a hit.
+fn attach_selected(hit: &mut Value, rec: &Value, wp: &Value, wv: &Value) {
+    if *wp != json!(false) {
+        hit["payload"] = rec.get("payload").cloned().unwrap_or(Value::Null);
+    }
+    if *wv != json!(false) {
+        hit["vector"] = rec.get("vector").cloned().unwrap_or(Value::Null);
+    }
+}
+
+/// Fetch records by id from their owners (payload/vector selectors as given), in `ids` order.
+pub async fn retrieve(
+    st: &AppState,
+    p: &Placement,
+    ids: &[Value],
+    with_payload: Value,
+    with_vector: Value,
+) -> Result<Vec<Value>, ApiError> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let body = json!({"ids": ids, "with_payload": with_payload, "with_vector": with_vector});
+    let lists = fan_out(
+        st,
+        p,
+        "POST",
+        &format!("/collections/{}/points", urlencode(&p.name)),
+        &body,
+    )
+    .await?;
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    for l in lists {
+        for r in l.as_array().cloned().unwrap_or_default() {
+            if let Some(id) = r.get("id") {
+                by_id.entry(id.to_string()).or_insert(r);
+            }
+        }
+    }
+    Ok(ids
+        .iter()
+        .filter_map(|i| by_id.get(&i.to_string()).cloned())
+        .collect())
+}
+
+// ------------------------------------------------------------------ coordinator reads
+
+/// Whether the named dense vector ranks smaller scores first (Euclid/Manhattan distances).
+fn distance_order(st: &AppState, collection: &str, using: &str) -> Order {
+    let Ok(c) = st.storage.get(collection) else {
+        return Order::BiggerFirst;
+    };
+    let cfg = c.config();
+    match cfg
+        .params
+        .vectors
+        .iter()
+        .into_iter()
+        .find(|(n, _)| *n == using)
+        .map(|(_, p)| p.distance)
+    {
+        Some(segment::Distance::Euclid | segment::Distance::Manhattan) => Order::SmallerFirst,
+        _ => Order::BiggerFirst,
+    }
+}
+
+fn and_filter(a: Option<&Value>, b: Option<&Value>) -> Option<Value> {
+    match (a.filter(|v| !v.is_null()), b.filter(|v| !v.is_null())) {
+        (None, None) => None,
+        (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+        (Some(x), Some(y)) => Some(json!({"must": [x, y]})),
+    }
+}
+
+fn exclude(filter: Option<Value>, ids: &[Value]) -> Option<Value> {
+    if ids.is_empty() {
+        return filter;
+    }
+    and_filter(
+        filter.as_ref(),
+        Some(&json!({"must_not": [{"has_id": ids}]})),
+    )
+}
+
+fn is_id(v: &Value) -> bool {
+    v.is_u64() || v.is_string()
+}
+
+/// Point-id inputs inside a query value: `42`, `{"nearest": 42}`, recommend examples.
+fn input_slots(q: &mut Value) -> Vec<&mut Value> {
+    if is_id(q) {
+        return vec![q];
+    }
+    let Value::Object(m) = q else { return vec![] };
+    if m.get("nearest").is_some_and(is_id) {
+        return m.get_mut("nearest").into_iter().collect();
+    }
+    let mut out = Vec::new();
+    if let Some(Value::Object(r)) = m.get_mut("recommend") {
+        for (k, v) in r.iter_mut() {
+            if k == "positive" || k == "negative" {
+                if let Value::Array(a) = v {
+                    out.extend(a.iter_mut().filter(|x| is_id(x)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Replace point-id inputs with the points' vectors (fetched from their owners); returns
+/// the ids mentioned (they are excluded from results, as on a single node).
+async fn resolve_inputs(
+    st: &AppState,
+    p: &Placement,
+    q: &mut Value,
+    using: &str,
+) -> Result<Vec<Value>, ApiError> {
+    let ids: Vec<Value> = input_slots(q).into_iter().map(|v| v.clone()).collect();
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let recs = retrieve(st, p, &ids, json!(false), json!([using])).await?;
+    for v in input_slots(q) {
+        let rec = recs
+            .iter()
+            .find(|r| r.get("id") == Some(&*v))
+            .ok_or_else(|| ApiError::not_found(format!("Not found: No point with id {v} found")))?;
+        let vec = match rec.get("vector") {
+            Some(Value::Object(m)) => m.get(using).cloned(),
+            Some(x @ Value::Array(_)) if using.is_empty() => Some(x.clone()),
+            _ => None,
+        };
+        *v = vec.ok_or_else(|| {
+            ApiError::bad_request(format!("Wrong input: point {v} has no vector `{using}`"))
+        })?;
+    }
+    Ok(ids)
+}
+
+fn order_of_query(
+    st: &AppState,
+    p: &Placement,
+    level: &serde_json::Map<String, Value>,
+    using: &str,
+) -> Order {
+    match level.get("query") {
+        None | Some(Value::Null) => Order::ById,
+        Some(Value::Object(q)) if q.contains_key("order_by") => {
+            let desc = q
+                .get("order_by")
+                .and_then(|o| o.get("direction"))
+                .and_then(Value::as_str)
+                == Some("desc");
+            Order::ByOrderValue { desc }
+        }
+        Some(Value::Object(q)) if q.contains_key("sample") => Order::Concat,
+        Some(Value::Object(q)) if q.contains_key("recommend") => {
+            let strat = q
+                .get("recommend")
+                .and_then(|r| r.get("strategy"))
+                .and_then(Value::as_str)
+                .unwrap_or("average_vector");
+            if strat == "average_vector" {
+                distance_order(st, &p.name, using)
+            } else {
+                Order::BiggerFirst
+            }
+        }
+        Some(Value::Object(q)) if q.contains_key("indices") => Order::BiggerFirst,
+        Some(Value::Object(q)) if q.get("nearest").is_some_and(|n| n.get("indices").is_some()) => {
+            Order::BiggerFirst
+        }
+        _ => distance_order(st, &p.name, using),
+    }
+}
+
+/// Distributed universal query at one level (top level: `offset`, selectors apply).
+pub fn query<'a>(
+    st: &'a AppState,
+    p: &'a Placement,
+    level: serde_json::Map<String, Value>,
+    inherited: Option<Value>,
+    top: bool,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Value>, ApiError>> + Send + 'a>>
+{
+    Box::pin(async move {
+        if level.get("lookup_from").is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::bad_request(
+                "Wrong input: lookup_from is not supported in cluster mode yet",
+            ));
+        }
+        let mut level = level;
+        let using = level
+            .get("using")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let limit = level.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
+        let offset = if top {
+            level.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize
+        } else {
+            0
+        };
+        // point ids used as query inputs -> vectors (and excluded from results)
+        let mut mentioned = Vec::new();
+        if let Some(q) = level.get_mut("query") {
+            mentioned = resolve_inputs(st, p, q, &using).await?;
+        }
+        let filter = exclude(
+            and_filter(inherited.as_ref(), level.get("filter")),
+            &mentioned,
+        );
+        let prefetch: Vec<serde_json::Map<String, Value>> = match level.remove("prefetch") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(a)) => a
+                .into_iter()
+                .filter_map(|x| x.as_object().cloned())
+                .collect(),
+            Some(Value::Object(o)) => vec![o],
+            Some(_) => return Err(ApiError::format("prefetch must be an object or a list")),
+        };
+        let (wp, wv) = if top {
+            (
+                level.get("with_payload").cloned().unwrap_or(json!(false)),
+                level
+                    .get("with_vector")
+                    .or_else(|| level.get("with_vectors"))
+                    .cloned()
+                    .unwrap_or(json!(false)),
+            )
+        } else {
+            (json!(false), json!(false))
+        };
+        let fusion = match level.get("query") {
+            Some(Value::Object(q)) if q.get("fusion").and_then(Value::as_str) == Some("rrf") => {
+                Some((2.0f32, None))
+            }
+            Some(Value::Object(q)) if q.contains_key("rrf") => Some((
+                q.get("rrf")
+                    .and_then(|r| r.get("k"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(2) as f32,
+                q.get("rrf")
+                    .and_then(|r| r.get("weights"))
+                    .and_then(Value::as_array)
+                    .map(|w| {
+                        w.iter()
+                            .map(|x| x.as_f64().unwrap_or(1.0) as f32)
+                            .collect::<Vec<_>>()
+                    }),
+            )),
+            _ => None,
+        };
+        let dbsf = matches!(level.get("query"), Some(Value::Object(q)) if q.get("fusion").and_then(Value::as_str) == Some("dbsf"));
+        let order = order_of_query(st, p, &level, &using);
+        let mut base = level.clone();
+        let threshold = base.get("score_threshold").and_then(Value::as_f64);
+        if !prefetch.is_empty() {
+            let mut sources = Vec::new();
+            for pf in prefetch {
+                sources.push(query(st, p, pf, filter.clone(), false).await?);
+            }
+            if fusion.is_some() || dbsf {
+                let cands: Vec<Vec<collection::query::Candidate>> = sources
+                    .iter()
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|v| {
+                                Some(collection::query::Candidate {
+                                    id: pid(v)?,
+                                    score: num(v, "score") as f32,
+                                    order_value: None,
+                                })
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let fused = match fusion {
+                    Some((k, w)) => collection::query::rrf(&cands, k, w.as_deref())?,
+                    None => collection::query::dbsf(&cands),
+                };
+                let fused: Vec<_> = fused
+                    .into_iter()
+                    .filter(|c| threshold.is_none_or(|t| c.score as f64 >= t))
+                    .skip(offset)
+                    .take(limit)
+                    .collect();
+                let ids: Vec<Value> = fused
+                    .iter()
+                    .map(|c| serde_json::to_value(c.id).expect("id encodes"))
+                    .collect();
+                let mut out = Vec::new();
+                if top {
+                    let recs = retrieve(st, p, &ids, wp.clone(), wv.clone()).await?;
+                    for c in &fused {
+                        let idv = serde_json::to_value(c.id).expect("id encodes");
+                        if let Some(r) = recs.iter().find(|r| r.get("id") == Some(&idv)) {
+                            let mut o = json!({"id": idv, "version": 0, "score": c.score});
+                            attach_selected(&mut o, r, &wp, &wv);
+                            out.push(o);
+                        }
+                    }
+                } else {
+                    out = fused
+                        .into_iter()
+                        .map(|c| json!({"id": c.id, "score": c.score}))
+                        .collect();
+                }
+                return Ok(out);
+            }
+            if base.get("query").is_none_or(Value::is_null) {
+                // no query: the first prefetch's ranking, with the top level's selectors
+                let first: Vec<Value> = sources
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .skip(offset)
+                    .take(limit)
+                    .collect();
+                if !top || (wp == json!(false) && wv == json!(false)) {
+                    return Ok(first);
+                }
+                let ids: Vec<Value> = first.iter().filter_map(|h| h.get("id").cloned()).collect();
+                let recs = retrieve(st, p, &ids, wp.clone(), wv.clone()).await?;
+                return Ok(first
+                    .into_iter()
+                    .map(|mut h| {
+                        if let Some(r) = recs.iter().find(|r| r.get("id") == h.get("id")) {
+                            attach_selected(&mut h, r, &wp, &wv);
+                        }
+                        h
+                    })
+                    .collect());
+            }
+            let ids: BTreeSet<String> = sources
+                .iter()
+                .flatten()
+                .filter_map(|v| v.get("id").map(Value::to_string))
+                .collect();
+            if ids.is_empty() {
+                return Ok(vec![]);
+            }
+            let idv: Vec<Value> = ids
+                .iter()
+                .filter_map(|s| serde_json::from_str(s).ok())
+                .collect();
+            let f = and_filter(filter.as_ref(), Some(&json!({"must": [{"has_id": idv}]})));
+            base.insert("filter".into(), f.unwrap_or(Value::Null));
+        } else {
+            base.insert("filter".into(), filter.unwrap_or(Value::Null));
+        }
+        base.insert("limit".into(), json!(limit + offset));
+        base.insert("offset".into(), json!(0));
+        base.insert("with_payload".into(), wp);
+        base.insert("with_vector".into(), wv);
+        base.remove("with_vectors");
+        let lists = fan_out(
+            st,
+            p,
+            "POST",
+            &format!("/collections/{}/points/query", urlencode(&p.name)),
+            &Value::Object(base),
+        )
+        .await?;
+        let lists = lists
+            .into_iter()
+            .map(|r| r.get("points").cloned().unwrap_or(json!([])))
+            .collect();
+        Ok(merge(lists, order, offset, limit))
+    })
+}
+
+/// Legacy search / recommend (`/points/search`, `/points/recommend`): fan out and merge.
+pub async fn search_like(
+    st: &AppState,
+    p: &Placement,
+    endpoint: &str,
+    body: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    let mut m = body
+        .as_object()
+        .cloned()
+        .ok_or_else(|| ApiError::format("request body must be a JSON object"))?;
+    if m.get("lookup_from").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::bad_request(
+            "Wrong input: lookup_from is not supported in cluster mode yet",
+        ));
+    }
+    let limit = m
+        .get("limit")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| ApiError::format("missing field `limit`"))? as usize;
+    let offset = m.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let (using, order) = if endpoint == "recommend" {
+        let using = m
+            .get("using")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mut wrapped = json!({"recommend": {"positive": m.remove("positive").unwrap_or(json!([])), "negative": m.remove("negative").unwrap_or(json!([]))}});
+        let mentioned = resolve_inputs(st, p, &mut wrapped, &using).await?;
+        m.insert("positive".into(), wrapped["recommend"]["positive"].take());
+        m.insert("negative".into(), wrapped["recommend"]["negative"].take());
+        let f = exclude(
+            m.get("filter").cloned().filter(|v| !v.is_null()),
+            &mentioned,
+        );
+        m.insert("filter".into(), f.unwrap_or(Value::Null));
+        let strat = m
+            .get("strategy")
+            .and_then(Value::as_str)
+            .unwrap_or("average_vector");
+        let order = if strat == "average_vector" {
+            distance_order(st, &p.name, &using)
+        } else {
+            Order::BiggerFirst
+        };
+        (using, order)
+    } else {
+        let v = m.get("vector").cloned().unwrap_or(Value::Null);
+        let using = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let sparse = v.get("vector").is_some_and(|x| x.get("indices").is_some());
+        (
+            using.clone(),
+            if sparse {
+                Order::BiggerFirst
+            } else {
+                distance_order(st, &p.name, &using)
+            },
+        )
+    };
+    let _ = using;
+    m.insert("limit".into(), json!(limit + offset));
+    m.insert("offset".into(), json!(0));
+    let lists = fan_out(
+        st,
+        p,
+        "POST",
+        &format!("/collections/{}/points/{endpoint}", urlencode(&p.name)),
+        &Value::Object(m),
+    )
+    .await?;
+    Ok(merge(lists, order, offset, limit))
+}
+
+/// Distributed scroll: every peer returns `limit + 1` from `offset`; merge by id.
+pub async fn scroll(st: &AppState, p: &Placement, body: &Value) -> Result<Value, ApiError> {
+    let mut m = body.as_object().cloned().unwrap_or_default();
+    let limit = m.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
+    let ob = m.get("order_by").cloned().filter(|v| !v.is_null());
+    m.insert("limit".into(), json!(limit + 1));
+    let lists = fan_out(
+        st,
+        p,
+        "POST",
+        &format!("/collections/{}/points/scroll", urlencode(&p.name)),
+        &Value::Object(m),
+    )
+    .await?;
+    let lists = lists
+        .into_iter()
+        .map(|r| r.get("points").cloned().unwrap_or(json!([])))
+        .collect();
+    if let Some(ob) = ob {
+        let desc = ob.get("direction").and_then(Value::as_str) == Some("desc");
+        return Ok(
+            json!({"points": merge(lists, Order::ByOrderValue { desc }, 0, limit), "next_page_offset": null}),
+        );
+    }
+    let mut pts = merge(lists, Order::ById, 0, limit + 1);
+    let next = if pts.len() > limit {
+        pts.pop().and_then(|v| v.get("id").cloned())
+    } else {
+        None
+    };
+    Ok(json!({"points": pts, "next_page_offset": next}))
+}
+
+/// Sum of the local counts of the data peers that answer (for collection info).
+pub async fn count_available(st: &AppState, p: &Placement) -> u64 {
+    let mut total = 0;
+    for peer in p.data_peers() {
+        let body = serde_json::to_vec(&json!({"exact": true})).expect("json encodes");
+        if let Ok(v) = call(
+            st,
+            p,
+            peer,
+            "POST",
+            &format!("/collections/{}/points/count", urlencode(&p.name)),
+            "application/json",
+            body,
+        )
+        .await
+        {
+            total += v.get("count").and_then(Value::as_u64).unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// Distributed count: sum of every peer's local count.
+pub async fn count(st: &AppState, p: &Placement, body: &Value) -> Result<Value, ApiError> {
+    let lists = fan_out(
+        st,
+        p,
+        "POST",
+        &format!("/collections/{}/points/count", urlencode(&p.name)),
+        body,
+    )
+    .await?;
+    let n: u64 = lists
+        .iter()
+        .map(|r| r.get("count").and_then(Value::as_u64).unwrap_or(0))
+        .sum();
+    Ok(json!({"count": n}))
+}
+
+// ------------------------------------------------------------------ groups
+
+/// Distributed `*/groups`: rank every candidate across peers (with the `group_by` payload),
+/// group at the coordinator exactly as a single node does, then fetch the requested
+/// payload/vectors of the hits (and lookups).
+pub async fn groups(
+    st: &AppState,
+    p: &Placement,
+    endpoint: &str,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let mut m = body
+        .as_object()
+        .cloned()
+        .ok_or_else(|| ApiError::format("request body must be a JSON object"))?;
+    let group_by = m
+        .remove("group_by")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .ok_or_else(|| ApiError::format("missing field `group_by`"))?;
+    let path = segment::json_path::JsonPath::parse(&group_by).map_err(ApiError::bad_request)?;
+    let group_size = m.remove("group_size").and_then(|v| v.as_u64()).unwrap_or(3) as usize;
+    let limit = m.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
+    let with_lookup = m.remove("with_lookup");
+    let wp = m.remove("with_payload").unwrap_or(json!(false));
+    let wv = m
+        .remove("with_vector")
+        .or_else(|| m.remove("with_vectors"))
+        .unwrap_or(json!(false));
+    let total = count(st, p, &json!({})).await?["count"]
+        .as_u64()
+        .unwrap_or(0)
+        .max(1);
+    m.insert("limit".into(), json!(total));
+    m.insert("offset".into(), json!(0));
+    m.insert("with_payload".into(), json!([group_by]));
+    let ranked = match endpoint {
+        "query" => query(st, p, m, None, true).await?,
+        other => search_like(st, p, other, &Value::Object(m)).await?,
+    };
+    // group exactly like collection::query::group_hits
+    let mut groups: Vec<(Value, Vec<Value>)> = Vec::new();
+    for hit in ranked {
+        let payload = hit
+            .get("payload")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for k in collection::query::group_keys(&path, &payload) {
+            match groups.iter_mut().find(|g| g.0 == k) {
+                Some(g) => {
+                    if g.1.len() < group_size {
+                        g.1.push(hit.clone());
+                    }
+                }
+                None => {
+                    if groups.len() < limit {
+                        groups.push((k, vec![hit.clone()]));
+                    }
+                }
+            }
+        }
+        if groups.len() >= limit && groups.iter().all(|g| g.1.len() >= group_size) {
+            break;
+        }
+    }
+    // payload / vectors of the hits as requested
+    let ids: Vec<Value> = groups
+        .iter()
+        .flat_map(|g| g.1.iter().filter_map(|h| h.get("id").cloned()))
+        .collect();
+    let recs = if wp != json!(false) || wv != json!(false) {
+        retrieve(st, p, &ids, wp.clone(), wv.clone()).await?
+    } else {
+        vec![]
+    };
+    let lookup = match &with_lookup {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some((s.clone(), json!(true), json!(false))),
+        Some(Value::Object(l)) => Some((
+            l.get("collection")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::format("with_lookup needs `collection`"))?
+                .to_string(),
+            l.get("with_payload").cloned().unwrap_or(json!(true)),
+            l.get("with_vectors")
+                .or_else(|| l.get("with_vector"))
+                .cloned()
+                .unwrap_or(json!(false)),
+        )),
+        Some(_) => {
+            return Err(ApiError::format(
+                "with_lookup must be a collection name or an object",
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for (key, hits) in groups {
+        let hits: Vec<Value> = hits
+            .into_iter()
+            .map(|h| {
+                let mut o = json!({"id": h["id"], "version": h.get("version").cloned().unwrap_or(json!(0)), "score": h["score"]});
+                if let Some(r) = recs.iter().find(|r| r.get("id") == h.get("id")) {
+                    attach_selected(&mut o, r, &wp, &wv);
+                }
+                o
+            })
+            .collect();
+        let mut g = json!({"id": key, "hits": hits});
+        // a group key is looked up only when it is a valid point id (as on a single node)
+        let key_is_id = serde_json::from_value::<PointId>(key.clone()).is_ok();
+        if let (Some((lc, lwp, lwv)), true) = (&lookup, key_is_id) {
+            let lcoll = st.storage.get(lc)?;
+            let idv = key.clone();
+            let rec = match placement(st, false, lcoll.name()) {
+                Some(lp) => retrieve(st, &lp, &[idv], lwp.clone(), lwv.clone())
+                    .await?
+                    .pop(),
+                None => {
+                    let body = serde_json::to_vec(
+                        &json!({"ids": [key], "with_payload": lwp, "with_vector": lwv}),
+                    )
+                    .expect("json encodes");
+                    let pl = Placement {
+                        name: lcoll.name().to_string(),
+                        shard_number: 1,
+                        shards: vec![vec![p.me]],
+                        peers: p.peers.clone(),
+                        me: p.me,
+                    };
+                    call(
+                        st,
+                        &pl,
+                        p.me,
+                        "POST",
+                        &format!("/collections/{}/points", urlencode(lcoll.name())),
+                        "application/json",
+                        body,
+                    )
+                    .await?
+                    .as_array()
+                    .and_then(|a| a.first().cloned())
+                }
+            };
+            if let Some(r) = rec {
+                g["lookup"] = r;
+            }
+        }
+        out.push(g);
+    }
+    Ok(json!({"groups": out}))
+}

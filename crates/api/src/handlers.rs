@@ -1,0 +1,1654 @@
+//! Route table and handlers. Engine calls run on the blocking pool, never on async workers.
+
+use crate::envelope::{error_response, parse_query, ApiError, ApiResult, QJson, Timed};
+use crate::wire::{self, *};
+use crate::AppState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use cluster::state::ClusterOp;
+use collection::config::CreateCollection;
+use collection::query::{
+    enrich, group_hits, Candidate, QueryEngine, QueryInput, QuerySpec, RequestParams, WithPayload,
+    WithVector,
+};
+use collection::storage::AliasAction;
+use collection::{Collection, CollectionError};
+use segment::store::PointStore;
+use segment::{PointId, Vector};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+type St = State<AppState>;
+
+/// True for sub-requests executed on behalf of a coordinator (local data only).
+pub struct IsLocal(pub bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IsLocal {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(IsLocal(
+            parts.extensions.get::<crate::dist::LocalCall>().is_some(),
+        ))
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(root))
+        .route("/healthz", get(|| async { "healthz check passed" }))
+        .route("/livez", get(|| async { "healthz check passed" }))
+        .route("/readyz", get(|| async { "all shards are ready" }))
+        .route("/cluster", get(cluster_info))
+        .route("/cluster/peer/{peer_id}", delete(remove_peer))
+        .route("/cluster/recover", post(cluster_recover))
+        .route("/collections", get(list_collections))
+        .route("/aliases", get(list_aliases))
+        .route("/collections/aliases", post(update_aliases))
+        .route(
+            "/collections/{name}",
+            get(get_collection)
+                .put(create_collection)
+                .patch(update_collection)
+                .delete(delete_collection),
+        )
+        .route("/collections/{name}/exists", get(collection_exists))
+        .route("/collections/{name}/aliases", get(collection_aliases))
+        .route("/collections/{name}/cluster", get(collection_cluster))
+        .route("/collections/{name}/index", put(create_index))
+        .route("/collections/{name}/index/{field}", delete(delete_index))
+        .route(
+            "/collections/{name}/points",
+            put(upsert_points).post(retrieve_points),
+        )
+        .route("/collections/{name}/points/{id}", get(get_point))
+        .route("/collections/{name}/points/delete", post(delete_points))
+        .route(
+            "/collections/{name}/points/payload",
+            post(set_payload).put(overwrite_payload),
+        )
+        .route(
+            "/collections/{name}/points/payload/delete",
+            post(delete_payload),
+        )
+        .route(
+            "/collections/{name}/points/payload/clear",
+            post(clear_payload),
+        )
+        .route("/collections/{name}/points/vectors", put(update_vectors))
+        .route(
+            "/collections/{name}/points/vectors/delete",
+            post(delete_vectors),
+        )
+        .route("/collections/{name}/points/batch", post(batch_update))
+        .route("/collections/{name}/points/apply", post(apply_local))
+        .route("/collections/{name}/points/scroll", post(scroll_points))
+        .route("/collections/{name}/points/count", post(count_points))
+        .route("/collections/{name}/points/search", post(search_points))
+        .route(
+            "/collections/{name}/points/search/batch",
+            post(search_batch),
+        )
+        .route(
+            "/collections/{name}/points/search/groups",
+            post(search_groups),
+        )
+        .route("/collections/{name}/points/query", post(query_points))
+        .route("/collections/{name}/points/query/batch", post(query_batch))
+        .route(
+            "/collections/{name}/points/query/groups",
+            post(query_groups),
+        )
+        .route(
+            "/collections/{name}/points/recommend",
+            post(recommend_points),
+        )
+        .route(
+            "/collections/{name}/points/recommend/batch",
+            post(recommend_batch),
+        )
+        .route(
+            "/collections/{name}/points/recommend/groups",
+            post(recommend_groups),
+        )
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn fallback() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "Not found: no such endpoint",
+        Instant::now(),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed for this endpoint",
+        Instant::now(),
+    )
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+fn coll(st: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
+    Ok(st.storage.get(name)?)
+}
+
+fn obj(v: &Value) -> Result<&JsonMap, ApiError> {
+    v.as_object()
+        .ok_or_else(|| ApiError::format("request body must be a JSON object"))
+}
+
+// ------------------------------------------------------------------ service
+
+async fn root() -> impl IntoResponse {
+    axum::Json(
+        json!({"title": "sextant - vector search engine (Qdrant-compatible)", "version": "1.18.3", "sextant_version": env!("CARGO_PKG_VERSION")}),
+    )
+}
+
+async fn cluster_info(State(st): St) -> ApiResult<Value> {
+    let t = Instant::now();
+    let Some(node) = &st.cluster else {
+        return Ok(Timed(t, json!({"status": "disabled"})));
+    };
+    let peers: serde_json::Map<String, Value> = node
+        .peers()
+        .into_iter()
+        .map(|(id, uri)| (id.to_string(), json!({"uri": format!("{uri}/")})))
+        .collect();
+    let now = chrono_like_now();
+    Ok(Timed(
+        t,
+        json!({
+            "status": "enabled",
+            "peer_id": node.id,
+            "peers": peers,
+            "raft_info": node.raft_info(),
+            "consensus_thread_status": {"consensus_thread_status": "working", "last_update": now},
+            "message_send_failures": serde_json::to_value(&*node.send_failures.lock()).unwrap_or(json!({})),
+        }),
+    ))
+}
+
+/// RFC 3339 UTC timestamp without pulling a date crate into `api`.
+fn chrono_like_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct RemovePeerParams {
+    force: Option<String>,
+    #[allow(dead_code)] // accepted for compatibility
+    timeout: Option<String>,
+}
+
+/// `DELETE /cluster/peer/{peer_id}`: refused while the peer holds shards unless `force=true`.
+/// Runs on the leader (other peers forward the request to it).
+async fn remove_peer(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(peer): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<bool> {
+    let t = Instant::now();
+    let Some(node) = st.cluster.clone() else {
+        return Err(ApiError::bad_request(
+            "Wrong input: Distributed mode is not enabled",
+        ));
+    };
+    let raw = q.clone();
+    let params: RemovePeerParams = parse_query(q)?;
+    let force = parse_bool(params.force.as_deref(), "force")?;
+    let peer: u64 = peer
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("Wrong input: invalid peer id `{peer}`")))?;
+    if !node.is_leader() && !local {
+        let leader = node.leader_uri().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable: no Raft leader is available; try again later",
+            )
+        })?;
+        let path = format!(
+            "/cluster/peer/{peer}{}",
+            raw.map(|r| format!("?{r}")).unwrap_or_default()
+        );
+        let (status, body) = node
+            .call_peer(
+                &leader,
+                "DELETE",
+                &path,
+                "application/json",
+                vec![],
+                std::time::Duration::from_secs(60),
+            )
+            .await?;
+        if status != 200 {
+            let msg = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/status/error")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            return Err(ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                msg,
+            ));
+        }
+        return Ok(Timed(t, true));
+    }
+    node.remove_peer(peer, force, std::time::Duration::from_secs(30))
+        .await?;
+    Ok(Timed(t, true))
+}
+
+/// `POST /cluster/recover`: in Qdrant this asks the leader for a fresh snapshot. openraft
+/// already catches lagging peers up by log or snapshot on its own, so this checks that a
+/// leader exists.
+async fn cluster_recover(State(st): St) -> ApiResult<bool> {
+    let t = Instant::now();
+    let Some(node) = st.cluster.clone() else {
+        return Err(ApiError::bad_request(
+            "Wrong input: Distributed mode is not enabled",
+        ));
+    };
+    if node.leader_uri().is_none() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable: no Raft leader is available; try again later",
+        ));
+    }
+    Ok(Timed(t, true))
+}
+
+/// Metadata writes in cluster mode go through consensus and return once applied here.
+async fn propose(st: &AppState, op: ClusterOp) -> Result<(), ApiError> {
+    let node = st
+        .cluster
+        .as_ref()
+        .expect("propose is only called in cluster mode");
+    node.propose(op, std::time::Duration::from_secs(30))
+        .await
+        .map_err(ApiError::from)
+}
+
+// ------------------------------------------------------------------ collections
+
+async fn list_collections(State(st): St) -> ApiResult<Value> {
+    let t = Instant::now();
+    let names: Vec<Value> = st
+        .storage
+        .list()
+        .into_iter()
+        .map(|n| json!({"name": n}))
+        .collect();
+    Ok(Timed(t, json!({"collections": names})))
+}
+
+fn collection_info(c: &Collection) -> Value {
+    let (status, indexed) = c.index_status();
+    let store = c.read();
+    let indexes = c.payload_indexes();
+    let mut schema = serde_json::Map::new();
+    for (field, s) in &indexes {
+        let dt = wire::index_data_type(s).unwrap_or_else(|_| "keyword".into());
+        let count = segment::json_path::JsonPath::parse(field)
+            .map(|p| {
+                // payloads only: iter_records would clone every vector too
+                store
+                    .matching_ids(None)
+                    .into_iter()
+                    .filter(|id| {
+                        store
+                            .payload(*id)
+                            .is_some_and(|pl| !p.values(pl, true).is_empty())
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        let mut e = json!({"data_type": dt, "points": count});
+        if let Value::Object(m) = s {
+            let params: serde_json::Map<String, Value> = m
+                .iter()
+                .filter(|(k, _)| k.as_str() != "type")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if !params.is_empty() {
+                let mut p = params;
+                p.insert("type".into(), Value::from(dt.clone()));
+                e["params"] = Value::Object(p);
+            }
+        }
+        schema.insert(field.clone(), e);
+    }
+    json!({
+        "status": status,
+        "optimizer_status": "ok",
+        "indexed_vectors_count": indexed,
+        "points_count": store.len(),
+        "segments_count": 1,
+        "config": c.config(),
+        "payload_schema": schema,
+    })
+}
+
+async fn get_collection_local(State(st): St, Path(name): Path<String>) -> ApiResult<Value> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    Ok(Timed(t, blocking(move || Ok(collection_info(&c))).await?))
+}
+
+async fn create_collection(
+    State(st): St,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<bool> {
+    let t = Instant::now();
+    let _: WriteParams = parse_query(q)?;
+    let req: CreateCollection = serde_json::from_value(body.clone()).map_err(ApiError::format)?;
+    if let Some(node) = st.cluster.clone() {
+        // validate here so bad input never reaches the log
+        collection::storage::validate_name(&name)?;
+        let (shard_number, rf) = (req.shard_number, req.replication_factor);
+        req.into_config(&Default::default())?;
+        if st.storage.exists(&name) {
+            return Err(CollectionError::AlreadyExists(name).into());
+        }
+        let peers: Vec<u64> = node.peers().into_keys().collect();
+        let op = ClusterOp::CreateCollection {
+            name,
+            create: body,
+            shard_number: shard_number.unwrap_or(peers.len() as u32).max(1),
+            replication_factor: rf.unwrap_or(1),
+            peers,
+        };
+        propose(&st, op).await?;
+        return Ok(Timed(t, true));
+    }
+    blocking(move || Ok(st.storage.create_collection(&name, req)?)).await?;
+    Ok(Timed(t, true))
+}
+
+async fn update_collection(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<bool> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    if st.cluster.is_some() {
+        c.config().apply_update(&body)?; // validate before proposing
+        propose(
+            &st,
+            ClusterOp::UpdateCollection {
+                name: c.name().to_string(),
+                patch: body,
+            },
+        )
+        .await?;
+        return Ok(Timed(t, true));
+    }
+    blocking(move || {
+        let new = c.config().apply_update(&body)?;
+        Ok(c.set_config(new)?)
+    })
+    .await?;
+    Ok(Timed(t, true))
+}
+
+async fn delete_collection(State(st): St, Path(name): Path<String>) -> ApiResult<bool> {
+    let t = Instant::now();
+    if st.cluster.is_some() {
+        collection::storage::validate_name(&name)?;
+        let existed = st.storage.list().contains(&name);
+        propose(&st, ClusterOp::DeleteCollection { name }).await?;
+        return Ok(Timed(t, existed));
+    }
+    let r = blocking(move || Ok(st.storage.delete_collection(&name)?)).await?;
+    Ok(Timed(t, r))
+}
+
+async fn collection_exists(State(st): St, Path(name): Path<String>) -> ApiResult<Value> {
+    Ok(Timed(
+        Instant::now(),
+        json!({"exists": st.storage.exists(&name)}),
+    ))
+}
+
+fn aliases_json(list: Vec<(String, String)>) -> Value {
+    json!({"aliases": list.into_iter().map(|(a, c)| json!({"alias_name": a, "collection_name": c})).collect::<Vec<_>>()})
+}
+
+async fn list_aliases(State(st): St) -> ApiResult<Value> {
+    Ok(Timed(
+        Instant::now(),
+        aliases_json(st.storage.aliases(None)),
+    ))
+}
+
+async fn collection_aliases(State(st): St, Path(name): Path<String>) -> ApiResult<Value> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    Ok(Timed(t, aliases_json(st.storage.aliases(Some(c.name())))))
+}
+
+async fn update_aliases(State(st): St, QJson(body): QJson<Value>) -> ApiResult<bool> {
+    let t = Instant::now();
+    let actions = obj(&body)?
+        .get("actions")
+        .cloned()
+        .ok_or_else(|| ApiError::format("missing field `actions`"))?;
+    let parsed: Vec<AliasAction> =
+        serde_json::from_value(actions.clone()).map_err(ApiError::format)?;
+    if st.cluster.is_some() {
+        propose(&st, ClusterOp::UpdateAliases { actions }).await?;
+        return Ok(Timed(t, true));
+    }
+    blocking(move || Ok(st.storage.update_aliases(parsed)?)).await?;
+    Ok(Timed(t, true))
+}
+
+async fn collection_cluster(State(st): St, Path(name): Path<String>) -> ApiResult<Value> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let Some(node) = st.cluster.clone() else {
+        let n = c.read().len();
+        return Ok(Timed(
+            t,
+            json!({"peer_id": 0, "shard_count": 1, "local_shards": [{"shard_id": 0, "points_count": n, "state": "Active"}], "remote_shards": [], "shard_transfers": []}),
+        ));
+    };
+    let state = node.state();
+    let Some(meta) = state.state.collections.get(c.name()) else {
+        return Err(CollectionError::CollectionNotFound(name).into());
+    };
+    let shard_number = meta.shards.len() as u32;
+    // per-shard counts of the points stored here
+    let mut counts = vec![0usize; meta.shards.len()];
+    for id in c.read().matching_ids(None) {
+        counts[collection::routing::shard_of(id, shard_number) as usize] += 1;
+    }
+    let mut local = Vec::new();
+    let mut remote = Vec::new();
+    for (s, replicas) in meta.shards.iter().enumerate() {
+        for peer in replicas {
+            if *peer == node.id {
+                local.push(json!({"shard_id": s, "points_count": counts[s], "state": "Active"}));
+            } else {
+                remote.push(json!({"shard_id": s, "peer_id": peer, "state": "Active"}));
+            }
+        }
+    }
+    Ok(Timed(
+        t,
+        json!({"peer_id": node.id, "shard_count": shard_number, "local_shards": local, "remote_shards": remote, "shard_transfers": []}),
+    ))
+}
+
+async fn create_index(
+    State(st): St,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<UpdateResultOut> {
+    let t = Instant::now();
+    let wait = parse_query::<WriteParams>(q)?.wait()?;
+    let c = coll(&st, &name)?;
+    let m = obj(&body)?;
+    let field = m
+        .get("field_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::format("missing field `field_name`"))?
+        .to_string();
+    segment::json_path::JsonPath::parse(&field).map_err(ApiError::bad_request)?;
+    let schema = m
+        .get("field_schema")
+        .cloned()
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| {
+            ApiError::bad_request("Wrong input: field_schema is required to create a payload index")
+        })?;
+    wire::index_data_type(&schema)?;
+    if st.cluster.is_some() {
+        propose(
+            &st,
+            ClusterOp::SetPayloadIndex {
+                collection: c.name().to_string(),
+                field,
+                schema: Some(schema),
+            },
+        )
+        .await?;
+    } else {
+        blocking(move || Ok(c.set_payload_index(&field, Some(schema))?)).await?;
+    }
+    Ok(Timed(
+        t,
+        UpdateResultOut {
+            operation_id: 0,
+            status: if wait { "completed" } else { "acknowledged" },
+        },
+    ))
+}
+
+async fn delete_index(
+    State(st): St,
+    Path((name, field)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<UpdateResultOut> {
+    let t = Instant::now();
+    let wait = parse_query::<WriteParams>(q)?.wait()?;
+    let c = coll(&st, &name)?;
+    if st.cluster.is_some() {
+        propose(
+            &st,
+            ClusterOp::SetPayloadIndex {
+                collection: c.name().to_string(),
+                field,
+                schema: None,
+            },
+        )
+        .await?;
+    } else {
+        blocking(move || Ok(c.set_payload_index(&field, None)?)).await?;
+    }
+    Ok(Timed(
+        t,
+        UpdateResultOut {
+            operation_id: 0,
+            status: if wait { "completed" } else { "acknowledged" },
+        },
+    ))
+}
+
+// ------------------------------------------------------------------ point updates
+
+async fn run_update(
+    st: AppState,
+    local: bool,
+    name: String,
+    q: Option<String>,
+    op: collection::operations::UpdateOp,
+) -> ApiResult<UpdateResultOut> {
+    let t = Instant::now();
+    let wait = parse_query::<WriteParams>(q)?.wait()?;
+    let c = coll(&st, &name)?;
+    if let Some(p) = crate::dist::placement(&st, local, c.name()) {
+        // validate against the schema here so bad input fails before any peer applies it
+        let op = op.prepare(&c.read())?;
+        let (id, completed) = crate::dist::update(&st, &p, op, wait).await?;
+        return Ok(Timed(
+            t,
+            update_out(collection::collection::UpdateResult {
+                operation_id: id,
+                completed,
+            }),
+        ));
+    }
+    let r = blocking(move || Ok(c.update(op, wait)?)).await?;
+    Ok(Timed(t, update_out(r)))
+}
+
+/// Internal: apply an already validated `UpdateOp` (MessagePack) to local data only.
+async fn apply_local(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> ApiResult<UpdateResultOut> {
+    let t = Instant::now();
+    if !local {
+        return Err(ApiError::not_found("Not found: no such endpoint"));
+    }
+    let wait = parse_query::<WriteParams>(q)?.wait()?;
+    let c = coll(&st, &name)?;
+    let op = collection::operations::UpdateOp::decode(&body)?;
+    let r = blocking(move || Ok(c.update(op, wait)?)).await?;
+    Ok(Timed(t, update_out(r)))
+}
+
+async fn upsert_points(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<UpdateResultOut> {
+    run_update(st, local, name, q, upsert_op(&body)?).await
+}
+
+async fn delete_points(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<UpdateResultOut> {
+    run_update(st, local, name, q, delete_op(&body)?).await
+}
+
+async fn set_payload(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<UpdateResultOut> {
+    run_update(st, local, name, q, set_payload_op(&body, false)?).await
+}
+
+async fn overwrite_payload(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<UpdateResultOut> {
+    run_update(st, local, name, q, set_payload_op(&body, true)?).await
+}
+
+async fn delete_payload(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<UpdateResultOut> {
+    run_update(st, local, name, q, delete_payload_op(&body)?).await
+}
+
+async fn clear_payload(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<UpdateResultOut> {
+    run_update(st, local, name, q, clear_payload_op(&body)?).await
+}
+
+async fn update_vectors(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<UpdateResultOut> {
+    run_update(st, local, name, q, update_vectors_op(&body)?).await
+}
+
+async fn delete_vectors(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<UpdateResultOut> {
+    run_update(st, local, name, q, delete_vectors_op(&body)?).await
+}
+
+async fn batch_update(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Vec<UpdateResultOut>> {
+    let ops = batch_ops(&body)?;
+    let n = ops.len();
+    let Timed(t, r) = run_update(
+        st,
+        local,
+        name,
+        q,
+        collection::operations::UpdateOp::Batch(ops),
+    )
+    .await?;
+    Ok(Timed(
+        t,
+        (0..n)
+            .map(|_| UpdateResultOut {
+                operation_id: r.operation_id,
+                status: r.status,
+            })
+            .collect(),
+    ))
+}
+
+// ------------------------------------------------------------------ reads
+
+fn records_out(points: Vec<collection::query::ScoredPoint>) -> Vec<RecordOut> {
+    points.into_iter().map(RecordOut::from).collect()
+}
+
+async fn retrieve_points_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Vec<RecordOut>> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let m = obj(&body)?;
+    let ids: Vec<PointId> = m
+        .get("ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::format("missing field `ids`"))?
+        .iter()
+        .map(point_id)
+        .collect::<Result<_, _>>()?;
+    let wp = with_payload(m.get("with_payload"), true)?;
+    let wv = with_vector_of(m)?;
+    let out = blocking(move || {
+        let store = c.read();
+        let mut seen = std::collections::HashSet::new();
+        let cands = ids
+            .into_iter()
+            .filter(|id| seen.insert(*id))
+            .map(|id| Candidate {
+                id,
+                score: 0.0,
+                order_value: None,
+            })
+            .collect();
+        Ok(records_out(enrich(&store, cands, &wp, &wv)))
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+async fn get_point_local(
+    State(st): St,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<RecordOut> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let pid = PointId::parse_str(&id).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Wrong input: invalid point id `{id}`: expected an unsigned integer or a UUID"
+        ))
+    })?;
+    let out = blocking(move || {
+        let store = c.read();
+        let mut v = enrich(
+            &store,
+            vec![Candidate {
+                id: pid,
+                score: 0.0,
+                order_value: None,
+            }],
+            &WithPayload::All,
+            &WithVector::All,
+        );
+        v.pop()
+            .map(RecordOut::from)
+            .ok_or_else(|| CollectionError::PointNotFound(pid.to_string()).into())
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+async fn scroll_points_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let m = obj(&body)?;
+    let filter = opt_filter(m.get("filter"))?;
+    let limit = usize_field(m, "limit", 10)?;
+    if limit == 0 {
+        return Err(ApiError::validation(
+            "limit: value 0 invalid, must be 1 or more",
+        ));
+    }
+    let offset = match m.get("offset") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(point_id(v)?),
+    };
+    let wp = with_payload(m.get("with_payload"), true)?;
+    let wv = with_vector_of(m)?;
+    let ob = order_by_opt(m.get("order_by"))?;
+    let out = blocking(move || {
+        let store = c.read();
+        if let Some(ob) = ob {
+            if offset.is_some() {
+                return Err(ApiError::bad_request("Wrong input: Can't use offset with order_by"));
+            }
+            let lookup = |id: PointId, _: &str| Err(CollectionError::PointNotFound(id.to_string()));
+            let engine = QueryEngine::new(&store, &lookup);
+            let cands = engine.order_by(&ob, filter.as_ref(), limit)?;
+            return Ok(json!({"points": records_out(enrich(&store, cands, &wp, &wv)), "next_page_offset": null}));
+        }
+        let mut ids = store.scroll(offset, limit.saturating_add(1), filter.as_ref());
+        let next = if ids.len() > limit { ids.pop() } else { None };
+        let cands = ids.into_iter().map(|id| Candidate { id, score: 0.0, order_value: None }).collect();
+        Ok(json!({"points": records_out(enrich(&store, cands, &wp, &wv)), "next_page_offset": next}))
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+async fn count_points_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let m = obj(&body)?;
+    let filter = opt_filter(m.get("filter"))?;
+    if let Some(e) = m.get("exact").filter(|v| !v.is_null()) {
+        e.as_bool()
+            .ok_or_else(|| ApiError::format("`exact` must be a bool"))?;
+    }
+    let n = blocking(move || Ok(c.read().count(filter.as_ref()))).await?;
+    Ok(Timed(t, json!({"count": n})))
+}
+
+// ------------------------------------------------------------------ search / query
+
+/// Run `f` with a query engine whose id lookups read `lookup_from` (or this collection).
+fn with_engine<T>(
+    st: &AppState,
+    c: &Collection,
+    lookup_from: Option<&Value>,
+    params: RequestParams,
+    f: impl FnOnce(&QueryEngine, &PointStore) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let store = c.read();
+    let (other, vec_override): (Option<Arc<Collection>>, Option<String>) = match lookup_from {
+        None | Some(Value::Null) => (None, None),
+        Some(Value::Object(m)) => {
+            let cname = m
+                .get("collection")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::format("lookup_from needs `collection`"))?;
+            (
+                Some(st.storage.get(cname)?),
+                m.get("vector").and_then(Value::as_str).map(str::to_string),
+            )
+        }
+        Some(_) => return Err(ApiError::format("lookup_from must be an object")),
+    };
+    let other_store = other.as_ref().map(|o| o.read());
+    let src: &PointStore = other_store.as_deref().unwrap_or(&store);
+    let lookup = |id: PointId, using: &str| -> Result<Vector, CollectionError> {
+        let name = vec_override.as_deref().unwrap_or(using);
+        let rec = src
+            .get(id)
+            .ok_or_else(|| CollectionError::PointNotFound(id.to_string()))?;
+        rec.vectors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CollectionError::BadInput(format!("Point {id} has no vector `{name}`")))
+    };
+    let engine = QueryEngine {
+        store: &store,
+        lookup: &lookup,
+        params,
+        full_scan_threshold_kb: c.config().hnsw_config.full_scan_threshold as usize,
+    };
+    f(&engine, &store)
+}
+
+struct SearchReq {
+    params: RequestParams,
+    using: String,
+    vector: Vector,
+    filter: Option<segment::filter::Filter>,
+    limit: usize,
+    offset: usize,
+    threshold: Option<f32>,
+    wp: WithPayload,
+    wv: WithVector,
+}
+
+fn parse_search(v: &Value) -> Result<SearchReq, ApiError> {
+    let m = obj(v)?;
+    let params = request_params(m)?;
+    let (using, vector) = named_vector(
+        m.get("vector")
+            .ok_or_else(|| ApiError::format("missing field `vector`"))?,
+    )?;
+    if !m.contains_key("limit") {
+        return Err(ApiError::format("missing field `limit`"));
+    }
+    Ok(SearchReq {
+        params,
+        using,
+        vector,
+        filter: opt_filter(m.get("filter"))?,
+        limit: limit_field(m, 10)?,
+        offset: usize_field(m, "offset", 0)?,
+        threshold: f32_field(m, "score_threshold")?,
+        wp: with_payload(m.get("with_payload"), false)?,
+        wv: with_vector_of(m)?,
+    })
+}
+
+fn exec_search(
+    store: &PointStore,
+    engine: &QueryEngine,
+    r: &SearchReq,
+) -> Result<Vec<ScoredOut>, ApiError> {
+    let c = engine.search(
+        &r.using,
+        &r.vector,
+        r.filter.as_ref(),
+        r.limit,
+        r.offset,
+        r.threshold,
+    )?;
+    Ok(enrich(store, c, &r.wp, &r.wv)
+        .into_iter()
+        .map(ScoredOut::from)
+        .collect())
+}
+
+async fn search_points_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Vec<ScoredOut>> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let r = parse_search(&body)?;
+    let out = blocking(move || with_engine(&st, &c, None, r.params, |e, s| exec_search(s, e, &r)))
+        .await?;
+    Ok(Timed(t, out))
+}
+
+fn batch_items(body: &Value) -> Result<Vec<Value>, ApiError> {
+    obj(body)?
+        .get("searches")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| ApiError::format("missing field `searches`"))
+}
+
+async fn search_batch_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Vec<Vec<ScoredOut>>> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let reqs = batch_items(&body)?
+        .iter()
+        .map(parse_search)
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = blocking(move || {
+        reqs.iter()
+            .map(|r| with_engine(&st, &c, None, r.params, |e, s| exec_search(s, e, r)))
+            .collect()
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+struct QueryReq {
+    params: RequestParams,
+    spec: QuerySpec,
+    wp: WithPayload,
+    wv: WithVector,
+    lookup_from: Option<Value>,
+}
+
+fn parse_query_req(v: &Value) -> Result<QueryReq, ApiError> {
+    let m = obj(v)?;
+    Ok(QueryReq {
+        params: request_params(m)?,
+        spec: query_spec(m, true, 0)?,
+        wp: with_payload(m.get("with_payload"), false)?,
+        wv: with_vector_of(m)?,
+        lookup_from: m.get("lookup_from").cloned(),
+    })
+}
+
+fn exec_query(st: &AppState, c: &Collection, r: &QueryReq) -> Result<Vec<ScoredOut>, ApiError> {
+    with_engine(st, c, r.lookup_from.as_ref(), r.params, |e, s| {
+        let cands = e.query(&r.spec)?;
+        Ok(enrich(s, cands, &r.wp, &r.wv)
+            .into_iter()
+            .map(ScoredOut::from)
+            .collect())
+    })
+}
+
+async fn query_points_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let r = parse_query_req(&body)?;
+    let out = blocking(move || exec_query(&st, &c, &r)).await?;
+    Ok(Timed(t, json!({"points": out})))
+}
+
+async fn query_batch_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Vec<Value>> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let reqs = batch_items(&body)?
+        .iter()
+        .map(parse_query_req)
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = blocking(move || {
+        reqs.iter()
+            .map(|r| exec_query(&st, &c, r).map(|p| json!({"points": p})))
+            .collect()
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+struct RecoReq {
+    params: RequestParams,
+    input: QueryInput,
+    using: String,
+    filter: Option<segment::filter::Filter>,
+    limit: usize,
+    offset: usize,
+    threshold: Option<f32>,
+    wp: WithPayload,
+    wv: WithVector,
+    lookup_from: Option<Value>,
+}
+
+fn parse_reco(v: &Value) -> Result<RecoReq, ApiError> {
+    let m = obj(v)?;
+    let params = request_params(m)?;
+    if !m.contains_key("limit") {
+        return Err(ApiError::format("missing field `limit`"));
+    }
+    Ok(RecoReq {
+        params,
+        input: recommend_input(m)?,
+        using: str_field(m, "using")?.unwrap_or_default(),
+        filter: opt_filter(m.get("filter"))?,
+        limit: limit_field(m, 10)?,
+        offset: usize_field(m, "offset", 0)?,
+        threshold: f32_field(m, "score_threshold")?,
+        wp: with_payload(m.get("with_payload"), false)?,
+        wv: with_vector_of(m)?,
+        lookup_from: m.get("lookup_from").cloned(),
+    })
+}
+
+fn exec_reco(
+    st: &AppState,
+    c: &Collection,
+    r: &RecoReq,
+    limit: usize,
+    offset: usize,
+) -> Result<Vec<Candidate>, ApiError> {
+    let QueryInput::Recommend {
+        positive,
+        negative,
+        strategy,
+    } = &r.input
+    else {
+        unreachable!("parse_reco builds Recommend")
+    };
+    with_engine(st, c, r.lookup_from.as_ref(), r.params, |e, _| {
+        Ok(e.recommend(
+            positive,
+            negative,
+            *strategy,
+            &r.using,
+            r.filter.clone(),
+            limit,
+            offset,
+            r.threshold,
+        )?)
+    })
+}
+
+async fn recommend_points_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Vec<ScoredOut>> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let r = parse_reco(&body)?;
+    let out = blocking(move || {
+        let cands = exec_reco(&st, &c, &r, r.limit, r.offset)?;
+        Ok(enrich(&c.read(), cands, &r.wp, &r.wv)
+            .into_iter()
+            .map(ScoredOut::from)
+            .collect())
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+async fn recommend_batch_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Vec<Vec<ScoredOut>>> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let reqs = batch_items(&body)?
+        .iter()
+        .map(parse_reco)
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = blocking(move || {
+        reqs.iter()
+            .map(|r| {
+                let cands = exec_reco(&st, &c, r, r.limit, r.offset)?;
+                Ok(enrich(&c.read(), cands, &r.wp, &r.wv)
+                    .into_iter()
+                    .map(ScoredOut::from)
+                    .collect())
+            })
+            .collect()
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+// ------------------------------------------------------------------ groups
+
+struct GroupParams {
+    group_by: String,
+    group_size: usize,
+    limit: usize,
+    with_lookup: Option<(String, WithPayload, WithVector)>,
+}
+
+fn parse_groups(m: &JsonMap, default_limit: Option<usize>) -> Result<GroupParams, ApiError> {
+    let group_by =
+        str_field(m, "group_by")?.ok_or_else(|| ApiError::format("missing field `group_by`"))?;
+    let group_size = usize_field(m, "group_size", 3)?;
+    let limit = match default_limit {
+        Some(d) => usize_field(m, "limit", d)?,
+        None => {
+            if !m.contains_key("limit") {
+                return Err(ApiError::format("missing field `limit`"));
+            }
+            usize_field(m, "limit", 10)?
+        }
+    };
+    if group_size == 0 || limit == 0 {
+        return Err(ApiError::validation(
+            "group_size and limit must be 1 or more",
+        ));
+    }
+    let with_lookup = match m.get("with_lookup") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some((s.clone(), WithPayload::All, WithVector::None)),
+        Some(Value::Object(l)) => Some((
+            l.get("collection")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::format("with_lookup needs `collection`"))?
+                .to_string(),
+            with_payload(l.get("with_payload"), true)?,
+            with_vector(l.get("with_vectors").or_else(|| l.get("with_vector")))?,
+        )),
+        Some(_) => {
+            return Err(ApiError::format(
+                "with_lookup must be a collection name or an object",
+            ))
+        }
+    };
+    Ok(GroupParams {
+        group_by,
+        group_size,
+        limit,
+        with_lookup,
+    })
+}
+
+fn build_groups(
+    st: &AppState,
+    store: &PointStore,
+    ranked: Vec<Candidate>,
+    g: &GroupParams,
+    wp: &WithPayload,
+    wv: &WithVector,
+) -> Result<Value, ApiError> {
+    let groups = group_hits(store, ranked, &g.group_by, g.group_size, g.limit)?;
+    let lookup = match &g.with_lookup {
+        Some((name, lwp, lwv)) => Some((st.storage.get(name)?, lwp.clone(), lwv.clone())),
+        None => None,
+    };
+    let mut out = Vec::new();
+    for (key, hits) in groups {
+        let hits: Vec<ScoredOut> = enrich(store, hits, wp, wv)
+            .into_iter()
+            .map(ScoredOut::from)
+            .collect();
+        let mut gj = json!({"id": key, "hits": hits});
+        if let Some((lc, lwp, lwv)) = &lookup {
+            let id = match &key {
+                Value::Number(n) => n.as_u64().map(PointId::Num),
+                Value::String(s) => PointId::parse_str(s),
+                _ => None,
+            };
+            if let Some(id) = id {
+                let ls = lc.read();
+                if let Some(p) = enrich(
+                    &ls,
+                    vec![Candidate {
+                        id,
+                        score: 0.0,
+                        order_value: None,
+                    }],
+                    lwp,
+                    lwv,
+                )
+                .pop()
+                {
+                    gj["lookup"] =
+                        serde_json::to_value(RecordOut::from(p)).expect("record encodes");
+                }
+            }
+        }
+        out.push(gj);
+    }
+    Ok(json!({"groups": out}))
+}
+
+async fn search_groups_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let m = obj(&body)?.clone();
+    let g = parse_groups(&m, None)?;
+    let mut sm = m.clone();
+    for k in ["group_by", "group_size", "with_lookup"] {
+        sm.remove(k);
+    }
+    let r = parse_search(&Value::Object(sm))?;
+    let out = blocking(move || {
+        with_engine(&st, &c, None, r.params, |e, s| {
+            let ranked = e.search(
+                &r.using,
+                &r.vector,
+                r.filter.as_ref(),
+                s.len().max(1),
+                0,
+                r.threshold,
+            )?;
+            build_groups(&st, s, ranked, &g, &r.wp, &r.wv)
+        })
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+async fn query_groups_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let m = obj(&body)?.clone();
+    let g = parse_groups(&m, Some(10))?;
+    let mut r = parse_query_req(&body)?;
+    let out = blocking(move || {
+        with_engine(&st, &c, r.lookup_from.as_ref(), r.params, |e, s| {
+            r.spec.limit = s.len().max(1);
+            r.spec.offset = 0;
+            let ranked = e.query(&r.spec)?;
+            build_groups(&st, s, ranked, &g, &r.wp, &r.wv)
+        })
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+async fn recommend_groups_local(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let m = obj(&body)?.clone();
+    let g = parse_groups(&m, None)?;
+    let mut sm = m.clone();
+    for k in ["group_by", "group_size", "with_lookup"] {
+        sm.remove(k);
+    }
+    let r = parse_reco(&Value::Object(sm))?;
+    let out = blocking(move || {
+        let n = c.read().len().max(1);
+        let ranked = exec_reco(&st, &c, &r, n, 0)?;
+        build_groups(&st, &c.read(), ranked, &g, &r.wp, &r.wv)
+    })
+    .await?;
+    Ok(Timed(t, out))
+}
+
+// ------------------------------------------------------------------ cluster dispatch
+// In cluster mode every read below fans out from the receiving peer (see `dist`); on a
+// single node, or for a coordinator's sub-request, the `_local` handler runs.
+
+fn to_json<T: serde::Serialize>(r: ApiResult<T>) -> ApiResult<Value> {
+    r.map(|Timed(t, v)| Timed(t, serde_json::to_value(v).expect("responses encode")))
+}
+
+fn dist_for(
+    st: &AppState,
+    local: bool,
+    name: &str,
+) -> Result<Option<crate::dist::Placement>, ApiError> {
+    if local || st.cluster.is_none() {
+        return Ok(None);
+    }
+    let c = coll(st, name)?;
+    Ok(crate::dist::placement(st, local, c.name()))
+}
+
+async fn retrieve_points(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        let m = obj(&body)?;
+        let ids = m
+            .get("ids")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| ApiError::format("missing field `ids`"))?;
+        let wp = m.get("with_payload").cloned().unwrap_or(json!(true));
+        let wv = m
+            .get("with_vector")
+            .or_else(|| m.get("with_vectors"))
+            .cloned()
+            .unwrap_or(json!(false));
+        let mut seen = std::collections::HashSet::new();
+        let ids: Vec<Value> = ids
+            .into_iter()
+            .filter(|i| seen.insert(i.to_string()))
+            .collect();
+        return Ok(Timed(
+            t,
+            Value::Array(crate::dist::retrieve(&st, &p, &ids, wp, wv).await?),
+        ));
+    }
+    to_json(retrieve_points_local(State(st), Path(name), QJson(body)).await)
+}
+
+async fn get_point(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        let pid = PointId::parse_str(&id).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Wrong input: invalid point id `{id}`: expected an unsigned integer or a UUID"
+            ))
+        })?;
+        let idv = serde_json::to_value(pid).expect("id encodes");
+        let mut recs = crate::dist::retrieve(&st, &p, &[idv], json!(true), json!(true)).await?;
+        return match recs.pop() {
+            Some(r) => Ok(Timed(t, r)),
+            None => Err(CollectionError::PointNotFound(pid.to_string()).into()),
+        };
+    }
+    to_json(get_point_local(State(st), Path((name, id))).await)
+}
+
+async fn scroll_points(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        return Ok(Timed(t, crate::dist::scroll(&st, &p, &body).await?));
+    }
+    scroll_points_local(State(st), Path(name), QJson(body)).await
+}
+
+async fn count_points(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        return Ok(Timed(t, crate::dist::count(&st, &p, &body).await?));
+    }
+    count_points_local(State(st), Path(name), QJson(body)).await
+}
+
+async fn search_points(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        parse_search(&body)?; // same validation as a single node
+        return Ok(Timed(
+            t,
+            Value::Array(crate::dist::search_like(&st, &p, "search", &body).await?),
+        ));
+    }
+    to_json(search_points_local(State(st), Path(name), QJson(body)).await)
+}
+
+async fn search_batch(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        let mut out = Vec::new();
+        for item in batch_items(&body)? {
+            parse_search(&item)?;
+            out.push(Value::Array(
+                crate::dist::search_like(&st, &p, "search", &item).await?,
+            ));
+        }
+        return Ok(Timed(t, Value::Array(out)));
+    }
+    to_json(search_batch_local(State(st), Path(name), QJson(body)).await)
+}
+
+async fn recommend_points(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        parse_reco(&body)?;
+        return Ok(Timed(
+            t,
+            Value::Array(crate::dist::search_like(&st, &p, "recommend", &body).await?),
+        ));
+    }
+    to_json(recommend_points_local(State(st), Path(name), QJson(body)).await)
+}
+
+async fn recommend_batch(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        let mut out = Vec::new();
+        for item in batch_items(&body)? {
+            parse_reco(&item)?;
+            out.push(Value::Array(
+                crate::dist::search_like(&st, &p, "recommend", &item).await?,
+            ));
+        }
+        return Ok(Timed(t, Value::Array(out)));
+    }
+    to_json(recommend_batch_local(State(st), Path(name), QJson(body)).await)
+}
+
+async fn query_points(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        parse_query_req(&body)?;
+        let m = obj(&body)?.clone();
+        return Ok(Timed(
+            t,
+            json!({"points": crate::dist::query(&st, &p, m, None, true).await?}),
+        ));
+    }
+    query_points_local(State(st), Path(name), QJson(body)).await
+}
+
+async fn query_batch(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        let mut out = Vec::new();
+        for item in batch_items(&body)? {
+            parse_query_req(&item)?;
+            let m = obj(&item)?.clone();
+            out.push(json!({"points": crate::dist::query(&st, &p, m, None, true).await?}));
+        }
+        return Ok(Timed(t, Value::Array(out)));
+    }
+    to_json(query_batch_local(State(st), Path(name), QJson(body)).await)
+}
+
+async fn get_collection(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    let p = dist_for(&st, local, &name)?;
+    let Timed(_, mut info) = get_collection_local(State(st.clone()), Path(name)).await?;
+    if let Some(p) = p {
+        // points live on several peers: report the cluster-wide count of the peers that
+        // answer (collection info must stay available while a peer is down)
+        info["points_count"] = json!(crate::dist::count_available(&st, &p).await);
+    }
+    Ok(Timed(t, info))
+}
+
+async fn search_groups(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        let m = obj(&body)?.clone();
+        parse_groups(&m, None)?;
+        return Ok(Timed(
+            t,
+            crate::dist::groups(&st, &p, "search", &body).await?,
+        ));
+    }
+    search_groups_local(State(st), Path(name), QJson(body)).await
+}
+
+async fn query_groups(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        let m = obj(&body)?.clone();
+        parse_groups(&m, Some(10))?;
+        return Ok(Timed(
+            t,
+            crate::dist::groups(&st, &p, "query", &body).await?,
+        ));
+    }
+    query_groups_local(State(st), Path(name), QJson(body)).await
+}
+
+async fn recommend_groups(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if let Some(p) = dist_for(&st, local, &name)? {
+        let m = obj(&body)?.clone();
+        parse_groups(&m, None)?;
+        return Ok(Timed(
+            t,
+            crate::dist::groups(&st, &p, "recommend", &body).await?,
+        ));
+    }
+    recommend_groups_local(State(st), Path(name), QJson(body)).await
+}

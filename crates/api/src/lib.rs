@@ -1,0 +1,42 @@
+//! `api`: the REST interface (axum). The only crate that knows wire formats: it parses
+//! Qdrant-shaped JSON into the engine's types, maps every engine error to an HTTP status in
+//! one place (`envelope::ApiError`), and wraps every answer in Qdrant's envelope.
+
+pub mod cluster_sink;
+pub mod dist;
+pub mod envelope;
+mod handlers;
+pub mod wire;
+
+use axum::Router;
+use collection::Storage;
+use std::sync::Arc;
+
+/// Settings the REST layer needs.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// Largest accepted request body, in bytes.
+    pub max_request_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub storage: Arc<Storage>,
+    pub settings: ApiSettings,
+    /// Present in cluster mode: metadata operations go through its consensus.
+    pub cluster: Option<Arc<cluster::node::ClusterNode>>,
+    /// The router itself, for local sub-requests of distributed operations.
+    pub local_router: Arc<std::sync::OnceLock<Router>>,
+}
+
+/// Build the REST router.
+pub fn router(state: AppState) -> Router {
+    let r = handlers::routes().with_state(state.clone());
+    let _ = state.local_router.set(r.clone());
+    if let Some(node) = &state.cluster {
+        node.set_executor(Arc::new(dist::Executor {
+            router: state.local_router.clone(),
+        }));
+    }
+    r
+}

@@ -1,0 +1,158 @@
+//! Raft transport over the internal gRPC API (tonic). Raft messages travel as MessagePack
+//! inside `RaftMessage.data`; replies carry `Result<Response, RaftError>`.
+
+use crate::proto::p2p_client::P2pClient;
+use crate::proto::RaftMessage;
+use crate::types::*;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest gRPC message between peers (snapshots and batches).
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(v).expect("raft messages always encode")
+}
+
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(b)
+}
+
+/// A lazily connecting client to a peer's p2p port.
+pub fn client(uri: &str, timeout: Duration) -> Result<P2pClient<Channel>, tonic::transport::Error> {
+    let ep = Endpoint::from_shared(uri.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    Ok(P2pClient::new(ep.connect_lazy())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Failed Raft sends per peer URI (`message_send_failures` of `GET /cluster`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SendFailure {
+    pub count: u64,
+    pub latest_error: Option<String>,
+    /// Unix seconds of the latest failure.
+    pub latest_error_timestamp: Option<u64>,
+}
+
+pub type SendFailures =
+    std::sync::Arc<parking_lot::Mutex<std::collections::BTreeMap<String, SendFailure>>>;
+
+pub struct Network {
+    pub rpc_timeout: Duration,
+    pub failures: SendFailures,
+}
+
+pub struct Conn {
+    target: NodeId,
+    client: Option<P2pClient<Channel>>,
+    addr: String,
+    failures: SendFailures,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Conn;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        Conn {
+            target,
+            client: client(&node.addr, self.rpc_timeout).ok(),
+            addr: node.addr.clone(),
+            failures: self.failures.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl Conn {
+    async fn call<
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    >(
+        &mut self,
+        kind: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
+        let Some(c) = self.client.as_mut() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!(
+                "invalid peer address {}",
+                self.addr
+            )))));
+        };
+        let mut request = tonic::Request::new(RaftMessage { data: encode(req) });
+        request.set_timeout(option.hard_ttl());
+        let reply = match kind {
+            "append" => c.append_entries(request).await,
+            "vote" => c.vote(request).await,
+            _ => c.install_snapshot(request).await,
+        };
+        if let Err(s) = &reply {
+            let mut f = self.failures.lock();
+            let e = f.entry(self.addr.clone()).or_default();
+            e.count += 1;
+            e.latest_error = Some(s.message().to_string());
+            e.latest_error_timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs());
+        }
+        let reply = reply.map_err(|s| match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                RPCError::Unreachable(Unreachable::new(&s))
+            }
+            _ => RPCError::Network(NetworkError::new(&s)),
+        })?;
+        let r: Result<Resp, RaftError<NodeId, E>> = decode(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Conn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("vote", &rpc, &option).await
+    }
+}

@@ -1,0 +1,751 @@
+//! A cluster node: Raft instance, internal gRPC server, joining, promotion of learners,
+//! and metadata proposals that return once applied locally.
+
+use crate::network::{self, decode, encode, Network};
+use crate::proto::p2p_server::{P2p, P2pServer};
+use crate::proto::{AddPeerReply, AddPeerRequest, Peer, RaftMessage};
+use crate::state::ClusterOp;
+use crate::store::{open_db, EffectSink, LogStore, SmData, StateMachineStore};
+use crate::types::*;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Mutex};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub dir: PathBuf,
+    pub p2p_port: u16,
+    /// This peer's URI (`--uri`), e.g. `http://127.0.0.1:6335`.
+    pub uri: Option<String>,
+    /// `--bootstrap` URI of any existing peer.
+    pub bootstrap: Option<String>,
+    /// `cluster.consensus.tick_period_ms`.
+    pub tick_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster: {0}")]
+    Config(String),
+    #[error("Service internal error: {0}")]
+    Internal(String),
+    /// No leader (election in progress or no quorum): refused, not hung.
+    #[error("Service unavailable: no Raft leader is available ({0}); try again later")]
+    NoLeader(String),
+    /// The operation was applied and rejected by the state machine (user error).
+    #[error("{0}")]
+    Rejected(String),
+    #[error("Timeout: {0}")]
+    Timeout(String),
+}
+
+pub type CResult<T> = Result<T, ClusterError>;
+
+/// Reply of a forwarded proposal: log index and outcome, or why it could not be proposed.
+#[derive(Serialize, Deserialize)]
+enum ForwardReply {
+    Applied { index: u64, error: Option<String> },
+    NotLeader,
+    Failed(String),
+}
+
+/// Executes a `LocalRequest` on this peer's own data (implemented over the REST router).
+pub trait LocalExecutor: Send + Sync + 'static {
+    fn execute(
+        &self,
+        method: String,
+        path: String,
+        content_type: String,
+        body: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, Vec<u8>)> + Send>>;
+}
+
+pub struct ClusterNode {
+    /// Failed Raft message sends per peer URI.
+    pub send_failures: network::SendFailures,
+    pub id: NodeId,
+    pub raft: Raft,
+    pub uri: String,
+    executor: std::sync::OnceLock<Arc<dyn LocalExecutor>>,
+    state: watch::Receiver<Arc<SmData>>,
+    membership_lock: Mutex<()>,
+    tick: Duration,
+}
+
+fn random_peer_id() -> u64 {
+    rand::random::<u64>() % (1u64 << 53) + 1
+}
+
+fn load_or_create_id(dir: &std::path::Path) -> CResult<u64> {
+    let p = dir.join("peer_id");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        return s
+            .trim()
+            .parse()
+            .map_err(|e| ClusterError::Config(format!("bad {}: {e}", p.display())));
+    }
+    let id = random_peer_id();
+    let tmp = dir.join("peer_id.tmp");
+    std::fs::write(&tmp, id.to_string())
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &p))
+        .map_err(|e| ClusterError::Internal(e.to_string()))?;
+    Ok(id)
+}
+
+impl ClusterNode {
+    /// Start consensus: open storage, serve p2p, initialise (first peer) or join.
+    pub async fn start(cfg: NodeConfig, sink: Arc<dyn EffectSink>) -> CResult<Arc<ClusterNode>> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let id = load_or_create_id(&cfg.dir)?;
+        let db = open_db(&cfg.dir.join("raft.redb"))
+            .map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let (sm, state) = StateMachineStore::open(db.clone(), sink)
+            .map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let tick = Duration::from_millis(cfg.tick_ms.max(10));
+        let raft_cfg = openraft::Config {
+            cluster_name: "sextant".into(),
+            // openraft followers wait out the leader lease before voting, so a failover takes
+            // about twice the election timeout: 10-18 ticks keeps it under 5 s (measured
+            // 3.9-5.0 s with 15-25 ticks).
+            heartbeat_interval: (cfg.tick_ms * 2).max(150),
+            election_timeout_min: (cfg.tick_ms * 10).max(1000),
+            election_timeout_max: (cfg.tick_ms * 18).max(1800),
+            max_payload_entries: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Config(e.to_string()))?;
+        let rpc_timeout = Duration::from_millis((cfg.tick_ms * 20).max(2000));
+        let failures = network::SendFailures::default();
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_cfg),
+            Network {
+                rpc_timeout,
+                failures: failures.clone(),
+            },
+            LogStore::new(db),
+            sm,
+        )
+        .await
+        .map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let stored_addr = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone());
+        let uri = match (&cfg.uri, &stored_addr) {
+            (Some(u), _) => u.trim_end_matches('/').to_string(),
+            (None, Some(a)) => a.clone(),
+            (None, None) => format!("http://127.0.0.1:{}", cfg.p2p_port),
+        };
+        let node = Arc::new(ClusterNode {
+            id,
+            raft,
+            uri: uri.clone(),
+            executor: std::sync::OnceLock::new(),
+            send_failures: failures,
+            state,
+            membership_lock: Mutex::new(()),
+            tick,
+        });
+        // p2p server
+        let addr: SocketAddr = format!("0.0.0.0:{}", cfg.p2p_port)
+            .parse()
+            .map_err(|e| ClusterError::Config(format!("p2p port: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ClusterError::Config(format!("cannot listen on p2p port {addr}: {e}")))?;
+        let svc = P2pServer::new(Service { node: node.clone() })
+            .max_decoding_message_size(network::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(network::MAX_MESSAGE_BYTES);
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!(error = %e, "p2p server stopped");
+            }
+        });
+        if !initialized {
+            let bootstrap = cfg
+                .bootstrap
+                .as_deref()
+                .map(|b| b.trim_end_matches('/').to_string())
+                .filter(|b| {
+                    Some(b)
+                        != cfg
+                            .uri
+                            .as_ref()
+                            .map(|u| u.trim_end_matches('/').to_string())
+                            .as_ref()
+                });
+            match bootstrap {
+                None => {
+                    if cfg.uri.is_none() {
+                        return Err(ClusterError::Config("the first peer of a cluster needs --uri (its own p2p address, e.g. http://10.0.0.1:6335)".into()));
+                    }
+                    let members: BTreeMap<NodeId, BasicNode> =
+                        [(id, BasicNode { addr: uri.clone() })].into();
+                    node.raft
+                        .initialize(members)
+                        .await
+                        .map_err(|e| ClusterError::Internal(format!("initialize: {e}")))?;
+                    tracing::info!(peer_id = id, %uri, "initialised a new cluster");
+                }
+                Some(b) => node.join(&b, cfg.uri.clone(), cfg.p2p_port).await?,
+            }
+        } else if let (Some(u), Some(stored)) = (&cfg.uri, &stored_addr) {
+            if u.trim_end_matches('/') != stored {
+                // announce the new address to the other members until one accepts it
+                let (n, others, port) = (node.clone(), node.peers(), cfg.p2p_port);
+                let new_uri = u.trim_end_matches('/').to_string();
+                tracing::info!(old = %stored, new = %new_uri, "--uri changed: announcing the new address");
+                tokio::spawn(async move {
+                    for _ in 0..120 {
+                        for (id, addr) in &others {
+                            if *id == n.id {
+                                continue;
+                            }
+                            let Ok(mut c) = network::client(addr, Duration::from_secs(30)) else {
+                                continue;
+                            };
+                            if c.add_peer(AddPeerRequest {
+                                uri: new_uri.clone(),
+                                port: port as u32,
+                                id: n.id,
+                            })
+                            .await
+                            .is_ok()
+                            {
+                                return;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    tracing::error!("could not announce the new address to any peer");
+                });
+            }
+        }
+        tokio::spawn(promote_learners(node.clone()));
+        Ok(node)
+    }
+
+    async fn join(&self, bootstrap: &str, uri: Option<String>, port: u16) -> CResult<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            let attempt = async {
+                let mut c = network::client(bootstrap, Duration::from_secs(60))
+                    .map_err(|e| e.to_string())?;
+                c.add_peer(AddPeerRequest {
+                    uri: uri.clone().unwrap_or_default(),
+                    port: port as u32,
+                    id: self.id,
+                })
+                .await
+                .map_err(|s| s.message().to_string())
+            };
+            match attempt.await {
+                Ok(r) => {
+                    tracing::info!(
+                        peer_id = self.id,
+                        peers = r.get_ref().peers.len(),
+                        "joined the cluster as a learner"
+                    );
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(ClusterError::Config(format!(
+            "could not join via {bootstrap}: {last}"
+        )))
+    }
+
+    /// Install the executor for `Local` requests from other peers (once, at start-up).
+    pub fn set_executor(&self, e: Arc<dyn LocalExecutor>) {
+        let _ = self.executor.set(e);
+    }
+
+    /// Send a local-only request to peer `uri`; returns (HTTP status, body).
+    pub async fn call_peer(
+        &self,
+        uri: &str,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> CResult<(u16, Vec<u8>)> {
+        let mut c =
+            network::client(uri, timeout).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let req = crate::proto::LocalRequest {
+            method: method.into(),
+            path: path.into(),
+            body,
+            content_type: content_type.into(),
+        };
+        match c.local(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok((r.status as u16, r.body))
+            }
+            Err(s) => Err(ClusterError::Internal(format!(
+                "peer {uri} failed: {}",
+                s.message()
+            ))),
+        }
+    }
+
+    /// Latest applied cluster state.
+    pub fn state(&self) -> Arc<SmData> {
+        self.state.borrow().clone()
+    }
+
+    /// All peers in the membership (voters and learners): id -> uri.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().voter_ids().collect()
+    }
+
+    /// Propose a metadata operation from any peer; returns once it is applied locally.
+    pub async fn propose(&self, op: ClusterOp, timeout: Duration) -> CResult<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // On a leader without quorum `client_write` waits for a commit that cannot happen:
+            // bound it by the request deadline.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let written = match tokio::time::timeout(left, self.raft.client_write(op.clone())).await
+            {
+                Ok(w) => w,
+                Err(_) => {
+                    return Err(ClusterError::NoLeader(
+                        "no quorum: the operation could not be committed before the timeout".into(),
+                    ))
+                }
+            };
+            let index = match written {
+                Ok(r) => {
+                    if let Some(e) = r.data.error {
+                        self.wait_applied(r.log_id.index, deadline).await?;
+                        return Err(ClusterError::Rejected(e));
+                    }
+                    r.log_id.index
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    match f.leader_node {
+                        Some(leader) => match self.forward(&leader.addr, &op, deadline).await {
+                            // the known leader is unreachable (it may have just died):
+                            // wait for the next election instead of failing at once
+                            Err(ClusterError::NoLeader(why)) => {
+                                self.retry_or_fail(deadline, &why).await?;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                            Ok(ForwardReply::Applied { index, error }) => {
+                                self.wait_applied(index, deadline).await?;
+                                if let Some(e) = error {
+                                    return Err(ClusterError::Rejected(e));
+                                }
+                                index
+                            }
+                            Ok(ForwardReply::NotLeader) => {
+                                self.retry_or_fail(deadline, "leader changed").await?;
+                                continue;
+                            }
+                            Ok(ForwardReply::Failed(e)) => return Err(ClusterError::Internal(e)),
+                        },
+                        None => {
+                            self.retry_or_fail(deadline, "no leader elected").await?;
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => return Err(ClusterError::Internal(e.to_string())),
+            };
+            self.wait_applied(index, deadline).await?;
+            return Ok(());
+        }
+    }
+
+    async fn retry_or_fail(&self, deadline: tokio::time::Instant, why: &str) -> CResult<()> {
+        if tokio::time::Instant::now() + self.tick * 2 >= deadline {
+            return Err(ClusterError::NoLeader(why.into()));
+        }
+        tokio::time::sleep(self.tick * 2).await;
+        Ok(())
+    }
+
+    async fn forward(
+        &self,
+        leader: &str,
+        op: &ClusterOp,
+        deadline: tokio::time::Instant,
+    ) -> CResult<ForwardReply> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut c =
+            network::client(leader, left).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        match c.client_write(RaftMessage { data: encode(op) }).await {
+            Ok(r) => {
+                decode(&r.into_inner().data).map_err(|e| ClusterError::Internal(e.to_string()))
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                Err(ClusterError::NoLeader(format!(
+                    "leader {leader} unreachable: {}",
+                    s.message()
+                )))
+            }
+            Err(s) => Err(ClusterError::Internal(s.message().to_string())),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: tokio::time::Instant) -> CResult<()> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "metadata operation")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                ClusterError::Timeout(format!(
+                    "operation committed but not yet applied on this peer: {e}"
+                ))
+            })
+    }
+
+    /// Shards (collection, shard id) with a replica on `peer`.
+    pub fn shards_on(&self, peer: NodeId) -> Vec<(String, usize)> {
+        let st = self.state();
+        st.state
+            .collections
+            .iter()
+            .flat_map(|(n, c)| {
+                c.shards
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.contains(&peer))
+                    .map(move |(s, _)| (n.clone(), s))
+            })
+            .collect()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// URI of the current leader, if one is known.
+    pub fn leader_uri(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        m.current_leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        })
+    }
+
+    /// Remove `peer` from consensus (leader only): its replicas first if `force`, then the
+    /// voter/learner membership.
+    pub async fn remove_peer(&self, peer: NodeId, force: bool, timeout: Duration) -> CResult<()> {
+        if !self.peers().contains_key(&peer) {
+            return Err(ClusterError::Rejected(format!(
+                "Not found: peer {peer} is not a member of the cluster"
+            )));
+        }
+        let held = self.shards_on(peer);
+        if !held.is_empty() && !force {
+            return Err(ClusterError::Rejected(format!(
+                "Wrong input: Cannot remove peer {peer} as there are shards on it ({} replicas, e.g. collection `{}` shard {}); move them first or use force=true",
+                held.len(),
+                held[0].0,
+                held[0].1
+            )));
+        }
+        if !held.is_empty() {
+            self.propose(ClusterOp::RemovePeerReplicas { peer }, timeout)
+                .await?;
+        }
+        let _g = self.membership_lock.lock().await;
+        let voters = self.voters();
+        if voters.contains(&peer) {
+            if voters.len() <= 1 {
+                return Err(ClusterError::Rejected(
+                    "Wrong input: cannot remove the last voter".into(),
+                ));
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters([peer].into()), false)
+                .await
+                .map_err(|e| ClusterError::Internal(e.to_string()))?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes([peer].into()), false)
+            .await
+            .map_err(|e| ClusterError::Internal(e.to_string()))?;
+        tracing::info!(peer_id = peer, force, "peer removed from the cluster");
+        Ok(())
+    }
+
+    /// `raft_info` of `GET /cluster`.
+    pub fn raft_info(&self) -> serde_json::Value {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "Leader",
+            ServerState::Candidate => "Candidate",
+            _ => "Follower",
+        };
+        let commit = m.last_applied.map_or(0, |l| l.index);
+        serde_json::json!({
+            "term": m.current_term,
+            "commit": commit,
+            "pending_operations": m.last_log_index.unwrap_or(0).saturating_sub(commit),
+            "leader": m.current_leader,
+            "role": role,
+            "is_voter": m.membership_config.membership().voter_ids().any(|v| v == self.id),
+        })
+    }
+}
+
+/// Leader-side task: promote learners to voters once they caught up, one at a time.
+async fn promote_learners(node: Arc<ClusterNode>) {
+    loop {
+        tokio::time::sleep(node.tick * 5).await;
+        let m = node.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        let membership = m.membership_config.membership().clone();
+        let learners: Vec<NodeId> = membership.learner_ids().collect();
+        let Some(repl) = &m.replication else { continue };
+        let last = m.last_log_index.unwrap_or(0);
+        // Promote every caught-up learner in one membership change: fewer joint-consensus
+        // windows (a leader lost during one needs the old voters back to finish it).
+        let ready: BTreeSet<NodeId> = learners
+            .into_iter()
+            .filter(|l| {
+                last.saturating_sub(repl.get(l).and_then(|x| x.map(|id| id.index)).unwrap_or(0))
+                    <= 8
+            })
+            .collect();
+        if ready.is_empty() {
+            continue;
+        }
+        let _g = node.membership_lock.lock().await;
+        match node
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(ready.clone()), false)
+            .await
+        {
+            Ok(_) => tracing::info!(peers = ?ready, "learners promoted to voters"),
+            Err(e) => tracing::debug!(error = %e, "promotion deferred"),
+        }
+    }
+}
+
+struct Service {
+    node: Arc<ClusterNode>,
+}
+
+fn bad(e: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::invalid_argument(e.to_string())
+}
+
+#[tonic::async_trait]
+impl P2p for Service {
+    async fn local(
+        &self,
+        req: tonic::Request<crate::proto::LocalRequest>,
+    ) -> Result<tonic::Response<crate::proto::LocalReply>, tonic::Status> {
+        let r = req.into_inner();
+        let Some(exec) = self.node.executor.get().cloned() else {
+            return Err(tonic::Status::unavailable("peer is starting"));
+        };
+        let (status, body) = exec.execute(r.method, r.path, r.content_type, r.body).await;
+        Ok(tonic::Response::new(crate::proto::LocalReply {
+            status: status as u32,
+            body,
+        }))
+    }
+
+    async fn append_entries(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let rpc = decode(&req.into_inner().data).map_err(bad)?;
+        let r = self.node.raft.append_entries(rpc).await;
+        Ok(tonic::Response::new(RaftMessage { data: encode(&r) }))
+    }
+
+    async fn vote(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let rpc = decode(&req.into_inner().data).map_err(bad)?;
+        let r = self.node.raft.vote(rpc).await;
+        Ok(tonic::Response::new(RaftMessage { data: encode(&r) }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let rpc = decode(&req.into_inner().data).map_err(bad)?;
+        let r = self.node.raft.install_snapshot(rpc).await;
+        Ok(tonic::Response::new(RaftMessage { data: encode(&r) }))
+    }
+
+    async fn client_write(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let op: ClusterOp = decode(&req.into_inner().data).map_err(bad)?;
+        let reply = match self.node.raft.client_write(op).await {
+            Ok(r) => ForwardReply::Applied {
+                index: r.log_id.index,
+                error: r.data.error,
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                ForwardReply::NotLeader
+            }
+            Err(e) => ForwardReply::Failed(e.to_string()),
+        };
+        Ok(tonic::Response::new(RaftMessage {
+            data: encode(&reply),
+        }))
+    }
+
+    async fn add_peer(
+        &self,
+        req: tonic::Request<AddPeerRequest>,
+    ) -> Result<tonic::Response<AddPeerReply>, tonic::Status> {
+        let remote = req.remote_addr();
+        let r = req.into_inner();
+        let uri = if r.uri.is_empty() {
+            let ip = remote
+                .ok_or_else(|| bad("cannot derive the joiner's address: pass --uri"))?
+                .ip();
+            let host = if ip.is_ipv6() {
+                format!("[{ip}]")
+            } else {
+                ip.to_string()
+            };
+            format!("http://{host}:{}", r.port)
+        } else {
+            r.uri.trim_end_matches('/').to_string()
+        };
+        if r.id == 0 {
+            return Err(bad("peer id 0 is reserved"));
+        }
+        let node = &self.node;
+        let m = node.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            // forward to the leader with the address made explicit
+            let leader = m.current_leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
+            let Some(leader) = leader else {
+                return Err(tonic::Status::unavailable("no leader elected yet"));
+            };
+            let mut c = network::client(&leader, Duration::from_secs(60)).map_err(bad)?;
+            return c
+                .add_peer(AddPeerRequest {
+                    uri,
+                    port: r.port,
+                    id: r.id,
+                })
+                .await;
+        }
+        if let Some((other, _)) = node
+            .peers()
+            .into_iter()
+            .find(|(id, a)| *a == uri && *id != r.id)
+        {
+            return Err(tonic::Status::already_exists(format!(
+                "address {uri} already belongs to peer {other}"
+            )));
+        }
+        // A known peer announcing a new address (restarted with another --uri): update it.
+        if let Some(old) = node.peers().get(&r.id).cloned() {
+            if old != uri {
+                let _g = node.membership_lock.lock().await;
+                node.raft
+                    .change_membership(
+                        ChangeMembers::SetNodes([(r.id, BasicNode { addr: uri.clone() })].into()),
+                        true,
+                    )
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                tracing::info!(peer_id = r.id, %old, new = %uri, "peer address updated");
+            }
+            let peers = node
+                .peers()
+                .into_iter()
+                .map(|(id, uri)| Peer { id, uri })
+                .collect();
+            return Ok(tonic::Response::new(AddPeerReply {
+                peers,
+                first_peer_id: node.id,
+            }));
+        }
+        {
+            let _g = node.membership_lock.lock().await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match node
+                    .raft
+                    .add_learner(r.id, BasicNode { addr: uri.clone() }, true)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        tracing::debug!(error = %e, "add_learner retry");
+                        tokio::time::sleep(node.tick * 2).await;
+                    }
+                    Err(e) => return Err(tonic::Status::unavailable(e.to_string())),
+                }
+            }
+        }
+        let peers = node
+            .peers()
+            .into_iter()
+            .map(|(id, uri)| Peer { id, uri })
+            .collect();
+        Ok(tonic::Response::new(AddPeerReply {
+            peers,
+            first_peer_id: node.id,
+        }))
+    }
+}

@@ -1,0 +1,679 @@
+//! One collection on this node: config, points, WAL and checkpoints.
+//!
+//! Directory layout (see docs/storage-format.md):
+//! ```text
+//! {name}/collection.json          config + payload index schema (atomic replace)
+//! {name}/wal/{first_seq:020}.wal   write-ahead log segments
+//! {name}/checkpoint-{seq:020}/     complete checkpoint covering ops <= seq
+//!     points.msgpack               ids, versions, payloads, sparse vectors, dense presence
+//!     dense-{k}.f32                raw little-endian f32 rows, one per point (mmap-able)
+//!     manifest.json                seq, point count, dense vector names
+//! ```
+//! Write path: validate -> append to WAL -> apply to memory (both under the WAL lock, so the
+//! in-memory order is the log order) -> for `wait=true`, group-commit fsync -> acknowledge.
+//! Recovery: load the newest complete checkpoint, replay WAL records after its seq.
+
+use crate::config::CollectionConfig;
+use crate::error::{CResult, CollectionError};
+use crate::fsutil::{atomic_write, sync_dir, write_synced};
+use crate::operations::UpdateOp;
+use parking_lot::{Mutex, RwLock};
+use segment::store::{NamedVectors, PointStore};
+use segment::{Payload, PointId, SparseVector, Vector};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use wal::{Flusher, Wal};
+
+/// Take a checkpoint after this many logged operations.
+pub const CHECKPOINT_EVERY_OPS: u64 = 20_000;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CollectionMeta {
+    pub config: CollectionConfig,
+    /// field name -> field schema as given by the user (`"keyword"` or `{"type": ...}`).
+    #[serde(default)]
+    pub payload_indexes: BTreeMap<String, Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointPoint {
+    id: PointId,
+    version: u64,
+    payload: Payload,
+    /// indices (into manifest.dense) of the dense vectors this point has
+    dense: Vec<u16>,
+    sparse: BTreeMap<String, SparseVector>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    seq: u64,
+    points: usize,
+    dense: Vec<(String, usize)>,
+}
+
+/// Result of an update: the WAL sequence number it got.
+#[derive(Clone, Copy, Debug)]
+pub struct UpdateResult {
+    pub operation_id: u64,
+    pub completed: bool,
+}
+
+pub struct Collection {
+    name: String,
+    dir: PathBuf,
+    meta: RwLock<CollectionMeta>,
+    store: RwLock<PointStore>,
+    wal: Mutex<Wal>,
+    flusher: Arc<Flusher>,
+    checkpoint_seq: AtomicU64,
+    last_seq: AtomicU64,
+    checkpoint_lock: Mutex<()>,
+    last_flush: Mutex<Instant>,
+}
+
+fn wal_capacity(cfg: &CollectionConfig) -> u64 {
+    cfg.wal_config.wal_capacity_mb.clamp(1, 4096) << 20
+}
+
+impl Collection {
+    /// Create a new collection directory. Fails if it already exists.
+    pub fn create(dir: &Path, name: &str, config: CollectionConfig) -> CResult<Collection> {
+        fs::create_dir_all(dir.parent().expect("collections dir"))?;
+        fs::create_dir(dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                CollectionError::AlreadyExists(name.to_string())
+            } else {
+                e.into()
+            }
+        })?;
+        let meta = CollectionMeta {
+            config,
+            payload_indexes: BTreeMap::new(),
+        };
+        atomic_write(
+            &dir.join("collection.json"),
+            &serde_json::to_vec_pretty(&meta).expect("meta encodes"),
+        )?;
+        sync_dir(dir.parent().expect("collections dir"))?;
+        Self::open(dir, name)
+    }
+
+    /// Open an existing collection, recovering from checkpoint + WAL.
+    pub fn open(dir: &Path, name: &str) -> CResult<Collection> {
+        let meta: CollectionMeta = serde_json::from_slice(&fs::read(dir.join("collection.json"))?)
+            .map_err(|e| {
+                CollectionError::Service(format!("collection {name}: bad collection.json: {e}"))
+            })?;
+        let mut store = PointStore::new(meta.config.vector_schema());
+        let mut checkpoint_seq = 0;
+        if let Some((seq, path)) = latest_checkpoint(dir)? {
+            load_checkpoint(&path, &mut store)?;
+            checkpoint_seq = seq;
+        }
+        let (wal, records) = Wal::open(&dir.join("wal"), wal_capacity(&meta.config))?;
+        let mut last = checkpoint_seq;
+        for (seq, bytes) in records {
+            if seq <= checkpoint_seq {
+                continue;
+            }
+            if seq != last + 1 {
+                return Err(CollectionError::Service(format!("collection {name}: WAL gap after checkpoint {checkpoint_seq}: found seq {seq}, expected {}", last + 1)));
+            }
+            let op = UpdateOp::decode(&bytes)?;
+            let _ = op.apply(&mut store, seq); // per-point errors were reported at write time
+            last = seq;
+        }
+        if wal.next_seq() <= last {
+            return Err(CollectionError::Service(format!(
+                "collection {name}: WAL is behind its checkpoint"
+            )));
+        }
+        // Leftovers of an interrupted checkpoint.
+        for e in fs::read_dir(dir)?.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        for (field, schema) in &meta.payload_indexes {
+            apply_index(&mut store, field, schema)?;
+        }
+        let flusher = wal.flusher();
+        Ok(Collection {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            meta: RwLock::new(meta),
+            store: RwLock::new(store),
+            wal: Mutex::new(wal),
+            flusher,
+            checkpoint_seq: AtomicU64::new(checkpoint_seq),
+            last_seq: AtomicU64::new(last),
+            checkpoint_lock: Mutex::new(()),
+            last_flush: Mutex::new(Instant::now()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> CollectionConfig {
+        self.meta.read().config.clone()
+    }
+
+    pub fn payload_indexes(&self) -> BTreeMap<String, Value> {
+        self.meta.read().payload_indexes.clone()
+    }
+
+    /// Read access to the points (for the query engine).
+    pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, PointStore> {
+        self.store.read()
+    }
+
+    /// Validate, log and apply one operation. With `wait`, returns once it is durable.
+    pub fn update(&self, op: UpdateOp, wait: bool) -> CResult<UpdateResult> {
+        let op = op.prepare(&self.store.read())?;
+        let bytes = op.encode();
+        let (seq, result) = {
+            let mut wal = self.wal.lock();
+            let seq = wal.append(&bytes)?;
+            let result = op.apply(&mut self.store.write(), seq);
+            self.last_seq.store(seq, Ordering::Release);
+            (seq, result)
+        };
+        if wait {
+            self.flusher.flush_upto(seq)?;
+        }
+        result.map(|_| UpdateResult {
+            operation_id: seq,
+            completed: wait,
+        })
+    }
+
+    /// Replace the config (PATCH). Vector schema changes are not allowed here.
+    pub fn set_config(&self, config: CollectionConfig) -> CResult<()> {
+        let hnsw_changed = {
+            let old = &self.meta.read().config;
+            old.hnsw_config != config.hnsw_config || old.params.vectors != config.params.vectors
+        };
+        if hnsw_changed {
+            self.reset_indexes();
+        }
+        let mut meta = self.meta.write();
+        let mut new = meta.clone();
+        new.config = config;
+        atomic_write(
+            &self.dir.join("collection.json"),
+            &serde_json::to_vec_pretty(&new).expect("meta encodes"),
+        )?;
+        *meta = new;
+        Ok(())
+    }
+
+    pub fn set_payload_index(&self, field: &str, schema: Option<Value>) -> CResult<()> {
+        let mut meta = self.meta.write();
+        let mut new = meta.clone();
+        match schema {
+            Some(s) => {
+                new.payload_indexes.insert(field.to_string(), s);
+            }
+            None => {
+                new.payload_indexes.remove(field);
+            }
+        }
+        atomic_write(
+            &self.dir.join("collection.json"),
+            &serde_json::to_vec_pretty(&new).expect("meta encodes"),
+        )?;
+        *meta = new;
+        drop(meta);
+        let mut store = self.store.write();
+        match self.meta.read().payload_indexes.get(field) {
+            Some(s) => apply_index(&mut store, field, s)?,
+            None => store.drop_payload_index(field),
+        }
+        Ok(())
+    }
+
+    /// Periodic maintenance: flush the WAL every `flush_interval_sec` and checkpoint when
+    /// enough operations accumulated.
+    pub fn maintain(&self) -> CResult<()> {
+        let interval = self.meta.read().config.optimizer_config.flush_interval_sec;
+        {
+            let mut lf = self.last_flush.lock();
+            if lf.elapsed().as_secs() >= interval {
+                self.flusher
+                    .flush_upto(self.last_seq.load(Ordering::Acquire))?;
+                *lf = Instant::now();
+            }
+        }
+        if self.last_seq.load(Ordering::Acquire) - self.checkpoint_seq.load(Ordering::Acquire)
+            >= CHECKPOINT_EVERY_OPS
+        {
+            self.checkpoint()?;
+        }
+        self.vacuum_if_needed();
+        self.run_indexing()?;
+        Ok(())
+    }
+
+    /// Vacuum: compact the store when tombstones (deleted or moved points) exceed
+    /// `deleted_threshold` of the slots and number at least `vacuum_min_vector_number`.
+    /// Returns true if it compacted.
+    pub fn vacuum_if_needed(&self) -> bool {
+        let opt = self.meta.read().config.optimizer_config.clone();
+        let (slots, live) = {
+            let s = self.store.read();
+            (s.slot_count(), s.len())
+        };
+        let dead = slots - live;
+        if slots == 0
+            || (dead as u64) < opt.vacuum_min_vector_number.max(1)
+            || (dead as f64) / (slots as f64) < opt.deleted_threshold
+        {
+            return false;
+        }
+        let started = Instant::now();
+        self.store.write().compact();
+        tracing::info!(collection = %self.name, dead, live, secs = started.elapsed().as_secs_f64(), "vacuum: store compacted");
+        true
+    }
+
+    /// Points of one vector name that must accumulate outside the graph before it is
+    /// (re)built: `optimizer_config.indexing_threshold` KB of vectors. `None`: indexing off.
+    fn indexing_threshold_points(cfg: &CollectionConfig, dim: usize) -> Option<usize> {
+        let kb = cfg.optimizer_config.indexing_threshold.unwrap_or(10_000);
+        if kb == 0 {
+            return None;
+        }
+        Some(((kb as usize).saturating_mul(1024) / (dim.max(1) * 4)).max(1))
+    }
+
+    fn hnsw_params(cfg: &CollectionConfig, name: &str) -> segment::hnsw::HnswParams {
+        let base = &cfg.hnsw_config;
+        let over = cfg
+            .params
+            .vectors
+            .iter()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, p)| p.hnsw_config.clone());
+        let get = |k: &str, d: u64| {
+            over.as_ref()
+                .and_then(|o| o.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(d)
+        };
+        segment::hnsw::HnswParams {
+            m: get("m", base.m).clamp(2, 512) as usize,
+            ef_construct: get("ef_construct", base.ef_construct).clamp(4, 10_000) as usize,
+            seed: 0x5eed_5eed,
+            threads: get("max_indexing_threads", base.max_indexing_threads) as usize,
+        }
+    }
+
+    /// Collection status as Qdrant reports it: `green` when every vector's graph is up to
+    /// date, `yellow` while points wait for indexing. Also returns indexed vector count.
+    pub fn index_status(&self) -> (&'static str, usize) {
+        let cfg = self.config();
+        let store = self.store.read();
+        let mut status = "green";
+        let mut indexed = 0;
+        for (name, p) in &store.schema().dense {
+            let (inside, outside) = store.index_coverage(name);
+            indexed += inside;
+            if Self::indexing_threshold_points(&cfg, p.size).is_some_and(|t| outside >= t) {
+                status = "yellow";
+            }
+        }
+        (status, indexed)
+    }
+
+    /// Build or extend at most one vector's HNSW graph if enough points wait for it.
+    /// The build runs without the store lock; searches stay exact-correct meanwhile.
+    pub fn run_indexing(&self) -> CResult<bool> {
+        let cfg = self.config();
+        let job = {
+            let store = self.store.read();
+            let mut job = None;
+            for (name, p) in &store.schema().dense {
+                let Some(t) = Self::indexing_threshold_points(&cfg, p.size) else {
+                    continue;
+                };
+                let (_, outside) = store.index_coverage(name);
+                if outside >= t {
+                    job = store.index_job(name, Self::hnsw_params(&cfg, name));
+                    if job.is_some() {
+                        break;
+                    }
+                }
+            }
+            job
+        };
+        let Some(job) = job else { return Ok(false) };
+        let started = Instant::now();
+        let (name, n) = (job.name.clone(), job.new_points());
+        let built = job.run();
+        let installed = self.store.write().install_index(built);
+        tracing::info!(collection = %self.name, vector = %name, points = n, secs = started.elapsed().as_secs_f64(), installed, "HNSW index extended");
+        Ok(installed)
+    }
+
+    /// Forget built graphs (after an HNSW config change); maintenance rebuilds them.
+    pub fn reset_indexes(&self) {
+        self.store.write().drop_indexes();
+    }
+
+    /// Flush everything (used on shutdown).
+    pub fn flush_all(&self) -> CResult<()> {
+        self.wal.lock().flush()?;
+        Ok(())
+    }
+
+    /// Write a checkpoint of the current state and drop WAL segments it covers.
+    pub fn checkpoint(&self) -> CResult<()> {
+        let _guard = self.checkpoint_lock.lock();
+        // Consistent cut: hold the WAL lock while copying the state out.
+        let (seq, points, dense_names, dense_rows) = {
+            let wal = self.wal.lock();
+            let seq = wal.next_seq() - 1;
+            if seq == self.checkpoint_seq.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let store = self.store.read();
+            let dense_names: Vec<(String, usize)> = store
+                .schema()
+                .dense
+                .iter()
+                .map(|(n, p)| (n.clone(), p.size))
+                .collect();
+            let mut rows: Vec<Vec<u8>> = vec![Vec::new(); dense_names.len()];
+            let mut points = Vec::with_capacity(store.len());
+            for r in store.iter_records() {
+                let mut dense = Vec::new();
+                let mut sparse = BTreeMap::new();
+                for (k, (n, dim)) in dense_names.iter().enumerate() {
+                    match r.vectors.get(n) {
+                        Some(Vector::Dense(v)) => {
+                            dense.push(k as u16);
+                            rows[k].extend(v.iter().flat_map(|x| x.to_le_bytes()));
+                        }
+                        _ => rows[k].extend(std::iter::repeat_n(0u8, dim * 4)),
+                    }
+                }
+                for (n, v) in &r.vectors {
+                    if let Vector::Sparse(s) = v {
+                        sparse.insert(n.clone(), s.clone());
+                    }
+                }
+                points.push(CheckpointPoint {
+                    id: r.id,
+                    version: r.version,
+                    payload: r.payload,
+                    dense,
+                    sparse,
+                });
+            }
+            (seq, points, dense_names, rows)
+        };
+        let final_dir = self.dir.join(format!("checkpoint-{seq:020}"));
+        let tmp = self.dir.join(format!("checkpoint-{seq:020}.tmp"));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp)?;
+        let manifest = Manifest {
+            seq,
+            points: points.len(),
+            dense: dense_names,
+        };
+        write_synced(
+            &tmp.join("points.msgpack"),
+            &rmp_serde::to_vec_named(&points)
+                .map_err(|e| CollectionError::Service(e.to_string()))?,
+        )?;
+        for (k, row) in dense_rows.iter().enumerate() {
+            write_synced(&tmp.join(format!("dense-{k}.f32")), row)?;
+        }
+        write_synced(
+            &tmp.join("manifest.json"),
+            &serde_json::to_vec(&manifest).expect("manifest encodes"),
+        )?;
+        sync_dir(&tmp)?;
+        fs::rename(&tmp, &final_dir)?;
+        sync_dir(&self.dir)?;
+        self.checkpoint_seq.store(seq, Ordering::Release);
+        // Older checkpoints and covered WAL segments are now garbage.
+        for e in fs::read_dir(&self.dir)?.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("checkpoint-") && !n.ends_with(".tmp") && e.path() != final_dir {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        self.wal.lock().truncate_before(seq + 1)?;
+        tracing::debug!(collection = %self.name, seq, "checkpoint written");
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Build the store-side index for a payload field schema (`"keyword"` or `{"type": ...}`).
+fn apply_index(store: &mut PointStore, field: &str, schema: &Value) -> CResult<()> {
+    let t = match schema {
+        Value::String(s) => s.as_str(),
+        Value::Object(m) => m.get("type").and_then(Value::as_str).unwrap_or(""),
+        _ => "",
+    };
+    let kind = segment::payload_index::FieldType::parse(t)
+        .ok_or_else(|| CollectionError::BadInput(format!("unknown payload index type `{t}`")))?;
+    store.create_payload_index(field, kind)?;
+    Ok(())
+}
+
+fn latest_checkpoint(dir: &Path) -> CResult<Option<(u64, PathBuf)>> {
+    let mut best: Option<(u64, PathBuf)> = None;
+    for e in fs::read_dir(dir)?.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if let Some(seq) = n
+            .strip_prefix("checkpoint-")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            if best.as_ref().is_none_or(|b| seq > b.0) {
+                best = Some((seq, e.path()));
+            }
+        }
+    }
+    Ok(best)
+}
+
+fn load_checkpoint(path: &Path, store: &mut PointStore) -> CResult<()> {
+    let bad = |e: String| CollectionError::Service(format!("checkpoint {}: {e}", path.display()));
+    let manifest: Manifest = serde_json::from_slice(&fs::read(path.join("manifest.json"))?)
+        .map_err(|e| bad(e.to_string()))?;
+    let points: Vec<CheckpointPoint> =
+        rmp_serde::from_slice(&fs::read(path.join("points.msgpack"))?)
+            .map_err(|e| bad(e.to_string()))?;
+    if points.len() != manifest.points {
+        return Err(bad("point count mismatch".into()));
+    }
+    let mut rows = Vec::new();
+    for (k, (_, dim)) in manifest.dense.iter().enumerate() {
+        let bytes = fs::read(path.join(format!("dense-{k}.f32")))?;
+        if bytes.len() != points.len() * dim * 4 {
+            return Err(bad(format!(
+                "dense-{k}.f32 has {} bytes, expected {}",
+                bytes.len(),
+                points.len() * dim * 4
+            )));
+        }
+        rows.push(bytes);
+    }
+    for (i, p) in points.into_iter().enumerate() {
+        let mut v = NamedVectors::new();
+        for &k in &p.dense {
+            let (name, dim) = &manifest.dense[k as usize];
+            let b = &rows[k as usize][i * dim * 4..(i + 1) * dim * 4];
+            v.insert(
+                name.clone(),
+                Vector::Dense(
+                    b.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                        .collect(),
+                ),
+            );
+        }
+        for (n, s) in p.sparse {
+            v.insert(n, Vector::Sparse(s));
+        }
+        store.upsert(p.id, p.version, &v, p.payload);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CreateCollection;
+    use crate::operations::*;
+    use serde_json::json;
+
+    fn cfg() -> CollectionConfig {
+        serde_json::from_value::<CreateCollection>(
+            json!({"vectors": {"size": 3, "distance": "Dot"}, "sparse_vectors": {"s": {}}}),
+        )
+        .unwrap()
+        .into_config(&crate::config::CollectionDefaults::default())
+        .unwrap()
+    }
+
+    fn upsert(ids: std::ops::Range<u64>) -> UpdateOp {
+        UpdateOp::Upsert {
+            points: ids
+                .map(|i| PointInsert {
+                    id: PointId::Num(i),
+                    vectors: [("".into(), StoredVector::Dense(vec![i as f32, 1.0, 0.0]))].into(),
+                    payload: Some(json!({"i": i}).as_object().unwrap().clone()),
+                })
+                .collect(),
+            update_filter: None,
+            mode: UpdateMode::Upsert,
+        }
+    }
+
+    #[test]
+    fn recovers_from_wal_and_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        {
+            let c = Collection::create(&dir, "c", cfg()).unwrap();
+            c.update(upsert(0..50), true).unwrap();
+            c.checkpoint().unwrap();
+            c.update(upsert(50..80), true).unwrap();
+            c.update(
+                UpdateOp::Delete(Selector::Filter(
+                    json!({"must": [{"key": "i", "range": {"lt": 10}}]}),
+                )),
+                true,
+            )
+            .unwrap();
+            c.update(
+                UpdateOp::SetPayload {
+                    selector: Selector::Ids(vec![PointId::Num(20)]),
+                    payload: json!({"x": 1}).as_object().unwrap().clone(),
+                    key: None,
+                },
+                true,
+            )
+            .unwrap();
+        }
+        let c = Collection::open(&dir, "c").unwrap();
+        let s = c.read();
+        assert_eq!(s.len(), 70);
+        assert_eq!(s.payload(PointId::Num(20)).unwrap()["x"], json!(1));
+        assert!(s.get(PointId::Num(5)).is_none());
+        assert_eq!(
+            s.get(PointId::Num(79)).unwrap().vectors[""],
+            Vector::Dense(vec![79.0, 1.0, 0.0])
+        );
+    }
+
+    #[test]
+    fn invalid_ops_are_rejected_before_logging() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        let c = Collection::create(&dir, "c", cfg()).unwrap();
+        let bad = UpdateOp::Upsert {
+            points: vec![PointInsert {
+                id: PointId::Num(1),
+                vectors: [("".into(), StoredVector::Dense(vec![1.0]))].into(),
+                payload: None,
+            }],
+            update_filter: None,
+            mode: UpdateMode::Upsert,
+        };
+        assert!(matches!(
+            c.update(bad, true),
+            Err(CollectionError::BadInput(_))
+        ));
+        let r = c.update(upsert(0..1), true).unwrap();
+        assert_eq!(r.operation_id, 1);
+        let missing = c.update(
+            UpdateOp::ClearPayload(Selector::Ids(vec![PointId::Num(0), PointId::Num(9)])),
+            true,
+        );
+        assert!(matches!(missing, Err(CollectionError::PointNotFound(ref s)) if s == "9"));
+        assert!(c.read().payload(PointId::Num(0)).unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod vacuum_tests {
+    use super::*;
+    use crate::config::CreateCollection;
+    use crate::operations::*;
+    use serde_json::json;
+
+    #[test]
+    fn vacuum_compacts_tombstones_and_keeps_data() {
+        let root = tempfile::tempdir().unwrap();
+        let cfg = serde_json::from_value::<CreateCollection>(json!({"vectors": {"size": 2, "distance": "Dot"}, "optimizers_config": {"deleted_threshold": 0.2, "vacuum_min_vector_number": 10}}))
+            .unwrap()
+            .into_config(&crate::config::CollectionDefaults::default())
+            .unwrap();
+        let c = Collection::create(&root.path().join("c"), "c", cfg).unwrap();
+        c.set_payload_index("k", Some(json!("integer"))).unwrap();
+        let pts = |r: std::ops::Range<u64>| UpdateOp::Upsert {
+            points: r
+                .map(|i| PointInsert {
+                    id: PointId::Num(i),
+                    vectors: [("".into(), StoredVector::Dense(vec![i as f32, 1.0]))].into(),
+                    payload: Some(json!({"k": i % 3}).as_object().unwrap().clone()),
+                })
+                .collect(),
+            update_filter: None,
+            mode: UpdateMode::Upsert,
+        };
+        c.update(pts(0..100), true).unwrap();
+        assert!(!c.vacuum_if_needed());
+        c.update(
+            UpdateOp::Delete(Selector::Ids((0..50).map(PointId::Num).collect())),
+            true,
+        )
+        .unwrap();
+        assert!(c.vacuum_if_needed());
+        let s = c.read();
+        assert_eq!((s.len(), s.slot_count()), (50, 50));
+        let f = segment::filter::Filter::from_json(
+            &json!({"must": [{"key": "k", "match": {"value": 1}}]}),
+        )
+        .unwrap();
+        assert_eq!(s.count(Some(&f)), (50..100).filter(|i| i % 3 == 1).count());
+    }
+}

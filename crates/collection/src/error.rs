@@ -1,0 +1,49 @@
+use segment::store::StoreError;
+
+/// Errors of the collection layer. The `api` crate maps each variant to an HTTP status once.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectionError {
+    /// 404: collection (or alias) does not exist.
+    #[error("Not found: Collection `{0}` doesn't exist!")]
+    CollectionNotFound(String),
+    /// 404: point does not exist.
+    #[error("Not found: No point with id {0} found")]
+    PointNotFound(String),
+    /// 409: collection already exists.
+    #[error("Wrong input: Collection `{0}` already exists!")]
+    AlreadyExists(String),
+    /// 400: request is well-formed JSON but semantically wrong.
+    #[error("Wrong input: {0}")]
+    BadInput(String),
+    /// 422: request fails validation of field values.
+    #[error("Validation error: {0}")]
+    Validation(String),
+    /// 400: feature accepted by the API but not implemented by Sextant yet.
+    #[error("Wrong input: {0} is not supported by Sextant yet")]
+    Unsupported(String),
+    /// 500: storage failure.
+    #[error("Service internal error: {0}")]
+    Service(String),
+}
+
+impl From<StoreError> for CollectionError {
+    fn from(e: StoreError) -> Self {
+        // StoreError texts already start with "Wrong input: "
+        let s = e.to_string();
+        CollectionError::BadInput(s.strip_prefix("Wrong input: ").unwrap_or(&s).to_string())
+    }
+}
+
+impl From<std::io::Error> for CollectionError {
+    fn from(e: std::io::Error) -> Self {
+        CollectionError::Service(e.to_string())
+    }
+}
+
+impl From<wal::WalError> for CollectionError {
+    fn from(e: wal::WalError) -> Self {
+        CollectionError::Service(e.to_string())
+    }
+}
+
+pub type CResult<T> = Result<T, CollectionError>;

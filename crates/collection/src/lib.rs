@@ -1,0 +1,18 @@
+//! `collection`: collections on one node: configuration, update operations, durability
+//! (WAL + checkpoints), the query engine (search, query with prefetch/fusion, recommend,
+//! groups, scroll, count) and the table of collections and aliases (`Storage`).
+//!
+//! No network and no async: callers (the `api` crate) run these calls on blocking threads.
+
+pub mod collection;
+pub mod config;
+pub mod error;
+mod fsutil;
+pub mod operations;
+pub mod query;
+pub mod routing;
+pub mod storage;
+
+pub use collection::Collection;
+pub use error::CollectionError;
+pub use storage::Storage;

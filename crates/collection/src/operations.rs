@@ -1,0 +1,484 @@
+//! Update operations: the unit written to the WAL and applied to a `PointStore`.
+//!
+//! An operation is validated (vector names, dimensions, finiteness, filter syntax) *before*
+//! it is logged, so replaying the WAL never meets an invalid operation. Application is
+//! deterministic: filter selectors are resolved at apply time, in log order, so a replay
+//! reproduces exactly the same state.
+
+use crate::error::{CResult, CollectionError};
+use segment::filter::Filter;
+use segment::json_path::JsonPath;
+use segment::store::{NamedVectors, PointStore};
+use segment::{Payload, PointId, SparseVector, Vector};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A vector as stored in the WAL (tagged, unlike the API form).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StoredVector {
+    Dense(Vec<f32>),
+    Sparse(SparseVector),
+}
+
+pub type StoredVectors = BTreeMap<String, StoredVector>;
+
+pub fn to_stored(v: NamedVectors) -> StoredVectors {
+    v.into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Vector::Dense(d) => StoredVector::Dense(d),
+                Vector::Sparse(s) => StoredVector::Sparse(s),
+            };
+            (k, s)
+        })
+        .collect()
+}
+
+pub fn from_stored(v: &StoredVectors) -> NamedVectors {
+    v.iter()
+        .map(|(k, v)| {
+            let s = match v {
+                StoredVector::Dense(d) => Vector::Dense(d.clone()),
+                StoredVector::Sparse(s) => Vector::Sparse(s.clone()),
+            };
+            (k.clone(), s)
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointInsert {
+    pub id: PointId,
+    pub vectors: StoredVectors,
+    pub payload: Option<Payload>,
+}
+
+/// Points an operation applies to: explicit ids or a filter (kept as JSON, parsed on apply).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Selector {
+    Ids(Vec<PointId>),
+    Filter(serde_json::Value),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum UpdateMode {
+    #[default]
+    Upsert,
+    InsertOnly,
+    UpdateOnly,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum UpdateOp {
+    Upsert {
+        points: Vec<PointInsert>,
+        update_filter: Option<serde_json::Value>,
+        mode: UpdateMode,
+    },
+    Delete(Selector),
+    SetPayload {
+        selector: Selector,
+        payload: Payload,
+        key: Option<String>,
+    },
+    OverwritePayload {
+        selector: Selector,
+        payload: Payload,
+    },
+    DeletePayload {
+        selector: Selector,
+        keys: Vec<String>,
+    },
+    ClearPayload(Selector),
+    UpdateVectors {
+        points: Vec<(PointId, StoredVectors)>,
+        update_filter: Option<serde_json::Value>,
+    },
+    DeleteVectors {
+        selector: Selector,
+        names: Vec<String>,
+    },
+    /// Several operations logged as one record: applied together or not at all.
+    Batch(Vec<UpdateOp>),
+}
+
+fn parse_filter(v: &serde_json::Value) -> CResult<Filter> {
+    Filter::from_json(v).map_err(CollectionError::BadInput)
+}
+
+impl UpdateOp {
+    /// Validate against the store's schema and normalise vectors (Cosine). Must be called
+    /// before the operation is logged.
+    pub fn prepare(self, store: &PointStore) -> CResult<UpdateOp> {
+        let check_sel = |s: &Selector| -> CResult<()> {
+            if let Selector::Filter(f) = s {
+                parse_filter(f)?;
+            }
+            Ok(())
+        };
+        Ok(match self {
+            UpdateOp::Upsert {
+                points,
+                update_filter,
+                mode,
+            } => {
+                if let Some(f) = &update_filter {
+                    parse_filter(f)?;
+                }
+                let points = points
+                    .into_iter()
+                    .map(|p| {
+                        Ok(PointInsert {
+                            id: p.id,
+                            vectors: to_stored(store.prepare_vectors(from_stored(&p.vectors))?),
+                            payload: p.payload,
+                        })
+                    })
+                    .collect::<CResult<Vec<_>>>()?;
+                UpdateOp::Upsert {
+                    points,
+                    update_filter,
+                    mode,
+                }
+            }
+            UpdateOp::UpdateVectors {
+                points,
+                update_filter,
+            } => {
+                if let Some(f) = &update_filter {
+                    parse_filter(f)?;
+                }
+                let points = points
+                    .into_iter()
+                    .map(|(id, v)| Ok((id, to_stored(store.prepare_vectors(from_stored(&v))?))))
+                    .collect::<CResult<Vec<_>>>()?;
+                UpdateOp::UpdateVectors {
+                    points,
+                    update_filter,
+                }
+            }
+            UpdateOp::SetPayload {
+                selector,
+                payload,
+                key,
+            } => {
+                check_sel(&selector)?;
+                if let Some(k) = &key {
+                    JsonPath::parse(k).map_err(CollectionError::BadInput)?;
+                }
+                UpdateOp::SetPayload {
+                    selector,
+                    payload,
+                    key,
+                }
+            }
+            UpdateOp::DeletePayload { selector, keys } => {
+                check_sel(&selector)?;
+                for k in &keys {
+                    JsonPath::parse(k).map_err(CollectionError::BadInput)?;
+                }
+                UpdateOp::DeletePayload { selector, keys }
+            }
+            UpdateOp::DeleteVectors { selector, names } => {
+                check_sel(&selector)?;
+                for n in &names {
+                    if !store.schema().dense.contains_key(n)
+                        && !store.schema().sparse.contains_key(n)
+                    {
+                        return Err(CollectionError::BadInput(format!(
+                            "Not existing vector name error: {n}"
+                        )));
+                    }
+                }
+                UpdateOp::DeleteVectors { selector, names }
+            }
+            UpdateOp::Batch(ops) => UpdateOp::Batch(
+                ops.into_iter()
+                    .map(|o| o.prepare(store))
+                    .collect::<CResult<_>>()?,
+            ),
+            op @ (UpdateOp::Delete(_)
+            | UpdateOp::OverwritePayload { .. }
+            | UpdateOp::ClearPayload(_)) => {
+                match &op {
+                    UpdateOp::Delete(s)
+                    | UpdateOp::OverwritePayload { selector: s, .. }
+                    | UpdateOp::ClearPayload(s) => check_sel(s)?,
+                    _ => unreachable!("matched above"),
+                }
+                op
+            }
+        })
+    }
+
+    /// Apply to the store at log position `seq`. Errors only report what could not be
+    /// applied (e.g. a missing point); everything applicable has been applied.
+    pub fn apply(&self, store: &mut PointStore, seq: u64) -> CResult<()> {
+        let resolve = |store: &PointStore, s: &Selector| -> CResult<(Vec<PointId>, bool)> {
+            match s {
+                Selector::Ids(ids) => Ok((ids.clone(), true)),
+                Selector::Filter(f) => Ok((store.matching_ids(Some(&parse_filter(f)?)), false)),
+            }
+        };
+        let mut missing: Option<PointId> = None;
+        let mut note = |ok: bool, id: PointId| {
+            if !ok && missing.is_none() {
+                missing = Some(id);
+            }
+        };
+        match self {
+            UpdateOp::Upsert {
+                points,
+                update_filter,
+                mode,
+            } => {
+                let cond = update_filter.as_ref().map(parse_filter).transpose()?;
+                for p in points {
+                    let exists = store.contains(p.id);
+                    let allowed = match mode {
+                        UpdateMode::Upsert => true,
+                        UpdateMode::InsertOnly => !exists,
+                        UpdateMode::UpdateOnly => exists,
+                    };
+                    if !allowed {
+                        continue;
+                    }
+                    if let (Some(c), true) = (&cond, exists) {
+                        let ok = store.matching_ids(Some(&Filter {
+                            must: Some(vec![
+                                segment::filter::Condition::HasId([p.id].into()),
+                                segment::filter::Condition::Filter(Box::new(c.clone())),
+                            ]),
+                            ..Default::default()
+                        }));
+                        if ok.is_empty() {
+                            continue;
+                        }
+                    }
+                    store.upsert(
+                        p.id,
+                        seq,
+                        &from_stored(&p.vectors),
+                        p.payload.clone().unwrap_or_default(),
+                    );
+                }
+            }
+            UpdateOp::Delete(sel) => {
+                let (ids, _) = resolve(store, sel)?;
+                for id in ids {
+                    store.delete(id);
+                }
+            }
+            UpdateOp::SetPayload {
+                selector,
+                payload,
+                key,
+            } => {
+                let key = key
+                    .as_deref()
+                    .map(JsonPath::parse)
+                    .transpose()
+                    .map_err(CollectionError::BadInput)?;
+                let (ids, _) = resolve(store, selector)?;
+                for id in ids {
+                    note(store.set_payload(id, seq, payload, key.as_ref()), id);
+                }
+            }
+            UpdateOp::OverwritePayload { selector, payload } => {
+                let (ids, _) = resolve(store, selector)?;
+                for id in ids {
+                    note(store.overwrite_payload(id, seq, payload), id);
+                }
+            }
+            UpdateOp::DeletePayload { selector, keys } => {
+                let keys = keys
+                    .iter()
+                    .map(|k| JsonPath::parse(k))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(CollectionError::BadInput)?;
+                let (ids, _) = resolve(store, selector)?;
+                for id in ids {
+                    note(store.delete_payload(id, seq, &keys), id);
+                }
+            }
+            UpdateOp::ClearPayload(sel) => {
+                let (ids, _) = resolve(store, sel)?;
+                for id in ids {
+                    note(store.clear_payload(id, seq), id);
+                }
+            }
+            UpdateOp::UpdateVectors {
+                points,
+                update_filter,
+            } => {
+                let cond = update_filter.as_ref().map(parse_filter).transpose()?;
+                for (id, v) in points {
+                    if let Some(c) = &cond {
+                        let f = Filter {
+                            must: Some(vec![
+                                segment::filter::Condition::HasId([*id].into()),
+                                segment::filter::Condition::Filter(Box::new(c.clone())),
+                            ]),
+                            ..Default::default()
+                        };
+                        if store.contains(*id) && store.count(Some(&f)) == 0 {
+                            continue;
+                        }
+                    }
+                    note(store.update_vectors(*id, seq, &from_stored(v)), *id);
+                }
+            }
+            UpdateOp::DeleteVectors { selector, names } => {
+                let (ids, _) = resolve(store, selector)?;
+                for id in ids {
+                    note(store.delete_vectors(id, seq, names), id);
+                }
+            }
+            UpdateOp::Batch(ops) => {
+                let mut first_err = None;
+                for op in ops {
+                    if let Err(e) = op.apply(store, seq) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                if let Some(e) = first_err {
+                    return Err(e);
+                }
+            }
+        }
+        match missing {
+            Some(id) => Err(CollectionError::PointNotFound(id.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// The part of this operation that concerns points for which `keep(id)` holds; `None` if
+    /// nothing is left. Filter selectors are kept whole (each peer resolves them locally).
+    pub fn retain_ids(&self, keep: &dyn Fn(PointId) -> bool) -> Option<UpdateOp> {
+        let sel = |s: &Selector| -> Option<Selector> {
+            match s {
+                Selector::Ids(ids) => {
+                    let v: Vec<PointId> = ids.iter().copied().filter(|i| keep(*i)).collect();
+                    (!v.is_empty()).then_some(Selector::Ids(v))
+                }
+                Selector::Filter(f) => Some(Selector::Filter(f.clone())),
+            }
+        };
+        Some(match self {
+            UpdateOp::Upsert {
+                points,
+                update_filter,
+                mode,
+            } => {
+                let points: Vec<PointInsert> =
+                    points.iter().filter(|p| keep(p.id)).cloned().collect();
+                if points.is_empty() {
+                    return None;
+                }
+                UpdateOp::Upsert {
+                    points,
+                    update_filter: update_filter.clone(),
+                    mode: *mode,
+                }
+            }
+            UpdateOp::UpdateVectors {
+                points,
+                update_filter,
+            } => {
+                let points: Vec<_> = points.iter().filter(|p| keep(p.0)).cloned().collect();
+                if points.is_empty() {
+                    return None;
+                }
+                UpdateOp::UpdateVectors {
+                    points,
+                    update_filter: update_filter.clone(),
+                }
+            }
+            UpdateOp::Delete(s) => UpdateOp::Delete(sel(s)?),
+            UpdateOp::SetPayload {
+                selector,
+                payload,
+                key,
+            } => UpdateOp::SetPayload {
+                selector: sel(selector)?,
+                payload: payload.clone(),
+                key: key.clone(),
+            },
+            UpdateOp::OverwritePayload { selector, payload } => UpdateOp::OverwritePayload {
+                selector: sel(selector)?,
+                payload: payload.clone(),
+            },
+            UpdateOp::DeletePayload { selector, keys } => UpdateOp::DeletePayload {
+                selector: sel(selector)?,
+                keys: keys.clone(),
+            },
+            UpdateOp::ClearPayload(s) => UpdateOp::ClearPayload(sel(s)?),
+            UpdateOp::DeleteVectors { selector, names } => UpdateOp::DeleteVectors {
+                selector: sel(selector)?,
+                names: names.clone(),
+            },
+            UpdateOp::Batch(ops) => {
+                let v: Vec<UpdateOp> = ops.iter().filter_map(|o| o.retain_ids(keep)).collect();
+                if v.is_empty() {
+                    return None;
+                }
+                UpdateOp::Batch(v)
+            }
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("operations always encode")
+    }
+
+    pub fn decode(bytes: &[u8]) -> CResult<UpdateOp> {
+        rmp_serde::from_slice(bytes)
+            .map_err(|e| CollectionError::Service(format!("undecodable WAL record: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ops_roundtrip_through_encoding() {
+        let op = UpdateOp::Batch(vec![
+            UpdateOp::Upsert {
+                points: vec![PointInsert {
+                    id: PointId::Uuid(uuid::Uuid::from_u128(7)),
+                    vectors: [
+                        ("".to_string(), StoredVector::Dense(vec![1.0, 2.5])),
+                        (
+                            "s".to_string(),
+                            StoredVector::Sparse(SparseVector {
+                                indices: vec![1],
+                                values: vec![0.5],
+                            }),
+                        ),
+                    ]
+                    .into(),
+                    payload: Some(
+                        json!({"a": 1, "b": 1.0, "c": [1, "x", null, {"d": true}], "e": u64::MAX})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                    ),
+                }],
+                update_filter: None,
+                mode: UpdateMode::Upsert,
+            },
+            UpdateOp::Delete(Selector::Filter(
+                json!({"must": [{"key": "a", "match": {"value": 1}}]}),
+            )),
+            UpdateOp::SetPayload {
+                selector: Selector::Ids(vec![PointId::Num(3)]),
+                payload: Payload::new(),
+                key: Some("a.b".into()),
+            },
+        ]);
+        let back = UpdateOp::decode(&op.encode()).unwrap();
+        assert_eq!(back, op);
+    }
+}

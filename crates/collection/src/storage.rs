@@ -1,0 +1,355 @@
+//! `Storage`: the table of collections and aliases on this node.
+//!
+//! Layout under `storage_path`: `collections/{name}/...` (see `collection.rs`) and
+//! `aliases.json` (alias -> collection, atomic replace). A collection directory without a
+//! readable `collection.json` is a creation interrupted by a crash and is removed at start.
+
+use crate::collection::Collection;
+use crate::config::{CollectionDefaults, CreateCollection};
+use crate::error::{CResult, CollectionError};
+use crate::fsutil::{atomic_write, sync_dir};
+use parking_lot::{Mutex, RwLock};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest collection or alias name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+pub struct Storage {
+    root: PathBuf,
+    collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+    aliases: RwLock<BTreeMap<String, String>>,
+    /// Serialises create/delete/alias changes.
+    meta_lock: Mutex<()>,
+    defaults: CollectionDefaults,
+    stop: AtomicBool,
+}
+
+/// One element of `POST /collections/aliases` `actions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AliasAction {
+    CreateAlias {
+        collection_name: String,
+        alias_name: String,
+    },
+    DeleteAlias {
+        alias_name: String,
+    },
+    RenameAlias {
+        old_alias_name: String,
+        new_alias_name: String,
+    },
+}
+
+/// Collection names are directory names: refuse anything that could escape or confuse a path.
+pub fn validate_name(name: &str) -> CResult<()> {
+    const FORBIDDEN: &[char] = &['<', '>', ':', '"', '/', '\\', '|', '?', '*', '\0'];
+    if name.is_empty() {
+        return Err(CollectionError::Validation(
+            "collection name must not be empty".into(),
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(CollectionError::Validation(format!(
+            "collection name must be at most {MAX_NAME_LEN} bytes"
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| FORBIDDEN.contains(c) || c.is_control())
+    {
+        return Err(CollectionError::Validation(format!(
+            "collection name cannot contain \"{}\" char",
+            c.escape_default()
+        )));
+    }
+    if name == "." || name == ".." || name.starts_with('.') {
+        return Err(CollectionError::Validation(format!(
+            "collection name cannot be {name:?} or start with a dot"
+        )));
+    }
+    Ok(())
+}
+
+impl Storage {
+    pub fn open(root: &Path, defaults: CollectionDefaults) -> CResult<Arc<Storage>> {
+        let cdir = root.join("collections");
+        fs::create_dir_all(&cdir)?;
+        let mut collections = BTreeMap::new();
+        for e in fs::read_dir(&cdir)?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !e.path().is_dir() {
+                continue;
+            }
+            if name.starts_with('.') || !e.path().join("collection.json").exists() {
+                tracing::warn!(dir = %e.path().display(), "removing incomplete collection directory");
+                fs::remove_dir_all(e.path())?;
+                continue;
+            }
+            let c = Collection::open(&e.path(), &name)?;
+            tracing::info!(collection = %name, points = c.read().len(), "collection loaded");
+            collections.insert(name, Arc::new(c));
+        }
+        let aliases_path = root.join("aliases.json");
+        let aliases: BTreeMap<String, String> = if aliases_path.exists() {
+            serde_json::from_slice(&fs::read(&aliases_path)?)
+                .map_err(|e| CollectionError::Service(format!("bad aliases.json: {e}")))?
+        } else {
+            BTreeMap::new()
+        };
+        Ok(Arc::new(Storage {
+            root: root.to_path_buf(),
+            collections: RwLock::new(collections),
+            aliases: RwLock::new(aliases),
+            meta_lock: Mutex::new(()),
+            defaults,
+            stop: AtomicBool::new(false),
+        }))
+    }
+
+    fn collection_dir(&self, name: &str) -> PathBuf {
+        self.root.join("collections").join(name)
+    }
+
+    pub fn list(&self) -> Vec<String> {
+        self.collections.read().keys().cloned().collect()
+    }
+
+    /// Resolve a collection name or alias.
+    pub fn get(&self, name: &str) -> CResult<Arc<Collection>> {
+        if let Some(c) = self.collections.read().get(name) {
+            return Ok(c.clone());
+        }
+        if let Some(target) = self.aliases.read().get(name) {
+            if let Some(c) = self.collections.read().get(target) {
+                return Ok(c.clone());
+            }
+        }
+        Err(CollectionError::CollectionNotFound(name.to_string()))
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.get(name).is_ok()
+    }
+
+    pub fn create_collection(&self, name: &str, req: CreateCollection) -> CResult<()> {
+        validate_name(name)?;
+        let config = req.into_config(&self.defaults)?;
+        let _g = self.meta_lock.lock();
+        if self.collections.read().contains_key(name) {
+            return Err(CollectionError::AlreadyExists(name.to_string()));
+        }
+        if self.aliases.read().contains_key(name) {
+            return Err(CollectionError::BadInput(format!(
+                "Alias with name {name} already exists"
+            )));
+        }
+        let c = Collection::create(&self.collection_dir(name), name, config)?;
+        self.collections
+            .write()
+            .insert(name.to_string(), Arc::new(c));
+        Ok(())
+    }
+
+    /// Delete a collection and its aliases. Returns false when it did not exist.
+    pub fn delete_collection(&self, name: &str) -> CResult<bool> {
+        validate_name(name)?;
+        let _g = self.meta_lock.lock();
+        let Some(c) = self.collections.write().remove(name) else {
+            return Ok(false);
+        };
+        let mut aliases = self.aliases.read().clone();
+        let before = aliases.len();
+        aliases.retain(|_, target| target != name);
+        if aliases.len() != before {
+            self.save_aliases(&aliases)?;
+            *self.aliases.write() = aliases;
+        }
+        // Rename first (atomic: the collection is gone from the next start), then remove.
+        let trash = self.root.join("collections").join(format!(
+            ".deleted-{}-{}",
+            name,
+            uuid::Uuid::new_v4()
+        ));
+        fs::rename(c.dir(), &trash)?;
+        sync_dir(&self.root.join("collections"))?;
+        drop(c);
+        let _ = fs::remove_dir_all(&trash);
+        Ok(true)
+    }
+
+    fn save_aliases(&self, aliases: &BTreeMap<String, String>) -> CResult<()> {
+        atomic_write(
+            &self.root.join("aliases.json"),
+            &serde_json::to_vec_pretty(aliases).expect("aliases encode"),
+        )?;
+        Ok(())
+    }
+
+    /// Apply alias actions atomically: all succeed or none is applied.
+    pub fn update_aliases(&self, actions: Vec<AliasAction>) -> CResult<()> {
+        let _g = self.meta_lock.lock();
+        let mut aliases = self.aliases.read().clone();
+        let collections = self.collections.read();
+        for a in actions {
+            match a {
+                AliasAction::CreateAlias {
+                    collection_name,
+                    alias_name,
+                } => {
+                    validate_name(&alias_name)?;
+                    if !collections.contains_key(&collection_name) {
+                        return Err(CollectionError::CollectionNotFound(collection_name));
+                    }
+                    if collections.contains_key(&alias_name) {
+                        return Err(CollectionError::BadInput(format!(
+                            "Collection with name {alias_name} already exists"
+                        )));
+                    }
+                    aliases.insert(alias_name, collection_name);
+                }
+                AliasAction::DeleteAlias { alias_name } => {
+                    if aliases.remove(&alias_name).is_none() {
+                        return Err(CollectionError::BadInput(format!(
+                            "Alias {alias_name} does not exists!"
+                        )));
+                    }
+                }
+                AliasAction::RenameAlias {
+                    old_alias_name,
+                    new_alias_name,
+                } => {
+                    validate_name(&new_alias_name)?;
+                    let target = aliases.remove(&old_alias_name).ok_or_else(|| {
+                        CollectionError::BadInput(format!(
+                            "Alias {old_alias_name} does not exists!"
+                        ))
+                    })?;
+                    aliases.insert(new_alias_name, target);
+                }
+            }
+        }
+        drop(collections);
+        self.save_aliases(&aliases)?;
+        *self.aliases.write() = aliases;
+        Ok(())
+    }
+
+    /// Create `name` unless it exists (cluster effects are idempotent).
+    pub fn ensure_collection(&self, name: &str, req: CreateCollection) -> CResult<bool> {
+        match self.create_collection(name, req) {
+            Ok(()) => Ok(true),
+            Err(CollectionError::AlreadyExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replace the whole alias table (cluster mode: the agreed table).
+    pub fn set_aliases(&self, aliases: BTreeMap<String, String>) -> CResult<()> {
+        let _g = self.meta_lock.lock();
+        if *self.aliases.read() == aliases {
+            return Ok(());
+        }
+        self.save_aliases(&aliases)?;
+        *self.aliases.write() = aliases;
+        Ok(())
+    }
+
+    /// All aliases, optionally only those of one collection: (alias, collection).
+    pub fn aliases(&self, collection: Option<&str>) -> Vec<(String, String)> {
+        self.aliases
+            .read()
+            .iter()
+            .filter(|(_, c)| collection.is_none_or(|x| x == c.as_str()))
+            .map(|(a, c)| (a.clone(), c.clone()))
+            .collect()
+    }
+
+    /// Run periodic maintenance (WAL flush, checkpoints) on a background thread until `shutdown`.
+    pub fn start_maintenance(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("maintenance".into())
+            .spawn(move || {
+                while !me.stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    let cols: Vec<_> = me.collections.read().values().cloned().collect();
+                    for c in cols {
+                        if let Err(e) = c.maintain() {
+                            tracing::error!(collection = %c.name(), error = %e, "maintenance failed");
+                        }
+                    }
+                }
+            })
+            .expect("spawn maintenance thread")
+    }
+
+    /// Flush every WAL and stop maintenance.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        for c in self.collections.read().values() {
+            if let Err(e) = c.flush_all() {
+                tracing::error!(collection = %c.name(), error = %e, "flush on shutdown failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req() -> CreateCollection {
+        serde_json::from_value(json!({"vectors": {"size": 2, "distance": "Dot"}})).unwrap()
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", ".hidden", "x\0y"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        validate_name("ok-name_1.2").unwrap();
+    }
+
+    #[test]
+    fn collections_and_aliases_survive_reopen() {
+        let root = tempfile::tempdir().unwrap();
+        {
+            let s = Storage::open(root.path(), CollectionDefaults::default()).unwrap();
+            s.create_collection("a", req()).unwrap();
+            assert!(matches!(
+                s.create_collection("a", req()),
+                Err(CollectionError::AlreadyExists(_))
+            ));
+            s.update_aliases(vec![AliasAction::CreateAlias {
+                collection_name: "a".into(),
+                alias_name: "al".into(),
+            }])
+            .unwrap();
+            assert!(s
+                .update_aliases(vec![
+                    AliasAction::RenameAlias {
+                        old_alias_name: "al".into(),
+                        new_alias_name: "al2".into()
+                    },
+                    AliasAction::DeleteAlias {
+                        alias_name: "nope".into()
+                    }
+                ])
+                .is_err());
+            assert_eq!(s.aliases(None), vec![("al".to_string(), "a".to_string())]);
+        }
+        let s = Storage::open(root.path(), CollectionDefaults::default()).unwrap();
+        assert_eq!(s.get("al").unwrap().name(), "a");
+        assert!(s.delete_collection("a").unwrap());
+        assert!(s.aliases(None).is_empty());
+        assert!(!s.delete_collection("a").unwrap());
+    }
+}

@@ -1,0 +1,716 @@
+//! HNSW graph over a contiguous f32 arena (node `i` = arena row `i`).
+//!
+//! Construction follows Malkov & Yashunin: random levels with `mL = 1/ln(M)`, greedy descent
+//! through upper layers, `ef_construct` beam search per layer, and the heuristic neighbour
+//! selection (keep a candidate only if it is closer to the new node than to every neighbour
+//! already kept). Build is parallel (rayon) with one lock per node; the finished graph is
+//! frozen into flat arrays: layer 0 holds `M0 = 2M` links per node in one `Vec<u32>`.
+//!
+//! Scores are the engine's internal scores: bigger is better, for every distance.
+
+use crate::distance;
+use crate::types::Distance;
+use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HnswParams {
+    pub m: usize,
+    pub ef_construct: usize,
+    pub seed: u64,
+    /// Threads for the build (0 = rayon's default pool).
+    pub threads: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: 16,
+            ef_construct: 100,
+            seed: 0x5eed,
+            threads: 0,
+        }
+    }
+}
+
+/// Vectors the graph is built over: `data[i*dim..(i+1)*dim]` is node `i`.
+#[derive(Clone, Copy)]
+pub struct Arena<'a> {
+    pub data: &'a [f32],
+    pub dim: usize,
+    pub distance: Distance,
+}
+
+impl<'a> Arena<'a> {
+    #[inline]
+    pub fn row(&self, i: u32) -> &'a [f32] {
+        let i = i as usize;
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+    pub fn len(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    #[inline]
+    fn score(&self, q: &[f32], i: u32) -> f32 {
+        distance::score(self.distance, q, self.row(i))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Scored {
+    score: f32,
+    id: u32,
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.score
+            .partial_cmp(&o.score)
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| o.id.cmp(&self.id))
+    }
+}
+
+/// Hint the CPU to start loading a vector we are about to score (as hnswlib does).
+#[inline(always)]
+fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = row.as_ptr() as *const i8;
+        // SAFETY: prefetch is only a hint; it never faults, even for invalid addresses.
+        unsafe {
+            _mm_prefetch(p, _MM_HINT_T0);
+            if row.len() > 16 {
+                _mm_prefetch(p.add(64), _MM_HINT_T0);
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
+/// Visited set with generation counters, reused per thread.
+struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+impl Visited {
+    fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.epoch = 1;
+        }
+    }
+    #[inline]
+    fn insert(&mut self, i: u32) -> bool {
+        let m = &mut self.marks[i as usize];
+        if *m == self.epoch {
+            false
+        } else {
+            *m = self.epoch;
+            true
+        }
+    }
+}
+
+thread_local! {
+    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+}
+
+fn random_level(seed: u64, i: u32, ml: f64) -> u8 {
+    // splitmix64 of (seed, i): deterministic per node
+    let mut z = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    ((-u.ln() * ml).floor() as usize).min(16) as u8
+}
+
+/// The frozen graph.
+pub struct Hnsw {
+    m: usize,
+    m0: usize,
+    n: usize,
+    levels: Vec<u8>,
+    /// `n * (m0 + 1)`: `[count, links...]` per node.
+    layer0: Vec<u32>,
+    /// per node, levels 1..=level, each `(m + 1)` slots `[count, links...]`.
+    upper: Vec<Vec<u32>>,
+    entry: u32,
+    max_level: u8,
+    /// Number of nodes actually in the graph.
+    nodes: usize,
+}
+
+/// Build-time mutable graph.
+struct Building {
+    m: usize,
+    m0: usize,
+    levels: Vec<u8>,
+    links: Vec<Vec<Mutex<Vec<u32>>>>, // links[node][level]
+    entry: RwLock<(u32, u8)>,
+}
+
+impl Building {
+    /// Copy a node's links into the caller's buffer (reused: no allocation per visit).
+    #[inline]
+    fn neighbours_into(&self, node: u32, level: usize, buf: &mut Vec<u32>) {
+        buf.clear();
+        buf.extend_from_slice(&self.links[node as usize][level].lock());
+    }
+}
+
+fn search_layer_build(
+    b: &Building,
+    a: &Arena,
+    q: &[f32],
+    eps: &[Scored],
+    ef: usize,
+    level: usize,
+) -> Vec<Scored> {
+    VISITED.with(|v| {
+        let mut vis = v.borrow_mut();
+        vis.reset(b.levels.len());
+        let mut cand: BinaryHeap<Scored> = BinaryHeap::new();
+        let mut res: BinaryHeap<Reverse<Scored>> = BinaryHeap::new();
+        for &e in eps {
+            vis.insert(e.id);
+            cand.push(e);
+            res.push(Reverse(e));
+        }
+        while res.len() > ef {
+            res.pop();
+        }
+        let mut buf = Vec::with_capacity(b.m0);
+        while let Some(c) = cand.pop() {
+            let worst = res.peek().map(|r| r.0.score).unwrap_or(f32::NEG_INFINITY);
+            if c.score < worst && res.len() >= ef {
+                break;
+            }
+            b.neighbours_into(c.id, level, &mut buf);
+            for &nb in &buf {
+                if !vis.insert(nb) {
+                    continue;
+                }
+                let s = a.score(q, nb);
+                let worst = res.peek().map(|r| r.0.score).unwrap_or(f32::NEG_INFINITY);
+                if res.len() < ef || s > worst {
+                    let x = Scored { score: s, id: nb };
+                    cand.push(x);
+                    res.push(Reverse(x));
+                    if res.len() > ef {
+                        res.pop();
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Scored> = res.into_iter().map(|r| r.0).collect();
+        out.sort_by(|x, y| y.cmp(x));
+        out
+    })
+}
+
+/// Heuristic selection: `cands` sorted best-first; keep up to `m`.
+///
+/// Measured: for Dot on clustered data with varying norms, plain closest-`m` selection is far
+/// worse than the heuristic (recall@10 0.31 vs 0.85 at ef=200), so Dot uses it too.
+fn select_heuristic(a: &Arena, cands: &[Scored], m: usize) -> Vec<u32> {
+    let mut kept: Vec<u32> = Vec::with_capacity(m);
+    for c in cands {
+        if kept.len() >= m {
+            break;
+        }
+        let cv = a.row(c.id);
+        let good = kept
+            .iter()
+            .all(|&k| distance::score(a.distance, cv, a.row(k)) < c.score);
+        if good {
+            kept.push(c.id);
+        }
+    }
+    kept
+}
+
+impl Hnsw {
+    /// Build over `nodes` (row indices of `arena`; other rows are left out of the graph).
+    pub fn build(arena: Arena, nodes: &[u32], p: HnswParams) -> Hnsw {
+        Self::empty(p.m).extend(arena, nodes, p)
+    }
+
+    /// A graph with no nodes.
+    pub fn empty(m: usize) -> Hnsw {
+        let m = m.max(2);
+        Hnsw {
+            m,
+            m0: 2 * m,
+            n: 0,
+            levels: vec![],
+            layer0: vec![],
+            upper: vec![],
+            entry: 0,
+            max_level: 0,
+            nodes: 0,
+        }
+    }
+
+    /// A new graph with `new_nodes` (rows of `arena` not yet in this graph) inserted.
+    /// Existing links are kept; `arena` must hold the same vectors for existing nodes.
+    pub fn extend(&self, arena: Arena, new_nodes: &[u32], p: HnswParams) -> Hnsw {
+        let n = arena.len().max(self.n);
+        let (m, m0) = (self.m, self.m0);
+        let ml = 1.0 / (m as f64).ln();
+        let mut levels = self.levels.clone();
+        levels.resize(n, 0);
+        for &i in new_nodes {
+            assert!((i as usize) < n, "node {i} outside the arena");
+            levels[i as usize] = random_level(p.seed, i, ml);
+        }
+        let links: Vec<Vec<Mutex<Vec<u32>>>> = (0..n)
+            .map(|i| {
+                (0..=levels[i] as usize)
+                    .map(|l| {
+                        let existing: Vec<u32> =
+                            if i < self.n && (l == 0 || l <= self.levels[i] as usize) {
+                                if l == 0 {
+                                    self.links0(i as u32).to_vec()
+                                } else {
+                                    self.links_upper(i as u32, l).to_vec()
+                                }
+                            } else {
+                                Vec::new()
+                            };
+                        let mut v = Vec::with_capacity(if l == 0 { m0 } else { m });
+                        v.extend(existing);
+                        Mutex::new(v)
+                    })
+                    .collect()
+            })
+            .collect();
+        let (entry, rest): ((u32, u8), &[u32]) = if self.nodes > 0 {
+            ((self.entry, self.max_level), new_nodes)
+        } else {
+            match new_nodes.split_first() {
+                Some((&first, rest)) => ((first, levels[first as usize]), rest),
+                None => {
+                    return Hnsw {
+                        m,
+                        m0,
+                        n,
+                        levels,
+                        layer0: vec![0; n * (m0 + 1)],
+                        upper: vec![Vec::new(); n],
+                        entry: 0,
+                        max_level: 0,
+                        nodes: 0,
+                    }
+                }
+            }
+        };
+        let b = Building {
+            m,
+            m0,
+            levels,
+            links,
+            entry: RwLock::new(entry),
+        };
+        let ef = p.ef_construct.max(m);
+        // Dot (inner product) is not a metric: built in raw inner-product space, some nodes
+        // end up with no in-links and can never be found (measured: filtered recall 0.90-0.96
+        // and run-to-run variance). Links are therefore chosen by angle (a normalised copy,
+        // Cosine), which keeps the graph navigable; searches still score by Dot.
+        let normalised: Vec<f32>;
+        let link_arena = if arena.distance == Distance::Dot {
+            let mut d = arena.data.to_vec();
+            for row in d.chunks_mut(arena.dim.max(1)) {
+                distance::normalize(row);
+            }
+            normalised = d;
+            Arena {
+                data: &normalised,
+                dim: arena.dim,
+                distance: Distance::Cosine,
+            }
+        } else {
+            arena
+        };
+        let insert = |q: u32| Self::insert(&b, &link_arena, q, ef);
+        let run = || rest.par_iter().with_min_len(64).for_each(|&q| insert(q));
+        if p.threads > 0 {
+            match rayon::ThreadPoolBuilder::new()
+                .num_threads(p.threads)
+                .build()
+            {
+                Ok(pool) => pool.install(run),
+                Err(_) => run(),
+            }
+        } else {
+            run()
+        }
+        // freeze
+        let mut layer0 = vec![0u32; n * (m0 + 1)];
+        let mut upper = vec![Vec::new(); n];
+        for (i, up) in upper.iter_mut().enumerate() {
+            let l0 = b.links[i][0].lock();
+            let base = i * (m0 + 1);
+            layer0[base] = l0.len() as u32;
+            layer0[base + 1..base + 1 + l0.len()].copy_from_slice(&l0);
+            let lv = b.levels[i] as usize;
+            if lv > 0 {
+                let mut u = vec![0u32; lv * (m + 1)];
+                for l in 1..=lv {
+                    let ls = b.links[i][l].lock();
+                    let o = (l - 1) * (m + 1);
+                    u[o] = ls.len() as u32;
+                    u[o + 1..o + 1 + ls.len()].copy_from_slice(&ls);
+                }
+                *up = u;
+            }
+        }
+        let (entry, max_level) = *b.entry.read();
+        Hnsw {
+            m,
+            m0,
+            n,
+            levels: b.levels,
+            layer0,
+            upper,
+            entry,
+            max_level,
+            nodes: self.nodes + new_nodes.len(),
+        }
+    }
+
+    /// Number of nodes in the graph.
+    pub fn node_count(&self) -> usize {
+        self.nodes
+    }
+
+    fn insert(b: &Building, a: &Arena, q: u32, ef: usize) {
+        let qv = a.row(q);
+        let ql = b.levels[q as usize];
+        let (mut ep, top) = *b.entry.read();
+        let mut cur = Scored {
+            score: a.score(qv, ep),
+            id: ep,
+        };
+        // greedy descent above the node's level
+        let mut l = top;
+        let mut buf = Vec::with_capacity(b.m0);
+        while l > ql {
+            let mut changed = true;
+            while changed {
+                changed = false;
+                b.neighbours_into(cur.id, l as usize, &mut buf);
+                for &nb in &buf {
+                    let s = a.score(qv, nb);
+                    if s > cur.score {
+                        cur = Scored { score: s, id: nb };
+                        changed = true;
+                    }
+                }
+            }
+            l -= 1;
+        }
+        ep = cur.id;
+        let mut eps = vec![Scored {
+            score: a.score(qv, ep),
+            id: ep,
+        }];
+        for level in (0..=ql.min(top) as usize).rev() {
+            let w = search_layer_build(b, a, qv, &eps, ef, level);
+            let cap = if level == 0 { b.m0 } else { b.m };
+            let chosen = select_heuristic(a, &w, cap);
+            *b.links[q as usize][level].lock() = chosen.clone();
+            for &nb in &chosen {
+                let mut lk = b.links[nb as usize][level].lock();
+                if lk.contains(&q) {
+                    continue;
+                }
+                if lk.len() < cap {
+                    lk.push(q);
+                } else {
+                    let nv = a.row(nb);
+                    let mut cands: Vec<Scored> = lk
+                        .iter()
+                        .map(|&x| Scored {
+                            score: distance::score(a.distance, nv, a.row(x)),
+                            id: x,
+                        })
+                        .collect();
+                    cands.push(Scored {
+                        score: distance::score(a.distance, nv, qv),
+                        id: q,
+                    });
+                    cands.sort_by(|x, y| y.cmp(x));
+                    *lk = select_heuristic(a, &cands, cap);
+                }
+            }
+            eps = w;
+        }
+        if ql > top {
+            let mut e = b.entry.write();
+            if ql > e.1 {
+                *e = (q, ql);
+            }
+        }
+    }
+
+    #[inline]
+    fn links0(&self, i: u32) -> &[u32] {
+        let base = i as usize * (self.m0 + 1);
+        let c = self.layer0[base] as usize;
+        &self.layer0[base + 1..base + 1 + c]
+    }
+
+    #[inline]
+    fn links_upper(&self, i: u32, level: usize) -> &[u32] {
+        let u = &self.upper[i as usize];
+        let o = (level - 1) * (self.m + 1);
+        let c = u[o] as usize;
+        &u[o + 1..o + 1 + c]
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Approximate top-`k` by internal score. `accept(node)` decides which nodes may be
+    /// returned (tombstones, filters); rejected nodes are still traversed.
+    pub fn search(
+        &self,
+        a: &Arena,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        if self.nodes == 0 || k == 0 {
+            return vec![];
+        }
+        let ef = ef.max(k);
+        let mut cur = Scored {
+            score: a.score(q, self.entry),
+            id: self.entry,
+        };
+        for l in (1..=self.max_level as usize).rev() {
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for &nb in self.links_upper(cur.id, l) {
+                    let s = a.score(q, nb);
+                    if s > cur.score {
+                        cur = Scored { score: s, id: nb };
+                        changed = true;
+                    }
+                }
+            }
+        }
+        VISITED.with(|v| {
+            let mut vis = v.borrow_mut();
+            vis.reset(self.n);
+            let mut cand: BinaryHeap<Scored> = BinaryHeap::new();
+            let mut res: BinaryHeap<Reverse<Scored>> = BinaryHeap::new();
+            vis.insert(cur.id);
+            cand.push(cur);
+            if accept(cur.id) {
+                res.push(Reverse(cur));
+            }
+            let mut bound = f32::NEG_INFINITY;
+            let mut fresh: Vec<u32> = Vec::with_capacity(self.m0);
+            while let Some(c) = cand.pop() {
+                if res.len() >= ef && c.score < bound {
+                    break;
+                }
+                // unvisited neighbours first, their vectors prefetched, then scored
+                fresh.clear();
+                for &nb in self.links0(c.id) {
+                    if vis.insert(nb) {
+                        prefetch(a.row(nb));
+                        fresh.push(nb);
+                    }
+                }
+                for &nb in &fresh {
+                    let s = a.score(q, nb);
+                    if res.len() < ef || s > bound {
+                        let x = Scored { score: s, id: nb };
+                        cand.push(x);
+                        if accept(nb) {
+                            res.push(Reverse(x));
+                            if res.len() > ef {
+                                res.pop();
+                            }
+                            if res.len() >= ef {
+                                bound = res.peek().map(|r| r.0.score).unwrap_or(f32::NEG_INFINITY);
+                            }
+                        }
+                    }
+                }
+            }
+            let mut out: Vec<Scored> = res.into_iter().map(|r| r.0).collect();
+            out.sort_by(|x, y| y.cmp(x));
+            out.truncate(k);
+            out.into_iter().map(|s| (s.id, s.score)).collect()
+        })
+    }
+
+    /// Bytes used by the graph links (for memory reports).
+    pub fn link_bytes(&self) -> usize {
+        self.layer0.len() * 4
+            + self.upper.iter().map(|u| u.len() * 4).sum::<usize>()
+            + self.levels.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        // clustered data: 20 centres plus noise
+        let centres: Vec<Vec<f32>> = (0..20)
+            .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
+            .collect();
+        let mut v = Vec::with_capacity(n * dim);
+        for _ in 0..n {
+            let c = &centres[rng.random_range(0..20)];
+            v.extend(c.iter().map(|x| x + rng.random_range(-0.3..0.3)));
+        }
+        v
+    }
+
+    fn recall(distance: Distance, filter_mod: Option<u32>) -> f64 {
+        let (n, dim) = (3000, 24);
+        // queries: 50 held-out points from the same distribution as the data
+        let mut d = data(n + 50, dim, 5);
+        let q_data = d.split_off(n * dim);
+        if distance == Distance::Cosine {
+            for row in d.chunks_mut(dim) {
+                distance::normalize(row);
+            }
+        }
+        let a = Arena {
+            data: &d,
+            dim,
+            distance,
+        };
+        let nodes: Vec<u32> = (0..n as u32).collect();
+        let g = Hnsw::build(
+            a,
+            &nodes,
+            HnswParams {
+                m: 16,
+                ef_construct: 100,
+                seed: 1,
+                threads: 2,
+            },
+        );
+        let mut hit = 0;
+        let mut total = 0;
+        for q in q_data.chunks(dim) {
+            let mut q = q.to_vec();
+            if distance == Distance::Cosine {
+                distance::normalize(&mut q);
+            }
+            let accept = |i: u32| filter_mod.is_none_or(|m| i.is_multiple_of(m));
+            let mut exact: Vec<(u32, f32)> = (0..n as u32)
+                .filter(|&i| accept(i))
+                .map(|i| (i, a.score(&q, i)))
+                .collect();
+            exact.sort_by(|x, y| y.1.partial_cmp(&x.1).unwrap());
+            let truth: Vec<u32> = exact.iter().take(10).map(|x| x.0).collect();
+            let got = g.search(&a, &q, 10, 100, &accept);
+            assert!(got.iter().all(|(i, _)| accept(*i)));
+            hit += got.iter().filter(|(i, _)| truth.contains(i)).count();
+            total += truth.len();
+        }
+        hit as f64 / total as f64
+    }
+
+    #[test]
+    fn recall_is_high_for_every_distance() {
+        for d in [
+            Distance::Cosine,
+            Distance::Euclid,
+            Distance::Dot,
+            Distance::Manhattan,
+        ] {
+            let r = recall(d, None);
+            assert!(r >= 0.98, "{d:?}: recall {r}");
+        }
+    }
+
+    #[test]
+    fn recall_with_filtering_accept() {
+        let r = recall(Distance::Euclid, Some(5));
+        assert!(r >= 0.95, "recall {r}");
+    }
+
+    #[test]
+    fn extending_keeps_recall() {
+        let (n, dim) = (2000, 16);
+        let mut d = data(n + 30, dim, 3);
+        let qs = d.split_off(n * dim);
+        let a = Arena {
+            data: &d,
+            dim,
+            distance: Distance::Euclid,
+        };
+        let first: Vec<u32> = (0..800).collect();
+        let rest: Vec<u32> = (800..n as u32).collect();
+        let g =
+            Hnsw::build(a, &first, HnswParams::default()).extend(a, &rest, HnswParams::default());
+        assert_eq!(g.node_count(), n);
+        let mut hit = 0;
+        for q in qs.chunks(dim) {
+            let mut exact: Vec<(u32, f32)> = (0..n as u32).map(|i| (i, a.score(q, i))).collect();
+            exact.sort_by(|x, y| y.1.partial_cmp(&x.1).unwrap());
+            let truth: Vec<u32> = exact.iter().take(10).map(|x| x.0).collect();
+            hit += g
+                .search(&a, q, 10, 100, &|_| true)
+                .iter()
+                .filter(|(i, _)| truth.contains(i))
+                .count();
+        }
+        assert!(hit as f64 / 300.0 >= 0.98, "recall {}", hit as f64 / 300.0);
+    }
+
+    #[test]
+    fn tiny_graphs() {
+        let d = vec![1.0f32, 0.0, 0.0, 1.0];
+        let a = Arena {
+            data: &d,
+            dim: 2,
+            distance: Distance::Dot,
+        };
+        let g = Hnsw::build(a, &[0], HnswParams::default());
+        assert_eq!(g.search(&a, &[1.0, 0.0], 5, 10, &|_| true), vec![(0, 1.0)]);
+        let g = Hnsw::build(a, &[], HnswParams::default());
+        assert!(g.search(&a, &[1.0, 0.0], 5, 10, &|_| true).is_empty());
+        let g = Hnsw::build(a, &[0, 1], HnswParams::default());
+        assert_eq!(g.search(&a, &[1.0, 0.0], 5, 10, &|_| true).len(), 2);
+    }
+}

@@ -1,0 +1,1121 @@
+//! `PointStore`: all points of one shard in memory, with exact (brute-force) search.
+//!
+//! Layout: points live in slots addressed by a `u32` offset; dense vectors of one name sit
+//! in one contiguous arena (`dim` floats per slot), so a scan is a linear walk over memory.
+//! The id map is a `BTreeMap`, so scrolling by id is an ordered range walk.
+//!
+//! Slots are append-only and a slot's vectors never change once written: replacing a
+//! point's vectors moves it to a new slot and leaves a tombstone. This is what lets an HNSW
+//! graph (built in the background over a copy of the arena) stay valid: graph nodes below
+//! `covered` are searched through the graph, newer slots exactly, and tombstones are
+//! traversed but never returned. Tombstones are dropped when the store is rebuilt from a
+//! checkpoint (restart).
+
+use crate::distance;
+use crate::filter::{Filter, PointView};
+use crate::hnsw::{self, Hnsw, HnswParams};
+use crate::json_path::{merge_payload, JsonPath};
+use crate::payload_index::{FieldIndex, FieldType};
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+
+/// Parameters of one dense vector name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DenseParams {
+    pub size: usize,
+    pub distance: Distance,
+}
+
+/// Which vectors a collection has. The unnamed vector is stored under `DEFAULT_VECTOR`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VectorSchema {
+    pub dense: BTreeMap<String, DenseParams>,
+    pub sparse: BTreeMap<String, ()>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("Wrong input: Vector dimension error: expected dim: {expected}, got {got}")]
+    Dimension { expected: usize, got: usize },
+    #[error("Wrong input: Not existing vector name error: {0}")]
+    UnknownVector(String),
+    #[error("Wrong input: {0}")]
+    Invalid(String),
+}
+
+/// The vectors of one point, by name. Dense vectors are stored preprocessed (Cosine: unit).
+pub type NamedVectors = BTreeMap<String, Vector>;
+
+#[derive(Clone, Debug, Default)]
+struct Arena {
+    dim: usize,
+    data: Vec<f32>,
+    present: Vec<bool>,
+}
+
+impl Arena {
+    fn get(&self, off: u32) -> Option<&[f32]> {
+        let o = off as usize;
+        if *self.present.get(o)? {
+            Some(&self.data[o * self.dim..(o + 1) * self.dim])
+        } else {
+            None
+        }
+    }
+    fn ensure(&mut self, slots: usize) {
+        if self.present.len() < slots {
+            self.present.resize(slots, false);
+            self.data.resize(slots * self.dim, 0.0);
+        }
+    }
+    fn set(&mut self, off: u32, v: &[f32]) {
+        let o = off as usize;
+        self.ensure(o + 1);
+        self.data[o * self.dim..(o + 1) * self.dim].copy_from_slice(v);
+        self.present[o] = true;
+    }
+    fn clear(&mut self, off: u32) {
+        if let Some(p) = self.present.get_mut(off as usize) {
+            *p = false;
+        }
+    }
+}
+
+/// A stored point as returned to readers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub id: PointId,
+    pub version: u64,
+    pub payload: Payload,
+    pub vectors: NamedVectors,
+}
+
+/// Search-time knobs (Qdrant's `params` plus the collection's planner threshold).
+#[derive(Clone, Copy, Debug)]
+pub struct SearchParams {
+    pub exact: bool,
+    pub hnsw_ef: Option<usize>,
+    pub indexed_only: bool,
+    /// Below this many (estimated) filtered points, search exactly instead of the graph.
+    pub full_scan_threshold: usize,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams {
+            exact: false,
+            hnsw_ef: None,
+            indexed_only: false,
+            full_scan_threshold: 10_000,
+        }
+    }
+}
+
+/// An HNSW graph over slots `0..covered` of one dense vector arena.
+struct GraphIndex {
+    graph: Arc<Hnsw>,
+    covered: usize,
+    ef_construct: usize,
+}
+
+/// A background index build: everything needed to extend a graph without the store lock.
+pub struct IndexJob {
+    pub name: String,
+    base: Arc<Hnsw>,
+    data: Vec<f32>,
+    dim: usize,
+    distance: Distance,
+    new_nodes: Vec<u32>,
+    covered: usize,
+    params: HnswParams,
+}
+
+/// A finished build, ready for `PointStore::install_index`.
+pub struct BuiltIndex {
+    name: String,
+    base: Arc<Hnsw>,
+    graph: Hnsw,
+    covered: usize,
+    ef_construct: usize,
+}
+
+impl IndexJob {
+    pub fn new_points(&self) -> usize {
+        self.new_nodes.len()
+    }
+
+    /// Run the build (CPU heavy; call without holding the store lock).
+    pub fn run(self) -> BuiltIndex {
+        let arena = hnsw::Arena {
+            data: &self.data,
+            dim: self.dim,
+            distance: self.distance,
+        };
+        let graph = self.base.extend(arena, &self.new_nodes, self.params);
+        BuiltIndex {
+            name: self.name,
+            base: self.base,
+            graph,
+            covered: self.covered,
+            ef_construct: self.params.ef_construct,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct PointStore {
+    schema: VectorSchema,
+    ids: BTreeMap<PointId, u32>,
+    slot_id: Vec<Option<PointId>>,
+    versions: Vec<u64>,
+    payloads: Vec<Payload>,
+    dense: BTreeMap<String, Arena>,
+    sparse: BTreeMap<String, Vec<Option<SparseVector>>>,
+    graphs: BTreeMap<String, GraphIndex>,
+    payload_indexes: BTreeMap<String, FieldIndex>,
+}
+
+impl std::fmt::Debug for PointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PointStore")
+            .field("points", &self.ids.len())
+            .field("slots", &self.slot_id.len())
+            .finish()
+    }
+}
+
+impl PointStore {
+    pub fn new(schema: VectorSchema) -> Self {
+        let dense = schema
+            .dense
+            .iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    Arena {
+                        dim: p.size,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let sparse = schema
+            .sparse
+            .keys()
+            .map(|n| (n.clone(), Vec::new()))
+            .collect();
+        PointStore {
+            schema,
+            dense,
+            sparse,
+            ..Default::default()
+        }
+    }
+
+    pub fn schema(&self) -> &VectorSchema {
+        &self.schema
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn contains(&self, id: PointId) -> bool {
+        self.ids.contains_key(&id)
+    }
+
+    /// Validate and normalise vectors for storage: known names, right dimension, finite.
+    pub fn prepare_vectors(&self, vectors: NamedVectors) -> Result<NamedVectors, StoreError> {
+        let mut out = NamedVectors::new();
+        for (name, v) in vectors {
+            let v = self.prepare_vector(&name, v)?;
+            out.insert(name, v);
+        }
+        Ok(out)
+    }
+
+    /// Validate one vector (stored or query) for `name`, applying the distance preprocessing.
+    pub fn prepare_vector(&self, name: &str, v: Vector) -> Result<Vector, StoreError> {
+        match v {
+            Vector::Dense(d) => {
+                let p = self
+                    .schema
+                    .dense
+                    .get(name)
+                    .ok_or_else(|| StoreError::UnknownVector(display_name(name)))?;
+                if d.len() != p.size {
+                    return Err(StoreError::Dimension {
+                        expected: p.size,
+                        got: d.len(),
+                    });
+                }
+                if d.iter().any(|x| !x.is_finite()) {
+                    return Err(StoreError::Invalid(
+                        "vector values must be finite numbers (no NaN or infinity)".into(),
+                    ));
+                }
+                Ok(Vector::Dense(distance::preprocess(p.distance, d)))
+            }
+            Vector::Sparse(s) => {
+                if !self.schema.sparse.contains_key(name) {
+                    return Err(StoreError::UnknownVector(display_name(name)));
+                }
+                s.normalized()
+                    .map(Vector::Sparse)
+                    .map_err(StoreError::Invalid)
+            }
+        }
+    }
+
+    fn alloc(&mut self, id: PointId) -> u32 {
+        let off = u32::try_from(self.slot_id.len()).expect("more than 2^32 slots in one store");
+        self.slot_id.push(Some(id));
+        self.versions.push(0);
+        self.payloads.push(Payload::new());
+        off
+    }
+
+    fn write_vectors(&mut self, off: u32, vectors: &NamedVectors) {
+        for (name, v) in vectors {
+            match v {
+                Vector::Dense(d) => {
+                    if let Some(a) = self.dense.get_mut(name) {
+                        a.set(off, d);
+                    }
+                }
+                Vector::Sparse(s) => {
+                    if let Some(col) = self.sparse.get_mut(name) {
+                        if col.len() <= off as usize {
+                            col.resize(off as usize + 1, None);
+                        }
+                        col[off as usize] = Some(s.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn clear_vectors(&mut self, off: u32, names: Option<&[String]>) {
+        for (n, a) in self.dense.iter_mut() {
+            if names.is_none_or(|ns| ns.contains(n)) {
+                a.clear(off);
+            }
+        }
+        for (n, col) in self.sparse.iter_mut() {
+            if names.is_none_or(|ns| ns.contains(n)) {
+                if let Some(x) = col.get_mut(off as usize) {
+                    *x = None;
+                }
+            }
+        }
+    }
+
+    /// Insert or fully replace a point. Vectors must come from `prepare_vectors`.
+    /// Turn a slot into a tombstone (its vectors stay readable for graph traversal).
+    fn retire(&mut self, off: u32) {
+        self.slot_id[off as usize] = None;
+        self.payloads[off as usize] = Payload::new();
+    }
+
+    /// Insert or fully replace a point (always into a new slot). Vectors must be prepared.
+    pub fn upsert(&mut self, id: PointId, version: u64, vectors: &NamedVectors, payload: Payload) {
+        if let Some(old) = self.ids.remove(&id) {
+            self.retire(old);
+        }
+        let off = self.alloc(id);
+        self.ids.insert(id, off);
+        self.write_vectors(off, vectors);
+        self.payloads[off as usize] = payload;
+        self.versions[off as usize] = version;
+        self.reindex_payload(off);
+    }
+
+    /// Add a slot's current payload values to every payload index.
+    fn reindex_payload(&mut self, off: u32) {
+        let p = &self.payloads[off as usize];
+        for ix in self.payload_indexes.values_mut() {
+            ix.add(off, p);
+        }
+    }
+
+    /// Create (or replace) a payload index on `field`, indexing every live point.
+    pub fn create_payload_index(&mut self, field: &str, kind: FieldType) -> Result<(), StoreError> {
+        let path = JsonPath::parse(field).map_err(StoreError::Invalid)?;
+        let mut ix = FieldIndex::new(path, kind);
+        for &off in self.ids.values() {
+            ix.add(off, &self.payloads[off as usize]);
+        }
+        self.payload_indexes.insert(field.to_string(), ix);
+        Ok(())
+    }
+
+    pub fn drop_payload_index(&mut self, field: &str) {
+        self.payload_indexes.remove(field);
+    }
+
+    /// Candidate slots (sorted, a superset of the matches) from the most selective indexed
+    /// condition in the filter's top-level `must`; `None` when no index applies.
+    pub fn filter_candidates(&self, filter: &Filter) -> Option<Vec<u32>> {
+        let must = filter.must.as_ref()?;
+        let mut best: Option<Vec<u32>> = None;
+        for c in must {
+            let crate::filter::Condition::Field(fc) = c else {
+                continue;
+            };
+            let Some(ix) = self
+                .payload_indexes
+                .values()
+                .find(|ix| ix.path() == &fc.key)
+            else {
+                continue;
+            };
+            if let Some(cands) = ix.candidates(&fc.check) {
+                if best.as_ref().is_none_or(|b| cands.len() < b.len()) {
+                    best = Some(cands);
+                }
+            }
+        }
+        best
+    }
+
+    pub fn delete(&mut self, id: PointId) -> bool {
+        let Some(off) = self.ids.remove(&id) else {
+            return false;
+        };
+        self.retire(off);
+        true
+    }
+
+    fn with_point<R>(
+        &mut self,
+        id: PointId,
+        version: u64,
+        f: impl FnOnce(&mut Self, u32) -> R,
+    ) -> Option<R> {
+        let off = *self.ids.get(&id)?;
+        self.versions[off as usize] = version;
+        let r = f(self, off);
+        if !self.payload_indexes.is_empty() {
+            self.reindex_payload(off);
+        }
+        Some(r)
+    }
+
+    /// Merge payload (a `null` value removes the key); with `key`, merge at that path.
+    pub fn set_payload(
+        &mut self,
+        id: PointId,
+        version: u64,
+        payload: &Payload,
+        key: Option<&JsonPath>,
+    ) -> bool {
+        self.with_point(id, version, |s, off| {
+            let p = &mut s.payloads[off as usize];
+            match key {
+                None => merge_payload(p, payload),
+                Some(k) => k.set(p, payload),
+            }
+        })
+        .is_some()
+    }
+
+    pub fn overwrite_payload(&mut self, id: PointId, version: u64, payload: &Payload) -> bool {
+        self.with_point(id, version, |s, off| {
+            s.payloads[off as usize] = payload.clone()
+        })
+        .is_some()
+    }
+
+    pub fn delete_payload(&mut self, id: PointId, version: u64, keys: &[JsonPath]) -> bool {
+        self.with_point(id, version, |s, off| {
+            for k in keys {
+                k.delete(&mut s.payloads[off as usize]);
+            }
+        })
+        .is_some()
+    }
+
+    pub fn clear_payload(&mut self, id: PointId, version: u64) -> bool {
+        self.with_point(id, version, |s, off| s.payloads[off as usize].clear())
+            .is_some()
+    }
+
+    /// Replace the named vectors given (others untouched). Vectors must be prepared.
+    /// The point moves to a new slot (a slot's vectors are immutable).
+    pub fn update_vectors(&mut self, id: PointId, version: u64, vectors: &NamedVectors) -> bool {
+        let Some(&old) = self.ids.get(&id) else {
+            return false;
+        };
+        let mut merged = self.vectors_of(old);
+        merged.extend(vectors.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let payload = std::mem::take(&mut self.payloads[old as usize]);
+        self.upsert(id, version, &merged, payload);
+        true
+    }
+
+    pub fn delete_vectors(&mut self, id: PointId, version: u64, names: &[String]) -> bool {
+        self.with_point(id, version, |s, off| s.clear_vectors(off, Some(names)))
+            .is_some()
+    }
+
+    fn vectors_of(&self, off: u32) -> NamedVectors {
+        let mut out = NamedVectors::new();
+        for (n, a) in &self.dense {
+            if let Some(v) = a.get(off) {
+                out.insert(n.clone(), Vector::Dense(v.to_vec()));
+            }
+        }
+        for (n, col) in &self.sparse {
+            if let Some(Some(v)) = col.get(off as usize) {
+                out.insert(n.clone(), Vector::Sparse(v.clone()));
+            }
+        }
+        out
+    }
+
+    fn has_vector(&self, off: u32, name: &str) -> bool {
+        if let Some(a) = self.dense.get(name) {
+            return a.get(off).is_some();
+        }
+        self.sparse
+            .get(name)
+            .and_then(|c| c.get(off as usize))
+            .is_some_and(Option::is_some)
+    }
+
+    fn record(&self, id: PointId, off: u32) -> Record {
+        Record {
+            id,
+            version: self.versions[off as usize],
+            payload: self.payloads[off as usize].clone(),
+            vectors: self.vectors_of(off),
+        }
+    }
+
+    pub fn get(&self, id: PointId) -> Option<Record> {
+        self.ids.get(&id).map(|&off| self.record(id, off))
+    }
+
+    pub fn payload(&self, id: PointId) -> Option<&Payload> {
+        self.ids.get(&id).map(|&off| &self.payloads[off as usize])
+    }
+
+    /// Version of the last operation applied to the point.
+    pub fn version(&self, id: PointId) -> Option<u64> {
+        self.ids.get(&id).map(|&off| self.versions[off as usize])
+    }
+
+    fn matches(&self, id: PointId, off: u32, filter: Option<&Filter>) -> bool {
+        match filter {
+            None => true,
+            Some(f) => {
+                let hv = |name: &str| self.has_vector(off, name);
+                f.check(&PointView {
+                    id: Some(id),
+                    payload: &self.payloads[off as usize],
+                    has_vector: &hv,
+                })
+            }
+        }
+    }
+
+    /// Ids matching `filter`, ascending, starting at `from` (inclusive), at most `limit`.
+    pub fn scroll(
+        &self,
+        from: Option<PointId>,
+        limit: usize,
+        filter: Option<&Filter>,
+    ) -> Vec<PointId> {
+        if let Some(c) = filter.and_then(|f| self.filter_candidates(f)) {
+            // indexed filter: only candidate slots, then id order
+            let mut ids: Vec<PointId> = c
+                .into_iter()
+                .filter_map(|off| {
+                    self.slot_id[off as usize].filter(|id| {
+                        from.is_none_or(|f| *id >= f) && self.matches(*id, off, filter)
+                    })
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.truncate(limit);
+            return ids;
+        }
+        let iter: Box<dyn Iterator<Item = (&PointId, &u32)>> = match from {
+            Some(f) => Box::new(self.ids.range(f..)),
+            None => Box::new(self.ids.iter()),
+        };
+        iter.filter(|(id, off)| self.matches(**id, **off, filter))
+            .take(limit)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// All ids matching the filter (ascending).
+    pub fn matching_ids(&self, filter: Option<&Filter>) -> Vec<PointId> {
+        self.scroll(None, usize::MAX, filter)
+    }
+
+    pub fn count(&self, filter: Option<&Filter>) -> usize {
+        if let Some(c) = filter.and_then(|f| self.filter_candidates(f)) {
+            return c
+                .into_iter()
+                .filter(|&off| self.matches_slot(off, filter))
+                .count();
+        }
+        match filter {
+            None => self.ids.len(),
+            Some(_) => self
+                .ids
+                .iter()
+                .filter(|(id, off)| self.matches(**id, **off, filter))
+                .count(),
+        }
+    }
+
+    /// The `top` best points by internal score (bigger = better), ties by id. `query` must
+    /// be prepared with `prepare_vector`. `threshold` is internal: hits must be strictly
+    /// better. Sparse queries only score points sharing an index with the query.
+    ///
+    /// Planner for dense vectors with a graph: no filter -> graph over indexed slots plus an
+    /// exact scan of newer slots; with a filter, its cardinality is estimated by sampling and
+    /// below `full_scan_threshold` the search is exact, above it the graph checks the filter
+    /// during traversal (falling back to exact if the graph comes back short).
+    pub fn search(
+        &self,
+        name: &str,
+        query: &Vector,
+        filter: Option<&Filter>,
+        top: usize,
+        threshold: Option<f32>,
+    ) -> Result<Vec<Hit>, StoreError> {
+        self.search_with(
+            name,
+            query,
+            filter,
+            top,
+            threshold,
+            &SearchParams {
+                exact: true,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn search_with(
+        &self,
+        name: &str,
+        query: &Vector,
+        filter: Option<&Filter>,
+        top: usize,
+        threshold: Option<f32>,
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>, StoreError> {
+        if top == 0 {
+            return Ok(vec![]);
+        }
+        let mut top_k = TopK::new(top, threshold);
+        match query {
+            Vector::Dense(q) => {
+                let arena = self
+                    .dense
+                    .get(name)
+                    .ok_or_else(|| StoreError::UnknownVector(display_name(name)))?;
+                let dist = self.schema.dense[name].distance;
+                let graph = self.graphs.get(name).filter(|_| !params.exact);
+                let mut scan_from = 0usize;
+                // Indexed filter conditions give candidates (and an exact cardinality bound);
+                // otherwise the cardinality is estimated by sampling.
+                let candidates = filter.and_then(|f| self.filter_candidates(f));
+                let est = match (filter, &candidates) {
+                    (None, _) => self.ids.len(),
+                    (Some(_), Some(c)) => c.len(),
+                    (Some(f), None) => self.estimate_matches(f),
+                };
+                if let Some(g) = graph {
+                    let selectivity = est as f64 / self.ids.len().max(1) as f64;
+                    let use_graph = filter.is_none() || est >= params.full_scan_threshold.max(top);
+                    if use_graph {
+                        let a = hnsw::Arena {
+                            data: &arena.data[..g.covered * arena.dim],
+                            dim: arena.dim,
+                            distance: dist,
+                        };
+                        let accept = |off: u32| {
+                            self.slot_id[off as usize].is_some()
+                                && arena.present[off as usize]
+                                && self.matches_slot(off, filter)
+                        };
+                        // A filter hides most of the graph: widen the beam by 1/sqrt(selectivity)
+                        // (x3.2 at 10%, x1.4 at 50%), bounded at x10.
+                        let widen = (1.0 / selectivity.max(0.01)).sqrt();
+                        let ef = ((params.hnsw_ef.unwrap_or(g.ef_construct) as f64 * widen)
+                            as usize)
+                            .max(top);
+                        let found = g.graph.search(&a, q, top, ef, &accept);
+                        let short = filter.is_some() && found.len() < top;
+                        if !short {
+                            for (off, score) in found {
+                                top_k.push(Hit {
+                                    id: self.slot_id[off as usize]
+                                        .expect("accepted slots are live"),
+                                    offset: off,
+                                    score,
+                                });
+                            }
+                            scan_from = g.covered;
+                        }
+                    }
+                }
+                if params.indexed_only && graph.is_some() && scan_from > 0 {
+                    // only what the graph covers
+                } else if let Some(c) = &candidates {
+                    for &off in c.iter().filter(|&&o| o as usize >= scan_from) {
+                        let Some(id) = self.slot_id[off as usize] else {
+                            continue;
+                        };
+                        let Some(v) = arena.get(off) else { continue };
+                        if !self.matches_slot(off, filter) {
+                            continue;
+                        }
+                        top_k.push(Hit {
+                            id,
+                            offset: off,
+                            score: distance::score(dist, q, v),
+                        });
+                    }
+                } else {
+                    for off in scan_from..self.slot_id.len() {
+                        let off = off as u32;
+                        let Some(id) = self.slot_id[off as usize] else {
+                            continue;
+                        };
+                        let Some(v) = arena.get(off) else { continue };
+                        if !self.matches_slot(off, filter) {
+                            continue;
+                        }
+                        top_k.push(Hit {
+                            id,
+                            offset: off,
+                            score: distance::score(dist, q, v),
+                        });
+                    }
+                }
+            }
+            Vector::Sparse(q) => {
+                let col = self
+                    .sparse
+                    .get(name)
+                    .ok_or_else(|| StoreError::UnknownVector(display_name(name)))?;
+                for (&id, &off) in &self.ids {
+                    let Some(Some(v)) = col.get(off as usize) else {
+                        continue;
+                    };
+                    let Some(s) = distance::sparse_dot(q, v) else {
+                        continue;
+                    };
+                    if !self.matches(id, off, filter) {
+                        continue;
+                    }
+                    top_k.push(Hit {
+                        id,
+                        offset: off,
+                        score: s,
+                    });
+                }
+            }
+        }
+        Ok(top_k.into_sorted())
+    }
+
+    fn matches_slot(&self, off: u32, filter: Option<&Filter>) -> bool {
+        match (filter, self.slot_id[off as usize]) {
+            (None, Some(_)) => true,
+            (Some(_), Some(id)) => self.matches(id, off, filter),
+            (_, None) => false,
+        }
+    }
+
+    /// Estimated number of live points matching `filter` (evenly spaced sample of slots).
+    pub fn estimate_matches(&self, filter: &Filter) -> usize {
+        const SAMPLE: usize = 512;
+        let live = self.ids.len();
+        if live <= SAMPLE {
+            return self.count(Some(filter));
+        }
+        let slots = self.slot_id.len();
+        let step = (slots / SAMPLE).max(1);
+        let (mut seen, mut hit) = (0usize, 0usize);
+        let mut off = 0;
+        while off < slots {
+            if self.slot_id[off].is_some() {
+                seen += 1;
+                if self.matches_slot(off as u32, Some(filter)) {
+                    hit += 1;
+                }
+            }
+            off += step;
+        }
+        if seen == 0 {
+            return 0;
+        }
+        // round up: never estimate zero matches for a filter that matched in the sample
+        (hit * live).div_ceil(seen)
+    }
+
+    /// Live points with a vector `name` that the graph covers / does not cover yet.
+    pub fn index_coverage(&self, name: &str) -> (usize, usize) {
+        let Some(a) = self.dense.get(name) else {
+            return (0, 0);
+        };
+        let covered = self.graphs.get(name).map_or(0, |g| g.covered);
+        let (mut inside, mut outside) = (0, 0);
+        for (off, id) in self.slot_id.iter().enumerate() {
+            if id.is_some() && a.present.get(off).copied().unwrap_or(false) {
+                if off < covered {
+                    inside += 1;
+                } else {
+                    outside += 1;
+                }
+            }
+        }
+        (inside, outside)
+    }
+
+    /// Slots that exist (live or tombstone) — tombstones are dropped on rebuild.
+    pub fn slot_count(&self) -> usize {
+        self.slot_id.len()
+    }
+
+    /// Prepare a background build that adds every slot not yet in `name`'s graph.
+    pub fn index_job(&self, name: &str, params: HnswParams) -> Option<IndexJob> {
+        let a = self.dense.get(name)?;
+        let dist = self.schema.dense.get(name)?.distance;
+        let (base, covered) = match self.graphs.get(name) {
+            Some(g) => (g.graph.clone(), g.covered),
+            None => (Arc::new(Hnsw::empty(params.m)), 0),
+        };
+        let len = self.slot_id.len();
+        let new_nodes: Vec<u32> = (covered..len)
+            .filter(|&o| self.slot_id[o].is_some() && a.present.get(o).copied().unwrap_or(false))
+            .map(|o| o as u32)
+            .collect();
+        if new_nodes.is_empty() {
+            return None;
+        }
+        let mut data = a.data[..len.min(a.present.len()) * a.dim].to_vec();
+        data.resize(len * a.dim, 0.0);
+        Some(IndexJob {
+            name: name.to_string(),
+            base,
+            data,
+            dim: a.dim,
+            distance: dist,
+            new_nodes,
+            covered: len,
+            params,
+        })
+    }
+
+    /// Install a finished build unless another build replaced the graph meanwhile.
+    pub fn install_index(&mut self, built: BuiltIndex) -> bool {
+        let current = self.graphs.get(&built.name).map(|g| g.graph.clone());
+        let same_base = match &current {
+            Some(c) => Arc::ptr_eq(c, &built.base),
+            None => built.base.node_count() == 0,
+        };
+        if !same_base {
+            return false;
+        }
+        self.graphs.insert(
+            built.name,
+            GraphIndex {
+                graph: Arc::new(built.graph),
+                covered: built.covered,
+                ef_construct: built.ef_construct,
+            },
+        );
+        true
+    }
+
+    /// Rebuild without tombstones (vacuum). Payload indexes are rebuilt; graphs are dropped
+    /// (slot numbers change) and must be rebuilt by the optimizer.
+    pub fn compact(&mut self) {
+        let kinds: Vec<(String, FieldType)> = self
+            .payload_indexes
+            .iter()
+            .map(|(k, ix)| (k.clone(), ix.kind()))
+            .collect();
+        let mut fresh = PointStore::new(self.schema.clone());
+        for r in self.iter_records() {
+            fresh.upsert(r.id, r.version, &r.vectors, r.payload);
+        }
+        for (k, kind) in kinds {
+            fresh
+                .create_payload_index(&k, kind)
+                .expect("field path was valid before");
+        }
+        *self = fresh;
+    }
+
+    /// Drop every graph (e.g. after the HNSW config changed).
+    pub fn drop_indexes(&mut self) {
+        self.graphs.clear();
+    }
+
+    /// Score specific points against a query (used by fusion / rescoring). Missing vectors skip.
+    pub fn score_points(&self, name: &str, query: &Vector, ids: &[PointId]) -> Vec<Hit> {
+        let mut out = Vec::new();
+        for &id in ids {
+            let Some(&off) = self.ids.get(&id) else {
+                continue;
+            };
+            let s = match query {
+                Vector::Dense(q) => {
+                    let (Some(a), Some(p)) = (self.dense.get(name), self.schema.dense.get(name))
+                    else {
+                        continue;
+                    };
+                    let Some(v) = a.get(off) else { continue };
+                    distance::score(p.distance, q, v)
+                }
+                Vector::Sparse(q) => {
+                    let Some(Some(v)) = self.sparse.get(name).and_then(|c| c.get(off as usize))
+                    else {
+                        continue;
+                    };
+                    match distance::sparse_dot(q, v) {
+                        Some(s) => s,
+                        None => continue,
+                    }
+                }
+            };
+            out.push(Hit {
+                id,
+                offset: off,
+                score: s,
+            });
+        }
+        out
+    }
+
+    /// Iterate all live records in id order (for checkpoints and exports).
+    pub fn iter_records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.ids.iter().map(|(&id, &off)| self.record(id, off))
+    }
+}
+
+fn display_name(name: &str) -> String {
+    if name.is_empty() {
+        "\"\" (the unnamed vector)".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Bounded top-k collector with an optional strict threshold.
+struct TopK {
+    top: usize,
+    threshold: Option<f32>,
+    heap: BinaryHeap<HeapHit>,
+}
+
+impl TopK {
+    fn new(top: usize, threshold: Option<f32>) -> Self {
+        TopK {
+            top,
+            threshold,
+            heap: BinaryHeap::with_capacity(top.min(1 << 16) + 1),
+        }
+    }
+    fn push(&mut self, h: Hit) {
+        if self.threshold.is_some_and(|t| h.score <= t) {
+            return;
+        }
+        if self.heap.len() < self.top {
+            self.heap.push(HeapHit(h));
+        } else if let Some(worst) = self.heap.peek() {
+            if hit_order(&h, &worst.0).is_lt() {
+                self.heap.pop();
+                self.heap.push(HeapHit(h));
+            }
+        }
+    }
+    fn into_sorted(self) -> Vec<Hit> {
+        let mut out: Vec<Hit> = self.heap.into_iter().map(|h| h.0).collect();
+        out.sort_by(hit_order);
+        out
+    }
+}
+
+/// Max-heap by "worst first": the heap top is the worst of the kept hits.
+struct HeapHit(Hit);
+impl PartialEq for HeapHit {
+    fn eq(&self, o: &Self) -> bool {
+        hit_order(&self.0, &o.0).is_eq()
+    }
+}
+impl Eq for HeapHit {}
+impl PartialOrd for HeapHit {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for HeapHit {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        hit_order(&self.0, &o.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn schema(d: Distance) -> VectorSchema {
+        let mut s = VectorSchema::default();
+        s.dense.insert(
+            DEFAULT_VECTOR.into(),
+            DenseParams {
+                size: 4,
+                distance: d,
+            },
+        );
+        s.sparse.insert("sp".into(), ());
+        s
+    }
+
+    fn vecs(v: Vec<f32>) -> NamedVectors {
+        [(DEFAULT_VECTOR.to_string(), Vector::Dense(v))].into()
+    }
+
+    #[test]
+    fn search_matches_brute_force_sort() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for d in [
+            Distance::Cosine,
+            Distance::Euclid,
+            Distance::Dot,
+            Distance::Manhattan,
+        ] {
+            let mut s = PointStore::new(schema(d));
+            for i in 0..300u64 {
+                let v: Vec<f32> = (0..4).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let v = s.prepare_vectors(vecs(v)).unwrap();
+                s.upsert(PointId::Num(i), i, &v, Payload::new());
+            }
+            for i in (0..300u64).step_by(3) {
+                assert!(s.delete(PointId::Num(i)));
+            }
+            let q = s
+                .prepare_vector("", Vector::Dense(vec![0.3, -0.2, 0.9, 0.1]))
+                .unwrap();
+            let got = s.search("", &q, None, 10, None).unwrap();
+            let mut all = s.score_points("", &q, &s.matching_ids(None));
+            all.sort_by(hit_order);
+            assert_eq!(got, all[..10].to_vec(), "{d:?}");
+            assert!(got.iter().all(|h| h.id != PointId::Num(0)));
+        }
+    }
+
+    #[test]
+    fn graph_search_agrees_with_exact_and_survives_updates() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let mut s = PointStore::new(schema(Distance::Euclid));
+        let put = |s: &mut PointStore, i: u64, rng: &mut rand::rngs::StdRng| {
+            let v: Vec<f32> = (0..4).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let v = s.prepare_vectors(vecs(v)).unwrap();
+            s.upsert(
+                PointId::Num(i),
+                i,
+                &v,
+                serde_json::json!({"m": i % 10})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            );
+        };
+        for i in 0..2000 {
+            put(&mut s, i, &mut rng);
+        }
+        let job = s.index_job("", HnswParams::default()).unwrap();
+        assert_eq!(job.new_points(), 2000);
+        // writes while the build runs: updates (move slots), deletes and new points
+        for i in 0..100 {
+            put(&mut s, i, &mut rng);
+        }
+        for i in 100..200 {
+            s.delete(PointId::Num(i));
+        }
+        for i in 2000..2300 {
+            put(&mut s, i, &mut rng);
+        }
+        assert!(s.install_index(job.run()));
+        // 100 updated points moved to new slots, 100 were deleted, 300 are new
+        assert_eq!(s.index_coverage(""), (1800, 400));
+        let f = crate::filter::Filter::from_json(
+            &serde_json::json!({"must": [{"key": "m", "match": {"value": 3}}]}),
+        )
+        .unwrap();
+        for _ in 0..30 {
+            let q: Vec<f32> = (0..4).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let q = s.prepare_vector("", Vector::Dense(q)).unwrap();
+            for filter in [None, Some(&f)] {
+                let exact = s.search("", &q, filter, 10, None).unwrap();
+                let approx = s
+                    .search_with(
+                        "",
+                        &q,
+                        filter,
+                        10,
+                        None,
+                        &SearchParams {
+                            full_scan_threshold: 0,
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                let common = approx
+                    .iter()
+                    .filter(|h| exact.iter().any(|e| e.id == h.id))
+                    .count();
+                assert!(common >= 9, "graph {approx:?} vs exact {exact:?}");
+                assert!(approx.iter().all(|h| !(100..200).contains(&match h.id {
+                    PointId::Num(n) => n,
+                    _ => 0,
+                })));
+            }
+        }
+    }
+
+    #[test]
+    fn validation_and_slots() {
+        let mut s = PointStore::new(schema(Distance::Dot));
+        assert!(matches!(
+            s.prepare_vectors(vecs(vec![1.0])),
+            Err(StoreError::Dimension {
+                expected: 4,
+                got: 1
+            })
+        ));
+        assert!(s
+            .prepare_vectors(vecs(vec![1.0, f32::NAN, 0.0, 0.0]))
+            .is_err());
+        assert!(s
+            .prepare_vector("nope", Vector::Dense(vec![0.0; 4]))
+            .is_err());
+        let v = s.prepare_vectors(vecs(vec![1.0, 0.0, 0.0, 0.0])).unwrap();
+        s.upsert(PointId::Num(1), 1, &v, Payload::new());
+        s.delete(PointId::Num(1));
+        s.upsert(PointId::Num(2), 2, &v, Payload::new());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.slot_count(), 2);
+        assert_eq!(s.get(PointId::Num(2)).unwrap().vectors.len(), 1);
+        assert!(s.get(PointId::Num(1)).is_none());
+    }
+}

@@ -1,0 +1,153 @@
+//! `sextant`: the server binary. Parses the CLI, loads configuration, opens storage and
+//! serves the REST API until SIGINT/SIGTERM, then flushes every WAL.
+
+mod settings;
+
+use clap::Parser;
+use collection::Storage;
+use settings::Settings;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sextant",
+    version,
+    about = "Sextant: a Qdrant-compatible vector database"
+)]
+struct Args {
+    /// URI of a peer to bootstrap from (cluster mode).
+    #[arg(long, env = "QDRANT_BOOTSTRAP")]
+    bootstrap: Option<String>,
+    /// This peer's own p2p URI (cluster mode; required for the first peer).
+    #[arg(long, env = "QDRANT_URI")]
+    uri: Option<String>,
+    /// Extra configuration file, applied after config/*.yaml and before env variables.
+    #[arg(long)]
+    config_path: Option<String>,
+    /// Accepted for compatibility; snapshot recovery is not implemented yet.
+    #[arg(long)]
+    snapshot: Vec<String>,
+    #[arg(long)]
+    storage_snapshot: Option<String>,
+    #[arg(long, default_value_t = false)]
+    force_snapshot: bool,
+    #[arg(long, default_value_t = false)]
+    disable_telemetry: bool,
+    #[arg(long, default_value_t = false)]
+    stacktrace: bool,
+    #[arg(long, default_value_t = false)]
+    reinit: bool,
+}
+
+fn init_logging(level: &str) {
+    let directive = match level.to_ascii_lowercase().as_str() {
+        l @ ("trace" | "debug" | "info" | "warn" | "error" | "off") => format!("{l},openraft=warn"),
+        other => other.to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings = match Settings::load(args.config_path.as_deref(), "QDRANT") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sextant: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(&settings.log_level);
+    if !settings.cluster.enabled && (args.bootstrap.is_some() || args.uri.is_some()) {
+        eprintln!("sextant: --uri/--bootstrap need cluster mode: set cluster.enabled: true (or QDRANT__CLUSTER__ENABLED=true)");
+        std::process::exit(2);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(
+            settings
+                .service
+                .max_workers
+                .filter(|w| *w > 0)
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                }),
+        )
+        .build()?;
+    rt.block_on(run(settings, args))
+}
+
+async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
+    let storage_path = PathBuf::from(&settings.storage.storage_path);
+    std::fs::create_dir_all(&storage_path)?;
+    std::fs::create_dir_all(&settings.storage.snapshots_path)?;
+    let defaults = settings.collection_defaults();
+    let storage: Arc<Storage> =
+        tokio::task::spawn_blocking(move || Storage::open(&storage_path, defaults)).await??;
+    let maintenance = storage.start_maintenance();
+    let cluster = if settings.cluster.enabled {
+        let cfg = cluster::node::NodeConfig {
+            dir: PathBuf::from(&settings.storage.storage_path).join("raft"),
+            p2p_port: settings.cluster.p2p.port,
+            uri: args.uri.clone(),
+            bootstrap: args.bootstrap.clone(),
+            tick_ms: settings.cluster.consensus.tick_period_ms,
+        };
+        let sink = Arc::new(api::cluster_sink::StorageSink {
+            storage: storage.clone(),
+        });
+        match cluster::node::ClusterNode::start(cfg, sink).await {
+            Ok(n) => {
+                tracing::info!(peer_id = n.id, uri = %n.uri, "cluster mode: consensus running");
+                Some(n)
+            }
+            Err(e) => {
+                eprintln!("sextant: {e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        None
+    };
+    let state = api::AppState {
+        cluster,
+        local_router: Default::default(),
+        storage: storage.clone(),
+        settings: api::ApiSettings {
+            max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),
+        },
+    };
+    let app = api::router(state);
+    let addr: SocketAddr = format!("{}:{}", settings.service.host, settings.service.http_port)
+        .parse()
+        .or_else(|_| format!("[{}]:{}", settings.service.host, settings.service.http_port).parse())
+        .map_err(|e| anyhow::anyhow!("invalid service.host / service.http_port: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, "Sextant REST API listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: flushing write-ahead logs");
+    storage.shutdown();
+    let _ = tokio::task::spawn_blocking(move || maintenance.join()).await;
+    Ok(())
+}

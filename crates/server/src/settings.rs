@@ -1,0 +1,207 @@
+//! Configuration, layered exactly as Qdrant layers it: embedded defaults, then
+//! `config/config.yaml`, `config/$RUN_MODE.yaml` (RUN_MODE defaults to `development`),
+//! `config/local.yaml`, `--config-path FILE`, then `QDRANT__SECTION__KEY` env variables.
+//! Unknown keys are ignored; a value of the wrong type fails start-up naming the key.
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("default_config.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub log_level: String,
+    pub service: ServiceConfig,
+    pub storage: StorageConfig,
+    pub cluster: ClusterConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceConfig {
+    pub host: String,
+    pub http_port: u16,
+    #[allow(dead_code)] // the public gRPC API is not served yet
+    pub grpc_port: Option<u16>,
+    pub max_request_size_mb: usize,
+    #[serde(default)]
+    pub max_workers: Option<usize>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted for compatibility
+    pub enable_cors: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WalSettings {
+    pub wal_capacity_mb: u64,
+    pub wal_segments_ahead: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OptimizerSettings {
+    pub deleted_threshold: f64,
+    pub vacuum_min_vector_number: u64,
+    pub default_segment_number: u64,
+    pub max_segment_size_kb: Option<u64>,
+    pub indexing_threshold_kb: Option<u64>,
+    pub flush_interval_sec: u64,
+    pub max_optimization_threads: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HnswSettings {
+    pub m: u64,
+    pub ef_construct: u64,
+    pub full_scan_threshold_kb: u64,
+    pub max_indexing_threads: u64,
+    pub on_disk: Option<bool>,
+    pub payload_m: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageConfig {
+    pub storage_path: String,
+    pub snapshots_path: String,
+    #[allow(dead_code)]
+    // accepted for compatibility; Sextant writes temp files next to their target
+    pub temp_path: Option<String>,
+    pub on_disk_payload: bool,
+    pub wal: WalSettings,
+    pub optimizers: OptimizerSettings,
+    pub hnsw_index: HnswSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct P2pConfig {
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsensusConfig {
+    pub tick_period_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterConfig {
+    pub enabled: bool,
+    pub p2p: P2pConfig,
+    pub consensus: ConsensusConfig,
+}
+
+impl Settings {
+    /// Load settings. `config_path` is `--config-path`; `env_prefix` is normally `QDRANT`.
+    pub fn load(config_path: Option<&str>, env_prefix: &str) -> Result<Settings, String> {
+        let run_mode = std::env::var("RUN_MODE").unwrap_or_else(|_| "development".to_string());
+        let mut b = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Yaml))
+            .add_source(File::with_name("config/config").required(false))
+            .add_source(File::with_name(&format!("config/{run_mode}")).required(false))
+            .add_source(File::with_name("config/local").required(false));
+        if let Some(p) = config_path {
+            if !std::path::Path::new(p).exists() {
+                return Err(format!("config file {p} (--config-path) does not exist"));
+            }
+            b = b.add_source(File::with_name(p).required(true));
+        }
+        b = b.add_source(Environment::with_prefix(env_prefix).separator("__"));
+        let cfg = b
+            .build()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        let s: Settings = cfg
+            .try_deserialize()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Defaults for new collections, from the `storage` section (as Qdrant uses them).
+    pub fn collection_defaults(&self) -> collection::config::CollectionDefaults {
+        use collection::config::{CollectionDefaults, HnswConfig, OptimizersConfig, WalConfig};
+        let st = &self.storage;
+        CollectionDefaults {
+            on_disk_payload: st.on_disk_payload,
+            hnsw: HnswConfig {
+                m: st.hnsw_index.m,
+                ef_construct: st.hnsw_index.ef_construct,
+                full_scan_threshold: st.hnsw_index.full_scan_threshold_kb,
+                max_indexing_threads: st.hnsw_index.max_indexing_threads,
+                on_disk: st.hnsw_index.on_disk,
+                payload_m: st.hnsw_index.payload_m,
+            },
+            optimizers: OptimizersConfig {
+                deleted_threshold: st.optimizers.deleted_threshold,
+                vacuum_min_vector_number: st.optimizers.vacuum_min_vector_number,
+                default_segment_number: st.optimizers.default_segment_number,
+                max_segment_size: st.optimizers.max_segment_size_kb,
+                memmap_threshold: None,
+                indexing_threshold: st.optimizers.indexing_threshold_kb,
+                flush_interval_sec: st.optimizers.flush_interval_sec,
+                max_optimization_threads: st.optimizers.max_optimization_threads,
+            },
+            wal: WalConfig {
+                wal_capacity_mb: st.wal.wal_capacity_mb,
+                wal_segments_ahead: st.wal.wal_segments_ahead,
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.service.max_request_size_mb == 0 {
+            return Err(
+                "invalid configuration: service.max_request_size_mb must be at least 1".into(),
+            );
+        }
+        if self.storage.wal.wal_capacity_mb == 0 {
+            return Err(
+                "invalid configuration: storage.wal.wal_capacity_mb must be at least 1".into(),
+            );
+        }
+        if self.cluster.consensus.tick_period_ms == 0 {
+            return Err(
+                "invalid configuration: cluster.consensus.tick_period_ms must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Each test uses its own env prefix so tests running in parallel cannot interfere.
+    #[test]
+    fn defaults_load() {
+        let s = Settings::load(None, "SEXTANT_TEST_NONE").unwrap();
+        assert_eq!(s.service.http_port, 6333);
+        assert_eq!(s.service.grpc_port, Some(6334));
+        assert_eq!(s.cluster.p2p.port, 6335);
+        assert_eq!(s.storage.storage_path, "./storage");
+        assert_eq!(s.cluster.consensus.tick_period_ms, 100);
+    }
+
+    #[test]
+    fn env_overrides_and_errors_name_the_key() {
+        std::env::set_var("SEXTANT_TEST_A__SERVICE__HTTP_PORT", "7000");
+        std::env::set_var("SEXTANT_TEST_A__CLUSTER__P2P__PORT", "7001");
+        std::env::set_var("SEXTANT_TEST_A__LOG_LEVEL", "debug");
+        std::env::set_var("SEXTANT_TEST_A__SOMETHING__UNKNOWN", "x");
+        let s = Settings::load(None, "SEXTANT_TEST_A").unwrap();
+        assert_eq!(s.service.http_port, 7000);
+        assert_eq!(s.cluster.p2p.port, 7001);
+        assert_eq!(s.log_level, "debug");
+        std::env::set_var("SEXTANT_TEST_B__SERVICE__HTTP_PORT", "not-a-port");
+        let e = Settings::load(None, "SEXTANT_TEST_B").unwrap_err();
+        assert!(e.contains("service.http_port"), "{e}");
+    }
+
+    #[test]
+    fn config_file_layer() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.yaml");
+        std::fs::write(&p, "service:\n  http_port: 7100\nstorage:\n  storage_path: /tmp/x\nunknown_section:\n  a: 1\n").unwrap();
+        let s = Settings::load(Some(p.to_str().unwrap()), "SEXTANT_TEST_C").unwrap();
+        assert_eq!(s.service.http_port, 7100);
+        assert_eq!(s.storage.storage_path, "/tmp/x");
+        assert!(Settings::load(Some("/nonexistent.yaml"), "SEXTANT_TEST_C").is_err());
+    }
+}
