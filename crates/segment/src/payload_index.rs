@@ -1,16 +1,18 @@
-//! Payload field indexes: value -> slots, used by the planner to find filter candidates
-//! and estimate cardinality without scanning every payload.
+//! Payload field indexes: value -> set of slots (roaring bitmaps), used by the planner to
+//! find filter candidates, count them exactly, and accept graph nodes without reading the
+//! JSON payload.
 //!
-//! Lists are append-only: when a payload changes in place the new values are added and the
-//! old entries stay behind as stale. That is safe because every candidate is re-checked
-//! against the full filter (and liveness) before use; stale entries only make the
-//! cardinality estimate an upper bound. Indexes are rebuilt compactly when the store is
-//! rebuilt from a checkpoint.
+//! Invariant: an index holds exactly the live slots whose *current* payload has the value.
+//! The store removes a slot's old values before a payload changes in place and when a slot
+//! is retired, so a condition answered by an index needs no re-check against the payload.
+//! (Values of another JSON type than the index's — e.g. 2.5 under an `integer` index — are
+//! not indexed, and a condition answered by the index does not see them, as in Qdrant.)
 
 use crate::filter::{parse_datetime, FieldCheck, Match, MatchValue};
 use crate::json_path::JsonPath;
 use crate::types::Payload;
 use ordered_float::OrderedFloat;
+use roaring::RoaringBitmap;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,10 +47,18 @@ impl FieldType {
 pub struct FieldIndex {
     kind: FieldType,
     path: JsonPath,
-    keyword: HashMap<String, Vec<u32>>,
-    numeric: BTreeMap<OrderedFloat<f64>, Vec<u32>>,
-    ints: BTreeMap<i64, Vec<u32>>,
-    bools: [Vec<u32>; 2],
+    keyword: HashMap<String, RoaringBitmap>,
+    numeric: BTreeMap<OrderedFloat<f64>, RoaringBitmap>,
+    ints: BTreeMap<i64, RoaringBitmap>,
+    bools: [RoaringBitmap; 2],
+}
+
+/// One indexable key extracted from a payload value.
+enum Key {
+    Str(String),
+    Int(i64),
+    Num(f64),
+    Bool(bool),
 }
 
 impl FieldIndex {
@@ -59,7 +69,7 @@ impl FieldIndex {
             keyword: HashMap::new(),
             numeric: BTreeMap::new(),
             ints: BTreeMap::new(),
-            bools: [Vec::new(), Vec::new()],
+            bools: [RoaringBitmap::new(), RoaringBitmap::new()],
         }
     }
 
@@ -71,50 +81,112 @@ impl FieldIndex {
         &self.path
     }
 
-    /// Index the values `payload` has at this field for `slot`.
-    pub fn add(&mut self, slot: u32, payload: &Payload) {
+    fn keys(&self, payload: &Payload) -> Vec<Key> {
+        let mut out = Vec::new();
         for v in self.path.values(payload, true) {
             match (self.kind, v) {
                 (FieldType::Keyword | FieldType::Uuid, Value::String(s)) => {
-                    self.keyword.entry(s.clone()).or_default().push(slot)
+                    out.push(Key::Str(s.clone()))
                 }
                 (FieldType::Integer, Value::Number(n)) => {
                     if let Some(i) = n.as_i64() {
-                        self.ints.entry(i).or_default().push(slot);
+                        out.push(Key::Int(i));
                     }
                 }
                 (FieldType::Float, Value::Number(n)) => {
                     if let Some(f) = n.as_f64() {
-                        self.numeric.entry(OrderedFloat(f)).or_default().push(slot);
+                        out.push(Key::Num(f));
                     }
                 }
                 (FieldType::Datetime, Value::String(s)) => {
                     if let Some(t) = parse_datetime(s) {
-                        self.numeric
-                            .entry(OrderedFloat(t as f64))
-                            .or_default()
-                            .push(slot);
+                        out.push(Key::Num(t as f64));
                     }
                 }
-                (FieldType::Bool, Value::Bool(b)) => self.bools[*b as usize].push(slot),
+                (FieldType::Bool, Value::Bool(b)) => out.push(Key::Bool(*b)),
                 _ => {}
+            }
+        }
+        out
+    }
+
+    /// Index the values `payload` has at this field for `slot`.
+    pub fn add(&mut self, slot: u32, payload: &Payload) {
+        for k in self.keys(payload) {
+            match k {
+                Key::Str(s) => {
+                    self.keyword.entry(s).or_default().insert(slot);
+                }
+                Key::Int(i) => {
+                    self.ints.entry(i).or_default().insert(slot);
+                }
+                Key::Num(f) => {
+                    self.numeric
+                        .entry(OrderedFloat(f))
+                        .or_default()
+                        .insert(slot);
+                }
+                Key::Bool(b) => {
+                    self.bools[b as usize].insert(slot);
+                }
             }
         }
     }
 
-    /// Candidate slots for one condition on this field, or `None` if this index cannot
-    /// answer it (the planner then falls back to sampling).
-    pub fn candidates(&self, check: &FieldCheck) -> Option<Vec<u32>> {
-        let mut out: Vec<u32> = match (self.kind, check) {
+    /// Forget `slot`'s entries for the values `payload` has (its payload before a change).
+    pub fn remove(&mut self, slot: u32, payload: &Payload) {
+        for k in self.keys(payload) {
+            match k {
+                Key::Str(s) => {
+                    if let Some(b) = self.keyword.get_mut(&s) {
+                        b.remove(slot);
+                        if b.is_empty() {
+                            self.keyword.remove(&s);
+                        }
+                    }
+                }
+                Key::Int(i) => {
+                    if let Some(b) = self.ints.get_mut(&i) {
+                        b.remove(slot);
+                        if b.is_empty() {
+                            self.ints.remove(&i);
+                        }
+                    }
+                }
+                Key::Num(f) => {
+                    if let Some(b) = self.numeric.get_mut(&OrderedFloat(f)) {
+                        b.remove(slot);
+                        if b.is_empty() {
+                            self.numeric.remove(&OrderedFloat(f));
+                        }
+                    }
+                }
+                Key::Bool(b) => {
+                    self.bools[b as usize].remove(slot);
+                }
+            }
+        }
+    }
+
+    /// The slots matching one condition on this field, or `None` if this index cannot
+    /// answer it (the planner then checks that condition against payloads).
+    pub fn candidates(&self, check: &FieldCheck) -> Option<RoaringBitmap> {
+        Some(match (self.kind, check) {
             (
                 FieldType::Keyword | FieldType::Uuid,
                 FieldCheck::Match(Match::Value(MatchValue::Str(s))),
             ) => self.keyword.get(s).cloned().unwrap_or_default(),
             (FieldType::Keyword | FieldType::Uuid, FieldCheck::Match(Match::Any(vs))) => {
-                let mut o = Vec::new();
+                let mut o = RoaringBitmap::new();
                 for v in vs {
-                    if let MatchValue::Str(s) = v {
-                        o.extend(self.keyword.get(s).into_iter().flatten());
+                    match v {
+                        MatchValue::Str(s) => {
+                            if let Some(b) = self.keyword.get(s) {
+                                o |= b;
+                            }
+                        }
+                        // values of another type than the index's: not answerable here
+                        _ => return None,
                     }
                 }
                 o
@@ -123,20 +195,31 @@ impl FieldIndex {
                 self.ints.get(i).cloned().unwrap_or_default()
             }
             (FieldType::Integer, FieldCheck::Match(Match::Any(vs))) => {
-                let mut o = Vec::new();
+                let mut o = RoaringBitmap::new();
                 for v in vs {
-                    if let MatchValue::Int(i) = v {
-                        o.extend(self.ints.get(i).into_iter().flatten());
+                    match v {
+                        MatchValue::Int(i) => {
+                            if let Some(b) = self.ints.get(i) {
+                                o |= b;
+                            }
+                        }
+                        _ => return None,
                     }
                 }
                 o
             }
-            (FieldType::Integer, FieldCheck::Range(r)) => self
-                .ints
-                .iter()
-                .filter(|(k, _)| r.check(**k as f64))
-                .flat_map(|(_, v)| v.iter().copied())
-                .collect(),
+            (FieldType::Integer, FieldCheck::Range(r)) => {
+                let lo =
+                    r.gt.or(r.gte)
+                        .map(|x| x.floor().max(i64::MIN as f64) as i64);
+                let hi = r.lt.or(r.lte).map(|x| x.ceil().min(i64::MAX as f64) as i64);
+                union(
+                    self.ints
+                        .range(lo.unwrap_or(i64::MIN)..=hi.unwrap_or(i64::MAX))
+                        .filter(|(k, _)| r.check(**k as f64))
+                        .map(|(_, b)| b),
+                )
+            }
             (FieldType::Float, FieldCheck::Range(r)) => {
                 range_scan(&self.numeric, r.gt.or(r.gte), r.lt.or(r.lte), |x| {
                     r.check(x)
@@ -151,31 +234,40 @@ impl FieldIndex {
                 self.bools[*b as usize].clone()
             }
             _ => return None,
-        };
-        out.sort_unstable();
-        out.dedup();
-        Some(out)
+        })
     }
 }
 
+fn union<'a>(bitmaps: impl Iterator<Item = &'a RoaringBitmap>) -> RoaringBitmap {
+    let mut o = RoaringBitmap::new();
+    for b in bitmaps {
+        o |= b;
+    }
+    o
+}
+
 fn range_scan(
-    map: &BTreeMap<OrderedFloat<f64>, Vec<u32>>,
+    map: &BTreeMap<OrderedFloat<f64>, RoaringBitmap>,
     lo: Option<f64>,
     hi: Option<f64>,
     keep: impl Fn(f64) -> bool,
-) -> Vec<u32> {
+) -> RoaringBitmap {
     use std::ops::Bound::*;
+    if lo.is_some_and(f64::is_nan) || hi.is_some_and(f64::is_nan) {
+        return RoaringBitmap::new();
+    }
     let lo = lo.map_or(Unbounded, |x| Included(OrderedFloat(x)));
     let hi = hi.map_or(Unbounded, |x| Included(OrderedFloat(x)));
     if let (Included(a), Included(b)) = (&lo, &hi) {
         if a > b {
-            return vec![];
+            return RoaringBitmap::new();
         }
     }
-    map.range((lo, hi))
-        .filter(|(k, _)| keep(k.0))
-        .flat_map(|(_, v)| v.iter().copied())
-        .collect()
+    union(
+        map.range((lo, hi))
+            .filter(|(k, _)| keep(k.0))
+            .map(|(_, v)| v),
+    )
 }
 
 #[cfg(test)]
@@ -194,6 +286,34 @@ mod tests {
             Condition::Field(fc) => fc.check,
             _ => unreachable!(),
         }
+    }
+
+    fn bm(v: &[u32]) -> RoaringBitmap {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn removal_keeps_the_index_exact() {
+        let pl = |v: Value| v.as_object().unwrap().clone();
+        let mut kw = FieldIndex::new(JsonPath::parse("c").unwrap(), FieldType::Keyword);
+        let old = pl(json!({"c": ["a", "b", "a"]}));
+        kw.add(7, &old);
+        kw.add(8, &pl(json!({"c": "a"})));
+        kw.remove(7, &old);
+        kw.add(7, &pl(json!({"c": "b"})));
+        assert_eq!(
+            kw.candidates(&cond(json!({"key": "c", "match": {"value": "a"}}))),
+            Some(bm(&[8]))
+        );
+        assert_eq!(
+            kw.candidates(&cond(json!({"key": "c", "match": {"value": "b"}}))),
+            Some(bm(&[7]))
+        );
+        kw.remove(8, &pl(json!({"c": "a"})));
+        assert!(
+            !kw.keyword.contains_key("a"),
+            "empty value lists are dropped"
+        );
     }
 
     #[test]
@@ -215,27 +335,27 @@ mod tests {
         }
         assert_eq!(
             kw.candidates(&cond(json!({"key": "c", "match": {"value": "a"}}))),
-            Some(vec![0, 1])
+            Some(bm(&[0, 1]))
         );
         assert_eq!(
             kw.candidates(&cond(json!({"key": "c", "match": {"any": ["b", "zz"]}}))),
-            Some(vec![1, 2])
+            Some(bm(&[1, 2]))
         );
         assert_eq!(
             int.candidates(&cond(json!({"key": "n", "range": {"gte": 2}}))),
-            Some(vec![1, 2])
+            Some(bm(&[1, 2]))
         );
         assert_eq!(
             int.candidates(&cond(json!({"key": "n", "match": {"value": 3}}))),
-            Some(vec![1, 2])
+            Some(bm(&[1, 2]))
         );
         assert_eq!(
             fl.candidates(&cond(json!({"key": "f", "range": {"gt": 0.5, "lt": 2.5}}))),
-            Some(vec![1])
+            Some(bm(&[1]))
         );
         assert_eq!(
             dt.candidates(&cond(json!({"key": "t", "range": {"gte": "2024-01-15"}}))),
-            Some(vec![1])
+            Some(bm(&[1]))
         );
         assert_eq!(
             kw.candidates(&cond(json!({"key": "c", "match": {"text": "a"}}))),
