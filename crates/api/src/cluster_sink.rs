@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 pub struct StorageSink {
     pub storage: Arc<Storage>,
+    /// This peer's id, once known (effects about other peers' replicas are skipped).
+    pub me: std::sync::OnceLock<u64>,
 }
 
 impl StorageSink {
@@ -73,6 +75,32 @@ impl EffectSink for StorageSink {
                 }
                 Effect::AliasesChanged => {
                     let _ = self.storage.set_aliases(state.aliases.clone());
+                }
+                Effect::TransferStarted { .. } => {} // run by crate::replication
+                Effect::ReplicaDropped {
+                    collection,
+                    shard,
+                    peer,
+                } => {
+                    let (Some(me), Some(m), Ok(c)) = (
+                        self.me.get(),
+                        state.collections.get(collection),
+                        self.storage.get(collection),
+                    ) else {
+                        continue;
+                    };
+                    if me != peer {
+                        continue;
+                    }
+                    let scope = serde_json::json!({"__shards": {"shard_number": m.shards.len(), "shards": [shard]}});
+                    let op = collection::operations::UpdateOp::Delete(
+                        collection::operations::Selector::Filter(
+                            serde_json::json!({"must": [scope]}),
+                        ),
+                    );
+                    if let Err(e) = c.update(op, true) {
+                        tracing::error!(collection = %collection, shard, error = %e, "could not drop the replica's points");
+                    }
                 }
                 Effect::PayloadIndexChanged { collection, field } => {
                     if let (Some(m), Ok(c)) = (

@@ -13,6 +13,7 @@ use crate::AppState;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
+use cluster::state::CollectionMeta;
 use collection::operations::UpdateOp;
 use collection::routing::shard_of;
 use segment::PointId;
@@ -93,7 +94,7 @@ impl cluster::node::LocalExecutor for Executor {
     }
 }
 
-/// Where a collection's data lives.
+/// Where a collection's data lives (a snapshot of the agreed state for one request).
 #[derive(Clone, Debug)]
 pub struct Placement {
     pub name: String,
@@ -101,6 +102,7 @@ pub struct Placement {
     pub shards: Vec<Vec<u64>>,
     pub peers: BTreeMap<u64, String>,
     pub me: u64,
+    pub meta: Arc<CollectionMeta>,
 }
 
 impl Placement {
@@ -108,11 +110,51 @@ impl Placement {
     pub fn data_peers(&self) -> BTreeSet<u64> {
         self.shards.iter().flatten().copied().collect()
     }
-    fn holds(&self, peer: u64, id: PointId) -> bool {
-        self.shards
-            .get(shard_of(id, self.shard_number) as usize)
-            .is_some_and(|r| r.contains(&peer))
+
+    /// Shards `peer` holds a replica of, in any state.
+    fn held_by(&self, peer: u64) -> Vec<u32> {
+        (0..self.shards.len() as u32)
+            .filter(|s| self.shards[*s as usize].contains(&peer))
+            .collect()
     }
+
+    /// Active replicas of `shard` to read from, in order of preference: this peer first,
+    /// then the others starting at a rotating position (spreads reads over replicas).
+    fn read_order(&self, shard: u32) -> Vec<u64> {
+        let mut act = self.meta.active_replicas(shard);
+        if let Some(i) = act.iter().position(|p| *p == self.me) {
+            let me = act.remove(i);
+            rotate(&mut act);
+            act.insert(0, me);
+        } else {
+            rotate(&mut act);
+        }
+        act
+    }
+}
+
+fn rotate(v: &mut [u64]) {
+    use std::sync::atomic::{AtomicUsize, Ordering as AO};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    if v.len() > 1 {
+        let k = NEXT.fetch_add(1, AO::Relaxed) % v.len();
+        v.rotate_left(k);
+    }
+}
+
+/// The agreed placement of `collection` (cluster mode), even when all of it is local.
+pub fn placement_of(st: &AppState, collection: &str) -> Option<Placement> {
+    let node = st.cluster.as_ref()?;
+    let state = node.state();
+    let meta = state.state.collections.get(collection)?;
+    Some(Placement {
+        name: collection.to_string(),
+        shard_number: meta.shards.len() as u32,
+        shards: meta.shards.clone(),
+        peers: node.peers(),
+        me: node.id,
+        meta: Arc::new(meta.clone()),
+    })
 }
 
 /// The placement when this request must be distributed, `None` to execute locally.
@@ -120,16 +162,7 @@ pub fn placement(st: &AppState, local: bool, collection: &str) -> Option<Placeme
     if local {
         return None;
     }
-    let node = st.cluster.as_ref()?;
-    let state = node.state();
-    let meta = state.state.collections.get(collection)?;
-    let p = Placement {
-        name: collection.to_string(),
-        shard_number: meta.shards.len() as u32,
-        shards: meta.shards.clone(),
-        peers: node.peers(),
-        me: node.id,
-    };
+    let p = placement_of(st, collection)?;
     if p.data_peers().iter().all(|x| *x == p.me) {
         return None; // everything is here
     }
@@ -196,7 +229,36 @@ pub async fn call(
     Ok(v.get("result").cloned().unwrap_or(Value::Null))
 }
 
-/// The same JSON request to every data peer, concurrently; results in peer order.
+/// Restrict a read body to `shards` for `peer`: unchanged when the peer holds no other
+/// replica; otherwise retrieve ids are cut to those shards, and every filter (top level and
+/// prefetches) gains a shard-scope condition.
+fn scoped_body(p: &Placement, peer: u64, shards: &[u32], body: &Value) -> Value {
+    if p.held_by(peer).iter().all(|s| shards.contains(s)) {
+        return body.clone();
+    }
+    let mut b = body.clone();
+    if let Some(ids) = b.get_mut("ids").and_then(Value::as_array_mut) {
+        ids.retain(|v| pid(v).is_some_and(|id| shards.contains(&shard_of(id, p.shard_number))));
+        return b;
+    }
+    let scope = json!({"must": [{"__shards": {"shard_number": p.shard_number, "shards": shards}}]});
+    fn add(v: &mut Value, scope: &Value) {
+        let Some(o) = v.as_object_mut() else { return };
+        let f = and_filter(o.get("filter").filter(|f| !f.is_null()), Some(scope));
+        o.insert("filter".into(), f.unwrap_or(Value::Null));
+        match o.get_mut("prefetch") {
+            Some(Value::Array(list)) => list.iter_mut().for_each(|x| add(x, scope)),
+            Some(x @ Value::Object(_)) => add(x, scope),
+            _ => {}
+        }
+    }
+    add(&mut b, &scope);
+    b
+}
+
+/// A read over the whole collection: every shard is answered by one Active replica (this
+/// peer's own first), each peer getting one sub-request scoped to the shards it answers;
+/// a replica that fails (unreachable, 5xx) is replaced by the shard's next Active replica.
 pub async fn fan_out(
     st: &AppState,
     p: &Placement,
@@ -204,75 +266,111 @@ pub async fn fan_out(
     path: &str,
     body: &Value,
 ) -> Result<Vec<Value>, ApiError> {
-    let mut set = tokio::task::JoinSet::new();
-    for peer in p.data_peers() {
-        let (st, p, method, path, body) = (
-            st.clone(),
-            p.clone(),
-            method.to_string(),
-            path.to_string(),
-            serde_json::to_vec(body).expect("json encodes"),
-        );
-        set.spawn(async move {
-            (
-                peer,
-                call(&st, &p, peer, &method, &path, "application/json", body).await,
-            )
-        });
+    let n = p.shard_number;
+    let orders: Vec<Vec<u64>> = (0..n).map(|s| p.read_order(s)).collect();
+    let mut next = vec![0usize; n as usize];
+    let mut pending: Vec<u32> = (0..n).collect();
+    let mut out = Vec::new();
+    let mut last_err: Option<ApiError> = None;
+    while !pending.is_empty() {
+        let mut by_peer: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        for s in pending.drain(..) {
+            match orders[s as usize].get(next[s as usize]) {
+                Some(&peer) => by_peer.entry(peer).or_default().push(s),
+                None => {
+                    return Err(last_err.unwrap_or_else(|| {
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("Service unavailable: no active replica of shard {s} of collection `{}`", p.name),
+                        )
+                    }))
+                }
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (peer, shards) in by_peer {
+            let b = serde_json::to_vec(&scoped_body(p, peer, &shards, body)).expect("json encodes");
+            let (st, p, method, path) =
+                (st.clone(), p.clone(), method.to_string(), path.to_string());
+            set.spawn(async move {
+                let r = call(&st, &p, peer, &method, &path, "application/json", b).await;
+                (shards, r)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let (shards, r) = r.map_err(ApiError::from)?;
+            match r {
+                Ok(v) => out.push(v),
+                Err(e) if e.status.is_client_error() => return Err(e),
+                Err(e) => {
+                    for s in shards {
+                        next[s as usize] += 1;
+                        pending.push(s);
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
     }
-    let mut out = BTreeMap::new();
-    while let Some(r) = set.join_next().await {
-        let (peer, r) = r.map_err(ApiError::from)?;
-        out.insert(peer, r?);
-    }
-    Ok(out.into_values().collect())
+    Ok(out)
 }
 
-/// Split an update by owning peer and apply everywhere; returns (max operation id, completed).
+/// Apply an update: each touched shard's part goes to all its Active replicas in parallel
+/// (Partial replicas get it forwarded by their transfer source). Acknowledged once every
+/// touched shard has `write_consistency_factor` replicas that applied it; replicas that
+/// failed are marked Dead through consensus. Returns (max operation id, completed).
 pub async fn update(
     st: &AppState,
     p: &Placement,
     op: UpdateOp,
     wait: bool,
 ) -> Result<(u64, bool), ApiError> {
-    // Never acknowledge a write that no replica would store.
-    let orphan = |id: PointId| {
-        p.shards
-            .get(shard_of(id, p.shard_number) as usize)
-            .is_none_or(|r| r.is_empty())
-    };
-    if let Some(lost) = op.retain_ids(&orphan) {
-        let only_filters = matches!(
-            lost,
-            UpdateOp::Delete(collection::operations::Selector::Filter(_))
-        );
-        let missing: BTreeSet<usize> = p
-            .shards
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.is_empty())
-            .map(|(s, _)| s)
-            .collect();
-        if !only_filters && !missing.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("Service unavailable: shard(s) {missing:?} of collection `{}` have no replica; the write was not applied", p.name),
-            ));
+    let n = p.shard_number;
+    let touched: Vec<u32> = (0..n)
+        .filter(|&s| op.retain_ids(&|id| shard_of(id, n) == s).is_some())
+        .collect();
+    let only_filter_delete = matches!(
+        op,
+        UpdateOp::Delete(collection::operations::Selector::Filter(_))
+    );
+    let missing: Vec<u32> = touched
+        .iter()
+        .copied()
+        .filter(|s| p.meta.active_replicas(*s).is_empty())
+        .collect();
+    if !missing.is_empty() && !only_filter_delete {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Service unavailable: shard(s) {missing:?} of collection `{}` have no replica in state Active (no replica to write to); the write was not applied", p.name),
+        ));
+    }
+    let wcf = st
+        .storage
+        .get(&p.name)
+        .map(|c| c.config().params.write_consistency_factor)
+        .unwrap_or(1)
+        .max(1) as usize;
+    let mut by_peer: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for &s in &touched {
+        for peer in p.meta.active_replicas(s) {
+            by_peer.entry(peer).or_default().push(s);
         }
     }
     let mut set = tokio::task::JoinSet::new();
-    for peer in p.data_peers() {
-        let pl = p.clone();
-        let Some(part) = op.retain_ids(&|id| pl.holds(peer, id)) else {
-            continue;
+    for (peer, shards) in by_peer {
+        let part = if p.held_by(peer).iter().all(|s| shards.contains(s)) {
+            op.retain_ids(&|id| shards.contains(&shard_of(id, n)))
+        } else {
+            op.scoped(n, &shards)
         };
+        let Some(part) = part else { continue };
         let (st, p) = (st.clone(), p.clone());
         let path = format!(
             "/collections/{}/points/apply?wait={wait}",
             urlencode(&p.name)
         );
         set.spawn(async move {
-            call(
+            let r = call(
                 &st,
                 &p,
                 peer,
@@ -281,25 +379,48 @@ pub async fn update(
                 "application/msgpack",
                 part.encode(),
             )
-            .await
+            .await;
+            (peer, shards, r)
         });
     }
     let mut max_id = 0;
+    let mut acks = vec![0usize; n as usize];
+    let mut failed: Vec<(u32, u64)> = Vec::new();
     let mut first_err: Option<ApiError> = None;
+    let mut hard_err: Option<ApiError> = None;
     while let Some(r) = set.join_next().await {
-        match r.map_err(ApiError::from)? {
+        let (peer, shards, r) = r.map_err(ApiError::from)?;
+        match r {
             Ok(v) => {
-                max_id = max_id.max(v.get("operation_id").and_then(Value::as_u64).unwrap_or(0))
+                max_id = max_id.max(v.get("operation_id").and_then(Value::as_u64).unwrap_or(0));
+                shards.iter().for_each(|s| acks[*s as usize] += 1);
             }
-            Err(e) => {
-                // a missing point is reported only if no peer failed harder
-                if first_err
-                    .as_ref()
-                    .is_none_or(|f| f.status == StatusCode::NOT_FOUND)
-                {
+            // the replica processed it (e.g. a missing point): report, but it is in sync
+            Err(e) if e.status.is_client_error() => {
+                shards.iter().for_each(|s| acks[*s as usize] += 1);
+                if first_err.is_none() {
                     first_err = Some(e);
                 }
             }
+            Err(e) => {
+                failed.extend(shards.iter().map(|s| (*s, peer)));
+                hard_err = Some(e);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        crate::replication::mark_dead(st, p, &failed).await;
+    }
+    for &s in &touched {
+        let need = wcf.min(p.shards[s as usize].len()).max(1);
+        if acks[s as usize] < need && !(only_filter_delete && missing.contains(&s)) {
+            let why = hard_err
+                .as_ref()
+                .map_or(String::new(), |e| format!(": {}", e.message));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Service unavailable: the write reached {} of the {need} replicas of shard {s} that write_consistency_factor requires{why}", acks[s as usize]),
+            ));
         }
     }
     match first_err {
@@ -867,29 +988,16 @@ pub async fn scroll(st: &AppState, p: &Placement, body: &Value) -> Result<Value,
     Ok(json!({"points": pts, "next_page_offset": next}))
 }
 
-/// Sum of the local counts of the data peers that answer (for collection info).
+/// Number of points over all shards, 0 when some shard cannot be read (collection info).
 pub async fn count_available(st: &AppState, p: &Placement) -> u64 {
-    let mut total = 0;
-    for peer in p.data_peers() {
-        let body = serde_json::to_vec(&json!({"exact": true})).expect("json encodes");
-        if let Ok(v) = call(
-            st,
-            p,
-            peer,
-            "POST",
-            &format!("/collections/{}/points/count", urlencode(&p.name)),
-            "application/json",
-            body,
-        )
+    count(st, p, &json!({"exact": true}))
         .await
-        {
-            total += v.get("count").and_then(Value::as_u64).unwrap_or(0);
-        }
-    }
-    total
+        .ok()
+        .and_then(|v| v.get("count").and_then(Value::as_u64))
+        .unwrap_or(0)
 }
 
-/// Distributed count: sum of every peer's local count.
+/// Distributed count: sum of the per-shard counts (one replica per shard).
 pub async fn count(st: &AppState, p: &Placement, body: &Value) -> Result<Value, ApiError> {
     let lists = fan_out(
         st,
@@ -1034,6 +1142,7 @@ pub async fn groups(
                         shards: vec![vec![p.me]],
                         peers: p.peers.clone(),
                         me: p.me,
+                        meta: p.meta.clone(),
                     };
                     call(
                         st,

@@ -509,16 +509,31 @@ async fn collection_cluster(State(st): St, Path(name): Path<String>) -> ApiResul
     let mut remote = Vec::new();
     for (s, replicas) in meta.shards.iter().enumerate() {
         for peer in replicas {
+            let state = meta
+                .replica_state(s as u32, *peer)
+                .map_or("Active", |x| x.name());
             if *peer == node.id {
-                local.push(json!({"shard_id": s, "points_count": counts[s], "state": "Active"}));
+                local.push(json!({"shard_id": s, "points_count": counts[s], "state": state}));
             } else {
-                remote.push(json!({"shard_id": s, "peer_id": peer, "state": "Active"}));
+                remote.push(json!({"shard_id": s, "peer_id": peer, "state": state}));
             }
         }
     }
+    let transfers: Vec<Value> = meta
+        .transfers
+        .iter()
+        .map(|tr| {
+            let method = "stream_records";
+            let sent = st.repl.progress(c.name(), tr.shard);
+            json!({"shard_id": tr.shard, "from": tr.from, "to": tr.to,
+                   "sync": tr.kind != cluster::state::TransferKind::Move,
+                   "method": method,
+                   "comment": sent.map(|n| format!("Transferring records: {n} sent"))})
+        })
+        .collect();
     Ok(Timed(
         t,
-        json!({"peer_id": node.id, "shard_count": shard_number, "local_shards": local, "remote_shards": remote, "shard_transfers": []}),
+        json!({"peer_id": node.id, "shard_count": shard_number, "local_shards": local, "remote_shards": remote, "shard_transfers": transfers}),
     ))
 }
 
@@ -641,8 +656,18 @@ async fn apply_local(
     let wait = parse_query::<WriteParams>(q)?.wait()?;
     let c = coll(&st, &name)?;
     let op = collection::operations::UpdateOp::decode(&body)?;
-    let r = blocking(move || Ok(c.update(op, wait)?)).await?;
-    Ok(Timed(t, update_out(r)))
+    if st.cluster.is_none() {
+        let r = blocking(move || Ok(c.update(op, wait)?)).await?;
+        return Ok(Timed(t, update_out(r)));
+    }
+    // Cluster mode: local applies of a collection are serialized with shard transfers, and
+    // forwarded to replicas this peer is filling (crate::replication).
+    let lock = st.repl.lock_for(c.name());
+    let _g = lock.lock().await;
+    let local_op = op.clone();
+    let r = blocking(move || Ok(c.update(local_op, wait)?)).await;
+    crate::replication::forward(&st, &name, &op).await;
+    Ok(Timed(t, update_out(r?)))
 }
 
 async fn upsert_points(

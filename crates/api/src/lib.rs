@@ -6,6 +6,7 @@ pub mod cluster_sink;
 pub mod dist;
 pub mod envelope;
 mod handlers;
+pub mod replication;
 pub mod wire;
 
 use axum::Router;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub cluster: Option<Arc<cluster::node::ClusterNode>>,
     /// The router itself, for local sub-requests of distributed operations.
     pub local_router: Arc<std::sync::OnceLock<Router>>,
+    /// Cluster mode: write serialization, forwarding and shard transfers of this peer.
+    pub repl: Arc<replication::Replication>,
 }
 
 /// Build the REST router.
@@ -37,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         node.set_executor(Arc::new(dist::Executor {
             router: state.local_router.clone(),
         }));
+        replication::spawn_supervisor(state.clone());
     }
     r
 }

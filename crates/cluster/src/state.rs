@@ -24,6 +24,90 @@ pub struct CollectionMeta {
     /// Payload indexes: field -> schema.
     #[serde(default)]
     pub payload_indexes: BTreeMap<String, Value>,
+    /// Replicas not in state Active: (shard, peer) -> state. Absent = Active.
+    #[serde(default)]
+    pub replica_states: BTreeMap<(u32, PeerId), ReplicaState>,
+    /// Shard transfers in progress (at most one per shard).
+    #[serde(default)]
+    pub transfers: Vec<Transfer>,
+}
+
+/// State of one replica of a shard, agreed through consensus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaState {
+    /// Holds every acknowledged write; serves reads and counts towards write consistency.
+    Active,
+    /// Missed writes (failed a write or its peer was down): no traffic until recovered.
+    Dead,
+    /// Being filled by a transfer: receives the source's stream and forwarded writes only.
+    Partial,
+}
+
+impl ReplicaState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicaState::Active => "Active",
+            ReplicaState::Dead => "Dead",
+            ReplicaState::Partial => "Partial",
+        }
+    }
+}
+
+/// Why a transfer runs: refill a Dead replica, copy to a new peer, or move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferKind {
+    Recovery,
+    Replicate,
+    Move,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub shard: u32,
+    pub from: PeerId,
+    pub to: PeerId,
+    pub kind: TransferKind,
+}
+
+impl CollectionMeta {
+    /// State of `peer`'s replica of `shard`, `None` if it holds none.
+    pub fn replica_state(&self, shard: u32, peer: PeerId) -> Option<ReplicaState> {
+        let holds = self
+            .shards
+            .get(shard as usize)
+            .is_some_and(|r| r.contains(&peer));
+        holds.then(|| {
+            self.replica_states
+                .get(&(shard, peer))
+                .copied()
+                .unwrap_or(ReplicaState::Active)
+        })
+    }
+
+    /// Peers whose replica of `shard` is Active, in placement order.
+    pub fn active_replicas(&self, shard: u32) -> Vec<PeerId> {
+        self.shards
+            .get(shard as usize)
+            .map(|r| {
+                r.iter()
+                    .copied()
+                    .filter(|p| self.replica_state(shard, *p) == Some(ReplicaState::Active))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn transfer_of(&self, shard: u32) -> Option<&Transfer> {
+        self.transfers.iter().find(|t| t.shard == shard)
+    }
+
+    fn set_state(&mut self, shard: u32, peer: PeerId, s: ReplicaState) {
+        if s == ReplicaState::Active {
+            self.replica_states.remove(&(shard, peer));
+        } else {
+            self.replica_states.insert((shard, peer), s);
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -62,16 +146,60 @@ pub enum ClusterOp {
     RemovePeerReplicas {
         peer: PeerId,
     },
+    /// Change one replica's state. `expect`: apply only if the replica is currently in
+    /// that state (a stale proposal then fails instead of undoing a newer change).
+    SetReplicaState {
+        collection: String,
+        shard: u32,
+        peer: PeerId,
+        state: ReplicaState,
+        expect: Option<ReplicaState>,
+    },
+    /// Begin filling `to`'s replica of `shard` from `from` (an Active replica).
+    StartTransfer {
+        collection: String,
+        transfer: Transfer,
+    },
+    /// The transfer caught up: `to` becomes Active (for a move, `from` drops its replica).
+    FinishTransfer {
+        collection: String,
+        transfer: Transfer,
+    },
+    /// Give up a transfer: `to` becomes Dead (a new replica of `replicate`/`move` is dropped).
+    AbortTransfer {
+        collection: String,
+        transfer: Transfer,
+    },
 }
 
 /// What a node must do locally after an operation was applied.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Effect {
-    CreateCollection { name: String },
-    DeleteCollection { name: String },
-    UpdateCollection { name: String },
+    CreateCollection {
+        name: String,
+    },
+    DeleteCollection {
+        name: String,
+    },
+    UpdateCollection {
+        name: String,
+    },
     AliasesChanged,
-    PayloadIndexChanged { collection: String, field: String },
+    PayloadIndexChanged {
+        collection: String,
+        field: String,
+    },
+    /// A transfer started: its source streams the shard to the target.
+    TransferStarted {
+        collection: String,
+        transfer: Transfer,
+    },
+    /// `peer` no longer holds `shard`: delete its local points of that shard.
+    ReplicaDropped {
+        collection: String,
+        shard: u32,
+        peer: PeerId,
+    },
 }
 
 /// Result of applying one operation: effects, or a user error (the entry still counts as
@@ -93,6 +221,22 @@ pub fn place_shards(
     (0..shard_number as usize)
         .map(|s| (0..rf).map(|r| sorted[(s + r) % n]).collect())
         .collect()
+}
+
+/// Remove `t`; the target goes Dead (recovery) or is dropped (a new replica). Returns
+/// whether the target's replica was dropped.
+fn abort_transfer(c: &mut CollectionMeta, t: &Transfer) -> bool {
+    c.transfers.retain(|x| x != t);
+    if t.kind == TransferKind::Recovery {
+        c.set_state(t.shard, t.to, ReplicaState::Dead);
+        false
+    } else {
+        if let Some(r) = c.shards.get_mut(t.shard as usize) {
+            r.retain(|p| *p != t.to);
+        }
+        c.replica_states.remove(&(t.shard, t.to));
+        true
+    }
 }
 
 impl ClusterState {
@@ -124,6 +268,8 @@ impl ClusterState {
                         shards,
                         updates: vec![],
                         payload_indexes: BTreeMap::new(),
+                        replica_states: BTreeMap::new(),
+                        transfers: vec![],
                     },
                 );
                 Ok(vec![Effect::CreateCollection { name: name.clone() }])
@@ -197,8 +343,168 @@ impl ClusterState {
                     for replicas in c.shards.iter_mut() {
                         replicas.retain(|p| p != peer);
                     }
+                    c.replica_states.retain(|(_, p), _| p != peer);
+                    // a transfer from the removed peer cannot finish; one to it is moot
+                    let (gone, keep): (Vec<Transfer>, Vec<Transfer>) = c
+                        .transfers
+                        .drain(..)
+                        .partition(|t| t.from == *peer || t.to == *peer);
+                    c.transfers = keep;
+                    for t in gone {
+                        if t.to != *peer && t.kind != TransferKind::Recovery {
+                            if let Some(r) = c.shards.get_mut(t.shard as usize) {
+                                r.retain(|p| *p != t.to);
+                            }
+                            c.replica_states.remove(&(t.shard, t.to));
+                        } else if t.to != *peer {
+                            c.set_state(t.shard, t.to, ReplicaState::Dead);
+                        }
+                    }
                 }
                 Ok(vec![])
+            }
+            ClusterOp::SetReplicaState {
+                collection,
+                shard,
+                peer,
+                state,
+                expect,
+            } => {
+                let c = self.collections.get_mut(collection).ok_or_else(|| {
+                    format!("Not found: Collection `{collection}` doesn't exist!")
+                })?;
+                let cur = c.replica_state(*shard, *peer).ok_or_else(|| {
+                    format!("Wrong input: peer {peer} holds no replica of shard {shard}")
+                })?;
+                if expect.is_some_and(|e| e != cur) {
+                    return Err(format!(
+                        "Wrong input: replica {shard}@{peer} is {}, not {}",
+                        cur.name(),
+                        expect.map_or("", |e| e.name())
+                    ));
+                }
+                if cur == ReplicaState::Active
+                    && *state != ReplicaState::Active
+                    && c.active_replicas(*shard).len() <= 1
+                {
+                    return Err(format!(
+                        "Bad request: replica {shard}@{peer} is the last Active replica of shard {shard}"
+                    ));
+                }
+                if *state == ReplicaState::Dead {
+                    // a transfer to a dead replica is over; one from it cannot go on
+                    let stale: Vec<Transfer> = c
+                        .transfers
+                        .iter()
+                        .filter(|t| t.shard == *shard && (t.to == *peer || t.from == *peer))
+                        .cloned()
+                        .collect();
+                    for t in stale {
+                        abort_transfer(c, &t);
+                    }
+                }
+                c.set_state(*shard, *peer, *state);
+                Ok(vec![])
+            }
+            ClusterOp::StartTransfer {
+                collection,
+                transfer: t,
+            } => {
+                let c = self.collections.get_mut(collection).ok_or_else(|| {
+                    format!("Not found: Collection `{collection}` doesn't exist!")
+                })?;
+                if t.shard as usize >= c.shards.len() {
+                    return Err(format!(
+                        "Not found: shard {} does not exist in collection `{collection}`",
+                        t.shard
+                    ));
+                }
+                if t.from == t.to {
+                    return Err(
+                        "Bad request: a shard cannot be transferred to the same peer".into(),
+                    );
+                }
+                if c.replica_state(t.shard, t.from) != Some(ReplicaState::Active) {
+                    return Err(format!(
+                        "Bad request: peer {} has no Active replica of shard {}",
+                        t.from, t.shard
+                    ));
+                }
+                if c.transfer_of(t.shard).is_some() {
+                    return Err(format!(
+                        "Bad request: shard {} already has a transfer in progress",
+                        t.shard
+                    ));
+                }
+                match (t.kind, c.replica_state(t.shard, t.to)) {
+                    (TransferKind::Recovery, Some(ReplicaState::Dead)) => {}
+                    (TransferKind::Recovery, s) => {
+                        return Err(format!(
+                            "Bad request: replica {}@{} is {} (recovery needs a Dead replica)",
+                            t.shard,
+                            t.to,
+                            s.map_or("absent", |s| s.name())
+                        ))
+                    }
+                    (_, Some(_)) => {
+                        return Err(format!(
+                            "Bad request: peer {} already holds a replica of shard {}",
+                            t.to, t.shard
+                        ))
+                    }
+                    (_, None) => c.shards[t.shard as usize].push(t.to),
+                }
+                c.set_state(t.shard, t.to, ReplicaState::Partial);
+                c.transfers.push(t.clone());
+                Ok(vec![Effect::TransferStarted {
+                    collection: collection.clone(),
+                    transfer: t.clone(),
+                }])
+            }
+            ClusterOp::FinishTransfer {
+                collection,
+                transfer: t,
+            } => {
+                let c = self.collections.get_mut(collection).ok_or_else(|| {
+                    format!("Not found: Collection `{collection}` doesn't exist!")
+                })?;
+                if !c.transfers.contains(t) {
+                    return Err(format!("Not found: no such transfer of shard {}", t.shard));
+                }
+                c.transfers.retain(|x| x != t);
+                c.set_state(t.shard, t.to, ReplicaState::Active);
+                let mut fx = vec![];
+                if t.kind == TransferKind::Move {
+                    if let Some(r) = c.shards.get_mut(t.shard as usize) {
+                        r.retain(|p| *p != t.from);
+                    }
+                    c.replica_states.remove(&(t.shard, t.from));
+                    fx.push(Effect::ReplicaDropped {
+                        collection: collection.clone(),
+                        shard: t.shard,
+                        peer: t.from,
+                    });
+                }
+                Ok(fx)
+            }
+            ClusterOp::AbortTransfer {
+                collection,
+                transfer: t,
+            } => {
+                let c = self.collections.get_mut(collection).ok_or_else(|| {
+                    format!("Not found: Collection `{collection}` doesn't exist!")
+                })?;
+                if !c.transfers.contains(t) {
+                    return Err(format!("Not found: no such transfer of shard {}", t.shard));
+                }
+                Ok(abort_transfer(c, t)
+                    .then(|| Effect::ReplicaDropped {
+                        collection: collection.clone(),
+                        shard: t.shard,
+                        peer: t.to,
+                    })
+                    .into_iter()
+                    .collect())
             }
             ClusterOp::SetPayloadIndex {
                 collection,
@@ -301,6 +607,136 @@ mod tests {
             st.aliases.is_empty(),
             "aliases of a deleted collection go with it"
         );
+    }
+
+    fn set(peer: u64, shard: u32, state: ReplicaState) -> ClusterOp {
+        ClusterOp::SetReplicaState {
+            collection: "c".into(),
+            shard,
+            peer,
+            state,
+            expect: None,
+        }
+    }
+
+    #[test]
+    fn replica_states_and_transfers() {
+        use ReplicaState::*;
+        let mut st = ClusterState::default();
+        st.apply(&create("c", 1, 2, &[1, 2, 3])).unwrap();
+        let c = |st: &ClusterState| st.collections["c"].clone();
+        assert_eq!(c(&st).shards, vec![vec![1, 2]]);
+        assert!(st.apply(&set(1, 0, Dead)).is_ok());
+        assert!(
+            st.apply(&set(2, 0, Dead)).is_err(),
+            "the last Active replica never goes Dead"
+        );
+        assert!(
+            st.apply(&set(3, 0, Dead)).is_err(),
+            "peer 3 holds no replica"
+        );
+        assert_eq!(c(&st).active_replicas(0), vec![2]);
+        // recovery 2 -> 1
+        let t = Transfer {
+            shard: 0,
+            from: 2,
+            to: 1,
+            kind: TransferKind::Recovery,
+        };
+        let start = ClusterOp::StartTransfer {
+            collection: "c".into(),
+            transfer: t.clone(),
+        };
+        assert_eq!(
+            st.apply(&start).unwrap(),
+            vec![Effect::TransferStarted {
+                collection: "c".into(),
+                transfer: t.clone()
+            }]
+        );
+        assert!(st.apply(&start).is_err(), "one transfer per shard");
+        assert_eq!(c(&st).replica_state(0, 1), Some(Partial));
+        // the source dies: the transfer is aborted, the target is Dead again? (source is
+        // the last Active replica, so it cannot be marked Dead)
+        assert!(st.apply(&set(2, 0, Dead)).is_err());
+        st.apply(&ClusterOp::FinishTransfer {
+            collection: "c".into(),
+            transfer: t.clone(),
+        })
+        .unwrap();
+        assert_eq!(c(&st).active_replicas(0), vec![1, 2]);
+        assert!(c(&st).transfers.is_empty());
+        // replicate to 3, then abort: 3's new replica disappears
+        let r = Transfer {
+            shard: 0,
+            from: 1,
+            to: 3,
+            kind: TransferKind::Replicate,
+        };
+        st.apply(&ClusterOp::StartTransfer {
+            collection: "c".into(),
+            transfer: r.clone(),
+        })
+        .unwrap();
+        assert_eq!(c(&st).shards, vec![vec![1, 2, 3]]);
+        assert_eq!(
+            c(&st).active_replicas(0),
+            vec![1, 2],
+            "Partial is not Active"
+        );
+        st.apply(&ClusterOp::AbortTransfer {
+            collection: "c".into(),
+            transfer: r,
+        })
+        .unwrap();
+        assert_eq!(c(&st).shards, vec![vec![1, 2]]);
+        // move 2 -> 3: afterwards 2 no longer holds the shard
+        let m = Transfer {
+            shard: 0,
+            from: 2,
+            to: 3,
+            kind: TransferKind::Move,
+        };
+        st.apply(&ClusterOp::StartTransfer {
+            collection: "c".into(),
+            transfer: m.clone(),
+        })
+        .unwrap();
+        let fx = st
+            .apply(&ClusterOp::FinishTransfer {
+                collection: "c".into(),
+                transfer: m,
+            })
+            .unwrap();
+        assert_eq!(
+            fx,
+            vec![Effect::ReplicaDropped {
+                collection: "c".into(),
+                shard: 0,
+                peer: 2
+            }]
+        );
+        assert_eq!(c(&st).shards, vec![vec![1, 3]]);
+        // a Dead replica's recovery transfer is aborted when its source is removed
+        st.apply(&set(3, 0, Dead)).unwrap();
+        st.apply(&ClusterOp::StartTransfer {
+            collection: "c".into(),
+            transfer: Transfer {
+                shard: 0,
+                from: 1,
+                to: 3,
+                kind: TransferKind::Recovery,
+            },
+        })
+        .unwrap();
+        st.apply(&ClusterOp::RemovePeerReplicas { peer: 1 })
+            .unwrap();
+        assert!(c(&st).transfers.is_empty());
+        assert_eq!(c(&st).replica_state(0, 3), Some(Dead));
+        // the state (tuple-keyed maps included) survives the log's encoding
+        let bytes = rmp_serde::to_vec_named(&st).unwrap();
+        let back: ClusterState = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, st);
     }
 
     #[test]

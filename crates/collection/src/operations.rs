@@ -355,13 +355,37 @@ impl UpdateOp {
     /// The part of this operation that concerns points for which `keep(id)` holds; `None` if
     /// nothing is left. Filter selectors are kept whole (each peer resolves them locally).
     pub fn retain_ids(&self, keep: &dyn Fn(PointId) -> bool) -> Option<UpdateOp> {
+        self.retain_with(keep, None)
+    }
+
+    /// The part of this operation that concerns shards `shards` (of `shard_number`): id
+    /// lists keep only those shards' ids, filter selectors gain a shard-scope condition.
+    /// Used to forward writes to a replica being filled without touching its other shards.
+    pub fn scoped(&self, shard_number: u32, shards: &[u32]) -> Option<UpdateOp> {
+        let keep = |id: PointId| shards.contains(&crate::routing::shard_of(id, shard_number));
+        let wrap = |f: &serde_json::Value| {
+            serde_json::json!({"must": [
+                {"__shards": {"shard_number": shard_number, "shards": shards}},
+                f
+            ]})
+        };
+        self.retain_with(&keep, Some(&wrap))
+    }
+
+    fn retain_with(
+        &self,
+        keep: &dyn Fn(PointId) -> bool,
+        wrap: Option<&dyn Fn(&serde_json::Value) -> serde_json::Value>,
+    ) -> Option<UpdateOp> {
         let sel = |s: &Selector| -> Option<Selector> {
             match s {
                 Selector::Ids(ids) => {
                     let v: Vec<PointId> = ids.iter().copied().filter(|i| keep(*i)).collect();
                     (!v.is_empty()).then_some(Selector::Ids(v))
                 }
-                Selector::Filter(f) => Some(Selector::Filter(f.clone())),
+                Selector::Filter(f) => {
+                    Some(Selector::Filter(wrap.map_or_else(|| f.clone(), |w| w(f))))
+                }
             }
         };
         Some(match self {
@@ -418,7 +442,10 @@ impl UpdateOp {
                 names: names.clone(),
             },
             UpdateOp::Batch(ops) => {
-                let v: Vec<UpdateOp> = ops.iter().filter_map(|o| o.retain_ids(keep)).collect();
+                let v: Vec<UpdateOp> = ops
+                    .iter()
+                    .filter_map(|o| o.retain_with(keep, wrap))
+                    .collect();
                 if v.is_empty() {
                     return None;
                 }

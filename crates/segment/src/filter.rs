@@ -33,8 +33,18 @@ pub enum Condition {
     IsNull(JsonPath),
     HasId(HashSet<PointId>),
     HasVector(String),
-    Nested { path: JsonPath, filter: Box<Filter> },
+    Nested {
+        path: JsonPath,
+        filter: Box<Filter>,
+    },
     Filter(Box<Filter>),
+    /// Internal (cluster mode): the point's shard, `routing::shard_of(id, shard_number)`,
+    /// is one of `shards`. Coordinators add it to sub-requests so a peer answers only for
+    /// the replicas it was asked to serve. JSON: `{"__shards": {"shard_number": n, "shards": [..]}}`.
+    ShardScope {
+        shard_number: u32,
+        shards: Vec<u32>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -208,6 +218,29 @@ fn parse_condition(v: &Value, depth: usize) -> PResult<Condition> {
             obj(x, "is_null")?.get("key"),
             "is_null",
         )?));
+    }
+    if let Some(x) = m.get("__shards") {
+        let o = obj(x, "__shards")?;
+        let shard_number =
+            o.get("shard_number")
+                .and_then(Value::as_u64)
+                .filter(|n| (1..=u32::MAX as u64).contains(n))
+                .ok_or("__shards: `shard_number` must be a positive integer")? as u32;
+        let shards = o
+            .get("shards")
+            .and_then(Value::as_array)
+            .ok_or("__shards: `shards` must be a list")?
+            .iter()
+            .map(|s| {
+                s.as_u64()
+                    .map(|s| s as u32)
+                    .ok_or("__shards: shard ids are integers")
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
+        return Ok(Condition::ShardScope {
+            shard_number,
+            shards,
+        });
     }
     if let Some(x) = m.get("has_vector") {
         let s = x.as_str().ok_or("has_vector must be a vector name")?;
@@ -670,6 +703,12 @@ impl Condition {
             Condition::HasId(ids) => p.id.is_some_and(|id| ids.contains(&id)),
             Condition::HasVector(name) => (p.has_vector)(name),
             Condition::Filter(f) => f.check(p),
+            Condition::ShardScope {
+                shard_number,
+                shards,
+            } => {
+                p.id.is_some_and(|id| shards.contains(&crate::routing::shard_of(id, *shard_number)))
+            }
             Condition::Nested { path, filter } => {
                 let never = |_: &str| false;
                 path.values(p.payload, false).into_iter().any(|v| {

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod hnsw;
 pub mod json_path;
 pub mod payload_index;
+pub mod routing;
 pub mod simd;
 pub mod store;
 pub mod types;

@@ -112,9 +112,11 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         };
         let sink = Arc::new(api::cluster_sink::StorageSink {
             storage: storage.clone(),
+            me: Default::default(),
         });
-        match cluster::node::ClusterNode::start(cfg, sink).await {
+        match cluster::node::ClusterNode::start(cfg, sink.clone()).await {
             Ok(n) => {
+                let _ = sink.me.set(n.id);
                 tracing::info!(peer_id = n.id, uri = %n.uri, "cluster mode: consensus running");
                 Some(n)
             }
@@ -129,6 +131,7 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let state = api::AppState {
         cluster,
         local_router: Default::default(),
+        repl: Default::default(),
         storage: storage.clone(),
         settings: api::ApiSettings {
             max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),
