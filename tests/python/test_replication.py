@@ -185,3 +185,122 @@ def test_kill_loop_wcf2(procs):
     for p, v in zip((p0, p1, p2), views):
         assert acked <= set(v), f"{p}: acknowledged points missing: {sorted(acked - set(v))[:10]}"
     assert views[0] == views[1] == views[2], "peers disagree on point sets / payloads"
+
+
+def _writer(peers, name, acked, stop, start_id):
+    def run():
+        s = requests.Session()
+        i = 0
+        while not stop.is_set():
+            ids = list(range(start_id + 10 * i, start_id + 10 * i + 10))
+            peer = peers[i % len(peers)]
+            i += 1
+            try:
+                r = s.put(peer.url + f"/collections/{name}/points?wait=true",
+                          json={"points": points(ids, random.Random(i))}, timeout=30)
+                if r.status_code == 200:
+                    acked.update(ids)
+            except requests.RequestException:
+                pass
+            # and some payload updates by filter, which must reach the copy too
+            if i % 7 == 0:
+                s.post(peer.url + f"/collections/{name}/points/payload?wait=true",
+                       json={"payload": {"seen": i}, "filter": {"must": [{"key": "k", "match": {"value": i % 7}}]}},
+                       timeout=30)
+    return threading.Thread(target=run, daemon=True)
+
+
+def holders(peer, name):
+    info = peer.ok("GET", f"/collections/{name}/cluster")
+    out = {}
+    for s in info["local_shards"]:
+        out.setdefault(s["shard_id"], {})[info["peer_id"]] = s["state"]
+    for s in info["remote_shards"]:
+        out.setdefault(s["shard_id"], {})[s["peer_id"]] = s["state"]
+    return out, info["shard_transfers"]
+
+
+def wait_transfers_done(peer, name, timeout=RECOVERY_TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        h, tr = holders(peer, name)
+        if not tr and all(s == "Active" for reps in h.values() for s in reps.values()):
+            return h
+        time.sleep(0.2)
+    raise AssertionError(f"transfers not finished: {holders(peer, name)}")
+
+
+def test_move_and_replicate_under_writes(procs):
+    p0, p1, p2 = procs.nodes
+    ids = {p.peer_id for p in procs.nodes}
+    create(p0, "mv", rf=1, wcf=1, shards=3)
+    time.sleep(0.5)
+    acked: set[int] = set()
+    p0.ok("PUT", "/collections/mv/points?wait=true", {"points": points(range(2000), random.Random(1))})
+    acked.update(range(2000))
+    h, _ = holders(p0, "mv")
+    src = next(iter(h[0]))
+    dst = next(p for p in sorted(ids) if p not in h[0])
+    third = next(p for p in sorted(ids) if p not in (src, dst))
+    stop = threading.Event()
+    w = _writer([p0, p1, p2], "mv", acked, stop, 100_000)
+    w.start()
+    try:
+        time.sleep(0.3)
+        p1.ok("POST", "/collections/mv/cluster", {"move_shard": {"shard_id": 0, "from_peer_id": src, "to_peer_id": dst}})
+        h = wait_transfers_done(p0, "mv")
+        assert set(h[0]) == {dst}, f"after the move only the target holds shard 0: {h}"
+        p2.ok("POST", "/collections/mv/cluster", {"replicate_shard": {"shard_id": 0, "from_peer_id": dst, "to_peer_id": third}})
+        h = wait_transfers_done(p0, "mv")
+        assert set(h[0]) == {dst, third}, h
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        w.join(timeout=60)
+    views = [all_points(p, "mv") for p in (p0, p1, p2)]
+    for p, v in zip((p0, p1, p2), views):
+        assert acked <= set(v), f"{p}: acknowledged points missing: {sorted(acked - set(v))[:10]}"
+    assert views[0] == views[1] == views[2]
+    # both replicas of shard 0 hold the same points: read shard 0 from each holder alone
+    # (each peer prefers its own replica)
+    by_holder = {p.peer_id: p for p in procs.nodes}
+    shard0 = [all_points(by_holder[x], "mv") for x in (dst, third)]
+    assert shard0[0] == shard0[1]
+    n = p0.ok("POST", "/collections/mv/points/count", {"exact": True})["count"]
+    assert n == len(views[0])
+    # the source of the move no longer stores shard 0's points
+    info = by_holder[src].ok("GET", "/collections/mv/cluster")
+    assert all(s["shard_id"] != 0 for s in info["local_shards"]), info
+
+
+def test_invalid_cluster_operations(procs):
+    p0, p1, p2 = procs.nodes
+    create(p0, "bad", rf=1, wcf=1, shards=3)
+    time.sleep(0.3)
+    h, _ = holders(p0, "bad")
+    owner = next(iter(h[0]))
+    other = next(p.peer_id for p in procs.nodes if p.peer_id != owner)
+    cases = [
+        ({"drop_replica": {"shard_id": 0, "peer_id": owner}}, 400, "last Active"),
+        ({"move_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": owner}}, 400, "same"),
+        ({"move_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": 99999}}, 400, "does not exist"),
+        ({"move_shard": {"shard_id": 9, "from_peer_id": owner, "to_peer_id": other}}, 400, "Shard 9"),
+        ({"move_shard": {"shard_id": 0, "from_peer_id": other, "to_peer_id": owner}}, 400, "no Active replica"),
+        ({"abort_transfer": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": other}}, 404, "no transfer"),
+        ({"move_shard": {"shard_id": -1}}, 422, "shard_id"),
+        ({"something": {}}, 400, "not supported"),
+        ([1, 2], 400, "expected one of"),
+    ]
+    for body, status, text in cases:
+        r = p1.call("POST", "/collections/bad/cluster", body)
+        assert r.status_code == status and text in r.json()["status"]["error"], f"{body} -> {r.status_code} {r.text}"
+    # replicate onto a peer that already holds the shard
+    p0.ok("POST", "/collections/bad/cluster", {"replicate_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": other}})
+    wait_transfers_done(p0, "bad")
+    r = p0.call("POST", "/collections/bad/cluster", {"replicate_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": other}})
+    assert r.status_code == 400 and "already holds" in r.text, r.text
+    # now two Active replicas: dropping one is fine, the last one is refused
+    p0.ok("POST", "/collections/bad/cluster", {"drop_replica": {"shard_id": 0, "peer_id": owner}})
+    r = p0.call("POST", "/collections/bad/cluster", {"drop_replica": {"shard_id": 0, "peer_id": other}})
+    assert r.status_code == 400 and "last Active" in r.text, r.text
+    assert p2.call("GET", "/collections/bad").status_code == 200

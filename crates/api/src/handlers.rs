@@ -60,7 +60,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/collections/{name}/exists", get(collection_exists))
         .route("/collections/{name}/aliases", get(collection_aliases))
-        .route("/collections/{name}/cluster", get(collection_cluster))
+        .route(
+            "/collections/{name}/cluster",
+            get(collection_cluster).post(update_collection_cluster),
+        )
         .route("/collections/{name}/index", put(create_index))
         .route("/collections/{name}/index/{field}", delete(delete_index))
         .route(
@@ -535,6 +538,128 @@ async fn collection_cluster(State(st): St, Path(name): Path<String>) -> ApiResul
         t,
         json!({"peer_id": node.id, "shard_count": shard_number, "local_shards": local, "remote_shards": remote, "shard_transfers": transfers}),
     ))
+}
+
+/// `POST /collections/{name}/cluster`: move_shard, replicate_shard, abort_transfer,
+/// drop_replica. Transfers always stream records (`wal_delta` and `snapshot` requests fall
+/// back to it, as Qdrant falls back when a delta is not possible).
+async fn update_collection_cluster(
+    State(st): St,
+    Path(name): Path<String>,
+    QJson(body): QJson<Value>,
+) -> ApiResult<bool> {
+    use cluster::state::{Transfer, TransferKind};
+    let t = Instant::now();
+    let c = coll(&st, &name)?;
+    let Some(node) = st.cluster.clone() else {
+        return Err(ApiError::bad_request(
+            "Bad request: Distributed mode disabled",
+        ));
+    };
+    let obj = body
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| ApiError::bad_request("Format error in JSON body: expected one of move_shard, replicate_shard, abort_transfer, drop_replica"))?;
+    let (kind, args) = obj.iter().next().expect("one key");
+    if !matches!(
+        kind.as_str(),
+        "move_shard" | "replicate_shard" | "abort_transfer" | "drop_replica"
+    ) {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: cluster operation `{kind}` is not supported"
+        )));
+    }
+    let num = |k: &str| -> Result<u64, ApiError> {
+        args.get(k).and_then(Value::as_u64).ok_or_else(|| {
+            ApiError::validation(format!("{kind}.{k}: expected a non-negative integer"))
+        })
+    };
+    let peers = node.peers();
+    let known = |p: u64| -> Result<u64, ApiError> {
+        if peers.contains_key(&p) {
+            Ok(p)
+        } else {
+            Err(ApiError::bad_request(format!("Bad request: Peer {p} does not exist")))
+        }
+    };
+    let shard = u32::try_from(num("shard_id")?)
+        .map_err(|_| ApiError::validation("shard_id out of range"))?;
+    let meta = node
+        .state()
+        .state
+        .collections
+        .get(c.name())
+        .cloned()
+        .ok_or_else(|| CollectionError::CollectionNotFound(name.clone()))?;
+    if shard as usize >= meta.shards.len() {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: Shard {shard} does not exist in collection `{name}`"
+        )));
+    }
+    let cname = c.name().to_string();
+    let op = match kind.as_str() {
+        "move_shard" | "replicate_shard" | "abort_transfer" => {
+            let from = known(num("from_peer_id")?)?;
+            let to = known(num("to_peer_id")?)?;
+            if let Some(m) = args.get("method").filter(|m| !m.is_null()) {
+                match m.as_str() {
+                    Some("stream_records" | "snapshot" | "wal_delta") => {}
+                    _ => {
+                        return Err(ApiError::validation(format!(
+                            "{kind}.method: unsupported transfer method {m}"
+                        )))
+                    }
+                }
+            }
+            if kind == "abort_transfer" {
+                let tr = meta
+                    .transfers
+                    .iter()
+                    .find(|x| x.shard == shard && x.from == from && x.to == to)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "Not found: no transfer of shard {shard} from {from} to {to}"
+                        ))
+                    })?;
+                ClusterOp::AbortTransfer {
+                    collection: cname,
+                    transfer: tr,
+                }
+            } else {
+                if from == to {
+                    return Err(ApiError::bad_request(
+                        "Bad request: source and target peer are the same",
+                    ));
+                }
+                ClusterOp::StartTransfer {
+                    collection: cname,
+                    transfer: Transfer {
+                        shard,
+                        from,
+                        to,
+                        kind: if kind == "move_shard" {
+                            TransferKind::Move
+                        } else {
+                            TransferKind::Replicate
+                        },
+                    },
+                }
+            }
+        }
+        "drop_replica" => ClusterOp::DropReplica {
+            collection: cname,
+            shard,
+            peer: known(num("peer_id")?)?,
+        },
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Bad request: cluster operation `{other}` is not supported"
+            )))
+        }
+    };
+    propose(&st, op).await?;
+    Ok(Timed(t, true))
 }
 
 async fn create_index(

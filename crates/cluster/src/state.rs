@@ -170,6 +170,12 @@ pub enum ClusterOp {
         collection: String,
         transfer: Transfer,
     },
+    /// Remove `peer`'s replica of `shard` (never the last Active one).
+    DropReplica {
+        collection: String,
+        shard: u32,
+        peer: PeerId,
+    },
 }
 
 /// What a node must do locally after an operation was applied.
@@ -486,6 +492,40 @@ impl ClusterState {
                     });
                 }
                 Ok(fx)
+            }
+            ClusterOp::DropReplica {
+                collection,
+                shard,
+                peer,
+            } => {
+                let c = self.collections.get_mut(collection).ok_or_else(|| {
+                    format!("Not found: Collection `{collection}` doesn't exist!")
+                })?;
+                let cur = c.replica_state(*shard, *peer).ok_or_else(|| {
+                    format!("Bad request: peer {peer} holds no replica of shard {shard}")
+                })?;
+                let active = c.active_replicas(*shard);
+                if cur == ReplicaState::Active && active.len() <= 1 {
+                    return Err(format!(
+                        "Bad request: cannot drop the last Active replica of shard {shard} (peer {peer})"
+                    ));
+                }
+                if let Some(t) = c.transfer_of(*shard).cloned() {
+                    if t.from == *peer || t.to == *peer {
+                        return Err(format!(
+                            "Bad request: replica {shard}@{peer} takes part in a transfer; abort it first"
+                        ));
+                    }
+                }
+                if let Some(r) = c.shards.get_mut(*shard as usize) {
+                    r.retain(|p| p != peer);
+                }
+                c.replica_states.remove(&(*shard, *peer));
+                Ok(vec![Effect::ReplicaDropped {
+                    collection: collection.clone(),
+                    shard: *shard,
+                    peer: *peer,
+                }])
             }
             ClusterOp::AbortTransfer {
                 collection,
