@@ -304,3 +304,42 @@ def test_invalid_cluster_operations(procs):
     r = p0.call("POST", "/collections/bad/cluster", {"drop_replica": {"shard_id": 0, "peer_id": other}})
     assert r.status_code == 400 and "last Active" in r.text, r.text
     assert p2.call("GET", "/collections/bad").status_code == 200
+
+
+def test_recreate_lost_node(procs):
+    """docs/operations.md, 'Recreate a lost node', step by step."""
+    import shutil
+    p0, p1, p2 = procs.nodes
+    create(p0, "lost", rf=2, wcf=1, shards=3)
+    time.sleep(0.3)
+    p0.ok("PUT", "/collections/lost/points?wait=true", {"points": points(range(500), random.Random(3))})
+    expected = all_points(p0, "lost")
+    assert len(expected) == 500
+    dead = p2.peer_id
+    p2.kill()
+    shutil.rmtree(p2.workdir / "storage")  # the disk is gone
+    # 2. forced removal drops its replicas from the placement
+    p0.ok("DELETE", f"/cluster/peer/{dead}?force=true")
+    h, _ = holders(p1, "lost")
+    assert all(dead not in reps for reps in h.values()), h
+    # 3. an empty peer joins
+    new = procs._new("peer3", cluster=True)
+    new.spawn(["--bootstrap", p0.p2p_uri, "--uri", new.p2p_uri])
+    new.wait_ready()
+    new_id = int(new.ok("GET", "/cluster")["peer_id"])
+    assert new_id != dead
+    # 4. replicate every shard that lost a replica onto it
+    for shard, reps in h.items():
+        if len(reps) < 2:
+            alive = next(iter(reps))
+            p1.ok("POST", "/collections/lost/cluster",
+                  {"replicate_shard": {"shard_id": shard, "from_peer_id": alive, "to_peer_id": new_id}})
+            wait_transfers_done(p0, "lost")
+    # 5. every shard has 2 Active replicas again, and the new peer serves its own copies
+    h = wait_transfers_done(p0, "lost")
+    assert all(len(reps) == 2 for reps in h.values()), h
+    assert any(new_id in reps for reps in h.values())
+    for p in (p0, p1, new):
+        assert all_points(p, "lost") == expected, f"{p} disagrees"
+    p0.kill()  # the data must not depend on p0 any more
+    assert all_points(new, "lost") == expected

@@ -579,7 +579,9 @@ async fn update_collection_cluster(
         if peers.contains_key(&p) {
             Ok(p)
         } else {
-            Err(ApiError::bad_request(format!("Bad request: Peer {p} does not exist")))
+            Err(ApiError::bad_request(format!(
+                "Bad request: Peer {p} does not exist"
+            )))
         }
     };
     let shard = u32::try_from(num("shard_id")?)
