@@ -56,6 +56,18 @@ struct Manifest {
     seq: u64,
     points: usize,
     dense: Vec<(String, usize)>,
+    /// HNSW graphs saved with the checkpoint (`graph-{dense index}.hnsw`).
+    #[serde(default)]
+    graphs: Vec<GraphMeta>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GraphMeta {
+    /// Index into `dense`.
+    dense: usize,
+    covered: usize,
+    m: usize,
+    ef_construct: usize,
 }
 
 /// Result of an update: the WAL sequence number it got.
@@ -114,7 +126,10 @@ impl Collection {
         let mut store = PointStore::new(meta.config.vector_schema());
         let mut checkpoint_seq = 0;
         if let Some((seq, path)) = latest_checkpoint(dir)? {
-            load_checkpoint(&path, &mut store)?;
+            load_checkpoint(&path, &mut store, &|name| {
+                let p = Self::hnsw_params(&meta.config, name);
+                (p.m, p.ef_construct)
+            })?;
             checkpoint_seq = seq;
         }
         let (wal, records) = Wal::open(&dir.join("wal"), wal_capacity(&meta.config))?;
@@ -380,7 +395,7 @@ impl Collection {
     pub fn checkpoint(&self) -> CResult<()> {
         let _guard = self.checkpoint_lock.lock();
         // Consistent cut: hold the WAL lock while copying the state out.
-        let (seq, points, dense_names, dense_rows) = {
+        let (seq, points, dense_names, dense_rows, graphs) = {
             let wal = self.wal.lock();
             let seq = wal.next_seq() - 1;
             if seq == self.checkpoint_seq.load(Ordering::Acquire) {
@@ -395,7 +410,8 @@ impl Collection {
                 .collect();
             let mut rows: Vec<Vec<u8>> = vec![Vec::new(); dense_names.len()];
             let mut points = Vec::with_capacity(store.len());
-            for r in store.iter_records() {
+            // slot order, so that graphs can be saved renumbered to the loaded slots
+            for r in store.iter_records_by_slot() {
                 let mut dense = Vec::new();
                 let mut sparse = BTreeMap::new();
                 for (k, (n, dim)) in dense_names.iter().enumerate() {
@@ -420,16 +436,31 @@ impl Collection {
                     sparse,
                 });
             }
-            (seq, points, dense_names, rows)
+            (seq, points, dense_names, rows, store.graph_exports())
         };
         let final_dir = self.dir.join(format!("checkpoint-{seq:020}"));
         let tmp = self.dir.join(format!("checkpoint-{seq:020}.tmp"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp)?;
+        let mut graph_meta = Vec::new();
+        for g in &graphs {
+            let Some(k) = dense_names.iter().position(|(n, _)| *n == g.name) else {
+                continue;
+            };
+            let Some(bytes) = g.encode() else { continue };
+            write_synced(&tmp.join(format!("graph-{k}.hnsw")), &bytes)?;
+            graph_meta.push(GraphMeta {
+                dense: k,
+                covered: g.covered,
+                m: g.m(),
+                ef_construct: g.ef_construct,
+            });
+        }
         let manifest = Manifest {
             seq,
             points: points.len(),
             dense: dense_names,
+            graphs: graph_meta,
         };
         write_synced(
             &tmp.join("points.msgpack"),
@@ -493,7 +524,14 @@ fn latest_checkpoint(dir: &Path) -> CResult<Option<(u64, PathBuf)>> {
     Ok(best)
 }
 
-fn load_checkpoint(path: &Path, store: &mut PointStore) -> CResult<()> {
+/// Load a checkpoint into an empty store. Saved graphs are installed when they were built
+/// with the parameters `params(name)` (= `(m, ef_construct)`) still configured; a graph
+/// file that does not parse is ignored (the optimizer rebuilds it).
+fn load_checkpoint(
+    path: &Path,
+    store: &mut PointStore,
+    params: &dyn Fn(&str) -> (usize, usize),
+) -> CResult<()> {
     let bad = |e: String| CollectionError::Service(format!("checkpoint {}: {e}", path.display()));
     let manifest: Manifest = serde_json::from_slice(&fs::read(path.join("manifest.json"))?)
         .map_err(|e| bad(e.to_string()))?;
@@ -533,6 +571,23 @@ fn load_checkpoint(path: &Path, store: &mut PointStore) -> CResult<()> {
             v.insert(n, Vector::Sparse(s));
         }
         store.upsert(p.id, p.version, &v, p.payload);
+    }
+    for g in &manifest.graphs {
+        let Some((name, _)) = manifest.dense.get(g.dense) else {
+            continue;
+        };
+        if params(name) != (g.m, g.ef_construct) {
+            continue;
+        }
+        let file = path.join(format!("graph-{}.hnsw", g.dense));
+        let loaded = fs::read(&file)
+            .ok()
+            .and_then(|b| segment::hnsw::Hnsw::from_bytes(&b));
+        let installed =
+            loaded.is_some_and(|h| store.import_graph(name, h, g.covered, g.ef_construct));
+        if !installed {
+            tracing::warn!(file = %file.display(), "saved HNSW graph unusable: it will be rebuilt");
+        }
     }
     Ok(())
 }
@@ -601,6 +656,84 @@ mod tests {
         assert_eq!(
             s.get(PointId::Num(79)).unwrap().vectors[""],
             Vector::Dense(vec![79.0, 1.0, 0.0])
+        );
+    }
+
+    #[test]
+    fn graphs_survive_a_restart() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("g");
+        let cfg = serde_json::from_value::<CreateCollection>(json!({
+            "vectors": {"size": 8, "distance": "Euclid"},
+            "optimizers_config": {"indexing_threshold": 1}
+        }))
+        .unwrap()
+        .into_config(&crate::config::CollectionDefaults::default())
+        .unwrap();
+        let point = |i: u64| PointInsert {
+            id: PointId::Num(i),
+            vectors: [(
+                "".into(),
+                StoredVector::Dense(
+                    (0..8)
+                        .map(|k| ((i * 2_654_435_761 + k * 40_503) % 10_007) as f32)
+                        .collect(),
+                ),
+            )]
+            .into(),
+            payload: None,
+        };
+        let q = Vector::Dense((0..8).map(|k| k as f32 * 3.0).collect());
+        let before;
+        {
+            let c = Collection::create(&dir, "g", cfg).unwrap();
+            c.update(
+                UpdateOp::Upsert {
+                    points: (0..3000).map(point).collect(),
+                    update_filter: None,
+                    mode: UpdateMode::Upsert,
+                },
+                true,
+            )
+            .unwrap();
+            // a few tombstones inside the graph's range (< 5%)
+            c.update(
+                UpdateOp::Delete(Selector::Ids((0..40).map(PointId::Num).collect())),
+                true,
+            )
+            .unwrap();
+            while c.run_indexing().unwrap() {}
+            assert_eq!(c.read().index_coverage(""), (2960, 0));
+            c.checkpoint().unwrap();
+            // written after the checkpoint: replayed from the WAL, outside the graph
+            c.update(
+                UpdateOp::Upsert {
+                    points: (5000..5010).map(point).collect(),
+                    update_filter: None,
+                    mode: UpdateMode::Upsert,
+                },
+                true,
+            )
+            .unwrap();
+            before = c.read().search("", &q, None, 10, None).unwrap();
+        }
+        let c = Collection::open(&dir, "g").unwrap();
+        let s = c.read();
+        assert_eq!(
+            s.index_coverage(""),
+            (2960, 10),
+            "the saved graph is used at once; only the replayed points wait for indexing"
+        );
+        let params = segment::store::SearchParams {
+            exact: false,
+            ..Default::default()
+        };
+        let approx = s.search_with("", &q, None, 10, None, &params).unwrap();
+        let ids = |h: &[segment::Hit]| h.iter().map(|x| x.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&approx),
+            ids(&before),
+            "graph search after restart equals exact"
         );
     }
 

@@ -134,6 +134,8 @@ thread_local! {
     static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
 }
 
+const GRAPH_MAGIC: &[u8; 8] = b"SXHNSW01";
+
 fn random_level(seed: u64, i: u32, ml: f64) -> u8 {
     // splitmix64 of (seed, i): deterministic per node
     let mut z = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -398,6 +400,11 @@ impl Hnsw {
         }
     }
 
+    /// Links per node on upper levels (`m`; layer 0 has `2m`).
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
     /// Number of nodes in the graph.
     pub fn node_count(&self) -> usize {
         self.nodes
@@ -628,6 +635,158 @@ impl Hnsw {
         })
     }
 
+    /// The graph over a renumbered node space: `map[old] = Some(new)` keeps a node (links to
+    /// dropped nodes are removed), `new_n` is the size of the new space and `nodes` the
+    /// number of graph members in it. `None` if no entry point survives.
+    pub fn remap(&self, map: &[Option<u32>], new_n: usize, nodes: usize) -> Option<Hnsw> {
+        let (m, m0) = (self.m, self.m0);
+        let mut levels = vec![0u8; new_n];
+        let mut layer0 = vec![0u32; new_n * (m0 + 1)];
+        let mut upper = vec![Vec::new(); new_n];
+        let tr = |links: &[u32]| -> Vec<u32> {
+            links
+                .iter()
+                .filter_map(|&x| map.get(x as usize).copied().flatten())
+                .collect()
+        };
+        let mut entry: Option<(u32, u8)> = None;
+        for (old, new) in map.iter().enumerate().take(self.n) {
+            let Some(new) = *new else { continue };
+            let new = new as usize;
+            if new >= new_n {
+                return None;
+            }
+            let lv = self.levels[old];
+            levels[new] = lv;
+            let l0 = tr(self.links0(old as u32));
+            let base = new * (m0 + 1);
+            layer0[base] = l0.len() as u32;
+            layer0[base + 1..base + 1 + l0.len()].copy_from_slice(&l0);
+            if lv > 0 {
+                let mut u = vec![0u32; lv as usize * (m + 1)];
+                for l in 1..=lv as usize {
+                    let ls = tr(self.links_upper(old as u32, l));
+                    let o = (l - 1) * (m + 1);
+                    u[o] = ls.len() as u32;
+                    u[o + 1..o + 1 + ls.len()].copy_from_slice(&ls);
+                }
+                upper[new] = u;
+            }
+            let member = old as u32 == self.entry || !self.links0(old as u32).is_empty();
+            if member && entry.is_none_or(|(_, el)| lv > el) {
+                entry = Some((new as u32, lv));
+            }
+        }
+        if let Some(e) = map.get(self.entry as usize).copied().flatten() {
+            entry = Some((e, self.levels[self.entry as usize]));
+        }
+        let (entry, max_level) = entry?;
+        Some(Hnsw {
+            m,
+            m0,
+            n: new_n,
+            levels,
+            layer0,
+            upper,
+            entry,
+            max_level,
+            nodes,
+        })
+    }
+
+    /// Serialize (little-endian u32 words after an 8-byte magic).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w: Vec<u32> = vec![
+            self.m as u32,
+            self.m0 as u32,
+            self.n as u32,
+            self.nodes as u32,
+            self.entry,
+            self.max_level as u32,
+        ];
+        w.extend(self.levels.iter().map(|&l| l as u32));
+        w.extend_from_slice(&self.layer0);
+        for u in &self.upper {
+            w.extend_from_slice(u);
+        }
+        let mut out = Vec::with_capacity(8 + w.len() * 4);
+        out.extend_from_slice(GRAPH_MAGIC);
+        for x in w {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out
+    }
+
+    /// Parse [`Hnsw::to_bytes`]; `None` for anything malformed (every index is checked, so
+    /// a damaged file can only cost a rebuild, never a panic or an out-of-bounds walk).
+    pub fn from_bytes(b: &[u8]) -> Option<Hnsw> {
+        let body = b.strip_prefix(GRAPH_MAGIC.as_slice())?;
+        if body.len() % 4 != 0 {
+            return None;
+        }
+        let w: Vec<u32> = body
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        let mut it = w.into_iter();
+        let mut next = || it.next();
+        let (m, m0, n, nodes, entry, max_level) = (
+            next()? as usize,
+            next()? as usize,
+            next()? as usize,
+            next()? as usize,
+            next()?,
+            next()?,
+        );
+        if m < 2 || m0 != 2 * m || m > 1024 || max_level > 16 || (n > 0 && entry as usize >= n) {
+            return None;
+        }
+        let mut levels = Vec::with_capacity(n);
+        for _ in 0..n {
+            let l = next()?;
+            if l > max_level {
+                return None;
+            }
+            levels.push(l as u8);
+        }
+        let mut layer0 = Vec::with_capacity(n * (m0 + 1));
+        for _ in 0..n * (m0 + 1) {
+            layer0.push(next()?);
+        }
+        let valid = |list: &[u32], cap: usize| {
+            (list[0] as usize) <= cap
+                && list[1..=list[0] as usize].iter().all(|&x| (x as usize) < n)
+        };
+        if !layer0.chunks_exact(m0 + 1).all(|c| valid(c, m0)) {
+            return None;
+        }
+        let mut upper = Vec::with_capacity(n);
+        for &lv in &levels {
+            let mut u = Vec::with_capacity(lv as usize * (m + 1));
+            for _ in 0..lv as usize * (m + 1) {
+                u.push(next()?);
+            }
+            if !u.chunks_exact(m + 1).all(|c| valid(c, m)) {
+                return None;
+            }
+            upper.push(u);
+        }
+        if next().is_some() || (n > 0 && levels[entry as usize] as u32 != max_level) {
+            return None;
+        }
+        Some(Hnsw {
+            m,
+            m0,
+            n,
+            levels,
+            layer0,
+            upper,
+            entry,
+            max_level: max_level as u8,
+            nodes,
+        })
+    }
+
     /// Bytes used by the graph links (for memory reports).
     pub fn link_bytes(&self) -> usize {
         self.layer0.len() * 4
@@ -765,6 +924,88 @@ mod tests {
                 .count();
         }
         assert!(hit as f64 / 300.0 >= 0.98, "recall {}", hit as f64 / 300.0);
+    }
+
+    #[test]
+    fn serialization_and_remap_keep_the_graph_searchable() {
+        let (n, dim) = (1500, 12);
+        let d = data(n + 20, dim, 9);
+        let (base, qs) = d.split_at(n * dim);
+        let a = Arena {
+            data: base,
+            dim,
+            distance: Distance::Euclid,
+        };
+        let nodes: Vec<u32> = (0..n as u32).collect();
+        let p = HnswParams {
+            m: 8,
+            ef_construct: 64,
+            seed: 3,
+            threads: 1,
+        };
+        let g = Hnsw::build(a, &nodes, p);
+        let back = Hnsw::from_bytes(&g.to_bytes()).expect("round trip");
+        for q in qs.chunks(dim) {
+            assert_eq!(
+                g.search(&a, q, 10, 50, &|_| true),
+                back.search(&a, q, 10, 50, &|_| true)
+            );
+        }
+        // damaged files are refused, never trusted
+        let good = g.to_bytes();
+        // node 0's first layer-0 link (word 6 + n + 1) pointing outside the graph
+        let mut bad = good.clone();
+        let at = 8 + (6 + n + 1) * 4;
+        bad[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!g.links0(0).is_empty() && Hnsw::from_bytes(&bad).is_none());
+        assert!(
+            Hnsw::from_bytes(&good[..good.len() - 4]).is_none(),
+            "truncated"
+        );
+        assert!(
+            Hnsw::from_bytes(&good[..good.len() - 3]).is_none(),
+            "torn word"
+        );
+        assert!(Hnsw::from_bytes(b"garbage").is_none());
+        // drop every 10th node, renumber the rest densely, and search the compacted rows
+        let map: Vec<Option<u32>> = {
+            let mut k = 0u32;
+            (0..n)
+                .map(|i| {
+                    (i % 10 != 3).then(|| {
+                        k += 1;
+                        k - 1
+                    })
+                })
+                .collect()
+        };
+        let kept: Vec<usize> = (0..n).filter(|i| i % 10 != 3).collect();
+        let compact: Vec<f32> = kept
+            .iter()
+            .flat_map(|&i| base[i * dim..(i + 1) * dim].iter().copied())
+            .collect();
+        let ca = Arena {
+            data: &compact,
+            dim,
+            distance: Distance::Euclid,
+        };
+        let r = g
+            .remap(&map, kept.len(), kept.len())
+            .expect("entry survives");
+        let mut hit = 0;
+        for q in qs.chunks(dim) {
+            let mut exact: Vec<(u32, f32)> = (0..kept.len() as u32)
+                .map(|i| (i, ca.score(q, i)))
+                .collect();
+            exact.sort_by(|x, y| y.1.partial_cmp(&x.1).unwrap());
+            let got = r.search(&ca, q, 10, 100, &|_| true);
+            hit += got
+                .iter()
+                .filter(|(i, _)| exact[..10].iter().any(|e| e.0 == *i))
+                .count();
+        }
+        let recall = hit as f64 / (qs.len() / dim * 10) as f64;
+        assert!(recall >= 0.95, "recall after remap {recall}");
     }
 
     #[test]

@@ -121,6 +121,31 @@ struct GraphIndex {
     ef_construct: usize,
 }
 
+/// A graph to persist with a checkpoint (see [`PointStore::graph_exports`]).
+pub struct GraphExport {
+    pub name: String,
+    graph: Arc<Hnsw>,
+    map: Arc<Vec<Option<u32>>>,
+    new_n: usize,
+    nodes: usize,
+    /// Slots `0..covered` of the checkpointed store are in the graph.
+    pub covered: usize,
+    pub ef_construct: usize,
+}
+
+impl GraphExport {
+    /// The graph renumbered to the checkpoint's slots, serialized; `None` if unusable.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        self.graph
+            .remap(&self.map, self.new_n, self.nodes)
+            .map(|g| g.to_bytes())
+    }
+
+    pub fn m(&self) -> usize {
+        self.graph.m()
+    }
+}
+
 /// A background index build: everything needed to extend a graph without the store lock.
 pub struct IndexJob {
     pub name: String,
@@ -994,6 +1019,84 @@ impl PointStore {
     /// Iterate all live records in id order (for checkpoints and exports).
     pub fn iter_records(&self) -> impl Iterator<Item = Record> + '_ {
         self.ids.iter().map(|(&id, &off)| self.record(id, off))
+    }
+
+    /// Live records in slot order: a store rebuilt by upserting them in this order numbers
+    /// its slots densely in the same order (what `graph_exports` remaps graphs to).
+    pub fn iter_records_by_slot(&self) -> impl Iterator<Item = Record> + '_ {
+        self.slot_id
+            .iter()
+            .enumerate()
+            .filter_map(|(off, id)| id.map(|id| self.record(id, off as u32)))
+    }
+
+    /// Graphs worth persisting with a checkpoint written from `iter_records_by_slot`:
+    /// cheap to take under the store lock (the remap runs later, in `GraphExport::encode`).
+    /// A graph whose covered range holds more than 5% tombstones is skipped (it would lose
+    /// too many links; it is rebuilt after a restart instead).
+    pub fn graph_exports(&self) -> Vec<GraphExport> {
+        if self.graphs.is_empty() {
+            return vec![];
+        }
+        let mut map = Vec::with_capacity(self.slot_id.len());
+        let mut live = 0u32;
+        for id in &self.slot_id {
+            map.push(id.map(|_| {
+                live += 1;
+                live - 1
+            }));
+        }
+        let map = Arc::new(map);
+        let mut out = Vec::new();
+        for (name, g) in &self.graphs {
+            let Some(arena) = self.dense.get(name) else {
+                continue;
+            };
+            let covered = g.covered.min(map.len());
+            let live_covered = map[..covered].iter().filter(|x| x.is_some()).count();
+            if (covered - live_covered) * 20 > covered {
+                continue;
+            }
+            let nodes = (0..covered)
+                .filter(|&o| map[o].is_some() && arena.present.get(o).copied().unwrap_or(false))
+                .count();
+            out.push(GraphExport {
+                name: name.clone(),
+                graph: g.graph.clone(),
+                map: map.clone(),
+                new_n: live as usize,
+                nodes,
+                covered: live_covered,
+                ef_construct: g.ef_construct,
+            });
+        }
+        out
+    }
+
+    /// Install a graph loaded with a checkpoint (before any later write is replayed).
+    /// Refused if it does not fit this store's slots.
+    pub fn import_graph(
+        &mut self,
+        name: &str,
+        graph: Hnsw,
+        covered: usize,
+        ef_construct: usize,
+    ) -> bool {
+        if !self.dense.contains_key(name)
+            || graph.len() != self.slot_id.len()
+            || covered > self.slot_id.len()
+        {
+            return false;
+        }
+        self.graphs.insert(
+            name.to_string(),
+            GraphIndex {
+                graph: Arc::new(graph),
+                covered,
+                ef_construct,
+            },
+        );
+        true
     }
 }
 
