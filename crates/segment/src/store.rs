@@ -765,7 +765,16 @@ impl PointStore {
                 if params.indexed_only && graph.is_some() && scan_from > 0 {
                     // only what the graph covers
                 } else if let Some(p) = &plan {
-                    for off in p.set.range(scan_from as u32..) {
+                    // scattered slots: prefetch the vector a few candidates ahead
+                    const AHEAD: usize = 6;
+                    let offs: Vec<u32> = p.set.range(scan_from as u32..).collect();
+                    for (i, &off) in offs.iter().enumerate() {
+                        if let Some(&next) = offs.get(i + AHEAD) {
+                            let o = next as usize * arena.dim;
+                            if let Some(row) = arena.data.get(o..o + arena.dim) {
+                                hnsw::prefetch_all(row);
+                            }
+                        }
                         let Some(id) = self.slot_id[off as usize] else {
                             continue;
                         };
