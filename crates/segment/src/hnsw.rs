@@ -227,11 +227,16 @@ fn search_layer_build(
             if c.score < worst && res.len() >= ef {
                 break;
             }
-            b.neighbours_into(c.id, level, &mut buf);
-            for &nb in &buf {
-                if !vis.insert(nb) {
-                    continue;
+            // only the unvisited neighbours are copied out of the lock, their vectors
+            // prefetched before scoring
+            buf.clear();
+            for &nb in b.links[c.id as usize][level].lock().iter() {
+                if vis.insert(nb) {
+                    prefetch(a.row(nb));
+                    buf.push(nb);
                 }
+            }
+            for &nb in &buf {
                 let s = a.score(q, nb);
                 let worst = res.peek().map(|r| r.0.score).unwrap_or(f32::NEG_INFINITY);
                 if res.len() < ef || s > worst {
@@ -464,7 +469,9 @@ impl Hnsw {
         for level in (0..=ql.min(top) as usize).rev() {
             let w = search_layer_build(b, a, qv, &eps, ef, level);
             let cap = if level == 0 { b.m0 } else { b.m };
-            let chosen = select_heuristic(a, &w, cap);
+            // the new node keeps at most `m` links (as in the HNSW paper and hnswlib);
+            // layer-0 lists grow to `m0` through reverse links
+            let chosen = select_heuristic(a, &w, b.m);
             *b.links[q as usize][level].lock() = chosen.clone();
             for &nb in &chosen {
                 let mut lk = b.links[nb as usize][level].lock();
