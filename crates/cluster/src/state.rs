@@ -229,6 +229,15 @@ pub fn place_shards(
         .collect()
 }
 
+fn collection_mut<'a>(
+    collections: &'a mut BTreeMap<String, CollectionMeta>,
+    name: &str,
+) -> Result<&'a mut CollectionMeta, String> {
+    collections
+        .get_mut(name)
+        .ok_or_else(|| format!("Not found: Collection `{name}` doesn't exist!"))
+}
+
 /// Remove `t`; the target goes Dead (recovery) or is dropped (a new replica). Returns
 /// whether the target's replica was dropped.
 fn abort_transfer(c: &mut CollectionMeta, t: &Transfer) -> bool {
@@ -376,9 +385,7 @@ impl ClusterState {
                 state,
                 expect,
             } => {
-                let c = self.collections.get_mut(collection).ok_or_else(|| {
-                    format!("Not found: Collection `{collection}` doesn't exist!")
-                })?;
+                let c = collection_mut(&mut self.collections, collection)?;
                 let cur = c.replica_state(*shard, *peer).ok_or_else(|| {
                     format!("Wrong input: peer {peer} holds no replica of shard {shard}")
                 })?;
@@ -416,9 +423,7 @@ impl ClusterState {
                 collection,
                 transfer: t,
             } => {
-                let c = self.collections.get_mut(collection).ok_or_else(|| {
-                    format!("Not found: Collection `{collection}` doesn't exist!")
-                })?;
+                let c = collection_mut(&mut self.collections, collection)?;
                 if t.shard as usize >= c.shards.len() {
                     return Err(format!(
                         "Not found: shard {} does not exist in collection `{collection}`",
@@ -471,9 +476,7 @@ impl ClusterState {
                 collection,
                 transfer: t,
             } => {
-                let c = self.collections.get_mut(collection).ok_or_else(|| {
-                    format!("Not found: Collection `{collection}` doesn't exist!")
-                })?;
+                let c = collection_mut(&mut self.collections, collection)?;
                 if !c.transfers.contains(t) {
                     return Err(format!("Not found: no such transfer of shard {}", t.shard));
                 }
@@ -498,9 +501,7 @@ impl ClusterState {
                 shard,
                 peer,
             } => {
-                let c = self.collections.get_mut(collection).ok_or_else(|| {
-                    format!("Not found: Collection `{collection}` doesn't exist!")
-                })?;
+                let c = collection_mut(&mut self.collections, collection)?;
                 let cur = c.replica_state(*shard, *peer).ok_or_else(|| {
                     format!("Bad request: peer {peer} holds no replica of shard {shard}")
                 })?;
@@ -531,9 +532,7 @@ impl ClusterState {
                 collection,
                 transfer: t,
             } => {
-                let c = self.collections.get_mut(collection).ok_or_else(|| {
-                    format!("Not found: Collection `{collection}` doesn't exist!")
-                })?;
+                let c = collection_mut(&mut self.collections, collection)?;
                 if !c.transfers.contains(t) {
                     return Err(format!("Not found: no such transfer of shard {}", t.shard));
                 }
@@ -551,9 +550,7 @@ impl ClusterState {
                 field,
                 schema,
             } => {
-                let c = self.collections.get_mut(collection).ok_or_else(|| {
-                    format!("Not found: Collection `{collection}` doesn't exist!")
-                })?;
+                let c = collection_mut(&mut self.collections, collection)?;
                 match schema {
                     Some(s) => {
                         c.payload_indexes.insert(field.clone(), s.clone());
