@@ -92,11 +92,9 @@ impl EffectSink for StorageSink {
                     if me != peer {
                         continue;
                     }
-                    let scope = serde_json::json!({"__shards": {"shard_number": m.shards.len(), "shards": [shard]}});
-                    let op = collection::operations::UpdateOp::Delete(
-                        collection::operations::Selector::Filter(
-                            serde_json::json!({"must": [scope]}),
-                        ),
+                    let op = collection::operations::UpdateOp::delete_shards(
+                        m.shards.len() as u32,
+                        &[*shard],
                     );
                     if let Err(e) = c.update(op, true) {
                         tracing::error!(collection = %collection, shard, error = %e, "could not drop the replica's points");

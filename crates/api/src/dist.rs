@@ -118,6 +118,12 @@ impl Placement {
             .collect()
     }
 
+    /// Whether `peer` holds replicas of `shards` only, so a sub-request for those shards
+    /// needs no shard scope.
+    fn holds_only(&self, peer: u64, shards: &[u32]) -> bool {
+        self.held_by(peer).iter().all(|s| shards.contains(s))
+    }
+
     /// Active replicas of `shard` to read from, in order of preference: this peer first,
     /// then the others starting at a rotating position (spreads reads over replicas).
     fn read_order(&self, shard: u32) -> Vec<u64> {
@@ -233,7 +239,7 @@ pub async fn call(
 /// replica; otherwise retrieve ids are cut to those shards, and every filter (top level and
 /// prefetches) gains a shard-scope condition.
 fn scoped_body(p: &Placement, peer: u64, shards: &[u32], body: &Value) -> Value {
-    if p.held_by(peer).iter().all(|s| shards.contains(s)) {
+    if p.holds_only(peer, shards) {
         return body.clone();
     }
     let mut b = body.clone();
@@ -241,7 +247,7 @@ fn scoped_body(p: &Placement, peer: u64, shards: &[u32], body: &Value) -> Value 
         ids.retain(|v| pid(v).is_some_and(|id| shards.contains(&shard_of(id, p.shard_number))));
         return b;
     }
-    let scope = json!({"must": [{"__shards": {"shard_number": p.shard_number, "shards": shards}}]});
+    let scope = json!({"must": [segment::filter::shard_scope(p.shard_number, shards)]});
     fn add(v: &mut Value, scope: &Value) {
         let Some(o) = v.as_object_mut() else { return };
         let f = and_filter(o.get("filter").filter(|f| !f.is_null()), Some(scope));
@@ -326,9 +332,7 @@ pub async fn update(
     wait: bool,
 ) -> Result<(u64, bool), ApiError> {
     let n = p.shard_number;
-    let touched: Vec<u32> = (0..n)
-        .filter(|&s| op.retain_ids(&|id| shard_of(id, n) == s).is_some())
-        .collect();
+    let touched = op.touched_shards(n);
     let only_filter_delete = matches!(
         op,
         UpdateOp::Delete(collection::operations::Selector::Filter(_))
@@ -358,7 +362,7 @@ pub async fn update(
     }
     let mut set = tokio::task::JoinSet::new();
     for (peer, shards) in by_peer {
-        let part = if p.held_by(peer).iter().all(|s| shards.contains(s)) {
+        let part = if p.holds_only(peer, &shards) {
             op.retain_ids(&|id| shards.contains(&shard_of(id, n)))
         } else {
             op.scoped(n, &shards)

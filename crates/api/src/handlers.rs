@@ -526,11 +526,10 @@ async fn collection_cluster(State(st): St, Path(name): Path<String>) -> ApiResul
         .transfers
         .iter()
         .map(|tr| {
-            let method = "stream_records";
             let sent = st.repl.progress(c.name(), tr.shard);
             json!({"shard_id": tr.shard, "from": tr.from, "to": tr.to,
                    "sync": tr.kind != cluster::state::TransferKind::Move,
-                   "method": method,
+                   "method": "stream_records",
                    "comment": sent.map(|n| format!("Transferring records: {n} sent"))})
         })
         .collect();

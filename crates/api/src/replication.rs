@@ -23,7 +23,7 @@ use crate::dist::{self, Placement};
 use crate::envelope::ApiError;
 use crate::AppState;
 use cluster::state::{ClusterOp, ReplicaState, Transfer, TransferKind};
-use collection::operations::{to_stored, PointInsert, Selector, UpdateMode, UpdateOp};
+use collection::operations::{to_stored, PointInsert, UpdateMode, UpdateOp};
 use parking_lot::Mutex;
 use segment::filter::Filter;
 use serde_json::json;
@@ -257,9 +257,9 @@ async fn stream(
     t: &Transfer,
     shard_number: u32,
 ) -> Result<(), String> {
-    let scope =
-        json!({"must": [{"__shards": {"shard_number": shard_number, "shards": [t.shard]}}]});
-    let filter = Filter::from_json(&scope).map_err(|e| e.to_string())?;
+    let scope = segment::filter::shard_scope(shard_number, &[t.shard]);
+    let filter = Filter::from_json(&json!({"must": [scope]})).map_err(|e| e.to_string())?;
+    let clear = UpdateOp::delete_shards(shard_number, &[t.shard]);
     let lock = st.repl.lock_for(collection);
     let key = (collection.to_string(), t.shard);
     st.repl.progress.lock().insert(key.clone(), 0);
@@ -268,14 +268,9 @@ async fn stream(
         if !still_running(st, collection, t) {
             return Ok(());
         }
-        remote_apply(
-            st,
-            collection,
-            t.to,
-            &UpdateOp::Delete(Selector::Filter(scope)),
-        )
-        .await
-        .map_err(|e| format!("clearing the target: {}", e.message))?;
+        remote_apply(st, collection, t.to, &clear)
+            .await
+            .map_err(|e| format!("clearing the target: {}", e.message))?;
         st.repl.set_forward(
             collection,
             Some(Forward {

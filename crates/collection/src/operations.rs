@@ -363,13 +363,31 @@ impl UpdateOp {
     /// Used to forward writes to a replica being filled without touching its other shards.
     pub fn scoped(&self, shard_number: u32, shards: &[u32]) -> Option<UpdateOp> {
         let keep = |id: PointId| shards.contains(&crate::routing::shard_of(id, shard_number));
-        let wrap = |f: &serde_json::Value| {
-            serde_json::json!({"must": [
-                {"__shards": {"shard_number": shard_number, "shards": shards}},
-                f
-            ]})
-        };
+        let wrap = |f: &serde_json::Value| serde_json::json!({"must": [segment::filter::shard_scope(shard_number, shards), f]});
         self.retain_with(&keep, Some(&wrap))
+    }
+
+    /// Shards (of `shard_number`) this operation can change: those of its point ids, or all
+    /// of them when it has a filter selector. Nothing but filter selectors is cloned.
+    pub fn touched_shards(&self, shard_number: u32) -> Vec<u32> {
+        let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let record = |id: PointId| {
+            seen.borrow_mut()
+                .insert(crate::routing::shard_of(id, shard_number));
+            false
+        };
+        // with every id rejected, only filter selectors can survive
+        if self.retain_with(&record, None).is_some() {
+            return (0..shard_number).collect();
+        }
+        seen.into_inner().into_iter().collect()
+    }
+
+    /// Delete every point of `shards` (of `shard_number`): drops a replica's local copy.
+    pub fn delete_shards(shard_number: u32, shards: &[u32]) -> UpdateOp {
+        UpdateOp::Delete(Selector::Filter(
+            serde_json::json!({"must": [segment::filter::shard_scope(shard_number, shards)]}),
+        ))
     }
 
     fn retain_with(
@@ -468,6 +486,39 @@ impl UpdateOp {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `touched_shards` = the shards whose `retain_ids` part is non-empty.
+    #[test]
+    fn touched_shards_match_per_shard_retain() {
+        let ids = |v: &[u64]| Selector::Ids(v.iter().map(|i| PointId::Num(*i)).collect());
+        let ops = [
+            UpdateOp::Delete(ids(&[1, 2, 3])),
+            UpdateOp::Delete(ids(&[])),
+            UpdateOp::ClearPayload(Selector::Filter(json!({"must": []}))),
+            UpdateOp::Batch(vec![
+                UpdateOp::Delete(ids(&[7])),
+                UpdateOp::DeleteVectors {
+                    selector: ids(&[40, 41]),
+                    names: vec![],
+                },
+            ]),
+            UpdateOp::Batch(vec![
+                UpdateOp::Delete(ids(&[7])),
+                UpdateOp::Delete(Selector::Filter(json!({}))),
+            ]),
+        ];
+        for n in [1, 3, 6] {
+            for op in &ops {
+                let per_shard: Vec<u32> = (0..n)
+                    .filter(|&s| {
+                        op.retain_ids(&|id| crate::routing::shard_of(id, n) == s)
+                            .is_some()
+                    })
+                    .collect();
+                assert_eq!(op.touched_shards(n), per_shard, "{op:?} over {n} shards");
+            }
+        }
+    }
 
     #[test]
     fn ops_roundtrip_through_encoding() {

@@ -189,6 +189,12 @@ fn key_path(v: Option<&Value>, ctx: &str) -> PResult<JsonPath> {
     JsonPath::parse(s)
 }
 
+/// JSON of the internal shard-scope condition ([`Condition::ShardScope`]): points whose
+/// shard (of `shard_number`) is in `shards`. The one place that writes this shape.
+pub fn shard_scope(shard_number: u32, shards: &[u32]) -> Value {
+    serde_json::json!({"__shards": {"shard_number": shard_number, "shards": shards}})
+}
+
 fn parse_condition(v: &Value, depth: usize) -> PResult<Condition> {
     if depth > MAX_FILTER_DEPTH {
         return Err(format!(

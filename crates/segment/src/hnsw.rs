@@ -102,23 +102,11 @@ pub(crate) fn prefetch_all(row: &[f32]) {
     let _ = row;
 }
 
-/// Hint the CPU to start loading a vector we are about to score (as hnswlib does).
+/// Hint the CPU to start loading a vector we are about to score (its first two cache
+/// lines, as hnswlib does).
 #[inline(always)]
 fn prefetch(row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = row.as_ptr() as *const i8;
-        // SAFETY: prefetch is only a hint; it never faults, even for invalid addresses.
-        unsafe {
-            _mm_prefetch(p, _MM_HINT_T0);
-            if row.len() > 16 {
-                _mm_prefetch(p.add(64), _MM_HINT_T0);
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
+    prefetch_all(&row[..row.len().min(32)]);
 }
 
 /// Visited set with generation counters, reused per thread.

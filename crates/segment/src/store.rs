@@ -698,16 +698,6 @@ impl PointStore {
                     (Some(f), Some(p)) => self.estimate_within(f, &p.set),
                     (Some(f), None) => self.estimate_matches(f),
                 };
-                // Does slot `off` pass the filter? Bitmap membership first; the JSON payload
-                // is read only for conditions no index answered.
-                let passes = |off: u32| match &plan {
-                    Some(p) => {
-                        p.set.contains(off)
-                            && self.slot_id[off as usize].is_some()
-                            && (!p.residual || self.matches_slot(off, filter))
-                    }
-                    None => self.matches_slot(off, filter),
-                };
                 if let Some(g) = graph {
                     let selectivity = est as f64 / self.ids.len().max(1) as f64;
                     let use_graph = filter.is_none() || est >= params.full_scan_threshold.max(top);
@@ -717,10 +707,17 @@ impl PointStore {
                             dim: arena.dim,
                             distance: dist,
                         };
+                        // bitmap membership first; the JSON payload is read only for
+                        // conditions no index answered
                         let accept = |off: u32| {
-                            self.slot_id[off as usize].is_some()
-                                && arena.present[off as usize]
-                                && passes(off)
+                            arena.present[off as usize]
+                                && match &plan {
+                                    Some(p) => {
+                                        p.set.contains(off)
+                                            && (!p.residual || self.matches_slot(off, filter))
+                                    }
+                                    None => self.matches_slot(off, filter),
+                                }
                         };
                         // A filter hides most of the graph: widen the beam by 1/sqrt(selectivity)
                         // (x3.2 at 10%, x1.4 at 50%), bounded at x10.
@@ -840,53 +837,46 @@ impl PointStore {
         }
     }
 
-    /// Estimated number of slots in `set` that match `filter` (evenly spaced sample of it).
-    fn estimate_within(&self, filter: &Filter, set: &RoaringBitmap) -> usize {
-        const SAMPLE: u64 = 512;
-        let n = set.len();
-        if n == 0 {
-            return 0;
-        }
-        let step = (n / SAMPLE).max(1);
-        let (mut seen, mut hit) = (0u64, 0u64);
-        let mut rank = 0u64;
-        while rank < n {
-            if let Some(off) = set.select(rank as u32) {
+    /// Estimate how many of `live` live points match `filter` from an evenly spaced sample
+    /// (about 512) of the `len` positions `slot_at` maps to slots; tombstones are skipped.
+    fn sample_matches(
+        &self,
+        filter: &Filter,
+        len: usize,
+        live: usize,
+        slot_at: impl Fn(usize) -> Option<u32>,
+    ) -> usize {
+        const SAMPLE: usize = 512;
+        let step = (len / SAMPLE).max(1);
+        let (mut seen, mut hit) = (0usize, 0usize);
+        for off in (0..len).step_by(step).filter_map(slot_at) {
+            if self.slot_id[off as usize].is_some() {
                 seen += 1;
                 if self.matches_slot(off, Some(filter)) {
                     hit += 1;
                 }
             }
-            rank += step;
-        }
-        (hit * n).div_ceil(seen.max(1)) as usize
-    }
-
-    /// Estimated number of live points matching `filter` (evenly spaced sample of slots).
-    pub fn estimate_matches(&self, filter: &Filter) -> usize {
-        const SAMPLE: usize = 512;
-        let live = self.ids.len();
-        if live <= SAMPLE {
-            return self.count(Some(filter));
-        }
-        let slots = self.slot_id.len();
-        let step = (slots / SAMPLE).max(1);
-        let (mut seen, mut hit) = (0usize, 0usize);
-        let mut off = 0;
-        while off < slots {
-            if self.slot_id[off].is_some() {
-                seen += 1;
-                if self.matches_slot(off as u32, Some(filter)) {
-                    hit += 1;
-                }
-            }
-            off += step;
         }
         if seen == 0 {
             return 0;
         }
         // round up: never estimate zero matches for a filter that matched in the sample
         (hit * live).div_ceil(seen)
+    }
+
+    /// Estimated number of slots in `set` (live slots) that match `filter`.
+    fn estimate_within(&self, filter: &Filter, set: &RoaringBitmap) -> usize {
+        let n = set.len() as usize;
+        self.sample_matches(filter, n, n, |rank| set.select(rank as u32))
+    }
+
+    /// Estimated number of live points matching `filter` (evenly spaced sample of slots).
+    pub fn estimate_matches(&self, filter: &Filter) -> usize {
+        let live = self.ids.len();
+        if live <= 512 {
+            return self.count(Some(filter));
+        }
+        self.sample_matches(filter, self.slot_id.len(), live, |off| Some(off as u32))
     }
 
     /// Live points with a vector `name` that the graph covers / does not cover yet.
