@@ -108,3 +108,92 @@ def test_hnsw_rebuilt_after_restart(make_server):
     wait_green(client, name)
     r = recall(client, name, data[3000:])
     assert r >= 0.98, f"seed {SEED}: recall after restart {r}"
+
+
+@pytest.mark.slow
+def test_int8_quantization_with_vectors_on_disk(make_server):
+    """int8 codes preselect, f32 vectors (in a mapped file) rescore: recall holds with and
+    without filters, after deletions and a restart; `rescore=false` returns code scores."""
+    srv = make_server()
+    srv.start()
+    client = srv.client()
+    rng = np.random.default_rng(SEED + 7)
+    name = "ann_int8"
+    client.create_collection(
+        name,
+        vectors_config=models.VectorParams(size=DIM, distance=models.Distance.EUCLID, on_disk=True),
+        quantization_config=models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)),
+        optimizers_config=models.OptimizersConfigDiff(indexing_threshold=10),
+        hnsw_config=models.HnswConfigDiff(full_scan_threshold=10),
+    )
+    info = client.get_collection(name)
+    assert info.config.quantization_config.scalar.quantile == pytest.approx(0.99)
+    assert info.config.params.vectors.on_disk is True
+    data = clustered(rng, N + QUERIES)
+    vecs, queries = data[:N], data[N:]
+    buckets = rng.integers(0, 100, size=N)
+    for start in range(0, N, 1000):
+        ids = list(range(start, start + 1000))
+        client.upsert(name, points=models.Batch(ids=ids, vectors=vecs[ids].tolist(),
+                                                payloads=[{"b": int(buckets[i])} for i in ids]), wait=True)
+    wait_green(client, name)
+
+    def check(stage: str):
+        r = recall(client, name, queries)
+        assert r >= 0.95, f"seed {SEED}: int8 recall {r} ({stage})"
+        for pct in (1, 10, 50):
+            flt = models.Filter(must=[models.FieldCondition(key="b", range=models.Range(lt=pct))])
+            r = recall(client, name, queries[:15], flt)
+            assert r >= 0.95, f"seed {SEED}: int8 recall {r} at {pct}% ({stage})"
+
+    check("fresh")
+    q = queries[0].tolist()
+    exact = {p.id: p.score for p in client.query_points(
+        name, query=q, limit=10, search_params=models.SearchParams(exact=True)).points}
+    rescored = client.query_points(name, query=q, limit=10).points
+    raw = client.query_points(name, query=q, limit=10, search_params=models.SearchParams(
+        quantization=models.QuantizationSearchParams(rescore=False, oversampling=2.0))).points
+    ignored = client.query_points(name, query=q, limit=10, search_params=models.SearchParams(
+        quantization=models.QuantizationSearchParams(ignore=True))).points
+    for p in rescored + ignored:
+        if p.id in exact:
+            assert p.score == pytest.approx(exact[p.id], rel=1e-5), "rescored scores are exact"
+    assert any(p.id in exact and p.score != pytest.approx(exact[p.id], rel=1e-5) for p in raw), \
+        "rescore=false must report the int8 approximation (codes are in use)"
+
+    client.delete(name, points_selector=models.PointIdsList(points=list(range(0, N, 5))), wait=True)
+    check("after deletions")
+    srv.kill()
+    srv.restart()
+    client = srv.client()
+    assert client.count(name).count == N - N // 5
+    wait_green(client, name)
+    check("after restart")
+
+
+def test_quantization_bad_input(server):
+    import requests
+    from helpers import assert_error_response, assert_ok_response
+
+    base = f"{server.url}/collections"
+    ok = {"vectors": {"size": 4, "distance": "Dot"},
+          "quantization_config": {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}}
+    assert_ok_response(requests.put(f"{base}/q_ok", json=ok, timeout=30), "create quantized")
+    for bad, word in [({"scalar": {"type": "int8", "quantile": 0.2}}, "quantile"),
+                      ({"scalar": {"type": "int4"}}, "int8"),
+                      ({"scalar": {"type": "int8", "always_ram": "yes"}}, "always_ram")]:
+        r = requests.put(f"{base}/q_bad", json={**ok, "quantization_config": bad}, timeout=30)
+        assert_error_response(r, 422)
+        assert word in r.json()["status"]["error"], r.text
+    for params, word in [({"quantization": {"oversampling": 0.5}}, "oversampling"),
+                         ({"quantization": {"rescore": "no"}}, "rescore"),
+                         ({"quantization": {"bogus": 1}}, "bogus")]:
+        r = requests.post(f"{base}/q_ok/points/query", json={"query": [0.1, 0.2, 0.3, 0.4], "params": params},
+                          timeout=30)
+        assert 400 <= r.status_code < 500, r.text
+        assert word in r.json()["status"]["error"], r.text
+    r = requests.post(f"{base}/q_ok/points/query", json={
+        "query": [0.1, 0.2, 0.3, 0.4], "params": {"quantization": {"ignore": False, "rescore": True, "oversampling": 3}}},
+        timeout=30)
+    assert_ok_response(r, "query with quantization params")

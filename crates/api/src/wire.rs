@@ -630,6 +630,37 @@ pub fn request_params(m: &Map<String, Value>) -> WResult<RequestParams> {
                     .ok_or_else(|| bad(format!("`{k}` must be a bool")))?;
             }
         }
+        if let Some(q) = pm.get("quantization").filter(|v| !v.is_null()) {
+            let qm = obj(q, "params.quantization")?;
+            known_fields(
+                qm,
+                &["ignore", "rescore", "oversampling"],
+                "params.quantization",
+            )?;
+            let flag = |k: &str| -> WResult<Option<bool>> {
+                match qm.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => v
+                        .as_bool()
+                        .map(Some)
+                        .ok_or_else(|| bad(format!("`quantization.{k}` must be a bool"))),
+                }
+            };
+            out.quantization.ignore = flag("ignore")?.unwrap_or(false);
+            out.quantization.rescore = flag("rescore")?;
+            if let Some(o) = qm.get("oversampling").filter(|v| !v.is_null()) {
+                match o.as_f64() {
+                    Some(x) if (1.0..=1000.0).contains(&x) => {
+                        out.quantization.oversampling = Some(x)
+                    }
+                    _ => {
+                        return Err(bad(
+                            "`quantization.oversampling` must be a number >= 1 (at most 1000)",
+                        ))
+                    }
+                }
+            }
+        }
     }
     Ok(out)
 }

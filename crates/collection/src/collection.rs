@@ -123,7 +123,8 @@ impl Collection {
             .map_err(|e| {
                 CollectionError::Service(format!("collection {name}: bad collection.json: {e}"))
             })?;
-        let mut store = PointStore::new(meta.config.vector_schema());
+        let mut store =
+            PointStore::with_vector_dir(meta.config.vector_schema(), Some(dir.join("vectors")));
         let mut checkpoint_seq = 0;
         if let Some((seq, path)) = latest_checkpoint(dir)? {
             load_checkpoint(&path, &mut store, &|name| {
@@ -219,6 +220,16 @@ impl Collection {
         };
         if hnsw_changed {
             self.reset_indexes();
+        }
+        {
+            // on_disk / quantization changes take effect in place
+            let schema = config.vector_schema();
+            let mut store = self.store.write();
+            for (name, p) in &schema.dense {
+                if store.schema().dense.get(name) != Some(p) {
+                    store.configure_vector(name, p.on_disk, p.quantization);
+                }
+            }
         }
         let mut meta = self.meta.write();
         let mut new = meta.clone();

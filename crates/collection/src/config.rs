@@ -190,6 +190,35 @@ pub struct CreateCollection {
     pub init_from: Option<Value>,
 }
 
+/// The int8 settings of a `quantization_config`: `Some` for `{"scalar": {"type": "int8",
+/// "quantile"?, "always_ram"?}}`, `None` for the other kinds (product, binary: accepted and
+/// reported back, vectors stay unquantized), an error for a malformed scalar config.
+pub fn scalar_config(q: &Value) -> CResult<Option<segment::store::ScalarConfig>> {
+    let bad = |m: &str| CollectionError::Validation(format!("quantization_config.scalar: {m}"));
+    let Some(s) = q.get("scalar") else {
+        return Ok(None);
+    };
+    let Value::Object(s) = s else {
+        return Err(bad("must be an object"));
+    };
+    match s.get("type").and_then(Value::as_str) {
+        Some("int8") => {}
+        _ => return Err(bad("type must be \"int8\"")),
+    }
+    let quantile = match s.get("quantile") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(x) if (0.5..=1.0).contains(&x) => Some(x as f32),
+            _ => return Err(bad("quantile must be a number in [0.5, 1.0]")),
+        },
+    };
+    match s.get("always_ram") {
+        None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+        _ => return Err(bad("always_ram must be a boolean")),
+    }
+    Ok(Some(segment::store::ScalarConfig { quantile }))
+}
+
 /// Merge a JSON object patch into a typed config (keys present in the patch win).
 pub fn merge_into<T: Serialize + serde::de::DeserializeOwned>(
     base: &T,
@@ -367,17 +396,31 @@ impl CollectionConfig {
                 "optimizers_config.deleted_threshold must be between 0 and 1".into(),
             ));
         }
+        if let Some(q) = &self.quantization_config {
+            scalar_config(q)?;
+        }
+        for (_, p) in self.params.vectors.iter() {
+            if let Some(q) = &p.quantization_config {
+                scalar_config(q)?;
+            }
+        }
         Ok(())
     }
 
     pub fn vector_schema(&self) -> VectorSchema {
         let mut s = VectorSchema::default();
         for (n, p) in self.params.vectors.iter() {
+            let quant = p
+                .quantization_config
+                .as_ref()
+                .or(self.quantization_config.as_ref());
             s.dense.insert(
                 n.to_string(),
                 DenseParams {
                     size: p.size as usize,
                     distance: p.distance,
+                    on_disk: p.on_disk.unwrap_or(false),
+                    quantization: quant.and_then(|q| scalar_config(q).ok().flatten()),
                 },
             );
         }

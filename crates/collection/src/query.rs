@@ -155,6 +155,7 @@ pub struct RequestParams {
     pub exact: bool,
     pub hnsw_ef: Option<usize>,
     pub indexed_only: bool,
+    pub quantization: segment::store::QuantSearch,
 }
 
 impl<'a> QueryEngine<'a> {
@@ -180,6 +181,7 @@ impl<'a> QueryEngine<'a> {
             hnsw_ef: self.params.hnsw_ef,
             indexed_only: self.params.indexed_only,
             full_scan_threshold: self.full_scan_threshold_kb.saturating_mul(1024) / (dim * 4),
+            quantization: self.params.quantization,
         }
     }
 

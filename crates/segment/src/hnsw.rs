@@ -62,6 +62,32 @@ impl<'a> Arena<'a> {
     }
 }
 
+/// How a search scores graph nodes against its query: full f32 vectors
+/// ([`F32Query`]) or compressed codes (`quant::QuantQuery`).
+pub trait QueryScorer {
+    /// Internal score of node `i` (bigger is better).
+    fn score(&self, i: u32) -> f32;
+    /// Hint that node `i` is about to be scored.
+    fn prefetch(&self, i: u32);
+}
+
+/// A query scored against the f32 arena.
+pub struct F32Query<'a> {
+    pub arena: Arena<'a>,
+    pub q: &'a [f32],
+}
+
+impl QueryScorer for F32Query<'_> {
+    #[inline]
+    fn score(&self, i: u32) -> f32 {
+        self.arena.score(self.q, i)
+    }
+    #[inline]
+    fn prefetch(&self, i: u32) {
+        prefetch(self.arena.row(i));
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Scored {
     score: f32,
@@ -85,7 +111,7 @@ impl Ord for Scored {
 /// Hint the CPU to load every cache line of `row` (a candidate a few steps ahead in an
 /// exact scan over scattered slots, which is otherwise bound by memory latency).
 #[inline(always)]
-pub(crate) fn prefetch_all(row: &[f32]) {
+pub(crate) fn prefetch_all<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -528,7 +554,7 @@ impl Hnsw {
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
     ) -> Vec<(u32, f32)> {
-        self.search_mode(a, q, k, ef, accept, false)
+        self.search_scored(&F32Query { arena: *a, q }, k, ef, accept, false)
     }
 
     /// Like [`Hnsw::search`], for a selective filter whose `accept` is cheap (a bitmap
@@ -544,13 +570,14 @@ impl Hnsw {
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
     ) -> Vec<(u32, f32)> {
-        self.search_mode(a, q, k, ef, accept, true)
+        self.search_scored(&F32Query { arena: *a, q }, k, ef, accept, true)
     }
 
-    fn search_mode(
+    /// The search behind [`Hnsw::search`] (`two_hop = false`) and
+    /// [`Hnsw::search_filtered`] (`two_hop = true`), with any scorer.
+    pub fn search_scored<S: QueryScorer>(
         &self,
-        a: &Arena,
-        q: &[f32],
+        a: &S,
         k: usize,
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
@@ -561,7 +588,7 @@ impl Hnsw {
         }
         let ef = ef.max(k);
         let mut cur = Scored {
-            score: a.score(q, self.entry),
+            score: a.score(self.entry),
             id: self.entry,
         };
         for l in (1..=self.max_level as usize).rev() {
@@ -569,7 +596,7 @@ impl Hnsw {
             while changed {
                 changed = false;
                 for &nb in self.links_upper(cur.id, l) {
-                    let s = a.score(q, nb);
+                    let s = a.score(nb);
                     if s > cur.score {
                         cur = Scored { score: s, id: nb };
                         changed = true;
@@ -601,7 +628,7 @@ impl Hnsw {
                             continue;
                         }
                         if accept(nb) {
-                            prefetch(a.row(nb));
+                            a.prefetch(nb);
                             fresh.push(nb);
                         } else {
                             for &nb2 in self.links0(nb) {
@@ -609,7 +636,7 @@ impl Hnsw {
                                     break 'expand;
                                 }
                                 if accept(nb2) && vis.insert(nb2) {
-                                    prefetch(a.row(nb2));
+                                    a.prefetch(nb2);
                                     fresh.push(nb2);
                                 }
                             }
@@ -621,13 +648,13 @@ impl Hnsw {
                 } else {
                     for &nb in self.links0(c.id) {
                         if vis.insert(nb) {
-                            prefetch(a.row(nb));
+                            a.prefetch(nb);
                             fresh.push(nb);
                         }
                     }
                 }
                 for &nb in &fresh {
-                    let s = a.score(q, nb);
+                    let s = a.score(nb);
                     if res.len() < ef || s > bound {
                         let x = Scored { score: s, id: nb };
                         cand.push(x);

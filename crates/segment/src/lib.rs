@@ -10,10 +10,12 @@ pub mod filter;
 pub mod hnsw;
 pub mod json_path;
 pub mod payload_index;
+pub mod quant;
 pub mod routing;
 pub mod simd;
 pub mod store;
 pub mod types;
+pub mod vector_file;
 
 pub use store::PointStore;
 pub use types::*;
