@@ -6,8 +6,8 @@
   writes are marked Dead; after a restart they are refilled (Partial -> Active) with no
   operator step, and every peer then answers with exactly the acknowledged points.
 * ``test_kill_loop_wcf2``: ``write_consistency_factor: 2``; a writer (``wait=true``) runs
-  while one peer is SIGKILLed and restarted ``SEXTANT_REPL_CYCLES`` times (default 3; the
-  acceptance run uses 10). Afterwards every acknowledged point is readable from every peer,
+  while one peer is SIGKILLed and restarted ``SEXTANT_REPL_CYCLES`` times (default 10, as
+  the acceptance asks; CI runs the default). Afterwards every acknowledged point is readable from every peer,
   every replica is Active, and every peer's own replicas hold identical points.
 
 All traffic is on 127.0.0.1; every process is killed on teardown.
@@ -27,7 +27,7 @@ import requests
 
 from cluster_data_harness import Procs
 
-CYCLES = int(os.environ.get("SEXTANT_REPL_CYCLES") or 3)
+CYCLES = int(os.environ.get("SEXTANT_REPL_CYCLES") or 10)
 RECOVERY_TIMEOUT_S = 60.0
 
 
@@ -343,3 +343,85 @@ def test_recreate_lost_node(procs):
         assert all_points(p, "lost") == expected, f"{p} disagrees"
     p0.kill()  # the data must not depend on p0 any more
     assert all_points(new, "lost") == expected
+
+
+def _source_record(peers, name, to_peer, after=0):
+    """The newest finished transfer of `name` to `to_peer` recorded by any source peer."""
+    recs = [r for p in peers if p.alive() for r in p.ok("GET", "/cluster/transfers")
+            if r["collection"] == name and r["to"] == to_peer]
+    return recs[after:] if recs else []
+
+
+def test_wal_delta_recovery(procs):
+    """A peer that missed 10,000 writes catches up by WAL delta (the source's record says so),
+    faster than a full transfer of the same shard, and ends with identical points."""
+    p0, p1, p2 = procs.nodes
+    n_pre, n_missed = int(os.environ.get("SEXTANT_DELTA_PRELOAD") or 60_000), 10_000
+    p0.ok("PUT", "/collections/wd", {"vectors": {"size": 4, "distance": "Dot"},
+                                     "shard_number": 1, "replication_factor": 3, "write_consistency_factor": 1})
+    wait_all_active([p0, p1, p2], "wd")
+    rng = random.Random(5)
+    for b in range(0, n_pre, 2000):
+        p0.ok("PUT", "/collections/wd/points?wait=true", {"points": points(range(b, b + 2000), rng)})
+    p2.kill()
+    # 10,000 single-point writes (upserts, some deletes and payload updates) while p2 is down
+    ops = []
+    for i in range(n_missed):
+        pid = n_pre + i if i % 10 else rng.randrange(n_pre)
+        if i % 50 == 7:  # deletes hit even ids, payload updates odd ones (never deleted)
+            pid = 2 * rng.randrange(n_pre // 2)
+            ops.append((pid, "POST", "/collections/wd/points/delete?wait=true", {"points": [pid]}))
+        elif i % 50 == 13:
+            pid = 2 * rng.randrange(n_pre // 2) + 1
+            ops.append((pid, "POST", "/collections/wd/points/payload?wait=true",
+                        {"payload": {"late": i}, "points": [pid]}))
+        else:
+            ops.append((pid, "PUT", "/collections/wd/points?wait=true", {"points": points([pid], rng)}))
+    errors = []
+
+    def run(part):
+        s = requests.Session()
+        for k, (_, m, path, body) in enumerate(part):
+            peer = (p0, p1)[k % 2]
+            r = s.request(m, peer.url + path, json=body, timeout=30)
+            if r.status_code != 200:
+                errors.append(f"{path} -> {r.status_code} {r.text[:200]}")
+    # each point's writes stay in one thread, in order (replicas agree on per-point order
+    # only for writes that do not race each other)
+    groups = [[o for o in ops if o[0] % 4 == j] for j in range(4)]
+    threads = [threading.Thread(target=run, args=(g,)) for g in groups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
+
+    p2.spawn(["--bootstrap", p0.p2p_uri, "--uri", p2.p2p_uri])
+    p2.wait_ready()
+    wait_all_active([p0, p1, p2], "wd", timeout=120)
+    delta = _source_record([p0, p1], "wd", p2.peer_id)
+    assert delta, "no finished transfer to the restarted peer was recorded"
+    delta = delta[-1]
+    assert delta["requested_method"] == "wal_delta" and delta["method"] == "wal_delta", delta
+    assert n_missed <= delta["sent"] <= n_missed + 100, f"delta replayed {delta['sent']} ops for {n_missed} missed"
+    views = [all_points(p, "wd") for p in (p0, p1, p2)]
+    assert views[0] == views[1] == views[2], "replicas disagree after WAL delta"
+
+    # a full transfer of the same shard to the same peer, for comparison
+    src = next(p for p in (p0, p1) if p.peer_id == delta["from"])
+    before = len(_source_record([src], "wd", p2.peer_id))
+    p0.ok("POST", "/collections/wd/cluster", {"drop_replica": {"shard_id": 0, "peer_id": p2.peer_id}})
+    deadline = time.monotonic() + 30
+    while p2.peer_id in holders(p0, "wd")[0].get(0, {}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # asking for wal_delta after the drop must fall back: the dropped copy's history is void
+    p0.ok("POST", "/collections/wd/cluster", {"replicate_shard": {
+        "shard_id": 0, "from_peer_id": src.peer_id, "to_peer_id": p2.peer_id, "method": "wal_delta"}})
+    wait_transfers_done(p0, "wd", timeout=120)
+    full = _source_record([src], "wd", p2.peer_id)[before:]
+    assert full and full[-1]["method"] == "stream_records" and full[-1]["requested_method"] == "wal_delta", full
+    full = full[-1]
+    assert full["sent"] >= len(views[0]), full
+    assert delta["secs"] < full["secs"], f"WAL delta {delta} not faster than full transfer {full}"
+    views = [all_points(p, "wd") for p in (p0, p1, p2)]
+    assert views[0] == views[1] == views[2], "replicas disagree after full transfer"

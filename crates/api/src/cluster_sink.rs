@@ -96,7 +96,13 @@ impl EffectSink for StorageSink {
                         m.shards.len() as u32,
                         &[*shard],
                     );
-                    if let Err(e) = c.update(op, true) {
+                    // logged as a reset of the shard: its earlier history no longer
+                    // describes this copy (WAL delta must not rely on it)
+                    let meta = collection::operations::OpMeta {
+                        id: None,
+                        fill: Some(*shard),
+                    };
+                    if let Err(e) = c.update_logged(op, true, meta) {
                         tracing::error!(collection = %collection, shard, error = %e, "could not drop the replica's points");
                     }
                 }

@@ -360,6 +360,8 @@ pub async fn update(
             by_peer.entry(peer).or_default().push(s);
         }
     }
+    // one id for this client write on every replica (see replication: WAL delta)
+    let op_id = uuid::Uuid::new_v4().as_u64_pair().0;
     let mut set = tokio::task::JoinSet::new();
     for (peer, shards) in by_peer {
         let part = if p.holds_only(peer, &shards) {
@@ -370,7 +372,7 @@ pub async fn update(
         let Some(part) = part else { continue };
         let (st, p) = (st.clone(), p.clone());
         let path = format!(
-            "/collections/{}/points/apply?wait={wait}",
+            "/collections/{}/points/apply?wait={wait}&op_id={op_id}",
             urlencode(&p.name)
         );
         set.spawn(async move {

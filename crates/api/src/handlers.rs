@@ -48,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/cluster", get(cluster_info))
         .route("/cluster/peer/{peer_id}", delete(remove_peer))
         .route("/cluster/recover", post(cluster_recover))
+        .route("/cluster/transfers", get(transfer_history))
         .route("/collections", get(list_collections))
         .route("/aliases", get(list_aliases))
         .route("/collections/aliases", post(update_aliases))
@@ -91,6 +92,11 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/collections/{name}/points/batch", post(batch_update))
         .route("/collections/{name}/points/apply", post(apply_local))
+        .route(
+            "/collections/{name}/points/apply_batch",
+            post(apply_batch_local),
+        )
+        .route("/collections/{name}/points/op_ids", get(recent_op_ids))
         .route("/collections/{name}/points/scroll", post(scroll_points))
         .route("/collections/{name}/points/count", post(count_points))
         .route("/collections/{name}/points/search", post(search_points))
@@ -529,7 +535,7 @@ async fn collection_cluster(State(st): St, Path(name): Path<String>) -> ApiResul
             let sent = st.repl.progress(c.name(), tr.shard);
             json!({"shard_id": tr.shard, "from": tr.from, "to": tr.to,
                    "sync": tr.kind != cluster::state::TransferKind::Move,
-                   "method": "stream_records",
+                   "method": tr.method.name(),
                    "comment": sent.map(|n| format!("Transferring records: {n} sent"))})
         })
         .collect();
@@ -539,15 +545,23 @@ async fn collection_cluster(State(st): St, Path(name): Path<String>) -> ApiResul
     ))
 }
 
+/// `GET /cluster/transfers` (Sextant): the shard transfers this peer finished as their
+/// source, with the method actually used, what was sent and how long it took.
+async fn transfer_history(State(st): St) -> ApiResult<Value> {
+    let t = Instant::now();
+    Ok(Timed(t, json!(st.repl.history())))
+}
+
 /// `POST /collections/{name}/cluster`: move_shard, replicate_shard, abort_transfer,
-/// drop_replica. Transfers always stream records (`wal_delta` and `snapshot` requests fall
-/// back to it, as Qdrant falls back when a delta is not possible).
+/// drop_replica. `method`: `stream_records` (default), `wal_delta` (replays what the
+/// target's log lacks; streams records when the source's log cannot tell), `snapshot`
+/// (runs as `stream_records`).
 async fn update_collection_cluster(
     State(st): St,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<bool> {
-    use cluster::state::{Transfer, TransferKind};
+    use cluster::state::{Transfer, TransferKind, TransferMethod};
     let t = Instant::now();
     let c = coll(&st, &name)?;
     let Some(node) = st.cluster.clone() else {
@@ -602,15 +616,11 @@ async fn update_collection_cluster(
         "move_shard" | "replicate_shard" | "abort_transfer" => {
             let from = known(num("from_peer_id")?)?;
             let to = known(num("to_peer_id")?)?;
+            let mut method = TransferMethod::StreamRecords;
             if let Some(m) = args.get("method").filter(|m| !m.is_null()) {
-                match m.as_str() {
-                    Some("stream_records" | "snapshot" | "wal_delta") => {}
-                    _ => {
-                        return Err(ApiError::validation(format!(
-                            "{kind}.method: unsupported transfer method {m}"
-                        )))
-                    }
-                }
+                method = m.as_str().and_then(TransferMethod::parse).ok_or_else(|| {
+                    ApiError::validation(format!("{kind}.method: unsupported transfer method {m}"))
+                })?;
             }
             if kind == "abort_transfer" {
                 let tr = meta
@@ -644,6 +654,7 @@ async fn update_collection_cluster(
                         } else {
                             TransferKind::Replicate
                         },
+                        method,
                     },
                 }
             }
@@ -779,11 +790,12 @@ async fn apply_local(
     if !local {
         return Err(ApiError::not_found("Not found: no such endpoint"));
     }
-    let wait = parse_query::<WriteParams>(q)?.wait()?;
+    let params = parse_query::<WriteParams>(q)?;
+    let (wait, meta) = (params.wait()?, params.op_meta());
     let c = coll(&st, &name)?;
     let op = collection::operations::UpdateOp::decode(&body)?;
     if st.cluster.is_none() {
-        let r = blocking(move || Ok(c.update(op, wait)?)).await?;
+        let r = blocking(move || Ok(c.update_logged(op, wait, meta)?)).await?;
         return Ok(Timed(t, update_out(r)));
     }
     // Cluster mode: local applies of a collection are serialized with shard transfers, and
@@ -791,9 +803,77 @@ async fn apply_local(
     let lock = st.repl.lock_for(c.name());
     let _g = lock.lock().await;
     let local_op = op.clone();
-    let r = blocking(move || Ok(c.update(local_op, wait)?)).await;
-    crate::replication::forward(&st, &name, &op).await;
+    let r = blocking(move || Ok(c.update_logged(local_op, wait, meta)?)).await;
+    crate::replication::forward(&st, &name, &op, meta.id).await;
     Ok(Timed(t, update_out(r?)))
+}
+
+/// Internal: apply a list of logged operations (MessagePack `[LoggedOp]`, a WAL-delta
+/// transfer) in order, made durable once at the end.
+async fn apply_batch_local(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<UpdateResultOut> {
+    let t = Instant::now();
+    if !local {
+        return Err(ApiError::not_found("Not found: no such endpoint"));
+    }
+    let c = coll(&st, &name)?;
+    let ops: Vec<collection::operations::LoggedOp> = rmp_serde::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Bad request: undecodable batch: {e}")))?;
+    let lock = st.repl.lock_for(c.name());
+    let _g = lock.lock().await;
+    let forwarded = ops.clone();
+    let r = blocking(move || {
+        let mut last = None;
+        for l in ops {
+            // per-op errors (e.g. a missing point) were reported at the original write
+            match c.update_logged(l.op, false, l.meta) {
+                Ok(r) => last = Some(r),
+                Err(e) if e.is_client_error() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        c.flush_all()?;
+        Ok(last.unwrap_or(collection::collection::UpdateResult {
+            operation_id: 0,
+            completed: true,
+        }))
+    })
+    .await;
+    for l in &forwarded {
+        crate::replication::forward(&st, &name, &l.op, l.meta.id).await;
+    }
+    Ok(Timed(t, update_out(r?)))
+}
+
+/// Internal: ids of this peer's newest logged client writes of a collection (JSON list,
+/// oldest first) — what a WAL-delta source compares its own log against.
+async fn recent_op_ids(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if !local {
+        return Err(ApiError::not_found("Not found: no such endpoint"));
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct ShardParam {
+        shard: Option<u32>,
+    }
+    let shard = parse_query::<ShardParam>(q)?
+        .shard
+        .ok_or_else(|| ApiError::bad_request("Bad request: `shard` is required"))?;
+    let c = coll(&st, &name)?;
+    let ids = blocking(move || {
+        Ok(c.recent_op_ids(collection::collection::WAL_RETAIN_OPS as usize, shard)?)
+    })
+    .await?;
+    Ok(Timed(t, json!(ids)))
 }
 
 async fn upsert_points(

@@ -22,8 +22,8 @@
 use crate::dist::{self, Placement};
 use crate::envelope::ApiError;
 use crate::AppState;
-use cluster::state::{ClusterOp, ReplicaState, Transfer, TransferKind};
-use collection::operations::{to_stored, PointInsert, UpdateMode, UpdateOp};
+use cluster::state::{ClusterOp, ReplicaState, Transfer, TransferKind, TransferMethod};
+use collection::operations::{to_stored, LoggedOp, OpMeta, PointInsert, UpdateMode, UpdateOp};
 use parking_lot::Mutex;
 use segment::filter::Filter;
 use serde_json::json;
@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 
 /// Points per transfer batch.
 const BATCH_POINTS: usize = 256;
+/// Logged operations per WAL-delta batch.
+const DELTA_BATCH_OPS: usize = 512;
+/// Finished transfers remembered for `GET /cluster/transfers`.
+const HISTORY: usize = 100;
 /// How long a finished transfer keeps forwarding (writes routed before the switch).
 const FORWARD_GRACE: Duration = Duration::from_secs(30);
 /// Timeout of metadata proposals made by replica maintenance.
@@ -55,6 +59,7 @@ pub struct Replication {
     running: Mutex<HashSet<(String, u32)>>,
     progress: Mutex<HashMap<(String, u32), u64>>,
     last_recovery: Mutex<HashMap<(String, u32), Instant>>,
+    history: Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
 
 impl Replication {
@@ -73,6 +78,19 @@ impl Replication {
             .lock()
             .get(&(collection.to_string(), shard))
             .copied()
+    }
+
+    /// Transfers this peer finished as their source, oldest first (at most `HISTORY`).
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        self.history.lock().iter().cloned().collect()
+    }
+
+    fn record(&self, v: serde_json::Value) {
+        let mut h = self.history.lock();
+        if h.len() >= HISTORY {
+            h.pop_front();
+        }
+        h.push_back(v);
     }
 
     fn forwards_of(&self, collection: &str) -> Vec<Forward> {
@@ -97,12 +115,16 @@ impl Replication {
 
 /// Forward a locally applied write to the replicas this peer is filling (called with the
 /// collection's lock held). A target that cannot take it ends its transfer.
-pub async fn forward(st: &AppState, collection: &str, op: &UpdateOp) {
+pub async fn forward(st: &AppState, collection: &str, op: &UpdateOp, op_id: Option<u64>) {
     for fw in st.repl.forwards_of(collection) {
         let Some(part) = op.scoped(fw.shard_number, &[fw.transfer.shard]) else {
             continue;
         };
-        if let Err(e) = remote_apply(st, collection, fw.transfer.to, &part).await {
+        let meta = OpMeta {
+            id: op_id,
+            fill: None,
+        };
+        if let Err(e) = remote_apply(st, collection, fw.transfer.to, &part, meta).await {
             tracing::warn!(collection, shard = fw.transfer.shard, to = fw.transfer.to, error = %e.message, "forward failed: aborting transfer");
             st.repl.set_forward(collection, None, &fw.transfer);
             if fw.until.is_none() {
@@ -119,32 +141,58 @@ async fn remote_apply(
     collection: &str,
     peer: u64,
     op: &UpdateOp,
+    meta: OpMeta,
 ) -> Result<(), ApiError> {
+    let mut path = format!(
+        "/collections/{}/points/apply?wait=true",
+        dist::urlencode(collection)
+    );
+    if let Some(id) = meta.id {
+        path += &format!("&op_id={id}");
+    }
+    if let Some(s) = meta.fill {
+        path += &format!("&fill={s}");
+    }
+    remote_call(st, collection, peer, "POST", &path, op.encode()).await
+}
+
+/// An internal request to `peer` about `collection`. A 4xx answer (e.g. a missing point)
+/// still means the peer processed it.
+async fn remote_call(
+    st: &AppState,
+    collection: &str,
+    peer: u64,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(), ApiError> {
+    remote_value(st, collection, peer, method, path, body)
+        .await
+        .map(|_| ())
+        .or_else(|e| {
+            if e.status.is_client_error() {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+}
+
+async fn remote_value(
+    st: &AppState,
+    collection: &str,
+    peer: u64,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<serde_json::Value, ApiError> {
     let p = dist::placement_of(st, collection).ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             format!("Not found: Collection `{collection}` doesn't exist!"),
         )
     })?;
-    let path = format!(
-        "/collections/{}/points/apply?wait=true",
-        dist::urlencode(collection)
-    );
-    match dist::call(
-        st,
-        &p,
-        peer,
-        "POST",
-        &path,
-        "application/msgpack",
-        op.encode(),
-    )
-    .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.status.is_client_error() => Ok(()),
-        Err(e) => Err(e),
-    }
+    dist::call(st, &p, peer, method, path, "application/msgpack", body).await
 }
 
 async fn propose(st: &AppState, op: ClusterOp) -> Result<(), String> {
@@ -226,6 +274,7 @@ async fn supervise(st: &AppState) {
                     from,
                     to: me,
                     kind: TransferKind::Recovery,
+                    method: TransferMethod::WalDelta,
                 },
             };
             let st2 = st.clone();
@@ -257,18 +306,36 @@ async fn stream(
     t: &Transfer,
     shard_number: u32,
 ) -> Result<(), String> {
-    let scope = segment::filter::shard_scope(shard_number, &[t.shard]);
-    let filter = Filter::from_json(&json!({"must": [scope]})).map_err(|e| e.to_string())?;
-    let clear = UpdateOp::delete_shards(shard_number, &[t.shard]);
+    let started = Instant::now();
     let lock = st.repl.lock_for(collection);
     let key = (collection.to_string(), t.shard);
     st.repl.progress.lock().insert(key.clone(), 0);
+    if t.method == TransferMethod::WalDelta {
+        match wal_delta(st, collection, t, shard_number).await? {
+            Some(ops) => {
+                return finish(st, collection, t, shard_number, "wal_delta", ops, started).await
+            }
+            None => tracing::info!(
+                collection,
+                shard = t.shard,
+                to = t.to,
+                "WAL delta not possible: streaming records"
+            ),
+        }
+    }
+    let scope = segment::filter::shard_scope(shard_number, &[t.shard]);
+    let filter = Filter::from_json(&json!({"must": [scope]})).map_err(|e| e.to_string())?;
+    let clear = UpdateOp::delete_shards(shard_number, &[t.shard]);
+    let fill = OpMeta {
+        id: None,
+        fill: Some(t.shard),
+    };
     {
         let _g = lock.lock().await;
         if !still_running(st, collection, t) {
             return Ok(());
         }
-        remote_apply(st, collection, t.to, &clear)
+        remote_apply(st, collection, t.to, &clear, fill)
             .await
             .map_err(|e| format!("clearing the target: {}", e.message))?;
         st.repl.set_forward(
@@ -313,12 +380,101 @@ async fn stream(
             update_filter: None,
             mode: UpdateMode::Upsert,
         };
-        remote_apply(st, collection, t.to, &op)
+        remote_apply(st, collection, t.to, &op, fill)
             .await
             .map_err(|e| format!("sending a batch: {}", e.message))?;
         after = Some(last);
         *st.repl.progress.lock().entry(key.clone()).or_default() += n;
     }
+    let sent = st.repl.progress(collection, t.shard).unwrap_or(0);
+    finish(
+        st,
+        collection,
+        t,
+        shard_number,
+        "stream_records",
+        sent,
+        started,
+    )
+    .await
+}
+
+/// WAL delta (under the collection lock, so no local write interleaves): ask the target
+/// which client writes it logged, replay the ones this peer's log has after them, scoped
+/// to the shard, and start forwarding. `None` if the log cannot tell (see
+/// `Collection::ops_missing_from`); the caller then streams records instead.
+async fn wal_delta(
+    st: &AppState,
+    collection: &str,
+    t: &Transfer,
+    shard_number: u32,
+) -> Result<Option<u64>, String> {
+    let lock = st.repl.lock_for(collection);
+    let _g = lock.lock().await;
+    if !still_running(st, collection, t) {
+        return Ok(None);
+    }
+    let path = format!(
+        "/collections/{}/points/op_ids?shard={}",
+        dist::urlencode(collection),
+        t.shard
+    );
+    let known: HashSet<u64> = match remote_value(st, collection, t.to, "GET", &path, vec![]).await {
+        Ok(v) => serde_json::from_value(v).map_err(|e| format!("op ids: {e}"))?,
+        Err(e) => return Err(format!("asking the target for its log: {}", e.message)),
+    };
+    let c = st.storage.get(collection).map_err(|e| e.to_string())?;
+    let shard = t.shard;
+    let missing = tokio::task::spawn_blocking(move || c.ops_missing_from(&known, shard))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let Some(missing) = missing else {
+        return Ok(None);
+    };
+    let ops: Vec<LoggedOp> = missing
+        .into_iter()
+        .filter_map(|(meta, op)| {
+            op.scoped(shard_number, &[t.shard])
+                .map(|op| LoggedOp { op, meta })
+        })
+        .collect();
+    let total = ops.len() as u64;
+    let path = format!(
+        "/collections/{}/points/apply_batch",
+        dist::urlencode(collection)
+    );
+    for chunk in ops.chunks(DELTA_BATCH_OPS) {
+        let body = rmp_serde::to_vec_named(chunk).map_err(|e| e.to_string())?;
+        remote_call(st, collection, t.to, "POST", &path, body)
+            .await
+            .map_err(|e| format!("sending a delta batch: {}", e.message))?;
+        let key = (collection.to_string(), t.shard);
+        *st.repl.progress.lock().entry(key).or_default() += chunk.len() as u64;
+    }
+    st.repl.set_forward(
+        collection,
+        Some(Forward {
+            transfer: t.clone(),
+            shard_number,
+            until: None,
+        }),
+        t,
+    );
+    Ok(Some(total))
+}
+
+/// Switch the target to Active through consensus and keep forwarding for the grace period.
+async fn finish(
+    st: &AppState,
+    collection: &str,
+    t: &Transfer,
+    shard_number: u32,
+    method: &str,
+    sent: u64,
+    started: Instant,
+) -> Result<(), String> {
+    let lock = st.repl.lock_for(collection);
     let _g = lock.lock().await;
     propose(
         st,
@@ -337,13 +493,22 @@ async fn stream(
         }),
         t,
     );
+    let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         collection,
         shard = t.shard,
         from = t.from,
         to = t.to,
+        method,
+        sent,
+        secs,
         "transfer finished"
     );
+    st.repl.record(json!({
+        "collection": collection, "shard_id": t.shard, "from": t.from, "to": t.to,
+        "requested_method": t.method.name(), "method": method,
+        "sent": sent, "secs": secs,
+    }));
     Ok(())
 }
 

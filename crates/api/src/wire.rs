@@ -26,6 +26,20 @@ pub struct WriteParams {
     pub wait: Option<String>,
     pub ordering: Option<String>,
     pub timeout: Option<String>,
+    /// Internal (peer to peer): the coordinator's id of this client write.
+    pub op_id: Option<u64>,
+    /// Internal (peer to peer): this write fills shard `fill` for a transfer.
+    pub fill: Option<u32>,
+}
+
+impl WriteParams {
+    /// Replication metadata of an internal apply.
+    pub fn op_meta(&self) -> collection::operations::OpMeta {
+        collection::operations::OpMeta {
+            id: self.op_id,
+            fill: self.fill,
+        }
+    }
 }
 
 impl WriteParams {

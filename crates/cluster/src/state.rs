@@ -67,6 +67,42 @@ pub struct Transfer {
     pub from: PeerId,
     pub to: PeerId,
     pub kind: TransferKind,
+    /// How the source fills the target (requested; `WalDelta` falls back to streaming
+    /// when the source's log no longer covers what the target missed).
+    #[serde(default)]
+    pub method: TransferMethod,
+}
+
+/// Qdrant's `method` of a shard transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferMethod {
+    /// Copy every point of the shard (the target is cleared first).
+    #[default]
+    StreamRecords,
+    /// Replay only the logged operations the target is missing.
+    WalDelta,
+    /// Accepted as in Qdrant; runs as `StreamRecords`.
+    Snapshot,
+}
+
+impl TransferMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferMethod::StreamRecords => "stream_records",
+            TransferMethod::WalDelta => "wal_delta",
+            TransferMethod::Snapshot => "snapshot",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TransferMethod> {
+        [
+            TransferMethod::StreamRecords,
+            TransferMethod::WalDelta,
+            TransferMethod::Snapshot,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
+    }
 }
 
 impl CollectionMeta {
@@ -679,6 +715,7 @@ mod tests {
             from: 2,
             to: 1,
             kind: TransferKind::Recovery,
+            method: TransferMethod::StreamRecords,
         };
         let start = ClusterOp::StartTransfer {
             collection: "c".into(),
@@ -709,6 +746,7 @@ mod tests {
             from: 1,
             to: 3,
             kind: TransferKind::Replicate,
+            method: TransferMethod::StreamRecords,
         };
         st.apply(&ClusterOp::StartTransfer {
             collection: "c".into(),
@@ -733,6 +771,7 @@ mod tests {
             from: 2,
             to: 3,
             kind: TransferKind::Move,
+            method: TransferMethod::StreamRecords,
         };
         st.apply(&ClusterOp::StartTransfer {
             collection: "c".into(),
@@ -763,6 +802,7 @@ mod tests {
                 from: 1,
                 to: 3,
                 kind: TransferKind::Recovery,
+                method: TransferMethod::StreamRecords,
             },
         })
         .unwrap();

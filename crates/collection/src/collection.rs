@@ -16,7 +16,7 @@
 use crate::config::CollectionConfig;
 use crate::error::{CResult, CollectionError};
 use crate::fsutil::{atomic_write, sync_dir, write_synced};
-use crate::operations::UpdateOp;
+use crate::operations::{LoggedOp, OpMeta, UpdateOp};
 use parking_lot::{Mutex, RwLock};
 use segment::store::{NamedVectors, PointStore};
 use segment::{Payload, PointId, SparseVector, Vector};
@@ -30,8 +30,18 @@ use std::sync::Arc;
 use std::time::Instant;
 use wal::{Flusher, Wal};
 
-/// Take a checkpoint after this many logged operations.
+/// Take a checkpoint after this many logged operations...
 pub const CHECKPOINT_EVERY_OPS: u64 = 20_000;
+/// ...or this many bytes of logged operations (bounds WAL replay time at start)...
+pub const CHECKPOINT_EVERY_WAL_BYTES: u64 = 256 << 20;
+/// ...or, once a graph build finished, when the last checkpoint is at least this old (so
+/// a restart loads the graph instead of rebuilding it, without a full checkpoint per build).
+pub const CHECKPOINT_AFTER_INDEX_SECS: u64 = 30;
+/// Logged operations kept after a checkpoint covers them (history for WAL-delta
+/// transfers)...
+pub const WAL_RETAIN_OPS: u64 = 50_000;
+/// ...within at most this many closed WAL segments.
+pub const WAL_RETAIN_SEGMENTS: usize = 4;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CollectionMeta {
@@ -85,6 +95,11 @@ pub struct Collection {
     wal: Mutex<Wal>,
     flusher: Arc<Flusher>,
     checkpoint_seq: AtomicU64,
+    /// WAL bytes appended since the last checkpoint.
+    wal_bytes: AtomicU64,
+    /// A graph was installed after the last checkpoint.
+    graphs_dirty: std::sync::atomic::AtomicBool,
+    last_checkpoint: Mutex<Instant>,
     last_seq: AtomicU64,
     checkpoint_lock: Mutex<()>,
     last_flush: Mutex<Instant>,
@@ -142,7 +157,7 @@ impl Collection {
             if seq != last + 1 {
                 return Err(CollectionError::Service(format!("collection {name}: WAL gap after checkpoint {checkpoint_seq}: found seq {seq}, expected {}", last + 1)));
             }
-            let op = UpdateOp::decode(&bytes)?;
+            let op = LoggedOp::decode(&bytes)?.op;
             let _ = op.apply(&mut store, seq); // per-point errors were reported at write time
             last = seq;
         }
@@ -161,6 +176,7 @@ impl Collection {
             apply_index(&mut store, field, schema)?;
         }
         let flusher = wal.flusher();
+        crate::fsutil::release_free_memory();
         Ok(Collection {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -169,6 +185,9 @@ impl Collection {
             wal: Mutex::new(wal),
             flusher,
             checkpoint_seq: AtomicU64::new(checkpoint_seq),
+            wal_bytes: AtomicU64::new(0),
+            graphs_dirty: Default::default(),
+            last_checkpoint: Mutex::new(Instant::now()),
             last_seq: AtomicU64::new(last),
             checkpoint_lock: Mutex::new(()),
             last_flush: Mutex::new(Instant::now()),
@@ -194,11 +213,20 @@ impl Collection {
 
     /// Validate, log and apply one operation. With `wait`, returns once it is durable.
     pub fn update(&self, op: UpdateOp, wait: bool) -> CResult<UpdateResult> {
+        self.update_logged(op, wait, OpMeta::default())
+    }
+
+    /// [`Collection::update`] with replication metadata logged alongside.
+    pub fn update_logged(&self, op: UpdateOp, wait: bool, meta: OpMeta) -> CResult<UpdateResult> {
         let op = op.prepare(&self.store.read())?;
-        let bytes = op.encode();
+        let logged = LoggedOp { op, meta };
+        let bytes = logged.encode();
+        let op = logged.op;
         let (seq, result) = {
             let mut wal = self.wal.lock();
             let seq = wal.append(&bytes)?;
+            self.wal_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             let result = op.apply(&mut self.store.write(), seq);
             self.last_seq.store(seq, Ordering::Release);
             (seq, result)
@@ -279,8 +307,13 @@ impl Collection {
                 *lf = Instant::now();
             }
         }
-        if self.last_seq.load(Ordering::Acquire) - self.checkpoint_seq.load(Ordering::Acquire)
-            >= CHECKPOINT_EVERY_OPS
+        let ops =
+            self.last_seq.load(Ordering::Acquire) - self.checkpoint_seq.load(Ordering::Acquire);
+        let index_due = self.graphs_dirty.load(Ordering::Acquire)
+            && self.last_checkpoint.lock().elapsed().as_secs() >= CHECKPOINT_AFTER_INDEX_SECS;
+        if ops >= CHECKPOINT_EVERY_OPS
+            || self.wal_bytes.load(Ordering::Acquire) >= CHECKPOINT_EVERY_WAL_BYTES
+            || (ops > 0 && index_due)
         {
             self.checkpoint()?;
         }
@@ -387,6 +420,10 @@ impl Collection {
         let (name, n) = (job.name.clone(), job.new_points());
         let built = job.run();
         let installed = self.store.write().install_index(built);
+        crate::fsutil::release_free_memory();
+        if installed {
+            self.graphs_dirty.store(true, Ordering::Release);
+        }
         tracing::info!(collection = %self.name, vector = %name, points = n, secs = started.elapsed().as_secs_f64(), installed, "HNSW index extended");
         Ok(installed)
     }
@@ -409,10 +446,17 @@ impl Collection {
         let (seq, points, dense_names, dense_rows, graphs) = {
             let wal = self.wal.lock();
             let seq = wal.next_seq() - 1;
-            if seq == self.checkpoint_seq.load(Ordering::Acquire) {
+            // nothing new: no op since the last checkpoint and no graph built after it
+            if seq == self.checkpoint_seq.load(Ordering::Acquire)
+                && !self.graphs_dirty.load(Ordering::Acquire)
+            {
                 return Ok(());
             }
             let store = self.store.read();
+            // the cut: installs (store write lock) and appends (WAL lock) after it count
+            // towards the next checkpoint
+            self.graphs_dirty.store(false, Ordering::Release);
+            self.wal_bytes.store(0, Ordering::Release);
             let dense_names: Vec<(String, usize)> = store
                 .schema()
                 .dense
@@ -489,6 +533,7 @@ impl Collection {
         fs::rename(&tmp, &final_dir)?;
         sync_dir(&self.dir)?;
         self.checkpoint_seq.store(seq, Ordering::Release);
+        *self.last_checkpoint.lock() = Instant::now();
         // Older checkpoints and covered WAL segments are now garbage.
         for e in fs::read_dir(&self.dir)?.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
@@ -496,13 +541,66 @@ impl Collection {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
-        self.wal.lock().truncate_before(seq + 1)?;
+        self.wal
+            .lock()
+            .truncate_retaining(seq, WAL_RETAIN_OPS, WAL_RETAIN_SEGMENTS)?;
         tracing::debug!(collection = %self.name, seq, "checkpoint written");
         Ok(())
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Ids of the newest `limit` client writes this log holds (oldest first) that describe
+    /// the current copy of `shard`: only those after the last reset of the shard (a
+    /// transfer filling it, or a dropped replica), since what came before was replaced.
+    pub fn recent_op_ids(&self, limit: usize, shard: u32) -> CResult<Vec<u64>> {
+        let records = {
+            let wal = self.wal.lock();
+            wal.read_from(wal.next_seq().saturating_sub(limit as u64))?
+        };
+        let mut ids = Vec::with_capacity(records.len());
+        for (_, bytes) in records {
+            let meta = LoggedOp::decode(&bytes)?.meta;
+            if meta.fill == Some(shard) {
+                ids.clear();
+            }
+            if let Some(id) = meta.id {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// What a replica of `shard` whose log holds the client writes `known` is missing,
+    /// judged by this log: every client write after the oldest record of `known` found
+    /// here that is not in `known`, in this log's order. `None` when this log cannot tell —
+    /// none of `known` is still here (truncated, or the replica is new), or a transfer
+    /// refilled `shard` here after that point (this copy's history differs from its log).
+    pub fn ops_missing_from(
+        &self,
+        known: &std::collections::HashSet<u64>,
+        shard: u32,
+    ) -> CResult<Option<Vec<(OpMeta, UpdateOp)>>> {
+        if known.is_empty() {
+            return Ok(None);
+        }
+        let records = self.wal.lock().read_from(0)?;
+        let mut out = Vec::new();
+        let mut found = false;
+        for (_, bytes) in records {
+            let l = LoggedOp::decode(&bytes)?;
+            if found && l.meta.fill == Some(shard) {
+                return Ok(None);
+            }
+            match l.meta.id {
+                Some(id) if known.contains(&id) => found = true,
+                Some(_) if found => out.push((l.meta, l.op)),
+                _ => {}
+            }
+        }
+        Ok(found.then_some(out))
     }
 }
 

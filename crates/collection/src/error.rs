@@ -46,4 +46,11 @@ impl From<wal::WalError> for CollectionError {
     }
 }
 
+impl CollectionError {
+    /// The request was wrong (4xx), as opposed to a storage failure.
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, CollectionError::Service(_))
+    }
+}
+
 pub type CResult<T> = Result<T, CollectionError>;

@@ -29,3 +29,14 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()
 }
+
+/// Give freed heap memory back to the kernel. Loading a checkpoint or building a graph
+/// frees many small temporaries between long-lived allocations; glibc keeps those pages
+/// (resident) until asked. No-op on other allocators / platforms.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -68,6 +68,43 @@ pub enum UpdateMode {
     UpdateOnly,
 }
 
+/// Replication metadata logged with an operation (cluster mode; all `None` otherwise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpMeta {
+    /// Id the coordinator gave this client write; every replica logs the same id, which
+    /// is how a WAL-delta transfer finds what a returning replica missed.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// Set on the writes of a transfer that fills this shard (not a client write).
+    #[serde(default)]
+    pub fill: Option<u32>,
+}
+
+/// A WAL record: the operation and its replication metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoggedOp {
+    pub op: UpdateOp,
+    #[serde(default)]
+    pub meta: OpMeta,
+}
+
+impl LoggedOp {
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("operations always encode")
+    }
+
+    /// Decode a record (a bare `UpdateOp`, as older logs hold, has no metadata).
+    pub fn decode(bytes: &[u8]) -> CResult<LoggedOp> {
+        match rmp_serde::from_slice::<LoggedOp>(bytes) {
+            Ok(l) => Ok(l),
+            Err(_) => Ok(LoggedOp {
+                op: UpdateOp::decode(bytes)?,
+                meta: OpMeta::default(),
+            }),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum UpdateOp {
     Upsert {

@@ -297,6 +297,11 @@ impl Storage {
             if let Err(e) = c.flush_all() {
                 tracing::error!(collection = %c.name(), error = %e, "flush on shutdown failed");
             }
+            // a checkpoint makes the next start load graphs instead of replaying the WAL
+            // and rebuilding them; if it is cut short, the WAL still has everything
+            if let Err(e) = c.checkpoint() {
+                tracing::warn!(collection = %c.name(), error = %e, "checkpoint on shutdown failed");
+            }
         }
     }
 }

@@ -319,13 +319,38 @@ pub struct FilterPlan {
     pub residual: bool,
 }
 
+/// Payloads by slot; an empty payload costs one pointer (most points of large vector
+/// collections have small or no payloads, and a `Payload` map is 72 bytes inline).
+#[derive(Default)]
+struct Payloads(Vec<Option<Box<Payload>>>);
+
+static EMPTY_PAYLOAD: std::sync::LazyLock<Payload> = std::sync::LazyLock::new(Payload::new);
+
+impl Payloads {
+    fn push_empty(&mut self) {
+        self.0.push(None);
+    }
+    fn get(&self, off: u32) -> &Payload {
+        self.0[off as usize].as_deref().unwrap_or(&EMPTY_PAYLOAD)
+    }
+    fn get_mut(&mut self, off: u32) -> &mut Payload {
+        self.0[off as usize].get_or_insert_with(Default::default)
+    }
+    fn set(&mut self, off: u32, p: Payload) {
+        self.0[off as usize] = (!p.is_empty()).then(|| Box::new(p));
+    }
+    fn take(&mut self, off: u32) -> Payload {
+        self.0[off as usize].take().map(|b| *b).unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 pub struct PointStore {
     schema: VectorSchema,
     ids: BTreeMap<PointId, u32>,
     slot_id: Vec<Option<PointId>>,
     versions: Vec<u64>,
-    payloads: Vec<Payload>,
+    payloads: Payloads,
     dense: BTreeMap<String, Arena>,
     sparse: BTreeMap<String, Vec<Option<SparseVector>>>,
     graphs: BTreeMap<String, GraphIndex>,
@@ -502,7 +527,7 @@ impl PointStore {
         let off = u32::try_from(self.slot_id.len()).expect("more than 2^32 slots in one store");
         self.slot_id.push(Some(id));
         self.versions.push(0);
-        self.payloads.push(Payload::new());
+        self.payloads.push_empty();
         off
     }
 
@@ -548,7 +573,7 @@ impl PointStore {
     fn retire(&mut self, off: u32) {
         self.unindex_payload(off);
         self.slot_id[off as usize] = None;
-        self.payloads[off as usize] = Payload::new();
+        self.payloads.set(off, Payload::new());
     }
 
     /// Insert or fully replace a point (always into a new slot). Vectors must be prepared.
@@ -559,14 +584,14 @@ impl PointStore {
         let off = self.alloc(id);
         self.ids.insert(id, off);
         self.write_vectors(off, vectors);
-        self.payloads[off as usize] = payload;
+        self.payloads.set(off, payload);
         self.versions[off as usize] = version;
         self.reindex_payload(off);
     }
 
     /// Remove a slot's current payload values from every payload index.
     fn unindex_payload(&mut self, off: u32) {
-        let p = &self.payloads[off as usize];
+        let p = self.payloads.get(off);
         for ix in self.payload_indexes.values_mut() {
             ix.remove(off, p);
         }
@@ -574,7 +599,7 @@ impl PointStore {
 
     /// Add a slot's current payload values to every payload index.
     fn reindex_payload(&mut self, off: u32) {
-        let p = &self.payloads[off as usize];
+        let p = self.payloads.get(off);
         for ix in self.payload_indexes.values_mut() {
             ix.add(off, p);
         }
@@ -585,7 +610,7 @@ impl PointStore {
         let path = JsonPath::parse(field).map_err(StoreError::Invalid)?;
         let mut ix = FieldIndex::new(path, kind);
         for &off in self.ids.values() {
-            ix.add(off, &self.payloads[off as usize]);
+            ix.add(off, self.payloads.get(off));
         }
         self.payload_indexes.insert(field.to_string(), ix);
         Ok(())
@@ -661,7 +686,7 @@ impl PointStore {
         key: Option<&JsonPath>,
     ) -> bool {
         self.with_point(id, version, |s, off| {
-            let p = &mut s.payloads[off as usize];
+            let p = s.payloads.get_mut(off);
             match key {
                 None => merge_payload(p, payload),
                 Some(k) => k.set(p, payload),
@@ -671,23 +696,21 @@ impl PointStore {
     }
 
     pub fn overwrite_payload(&mut self, id: PointId, version: u64, payload: &Payload) -> bool {
-        self.with_point(id, version, |s, off| {
-            s.payloads[off as usize] = payload.clone()
-        })
-        .is_some()
+        self.with_point(id, version, |s, off| s.payloads.set(off, payload.clone()))
+            .is_some()
     }
 
     pub fn delete_payload(&mut self, id: PointId, version: u64, keys: &[JsonPath]) -> bool {
         self.with_point(id, version, |s, off| {
             for k in keys {
-                k.delete(&mut s.payloads[off as usize]);
+                k.delete(s.payloads.get_mut(off));
             }
         })
         .is_some()
     }
 
     pub fn clear_payload(&mut self, id: PointId, version: u64) -> bool {
-        self.with_point(id, version, |s, off| s.payloads[off as usize].clear())
+        self.with_point(id, version, |s, off| s.payloads.set(off, Payload::new()))
             .is_some()
     }
 
@@ -701,7 +724,7 @@ impl PointStore {
         merged.extend(vectors.iter().map(|(k, v)| (k.clone(), v.clone())));
         // the old slot's index entries go before its payload moves to the new slot
         self.unindex_payload(old);
-        let payload = std::mem::take(&mut self.payloads[old as usize]);
+        let payload = self.payloads.take(old);
         self.upsert(id, version, &merged, payload);
         true
     }
@@ -740,7 +763,7 @@ impl PointStore {
         Record {
             id,
             version: self.versions[off as usize],
-            payload: self.payloads[off as usize].clone(),
+            payload: self.payloads.get(off).clone(),
             vectors: self.vectors_of(off),
         }
     }
@@ -750,7 +773,7 @@ impl PointStore {
     }
 
     pub fn payload(&self, id: PointId) -> Option<&Payload> {
-        self.ids.get(&id).map(|&off| &self.payloads[off as usize])
+        self.ids.get(&id).map(|&off| self.payloads.get(off))
     }
 
     /// Version of the last operation applied to the point.
@@ -765,7 +788,7 @@ impl PointStore {
                 let hv = |name: &str| self.has_vector(off, name);
                 f.check(&PointView {
                     id: Some(id),
-                    payload: &self.payloads[off as usize],
+                    payload: self.payloads.get(off),
                     has_vector: &hv,
                 })
             }

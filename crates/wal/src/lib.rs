@@ -339,6 +339,29 @@ impl Wal {
         Ok(())
     }
 
+    /// Drop segments covered by a checkpoint at `covered`, but keep the newest `keep_ops`
+    /// records (history for WAL-delta transfers) within at most `max_closed` closed
+    /// segments. The current segment is never dropped.
+    pub fn truncate_retaining(
+        &mut self,
+        covered: u64,
+        keep_ops: u64,
+        max_closed: usize,
+    ) -> Result<()> {
+        let keep_from = self.next_seq.saturating_sub(keep_ops).min(covered + 1);
+        self.truncate_before(keep_from)?;
+        let mut removed = false;
+        while self.segments.len() > max_closed + 1 && self.segments[1].first_seq <= covered + 1 {
+            let s = self.segments.remove(0);
+            fs::remove_file(&s.path)?;
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Records with seq >= `from` still held in the log (for WAL-delta transfer and tests).
     pub fn read_from(&self, from: u64) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
