@@ -425,3 +425,51 @@ def test_wal_delta_recovery(procs):
     assert delta["secs"] < full["secs"], f"WAL delta {delta} not faster than full transfer {full}"
     views = [all_points(p, "wd") for p in (p0, p1, p2)]
     assert views[0] == views[1] == views[2], "replicas disagree after full transfer"
+
+
+def test_retrieve_by_id_from_every_peer(procs):
+    """Regression: a peer asked for some of the shards it holds must get the ids of those
+    shards (the id list used to be emptied when the peer held other shards too)."""
+    p0, p1, p2 = procs.nodes
+    create(p0, "byid", rf=2, wcf=1, shards=3)
+    wait_all_active([p0, p1, p2], "byid")
+    p0.ok("PUT", "/collections/byid/points?wait=true", {"points": points(range(60), random.Random(9))})
+    for p in (p0, p1, p2):
+        for _ in range(3):  # reads rotate over replicas
+            got = p.ok("POST", "/collections/byid/points", {"ids": list(range(60))})
+            assert sorted(x["id"] for x in got) == list(range(60)), p
+            assert p.ok("GET", "/collections/byid/points/17")["id"] == 17
+
+
+def test_read_consistency(procs):
+    """`consistency` on reads: all / majority / quorum / n ask that many Active replicas per
+    shard; too few Active replicas -> 503; a bad value -> 400."""
+    p0, p1, p2 = procs.nodes
+    p0.ok("PUT", "/collections/rc", {"vectors": {"size": 4, "distance": "Dot"},
+                                     "shard_number": 2, "replication_factor": 3})
+    wait_all_active([p0, p1, p2], "rc")
+    rng = random.Random(3)
+    p0.ok("PUT", "/collections/rc/points?wait=true", {"points": points(range(200), rng)})
+    q = {"vector": [0.3, 0.1, 0.5, 0.2], "limit": 10}
+    base = [h["id"] for h in p1.ok("POST", "/collections/rc/points/search", q)]
+    for c in ("all", "majority", "quorum", "2", "3", "1"):
+        assert [h["id"] for h in p1.ok("POST", f"/collections/rc/points/search?consistency={c}", q)] == base, c
+        assert p1.ok("POST", f"/collections/rc/points/count?consistency={c}", {"exact": True})["count"] == 200, c
+        got = p1.ok("POST", f"/collections/rc/points/scroll?consistency={c}", {"limit": 300})["points"]
+        assert sorted(x["id"] for x in got) == list(range(200)), c
+        got = p1.ok("POST", f"/collections/rc/points?consistency={c}", {"ids": [1, 5, 150, 999]})
+        assert sorted(x["id"] for x in got) == [1, 5, 150], (c, got)
+    r = p1.call("POST", "/collections/rc/points/search?consistency=sometimes", q)
+    assert r.status_code == 400 and "consistency" in r.json()["status"]["error"], r.text
+    p2.kill()
+    p0.ok("PUT", "/collections/rc/points?wait=true", {"points": points(range(200, 210), rng)})  # marks p2 Dead
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states, _ = replica_states(p0, "rc")
+        if any(s == "Dead" for s in states.values()):
+            break
+        time.sleep(0.2)
+    r = p0.call("POST", "/collections/rc/points/search?consistency=3", q)
+    assert r.status_code == 503 and "consistency" in r.json()["status"]["error"], r.text
+    for c in ("all", "majority", "quorum", "2"):
+        assert p0.ok("POST", f"/collections/rc/points/count?consistency={c}", {"exact": True})["count"] == 210, c

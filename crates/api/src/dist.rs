@@ -103,6 +103,52 @@ pub struct Placement {
     pub peers: BTreeMap<u64, String>,
     pub me: u64,
     pub meta: Arc<CollectionMeta>,
+    /// The read's `consistency` (reads only; one replica per shard by default).
+    pub read: ReadConsistency,
+}
+
+/// Qdrant's read `consistency` query parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// One replica per shard (Qdrant's default, `consistency=1`).
+    #[default]
+    One,
+    /// `n` replicas per shard; a point must be in every answer.
+    Factor(usize),
+    /// Every Active replica; a point must be in every answer.
+    All,
+    /// Every Active replica; a point must be in more than half of the answers.
+    Majority,
+    /// Half of the Active replicas plus one; a point must be in every answer.
+    Quorum,
+}
+
+impl ReadConsistency {
+    pub fn parse(s: &str) -> Option<ReadConsistency> {
+        match s {
+            "all" => Some(ReadConsistency::All),
+            "majority" => Some(ReadConsistency::Majority),
+            "quorum" => Some(ReadConsistency::Quorum),
+            n => match n.parse::<usize>().ok()? {
+                0 => None,
+                1 => Some(ReadConsistency::One),
+                n => Some(ReadConsistency::Factor(n)),
+            },
+        }
+    }
+
+    /// `(replicas to ask, answers a point must be in)` for a shard with `active` Active
+    /// replicas; `Err(required)` when it has too few.
+    fn plan(self, active: usize) -> Result<(usize, usize), usize> {
+        match self {
+            ReadConsistency::One => Ok((1, 1)),
+            ReadConsistency::Factor(n) if n > active => Err(n),
+            ReadConsistency::Factor(n) => Ok((n, n)),
+            ReadConsistency::All => Ok((active, active)),
+            ReadConsistency::Majority => Ok((active, active / 2 + 1)),
+            ReadConsistency::Quorum => Ok((active / 2 + 1, active / 2 + 1)),
+        }
+    }
 }
 
 impl Placement {
@@ -160,6 +206,7 @@ pub fn placement_of(st: &AppState, collection: &str) -> Option<Placement> {
         peers: node.peers(),
         me: node.id,
         meta: Arc::new(meta.clone()),
+        read: ReadConsistency::One,
     })
 }
 
@@ -244,7 +291,9 @@ fn scoped_body(p: &Placement, peer: u64, shards: &[u32], body: &Value) -> Value 
     }
     let mut b = body.clone();
     if let Some(ids) = b.get_mut("ids").and_then(Value::as_array_mut) {
-        ids.retain(|v| pid(v).is_some_and(|id| shards.contains(&shard_of(id, p.shard_number))));
+        ids.retain(|v| {
+            bare_pid(v).is_some_and(|id| shards.contains(&shard_of(id, p.shard_number)))
+        });
         return b;
     }
     let scope = json!({"must": [segment::filter::shard_scope(p.shard_number, shards)]});
@@ -272,6 +321,12 @@ pub async fn fan_out(
     path: &str,
     body: &Value,
 ) -> Result<Vec<Value>, ApiError> {
+    if p.read != ReadConsistency::One {
+        // callers of this function merge one answer per shard: with a read consistency
+        // they go through `fan_out_rounds`; this keeps the first round only
+        let (mut rounds, _) = fan_out_rounds(st, p, method, path, body).await?;
+        return Ok(rounds.swap_remove(0));
+    }
     let n = p.shard_number;
     let orders: Vec<Vec<u64>> = (0..n).map(|s| p.read_order(s)).collect();
     let mut next = vec![0usize; n as usize];
@@ -319,6 +374,112 @@ pub async fn fan_out(
         }
     }
     Ok(out)
+}
+
+/// A read with a `consistency` above one replica: round `r` asks every shard's `r`-th
+/// Active replica (in read order) and is a complete answer over the shards it covers.
+/// Returns the rounds' answers and, per shard, how many rounds a point must appear in;
+/// rounds `0..min(need)` cover every shard.
+/// No failover: a replica that cannot answer fails the read (the consistency asked for it).
+pub async fn fan_out_rounds(
+    st: &AppState,
+    p: &Placement,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<(Vec<Vec<Value>>, Vec<usize>), ApiError> {
+    let n = p.shard_number;
+    let mut plan = Vec::with_capacity(n as usize);
+    for s in 0..n {
+        let order = p.read_order(s);
+        match p.read.plan(order.len()) {
+            Ok((k, need)) if k > 0 => plan.push((order, k, need)),
+            Ok(_) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Service unavailable: no active replica of shard {s} of collection `{}`", p.name),
+                ))
+            }
+            Err(required) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Service unavailable: read consistency needs {required} replicas of shard {s} of collection `{}`, {} are active", p.name, order.len()),
+                ))
+            }
+        }
+    }
+    let rounds = plan.iter().map(|x| x.1).max().unwrap_or(1);
+    let mut set = tokio::task::JoinSet::new();
+    for r in 0..rounds {
+        let mut by_peer: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        for (s, (order, k, _)) in plan.iter().enumerate() {
+            if r < *k {
+                by_peer.entry(order[r]).or_default().push(s as u32);
+            }
+        }
+        for (peer, shards) in by_peer {
+            let sb = scoped_body(p, peer, &shards, body);
+            let b = serde_json::to_vec(&sb).expect("json encodes");
+            let (st, p, method, path) =
+                (st.clone(), p.clone(), method.to_string(), path.to_string());
+            set.spawn(async move {
+                (
+                    r,
+                    call(&st, &p, peer, &method, &path, "application/json", b).await,
+                )
+            });
+        }
+    }
+    let mut out = vec![Vec::new(); rounds];
+    while let Some(res) = set.join_next().await {
+        let (r, res) = res.map_err(ApiError::from)?;
+        out[r].push(res?);
+    }
+    Ok((out, plan.iter().map(|x| x.2).collect()))
+}
+
+/// A read whose per-peer answers `merge` turns into one point list: with the default
+/// consistency a plain fan-out; otherwise each round is merged and the rounds resolved.
+async fn read_points(
+    st: &AppState,
+    p: &Placement,
+    path: &str,
+    body: &Value,
+    merge: impl Fn(Vec<Value>) -> Vec<Value>,
+) -> Result<Vec<Value>, ApiError> {
+    if p.read == ReadConsistency::One {
+        return Ok(merge(fan_out(st, p, "POST", path, body).await?));
+    }
+    let (rounds, need) = fan_out_rounds(st, p, "POST", path, body).await?;
+    let merged: Vec<Vec<Value>> = rounds.into_iter().map(&merge).collect();
+    Ok(resolve_rounds(p, &merged, &need))
+}
+
+/// Combine the per-round results of a consistent read: the first round's points (in its
+/// order) that appear in at least as many rounds as their shard requires.
+pub fn resolve_rounds(p: &Placement, rounds: &[Vec<Value>], need: &[usize]) -> Vec<Value> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for round in rounds {
+        for v in round {
+            if let Some(id) = v.get("id") {
+                *seen.entry(id.to_string()).or_default() += 1;
+            }
+        }
+    }
+    rounds
+        .first()
+        .map(|r0| {
+            r0.iter()
+                .filter(|v| {
+                    let Some(id) = v.get("id") else { return true };
+                    let shard = pid(v).map_or(0, |i| shard_of(i, p.shard_number)) as usize;
+                    seen.get(&id.to_string()).copied().unwrap_or(0)
+                        >= need.get(shard).copied().unwrap_or(1)
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Apply an update: each touched shard's part goes to all its Active replicas in parallel
@@ -449,7 +610,12 @@ pub fn urlencode(s: &str) -> String {
 // ------------------------------------------------------------------ merging
 
 pub fn pid(v: &Value) -> Option<PointId> {
-    serde_json::from_value(v.get("id")?.clone()).ok()
+    bare_pid(v.get("id")?)
+}
+
+/// A point id given as a JSON number or UUID string.
+fn bare_pid(v: &Value) -> Option<PointId> {
+    serde_json::from_value(v.clone()).ok()
 }
 
 /// Score order of a search: bigger first, or smaller first (Euclid/Manhattan distances).
@@ -533,26 +699,21 @@ pub async fn retrieve(
         return Ok(vec![]);
     }
     let body = json!({"ids": ids, "with_payload": with_payload, "with_vector": with_vector});
-    let lists = fan_out(
-        st,
-        p,
-        "POST",
-        &format!("/collections/{}/points", urlencode(&p.name)),
-        &body,
-    )
-    .await?;
-    let mut by_id: HashMap<String, Value> = HashMap::new();
-    for l in lists {
-        for r in l.as_array().cloned().unwrap_or_default() {
-            if let Some(id) = r.get("id") {
-                by_id.entry(id.to_string()).or_insert(r);
+    let path = format!("/collections/{}/points", urlencode(&p.name));
+    read_points(st, p, &path, &body, |lists| {
+        let mut by_id: HashMap<String, Value> = HashMap::new();
+        for l in lists {
+            for r in l.as_array().cloned().unwrap_or_default() {
+                if let Some(id) = r.get("id") {
+                    by_id.entry(id.to_string()).or_insert(r);
+                }
             }
         }
-    }
-    Ok(ids
-        .iter()
-        .filter_map(|i| by_id.get(&i.to_string()).cloned())
-        .collect())
+        ids.iter()
+            .filter_map(|i| by_id.get(&i.to_string()).cloned())
+            .collect()
+    })
+    .await
 }
 
 // ------------------------------------------------------------------ coordinator reads
@@ -868,19 +1029,15 @@ pub fn query<'a>(
         base.insert("with_payload".into(), wp);
         base.insert("with_vector".into(), wv);
         base.remove("with_vectors");
-        let lists = fan_out(
-            st,
-            p,
-            "POST",
-            &format!("/collections/{}/points/query", urlencode(&p.name)),
-            &Value::Object(base),
-        )
-        .await?;
-        let lists = lists
-            .into_iter()
-            .map(|r| r.get("points").cloned().unwrap_or(json!([])))
-            .collect();
-        Ok(merge(lists, order, offset, limit))
+        let path = format!("/collections/{}/points/query", urlencode(&p.name));
+        read_points(st, p, &path, &Value::Object(base), |lists| {
+            let lists = lists
+                .into_iter()
+                .map(|r| r.get("points").cloned().unwrap_or(json!([])))
+                .collect();
+            merge(lists, order, offset, limit)
+        })
+        .await
     })
 }
 
@@ -950,15 +1107,11 @@ pub async fn search_like(
     let _ = using;
     m.insert("limit".into(), json!(limit + offset));
     m.insert("offset".into(), json!(0));
-    let lists = fan_out(
-        st,
-        p,
-        "POST",
-        &format!("/collections/{}/points/{endpoint}", urlencode(&p.name)),
-        &Value::Object(m),
-    )
-    .await?;
-    Ok(merge(lists, order, offset, limit))
+    let path = format!("/collections/{}/points/{endpoint}", urlencode(&p.name));
+    read_points(st, p, &path, &Value::Object(m), |lists| {
+        merge(lists, order, offset, limit)
+    })
+    .await
 }
 
 /// Distributed scroll: every peer returns `limit + 1` from `offset`; merge by id.
@@ -967,25 +1120,22 @@ pub async fn scroll(st: &AppState, p: &Placement, body: &Value) -> Result<Value,
     let limit = m.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     let ob = m.get("order_by").cloned().filter(|v| !v.is_null());
     m.insert("limit".into(), json!(limit + 1));
-    let lists = fan_out(
-        st,
-        p,
-        "POST",
-        &format!("/collections/{}/points/scroll", urlencode(&p.name)),
-        &Value::Object(m),
-    )
+    let path = format!("/collections/{}/points/scroll", urlencode(&p.name));
+    let by_value = ob.map(|ob| ob.get("direction").and_then(Value::as_str) == Some("desc"));
+    let mut pts = read_points(st, p, &path, &Value::Object(m), |lists| {
+        let lists = lists
+            .into_iter()
+            .map(|r| r.get("points").cloned().unwrap_or(json!([])))
+            .collect();
+        match by_value {
+            Some(desc) => merge(lists, Order::ByOrderValue { desc }, 0, limit),
+            None => merge(lists, Order::ById, 0, limit + 1),
+        }
+    })
     .await?;
-    let lists = lists
-        .into_iter()
-        .map(|r| r.get("points").cloned().unwrap_or(json!([])))
-        .collect();
-    if let Some(ob) = ob {
-        let desc = ob.get("direction").and_then(Value::as_str) == Some("desc");
-        return Ok(
-            json!({"points": merge(lists, Order::ByOrderValue { desc }, 0, limit), "next_page_offset": null}),
-        );
+    if by_value.is_some() {
+        return Ok(json!({"points": pts, "next_page_offset": null}));
     }
-    let mut pts = merge(lists, Order::ById, 0, limit + 1);
     let next = if pts.len() > limit {
         pts.pop().and_then(|v| v.get("id").cloned())
     } else {
@@ -1005,18 +1155,26 @@ pub async fn count_available(st: &AppState, p: &Placement) -> u64 {
 
 /// Distributed count: sum of the per-shard counts (one replica per shard).
 pub async fn count(st: &AppState, p: &Placement, body: &Value) -> Result<Value, ApiError> {
-    let lists = fan_out(
-        st,
-        p,
-        "POST",
-        &format!("/collections/{}/points/count", urlencode(&p.name)),
-        body,
-    )
-    .await?;
-    let n: u64 = lists
+    let path = format!("/collections/{}/points/count", urlencode(&p.name));
+    let sum = |lists: &[Value]| -> u64 {
+        lists
+            .iter()
+            .map(|r| r.get("count").and_then(Value::as_u64).unwrap_or(0))
+            .sum()
+    };
+    if p.read == ReadConsistency::One {
+        return Ok(json!({"count": sum(&fan_out(st, p, "POST", &path, body).await?)}));
+    }
+    // a consistent count: the smallest complete round (points all asked replicas agree on
+    // can only be fewer than any one replica holds)
+    let (rounds, need) = fan_out_rounds(st, p, "POST", &path, body).await?;
+    let complete = need.iter().copied().min().unwrap_or(1).max(1);
+    let n = rounds
         .iter()
-        .map(|r| r.get("count").and_then(Value::as_u64).unwrap_or(0))
-        .sum();
+        .take(complete)
+        .map(|r| sum(r))
+        .min()
+        .unwrap_or(0);
     Ok(json!({"count": n}))
 }
 
@@ -1149,6 +1307,7 @@ pub async fn groups(
                         peers: p.peers.clone(),
                         me: p.me,
                         meta: p.meta.clone(),
+                        read: ReadConsistency::One,
                     };
                     call(
                         st,

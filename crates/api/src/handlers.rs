@@ -39,6 +39,30 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IsLocal {
     }
 }
 
+/// The `consistency` query parameter of a read (`all`, `majority`, `quorum` or a number;
+/// default one replica per shard). Only coordinators use it.
+pub struct ReadOpts(pub crate::dist::ReadConsistency);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadOpts {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
+        let mut out = crate::dist::ReadConsistency::One;
+        for (k, v) in pairs {
+            if k == "consistency" {
+                out = crate::dist::ReadConsistency::parse(&v).ok_or_else(|| {
+                    ApiError::bad_request(format!("Query string error: `consistency` must be `all`, `majority`, `quorum` or a positive integer, got `{v}`"))
+                })?;
+            }
+        }
+        Ok(ReadOpts(out))
+    }
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(root))
@@ -1614,22 +1638,27 @@ fn dist_for(
     st: &AppState,
     local: bool,
     name: &str,
+    read: crate::dist::ReadConsistency,
 ) -> Result<Option<crate::dist::Placement>, ApiError> {
     if local || st.cluster.is_none() {
         return Ok(None);
     }
     let c = coll(st, name)?;
-    Ok(crate::dist::placement(st, local, c.name()))
+    Ok(crate::dist::placement(st, local, c.name()).map(|mut p| {
+        p.read = read;
+        p
+    }))
 }
 
 async fn retrieve_points(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         let m = obj(&body)?;
         let ids = m
             .get("ids")
@@ -1658,10 +1687,11 @@ async fn retrieve_points(
 async fn get_point(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         let pid = PointId::parse_str(&id).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "Wrong input: invalid point id `{id}`: expected an unsigned integer or a UUID"
@@ -1680,11 +1710,12 @@ async fn get_point(
 async fn scroll_points(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         return Ok(Timed(t, crate::dist::scroll(&st, &p, &body).await?));
     }
     scroll_points_local(State(st), Path(name), QJson(body)).await
@@ -1693,11 +1724,12 @@ async fn scroll_points(
 async fn count_points(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         return Ok(Timed(t, crate::dist::count(&st, &p, &body).await?));
     }
     count_points_local(State(st), Path(name), QJson(body)).await
@@ -1706,11 +1738,12 @@ async fn count_points(
 async fn search_points(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         parse_search(&body)?; // same validation as a single node
         return Ok(Timed(
             t,
@@ -1723,11 +1756,12 @@ async fn search_points(
 async fn search_batch(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         let mut out = Vec::new();
         for item in batch_items(&body)? {
             parse_search(&item)?;
@@ -1743,11 +1777,12 @@ async fn search_batch(
 async fn recommend_points(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         parse_reco(&body)?;
         return Ok(Timed(
             t,
@@ -1760,11 +1795,12 @@ async fn recommend_points(
 async fn recommend_batch(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         let mut out = Vec::new();
         for item in batch_items(&body)? {
             parse_reco(&item)?;
@@ -1780,11 +1816,12 @@ async fn recommend_batch(
 async fn query_points(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         parse_query_req(&body)?;
         let m = obj(&body)?.clone();
         return Ok(Timed(
@@ -1798,11 +1835,12 @@ async fn query_points(
 async fn query_batch(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         let mut out = Vec::new();
         for item in batch_items(&body)? {
             parse_query_req(&item)?;
@@ -1820,7 +1858,7 @@ async fn get_collection(
     Path(name): Path<String>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    let p = dist_for(&st, local, &name)?;
+    let p = dist_for(&st, local, &name, Default::default())?;
     let Timed(_, mut info) = get_collection_local(State(st.clone()), Path(name)).await?;
     if let Some(p) = p {
         // points live on several peers: report the cluster-wide count of the peers that
@@ -1833,11 +1871,12 @@ async fn get_collection(
 async fn search_groups(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         let m = obj(&body)?.clone();
         parse_groups(&m, None)?;
         return Ok(Timed(
@@ -1851,11 +1890,12 @@ async fn search_groups(
 async fn query_groups(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         let m = obj(&body)?.clone();
         parse_groups(&m, Some(10))?;
         return Ok(Timed(
@@ -1869,11 +1909,12 @@ async fn query_groups(
 async fn recommend_groups(
     State(st): St,
     IsLocal(local): IsLocal,
+    ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name)? {
+    if let Some(p) = dist_for(&st, local, &name, read)? {
         let m = obj(&body)?.clone();
         parse_groups(&m, None)?;
         return Ok(Timed(

@@ -181,6 +181,48 @@ fn random_level(seed: u64, i: u32, ml: f64) -> u8 {
 }
 
 /// The frozen graph.
+/// Upper-level link lists of every node in one flat array (a `Vec` per node would cost 24
+/// bytes of header per node, ~23 MiB per million points, though few nodes have levels).
+#[derive(Clone, Debug, Default)]
+struct Upper {
+    /// Node `i`'s words are `data[start[i]..start[i + 1]]`.
+    start: Vec<u32>,
+    data: Vec<u32>,
+}
+
+impl Upper {
+    /// `n` nodes without upper levels.
+    fn empty(n: usize) -> Upper {
+        Upper {
+            start: vec![0; n + 1],
+            data: Vec::new(),
+        }
+    }
+
+    /// Build from per-node word lists, in node order.
+    fn from_lists(lists: impl IntoIterator<Item = Vec<u32>>) -> Upper {
+        let mut u = Upper {
+            start: vec![0],
+            data: Vec::new(),
+        };
+        for l in lists {
+            u.data.extend_from_slice(&l);
+            u.start
+                .push(u32::try_from(u.data.len()).expect("upper-level links fit u32 indices"));
+        }
+        u
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> &[u32] {
+        &self.data[self.start[i] as usize..self.start[i + 1] as usize]
+    }
+
+    fn bytes(&self) -> usize {
+        (self.start.len() + self.data.len()) * 4
+    }
+}
+
 pub struct Hnsw {
     m: usize,
     m0: usize,
@@ -189,7 +231,7 @@ pub struct Hnsw {
     /// `n * (m0 + 1)`: `[count, links...]` per node.
     layer0: Vec<u32>,
     /// per node, levels 1..=level, each `(m + 1)` slots `[count, links...]`.
-    upper: Vec<Vec<u32>>,
+    upper: Upper,
     entry: u32,
     max_level: u8,
     /// Number of nodes actually in the graph.
@@ -305,7 +347,7 @@ impl Hnsw {
             n: 0,
             levels: vec![],
             layer0: vec![],
-            upper: vec![],
+            upper: Upper::empty(0),
             entry: 0,
             max_level: 0,
             nodes: 0,
@@ -357,7 +399,7 @@ impl Hnsw {
                         n,
                         levels,
                         layer0: vec![0; n * (m0 + 1)],
-                        upper: vec![Vec::new(); n],
+                        upper: Upper::empty(n),
                         entry: 0,
                         max_level: 0,
                         nodes: 0,
@@ -432,7 +474,7 @@ impl Hnsw {
             n,
             levels: b.levels,
             layer0,
-            upper,
+            upper: Upper::from_lists(upper),
             entry,
             max_level,
             nodes: self.nodes + new_nodes.len(),
@@ -530,7 +572,7 @@ impl Hnsw {
 
     #[inline]
     fn links_upper(&self, i: u32, level: usize) -> &[u32] {
-        let u = &self.upper[i as usize];
+        let u = self.upper.get(i as usize);
         let o = (level - 1) * (self.m + 1);
         let c = u[o] as usize;
         &u[o + 1..o + 1 + c]
@@ -729,7 +771,7 @@ impl Hnsw {
             n: new_n,
             levels,
             layer0,
-            upper,
+            upper: Upper::from_lists(upper),
             entry,
             max_level,
             nodes,
@@ -748,9 +790,7 @@ impl Hnsw {
         ];
         w.extend(self.levels.iter().map(|&l| l as u32));
         w.extend_from_slice(&self.layer0);
-        for u in &self.upper {
-            w.extend_from_slice(u);
-        }
+        w.extend_from_slice(&self.upper.data); // node order, as the format says
         let mut out = Vec::with_capacity(8 + w.len() * 4);
         out.extend_from_slice(GRAPH_MAGIC);
         for x in w {
@@ -802,16 +842,16 @@ impl Hnsw {
         if !layer0.chunks_exact(m0 + 1).all(|c| valid(c, m0)) {
             return None;
         }
-        let mut upper = Vec::with_capacity(n);
+        let mut upper = Upper::empty(0);
         for &lv in &levels {
-            let mut u = Vec::with_capacity(lv as usize * (m + 1));
+            let from = upper.data.len();
             for _ in 0..lv as usize * (m + 1) {
-                u.push(next()?);
+                upper.data.push(next()?);
             }
-            if !u.chunks_exact(m + 1).all(|c| valid(c, m)) {
+            if !upper.data[from..].chunks_exact(m + 1).all(|c| valid(c, m)) {
                 return None;
             }
-            upper.push(u);
+            upper.start.push(u32::try_from(upper.data.len()).ok()?);
         }
         if next().is_some() || (n > 0 && levels[entry as usize] as u32 != max_level) {
             return None;
@@ -831,9 +871,7 @@ impl Hnsw {
 
     /// Bytes used by the graph links (for memory reports).
     pub fn link_bytes(&self) -> usize {
-        self.layer0.len() * 4
-            + self.upper.iter().map(|u| u.len() * 4).sum::<usize>()
-            + self.levels.len()
+        self.layer0.len() * 4 + self.upper.bytes() + self.levels.len()
     }
 }
 
