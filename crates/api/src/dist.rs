@@ -482,6 +482,94 @@ pub fn resolve_rounds(p: &Placement, rounds: &[Vec<Value>], need: &[usize]) -> V
         .unwrap_or_default()
 }
 
+/// A write with `ordering` medium/strong: each touched shard's part goes to the shard's
+/// leader (strong: its first replica, which must be Active; medium: its first Active
+/// replica), which coordinates it under its ordering lock, so writes to a shard reach its
+/// replicas one at a time, in the same order everywhere.
+pub async fn ordered_update(
+    st: &AppState,
+    p: &Placement,
+    op: UpdateOp,
+    wait: bool,
+    ordering: crate::wire::Ordering,
+) -> Result<(u64, bool), ApiError> {
+    let n = p.shard_number;
+    let mut by_leader: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for s in op.touched_shards(n) {
+        let active = p.meta.active_replicas(s);
+        let leader = match ordering {
+            crate::wire::Ordering::Strong => p.shards[s as usize]
+                .first()
+                .copied()
+                .filter(|l| active.contains(l)),
+            _ => p.shards[s as usize]
+                .iter()
+                .copied()
+                .find(|l| active.contains(l)),
+        };
+        let Some(leader) = leader else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Service unavailable: the leader replica of shard {s} of collection `{}` is not active (ordering {ordering:?})", p.name),
+            ));
+        };
+        by_leader.entry(leader).or_default().push(s);
+    }
+    let leaders = by_leader.len();
+    let mut set = tokio::task::JoinSet::new();
+    for (leader, shards) in by_leader {
+        let part = if leaders == 1 {
+            Some(op.clone())
+        } else {
+            op.scoped(n, &shards)
+        };
+        let Some(part) = part else { continue };
+        let (st, p) = (st.clone(), p.clone());
+        set.spawn(async move {
+            if leader == p.me {
+                return lead_update(&st, &p, part, wait).await;
+            }
+            let path = format!(
+                "/collections/{}/points/ordered?wait={wait}",
+                urlencode(&p.name)
+            );
+            let v = call(
+                &st,
+                &p,
+                leader,
+                "POST",
+                &path,
+                "application/msgpack",
+                part.encode(),
+            )
+            .await?;
+            Ok((
+                v.get("operation_id").and_then(Value::as_u64).unwrap_or(0),
+                v.get("status").and_then(Value::as_str) == Some("completed"),
+            ))
+        });
+    }
+    let (mut id, mut completed) = (0, true);
+    while let Some(r) = set.join_next().await {
+        let (i, c) = r.map_err(ApiError::from)??;
+        id = id.max(i);
+        completed &= c;
+    }
+    Ok((id, completed))
+}
+
+/// Coordinate a write as shard leader: one ordered write of the collection at a time.
+pub async fn lead_update(
+    st: &AppState,
+    p: &Placement,
+    op: UpdateOp,
+    wait: bool,
+) -> Result<(u64, bool), ApiError> {
+    let lock = st.repl.order_lock_for(&p.name);
+    let _g = lock.lock().await;
+    update(st, p, op, wait).await
+}
+
 /// Apply an update: each touched shard's part goes to all its Active replicas in parallel
 /// (Partial replicas get it forwarded by their transfer source). Acknowledged once every
 /// touched shard has `write_consistency_factor` replicas that applied it; replicas that

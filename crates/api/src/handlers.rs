@@ -121,6 +121,7 @@ pub fn routes() -> Router<AppState> {
             post(apply_batch_local),
         )
         .route("/collections/{name}/points/op_ids", get(recent_op_ids))
+        .route("/collections/{name}/points/ordered", post(ordered_local))
         .route("/collections/{name}/points/scroll", post(scroll_points))
         .route("/collections/{name}/points/count", post(count_points))
         .route("/collections/{name}/points/search", post(search_points))
@@ -784,12 +785,17 @@ async fn run_update(
     op: collection::operations::UpdateOp,
 ) -> ApiResult<UpdateResultOut> {
     let t = Instant::now();
-    let wait = parse_query::<WriteParams>(q)?.wait()?;
+    let params = parse_query::<WriteParams>(q)?;
+    let (wait, ordering) = (params.wait()?, params.ordering()?);
     let c = coll(&st, &name)?;
     if let Some(p) = crate::dist::placement(&st, local, c.name()) {
         // validate against the schema here so bad input fails before any peer applies it
         let op = op.prepare(&c.read())?;
-        let (id, completed) = crate::dist::update(&st, &p, op, wait).await?;
+        let (id, completed) = if ordering == crate::wire::Ordering::Weak {
+            crate::dist::update(&st, &p, op, wait).await?
+        } else {
+            crate::dist::ordered_update(&st, &p, op, wait, ordering).await?
+        };
         return Ok(Timed(
             t,
             update_out(collection::collection::UpdateResult {
@@ -830,6 +836,34 @@ async fn apply_local(
     let r = blocking(move || Ok(c.update_logged(local_op, wait, meta)?)).await;
     crate::replication::forward(&st, &name, &op, meta.id).await;
     Ok(Timed(t, update_out(r?)))
+}
+
+/// Internal: coordinate a write as the shard leader of `ordering` medium/strong (the
+/// collection's ordered writes on this peer run one at a time).
+async fn ordered_local(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> ApiResult<UpdateResultOut> {
+    let t = Instant::now();
+    if !local {
+        return Err(ApiError::not_found("Not found: no such endpoint"));
+    }
+    let wait = parse_query::<WriteParams>(q)?.wait()?;
+    let c = coll(&st, &name)?;
+    let op = collection::operations::UpdateOp::decode(&body)?;
+    let p = crate::dist::placement_of(&st, c.name())
+        .ok_or_else(|| ApiError::not_found("Not found: collection is not distributed"))?;
+    let (id, completed) = crate::dist::lead_update(&st, &p, op, wait).await?;
+    Ok(Timed(
+        t,
+        update_out(collection::collection::UpdateResult {
+            operation_id: id,
+            completed,
+        }),
+    ))
 }
 
 /// Internal: apply a list of logged operations (MessagePack `[LoggedOp]`, a WAL-delta

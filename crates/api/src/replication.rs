@@ -60,12 +60,22 @@ pub struct Replication {
     progress: Mutex<HashMap<(String, u32), u64>>,
     last_recovery: Mutex<HashMap<(String, u32), Instant>>,
     history: Mutex<std::collections::VecDeque<serde_json::Value>>,
+    order_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Replication {
     /// The lock serializing local applies, forwards and transfer batches of a collection.
     pub fn lock_for(&self, collection: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
+            .lock()
+            .entry(collection.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The lock a shard leader holds while coordinating one `ordering` medium/strong write.
+    pub fn order_lock_for(&self, collection: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.order_locks
             .lock()
             .entry(collection.to_string())
             .or_default()

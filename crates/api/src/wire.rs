@@ -42,7 +42,30 @@ impl WriteParams {
     }
 }
 
+/// Qdrant's write `ordering`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ordering {
+    /// Straight to the replicas (concurrent writes to one point may apply in different
+    /// orders on different replicas).
+    #[default]
+    Weak,
+    /// Through the shard's first Active replica, which serializes them.
+    Medium,
+    /// Through the shard's first replica (its permanent leader); unavailable while it is
+    /// not Active.
+    Strong,
+}
+
 impl WriteParams {
+    pub fn ordering(&self) -> WResult<Ordering> {
+        match self.ordering.as_deref() {
+            None | Some("weak") => Ok(Ordering::Weak),
+            Some("medium") => Ok(Ordering::Medium),
+            Some("strong") => Ok(Ordering::Strong),
+            Some(o) => Err(ApiError::bad_request(format!("Query string error: unknown ordering `{o}`, expected one of `weak`, `medium`, `strong`"))),
+        }
+    }
+
     pub fn wait(&self) -> WResult<bool> {
         if let Some(o) = &self.ordering {
             if !matches!(o.as_str(), "weak" | "medium" | "strong") {
