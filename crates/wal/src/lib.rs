@@ -508,6 +508,32 @@ mod tests {
         assert_eq!(w.next_seq(), 101);
     }
 
+    /// After a checkpoint the newest `keep_ops` records stay (WAL-delta history), but never
+    /// more than `max_closed` closed segments; records above the checkpoint always stay.
+    #[test]
+    fn truncate_retaining_keeps_recent_history_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = Wal::open(dir.path(), 512).unwrap();
+        for p in payloads(100, 5) {
+            w.append(&p).unwrap();
+        }
+        let all = w.segment_count();
+        w.truncate_retaining(100, 30, 1000).unwrap();
+        let first = w.read_from(0).unwrap().first().unwrap().0;
+        assert!(first <= 71, "newest 30 records kept, first is {first}");
+        assert!(w.segment_count() < all);
+        w.truncate_retaining(100, 30, 1).unwrap();
+        assert!(w.segment_count() <= 2);
+        // never drops records the checkpoint does not cover
+        let dir2 = tempfile::tempdir().unwrap();
+        let (mut w2, _) = Wal::open(dir2.path(), 512).unwrap();
+        for p in payloads(100, 5) {
+            w2.append(&p).unwrap();
+        }
+        w2.truncate_retaining(40, 0, 0).unwrap();
+        assert!(w2.read_from(0).unwrap().first().unwrap().0 <= 41);
+    }
+
     #[test]
     fn group_commit_flushes_concurrent_waiters() {
         let dir = tempfile::tempdir().unwrap();
