@@ -99,8 +99,8 @@ impl EffectSink for StorageSink {
                     // logged as a reset of the shard: its earlier history no longer
                     // describes this copy (WAL delta must not rely on it)
                     let meta = collection::operations::OpMeta {
-                        id: None,
                         fill: Some(*shard),
+                        ..Default::default()
                     };
                     if let Err(e) = c.update_logged(op, true, meta) {
                         tracing::error!(collection = %collection, shard, error = %e, "could not drop the replica's points");

@@ -620,9 +620,11 @@ pub async fn update(
         };
         let Some(part) = part else { continue };
         let (st, p) = (st.clone(), p.clone());
+        let list: Vec<String> = shards.iter().map(u32::to_string).collect();
         let path = format!(
-            "/collections/{}/points/apply?wait={wait}&op_id={op_id}",
-            urlencode(&p.name)
+            "/collections/{}/points/apply?wait={wait}&op_id={op_id}&shards={}",
+            urlencode(&p.name),
+            list.join(",")
         );
         set.spawn(async move {
             let r = call(

@@ -833,8 +833,9 @@ async fn apply_local(
     let lock = st.repl.lock_for(c.name());
     let _g = lock.lock().await;
     let local_op = op.clone();
+    let op_id = meta.id;
     let r = blocking(move || Ok(c.update_logged(local_op, wait, meta)?)).await;
-    crate::replication::forward(&st, &name, &op, meta.id).await;
+    crate::replication::forward(&st, &name, &op, op_id).await;
     Ok(Timed(t, update_out(r?)))
 }
 

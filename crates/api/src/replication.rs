@@ -133,6 +133,7 @@ pub async fn forward(st: &AppState, collection: &str, op: &UpdateOp, op_id: Opti
         let meta = OpMeta {
             id: op_id,
             fill: None,
+            shards: Some(vec![fw.transfer.shard]),
         };
         if let Err(e) = remote_apply(st, collection, fw.transfer.to, &part, meta).await {
             tracing::warn!(collection, shard = fw.transfer.shard, to = fw.transfer.to, error = %e.message, "forward failed: aborting transfer");
@@ -162,6 +163,10 @@ async fn remote_apply(
     }
     if let Some(s) = meta.fill {
         path += &format!("&fill={s}");
+    }
+    if let Some(list) = &meta.shards {
+        let list: Vec<String> = list.iter().map(u32::to_string).collect();
+        path += &format!("&shards={}", list.join(","));
     }
     remote_call(st, collection, peer, "POST", &path, op.encode()).await
 }
@@ -337,15 +342,15 @@ async fn stream(
     let filter = Filter::from_json(&json!({"must": [scope]})).map_err(|e| e.to_string())?;
     let clear = UpdateOp::delete_shards(shard_number, &[t.shard]);
     let fill = OpMeta {
-        id: None,
         fill: Some(t.shard),
+        ..Default::default()
     };
     {
         let _g = lock.lock().await;
         if !still_running(st, collection, t) {
             return Ok(());
         }
-        remote_apply(st, collection, t.to, &clear, fill)
+        remote_apply(st, collection, t.to, &clear, fill.clone())
             .await
             .map_err(|e| format!("clearing the target: {}", e.message))?;
         st.repl.set_forward(
@@ -390,7 +395,7 @@ async fn stream(
             update_filter: None,
             mode: UpdateMode::Upsert,
         };
-        remote_apply(st, collection, t.to, &op, fill)
+        remote_apply(st, collection, t.to, &op, fill.clone())
             .await
             .map_err(|e| format!("sending a batch: {}", e.message))?;
         after = Some(last);
@@ -445,8 +450,13 @@ async fn wal_delta(
     let ops: Vec<LoggedOp> = missing
         .into_iter()
         .filter_map(|(meta, op)| {
-            op.scoped(shard_number, &[t.shard])
-                .map(|op| LoggedOp { op, meta })
+            op.scoped(shard_number, &[t.shard]).map(|op| LoggedOp {
+                op,
+                meta: OpMeta {
+                    shards: Some(vec![t.shard]),
+                    ..meta
+                },
+            })
         })
         .collect();
     let total = ops.len() as u64;

@@ -30,6 +30,8 @@ pub struct WriteParams {
     pub op_id: Option<u64>,
     /// Internal (peer to peer): this write fills shard `fill` for a transfer.
     pub fill: Option<u32>,
+    /// Internal (peer to peer): the shards this part of a client write is for (`0,2`).
+    pub shards: Option<String>,
 }
 
 impl WriteParams {
@@ -38,6 +40,10 @@ impl WriteParams {
         collection::operations::OpMeta {
             id: self.op_id,
             fill: self.fill,
+            shards: self
+                .shards
+                .as_deref()
+                .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect()),
         }
     }
 }

@@ -566,8 +566,9 @@ impl Collection {
             if meta.fill == Some(shard) {
                 ids.clear();
             }
-            if let Some(id) = meta.id {
-                ids.push(id);
+            match meta.id {
+                Some(id) if meta.covers(shard) => ids.push(id),
+                _ => {}
             }
         }
         Ok(ids)
@@ -596,7 +597,7 @@ impl Collection {
             }
             match l.meta.id {
                 Some(id) if known.contains(&id) => found = true,
-                Some(_) if found => out.push((l.meta, l.op)),
+                Some(_) if found && l.meta.covers(shard) => out.push((l.meta, l.op)),
                 _ => {}
             }
         }
@@ -740,7 +741,7 @@ mod tests {
         let dst = Collection::create(&dir.path().join("d"), "d", cfg()).unwrap();
         let id = |i: u64| OpMeta {
             id: Some(1000 + i),
-            fill: None,
+            ..Default::default()
         };
         for i in 0..30 {
             src.update_logged(upsert(i..i + 1), false, id(i)).unwrap();
@@ -757,10 +758,10 @@ mod tests {
         assert_eq!(got, (1020..1030).collect::<Vec<_>>());
         // a reset of shard 0 on the replica voids its earlier history for that shard only
         let reset = OpMeta {
-            id: None,
             fill: Some(0),
+            ..Default::default()
         };
-        dst.update_logged(UpdateOp::delete_shards(1, &[0]), false, reset)
+        dst.update_logged(UpdateOp::delete_shards(1, &[0]), false, reset.clone())
             .unwrap();
         assert!(dst.recent_op_ids(100, 0).unwrap().is_empty());
         assert_eq!(dst.recent_op_ids(100, 1).unwrap().len(), 20);
@@ -771,6 +772,15 @@ mod tests {
             .is_none());
         let strangers: std::collections::HashSet<u64> = [7, 8].into();
         assert!(src.ops_missing_from(&strangers, 0).unwrap().is_none());
+        // a write whose part on the replica was for another shard does not count for shard 0
+        let other = OpMeta {
+            id: Some(5000),
+            shards: Some(vec![1]),
+            ..Default::default()
+        };
+        dst.update_logged(upsert(60..61), false, other).unwrap();
+        assert!(!dst.recent_op_ids(100, 0).unwrap().contains(&5000));
+        assert!(dst.recent_op_ids(100, 1).unwrap().contains(&5000));
         src.update_logged(upsert(50..51), false, reset).unwrap();
         assert!(src.ops_missing_from(&known, 0).unwrap().is_none());
         assert!(src.ops_missing_from(&known, 1).unwrap().is_some());

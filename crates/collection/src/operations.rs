@@ -69,7 +69,7 @@ pub enum UpdateMode {
 }
 
 /// Replication metadata logged with an operation (cluster mode; all `None` otherwise).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpMeta {
     /// Id the coordinator gave this client write; every replica logs the same id, which
     /// is how a WAL-delta transfer finds what a returning replica missed.
@@ -78,6 +78,17 @@ pub struct OpMeta {
     /// Set on the writes of a transfer that fills this shard (not a client write).
     #[serde(default)]
     pub fill: Option<u32>,
+    /// The shards this part of the client write was for (a write is split by shard across
+    /// peers, so one id can stand for different parts on different replicas).
+    #[serde(default)]
+    pub shards: Option<Vec<u32>>,
+}
+
+impl OpMeta {
+    /// Whether this logged write was (possibly) for `shard`; unknown means yes.
+    pub fn covers(&self, shard: u32) -> bool {
+        self.shards.as_ref().is_none_or(|s| s.contains(&shard))
+    }
 }
 
 /// A WAL record: the operation and its replication metadata.
