@@ -106,12 +106,14 @@ impl ScalarQuantizer {
     }
 }
 
-/// The codes of every slot of one vector arena (`dim` bytes + one correction per slot).
+/// The codes of every slot of one vector arena (`dim` bytes per slot, plus one correction
+/// per slot for dot / cosine; Euclid and Manhattan need none).
 #[derive(Clone, Debug)]
 pub struct QuantizedVectors {
     pub quantizer: ScalarQuantizer,
     codes: Vec<u8>,
     corr: Vec<f32>,
+    slots: usize,
 }
 
 impl QuantizedVectors {
@@ -120,19 +122,35 @@ impl QuantizedVectors {
             quantizer,
             codes: Vec::new(),
             corr: Vec::new(),
+            slots: 0,
         }
+    }
+
+    fn has_corr(&self) -> bool {
+        matches!(self.quantizer.distance, Distance::Dot | Distance::Cosine)
+    }
+
+    #[inline]
+    fn corr_of(&self, off: usize) -> f32 {
+        self.corr.get(off).copied().unwrap_or(0.0)
     }
 
     /// Code `v` into slot `off` (growing the arrays as needed).
     pub fn set(&mut self, off: u32, v: &[f32]) {
         let (o, d) = (off as usize, self.quantizer.dim);
-        if self.corr.len() <= o {
-            self.corr.resize(o + 1, 0.0);
+        if self.slots <= o {
+            self.slots = o + 1;
             self.codes.resize((o + 1) * d, 0);
+            if self.has_corr() {
+                self.corr.resize(o + 1, 0.0);
+            }
         }
-        self.corr[o] = self
+        let c = self
             .quantizer
             .encode(v, &mut self.codes[o * d..(o + 1) * d]);
+        if let Some(x) = self.corr.get_mut(o) {
+            *x = c;
+        }
     }
 
     #[inline]
@@ -143,11 +161,11 @@ impl QuantizedVectors {
 
     /// Slots coded so far.
     pub fn len(&self) -> usize {
-        self.corr.len()
+        self.slots
     }
 
     pub fn is_empty(&self) -> bool {
-        self.corr.is_empty()
+        self.slots == 0
     }
 
     /// Heap bytes held by the codes.
@@ -178,7 +196,10 @@ impl QuantQuery<'_> {
     /// Approximate score of slot `off`; `None` if the slot was never coded.
     #[inline]
     pub fn try_score(&self, off: u32) -> Option<f32> {
-        let c = *self.qv.corr.get(off as usize)?;
+        if off as usize >= self.qv.slots {
+            return None;
+        }
+        let c = self.qv.corr_of(off as usize);
         Some(
             self.qv
                 .quantizer
@@ -188,7 +209,7 @@ impl QuantQuery<'_> {
 
     #[inline]
     pub fn prefetch_slot(&self, off: u32) {
-        if (off as usize) < self.qv.corr.len() {
+        if (off as usize) < self.qv.slots {
             prefetch_all(self.qv.row(off));
         }
     }

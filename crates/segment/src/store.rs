@@ -165,6 +165,22 @@ impl Arena {
         }
     }
 
+    /// Row `off` for a few scattered reads (rescoring): from the file with `pread` when on
+    /// disk, so the process's RSS does not grow; `false` if the slot has no vector.
+    fn read_row(&self, off: u32, out: &mut Vec<f32>) -> bool {
+        let Some(v) = self.get(off) else {
+            return false;
+        };
+        match &self.rows {
+            Rows::Disk(f) if f.read_row(off, out).is_ok() => {}
+            _ => {
+                out.clear();
+                out.extend_from_slice(v);
+            }
+        }
+        true
+    }
+
     /// Let the kernel reclaim file pages a bulk read (index build, training) brought in.
     fn release_pages(&mut self) {
         if let Rows::Disk(f) = &mut self.rows {
@@ -1095,12 +1111,17 @@ impl PointStore {
         let rescore = params.quantization.rescore.unwrap_or(true);
         let dist = self.schema.dense[name].distance;
         let mut out = TopK::new(top, threshold);
+        let mut row = Vec::new();
         for mut h in top_k.into_sorted() {
             if rescore {
-                let Some(v) = self.dense.get(name).and_then(|a| a.get(h.offset)) else {
+                if !self
+                    .dense
+                    .get(name)
+                    .is_some_and(|a| a.read_row(h.offset, &mut row))
+                {
                     continue;
-                };
-                h.score = distance::score(dist, q, v);
+                }
+                h.score = distance::score(dist, q, &row);
             }
             out.push(h);
         }

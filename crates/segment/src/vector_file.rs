@@ -80,6 +80,21 @@ impl VectorFile {
         self.file.write_all_at(&bytes, (o * self.dim * 4) as u64)
     }
 
+    /// Read row `off` with `pread` (no page is mapped into the process: a few random rows
+    /// per query, e.g. rescoring, would otherwise bring whole fault-around windows in).
+    pub fn read_row(&self, off: u32, out: &mut Vec<f32>) -> io::Result<()> {
+        let mut bytes = vec![0u8; self.dim * 4];
+        self.file
+            .read_exact_at(&mut bytes, (off as usize * self.dim * 4) as u64)?;
+        out.clear();
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
+        );
+        Ok(())
+    }
+
     /// Drop the pages a bulk read faulted into this mapping (they stay in the page cache).
     pub fn release(&mut self) {
         let _ = self.remap();
