@@ -1020,6 +1020,8 @@ def render(res: dict) -> str:
          "`QDRANT_BIN=/path/to/qdrant` adds the real Qdrant server over REST; `--fvecs/--query-fvecs/--gt-ivecs` or "
          "`--hdf5` use other data; `--help` lists the rest.", "",
          "Raw numbers: `" + res["results_file"] + "`.", "",
+         "Memory of a loaded 1M x 128 collection (f32 in RAM; int8 codes with vectors on disk) is "
+         "measured by `bench/memory.py`: see [memory.md](memory.md).", "",
          "## Machine", "",
          f"* CPU: {m['cpu']}, `nproc` = {m['nproc']}, {m['mem_gib']} GiB RAM, kernel {m['kernel']}",
          f"* SIMD: CPU flags {', '.join(m['cpu_simd_flags']) or 'none'}; Sextant kernel in use: "

@@ -511,3 +511,35 @@ def test_strong_ordering_keeps_replicas_identical(procs):
         assert views[0] == views[1] == views[2], f"replicas diverged in round {rnd} ({ordering} ordering)"
     r = p0.call("PUT", "/collections/ord/points?ordering=fast", {"points": []})
     assert r.status_code == 400 and "ordering" in r.json()["status"]["error"], r.text
+
+
+def test_paused_peer_is_marked_dead_by_health_checks(procs):
+    """A peer that stops answering (SIGSTOP) has its replicas marked Dead by the leader's
+    health checks without any write failing, so reads stop waiting for it; after SIGCONT it
+    recovers its replicas by itself."""
+    import signal
+    p0, p1, p2 = procs.nodes
+    create(p0, "hp", rf=2, wcf=1)
+    wait_all_active([p0, p1, p2], "hp")
+    p0.ok("PUT", "/collections/hp/points?wait=true", {"points": points(range(100), random.Random(4))})
+    os.kill(p2.proc.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 45
+        states = {}
+        while time.monotonic() < deadline:
+            states, _ = replica_states(p0, "hp")
+            mine = [s for (_, peer), s in states.items() if peer == p2.peer_id]
+            if mine and all(s == "Dead" for s in mine):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"paused peer's replicas not marked Dead: {states}")
+        for _ in range(10):  # reads no longer go to the paused peer
+            t = time.monotonic()
+            assert p0.ok("POST", "/collections/hp/points/count", {"exact": True})["count"] == 100
+            assert time.monotonic() - t < 5
+    finally:
+        os.kill(p2.proc.pid, signal.SIGCONT)
+    wait_all_active([p0, p1, p2], "hp", timeout=90)
+    views = [all_points(p, "hp") for p in (p0, p1, p2)]
+    assert views[0] == views[1] == views[2] and len(views[0]) == 100
