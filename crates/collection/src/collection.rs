@@ -141,7 +141,7 @@ impl Collection {
         let mut store =
             PointStore::with_vector_dir(meta.config.vector_schema(), Some(dir.join("vectors")));
         let mut checkpoint_seq = 0;
-        if let Some((seq, path)) = latest_checkpoint(dir)? {
+        if let Some((seq, _, path)) = latest_checkpoint(dir)? {
             load_checkpoint(&path, &mut store, &|name| {
                 let p = Self::hnsw_params(&meta.config, name);
                 (p.m, p.ef_construct)
@@ -493,8 +493,19 @@ impl Collection {
             }
             (seq, points, dense_names, rows, store.graph_exports())
         };
-        let final_dir = self.dir.join(format!("checkpoint-{seq:020}"));
-        let tmp = self.dir.join(format!("checkpoint-{seq:020}.tmp"));
+        // A newer checkpoint of the same seq (only graphs changed) gets the next generation:
+        // a complete checkpoint directory is never replaced in place.
+        let generation = match latest_checkpoint(&self.dir)? {
+            Some((s, g, _)) if s == seq => g + 1,
+            _ => 0,
+        };
+        let name = if generation == 0 {
+            format!("checkpoint-{seq:020}")
+        } else {
+            format!("checkpoint-{seq:020}.{generation}")
+        };
+        let final_dir = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp)?;
         let mut graph_meta = Vec::new();
@@ -618,17 +629,24 @@ fn apply_index(store: &mut PointStore, field: &str, schema: &Value) -> CResult<(
     Ok(())
 }
 
-fn latest_checkpoint(dir: &Path) -> CResult<Option<(u64, PathBuf)>> {
-    let mut best: Option<(u64, PathBuf)> = None;
+/// The newest complete checkpoint: `checkpoint-{seq}` or `checkpoint-{seq}.{generation}`
+/// with the highest `(seq, generation)`; `.tmp` directories are incomplete.
+fn latest_checkpoint(dir: &Path) -> CResult<Option<(u64, u64, PathBuf)>> {
+    let mut best: Option<(u64, u64, PathBuf)> = None;
     for e in fs::read_dir(dir)?.flatten() {
         let n = e.file_name().to_string_lossy().to_string();
-        if let Some(seq) = n
-            .strip_prefix("checkpoint-")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            if best.as_ref().is_none_or(|b| seq > b.0) {
-                best = Some((seq, e.path()));
-            }
+        let Some(rest) = n.strip_prefix("checkpoint-") else {
+            continue;
+        };
+        let (seq, generation) = match rest.split_once('.') {
+            None => (rest.parse::<u64>().ok(), Some(0)),
+            Some((s, g)) => (s.parse::<u64>().ok(), g.parse::<u64>().ok()),
+        };
+        let (Some(seq), Some(generation)) = (seq, generation) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|b| (seq, generation) > (b.0, b.1)) {
+            best = Some((seq, generation, e.path()));
         }
     }
     Ok(best)
@@ -784,6 +802,31 @@ mod tests {
         src.update_logged(upsert(50..51), false, reset).unwrap();
         assert!(src.ops_missing_from(&known, 0).unwrap().is_none());
         assert!(src.ops_missing_from(&known, 1).unwrap().is_some());
+    }
+
+    /// A checkpoint at an unchanged seq (only graphs changed) is written as the next
+    /// generation — the complete one is never replaced in place — and is the one loaded.
+    #[test]
+    fn same_seq_checkpoint_gets_a_new_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g");
+        {
+            let c = Collection::create(&path, "g", cfg()).unwrap();
+            c.update(upsert(0..10), true).unwrap();
+            c.checkpoint().unwrap();
+            c.checkpoint().unwrap(); // nothing new: no-op
+            c.graphs_dirty.store(true, Ordering::Release);
+            c.checkpoint().unwrap();
+        }
+        let names: Vec<String> = fs::read_dir(&path)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("checkpoint-"))
+            .collect();
+        assert_eq!(names, vec![format!("checkpoint-{:020}.1", 1)]);
+        let c = Collection::open(&path, "g").unwrap();
+        assert_eq!(c.read().len(), 10);
     }
 
     #[test]
