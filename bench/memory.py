@@ -12,9 +12,9 @@ queries (1 client, default search params) against exact ground truth, so memory 
 are never reported without their cost.
 
 Reference sizes come from the files the server wrote, not from formulas: raw vectors =
-n·dim·4 bytes, graph links = the size of the checkpoint's `graph-0.hnsw`. The report is
-appended to `docs/benchmarks.md`'s memory section by hand (numbers printed as markdown)
-and stored in `bench/results/memory-<timestamp>.json`.
+n·dim·4 bytes, graph links = the size of the checkpoint's `graph-0.hnsw` (the newest
+checkpoint directory). The report goes to `docs/memory.md` (1M points or more; smaller
+runs to `bench/data/memory.md`), raw numbers to `bench/results/memory-<timestamp>.json`.
 """
 
 from __future__ import annotations

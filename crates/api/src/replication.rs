@@ -61,13 +61,13 @@ struct Forward {
 
 #[derive(Default)]
 pub struct Replication {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: NamedLocks,
     forwards: Mutex<HashMap<String, Vec<Forward>>>,
     running: Mutex<HashSet<(String, u32)>>,
     progress: Mutex<HashMap<(String, u32), u64>>,
     last_recovery: Mutex<HashMap<(String, u32), Instant>>,
     history: Mutex<std::collections::VecDeque<serde_json::Value>>,
-    order_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    order_locks: NamedLocks,
     /// Leader's health checks: peer -> (consecutive failures, last check, check running).
     health: Mutex<HashMap<u64, (u32, Instant, bool)>>,
 }
@@ -75,20 +75,12 @@ pub struct Replication {
 impl Replication {
     /// The lock serializing local applies, forwards and transfer batches of a collection.
     pub fn lock_for(&self, collection: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .entry(collection.to_string())
-            .or_default()
-            .clone()
+        named_lock(&self.locks, collection)
     }
 
     /// The lock a shard leader holds while coordinating one `ordering` medium/strong write.
     pub fn order_lock_for(&self, collection: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.order_locks
-            .lock()
-            .entry(collection.to_string())
-            .or_default()
-            .clone()
+        named_lock(&self.order_locks, collection)
     }
 
     /// Points sent so far by a transfer this peer is streaming.
@@ -131,6 +123,17 @@ impl Replication {
         }
     }
 }
+
+/// The async lock of `collection` in a table of per-collection locks (created on first use).
+fn named_lock(table: &NamedLocks, collection: &str) -> Arc<tokio::sync::Mutex<()>> {
+    table
+        .lock()
+        .entry(collection.to_string())
+        .or_default()
+        .clone()
+}
+
+type NamedLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
 /// Forward a locally applied write to the replicas this peer is filling (called with the
 /// collection's lock held). A target that cannot take it ends its transfer.

@@ -165,20 +165,14 @@ impl Arena {
         }
     }
 
-    /// Row `off` for a few scattered reads (rescoring): from the file with `pread` when on
-    /// disk, so the process's RSS does not grow; `false` if the slot has no vector.
-    fn read_row(&self, off: u32, out: &mut Vec<f32>) -> bool {
-        let Some(v) = self.get(off) else {
-            return false;
-        };
+    /// Row `off` for a few scattered reads (rescoring): in RAM the stored slice; on disk a
+    /// `pread` into `buf`, so the process's RSS does not grow (the mapping if that fails).
+    fn read_row<'a>(&'a self, off: u32, buf: &'a mut Vec<f32>) -> Option<&'a [f32]> {
+        let v = self.get(off)?;
         match &self.rows {
-            Rows::Disk(f) if f.read_row(off, out).is_ok() => {}
-            _ => {
-                out.clear();
-                out.extend_from_slice(v);
-            }
+            Rows::Disk(f) if f.read_row(off, buf).is_ok() => Some(buf.as_slice()),
+            _ => Some(v),
         }
-        true
     }
 
     /// Let the kernel reclaim file pages a bulk read (index build, training) brought in.
@@ -1114,14 +1108,14 @@ impl PointStore {
         let mut row = Vec::new();
         for mut h in top_k.into_sorted() {
             if rescore {
-                if !self
+                let Some(v) = self
                     .dense
                     .get(name)
-                    .is_some_and(|a| a.read_row(h.offset, &mut row))
-                {
+                    .and_then(|a| a.read_row(h.offset, &mut row))
+                else {
                     continue;
-                }
-                h.score = distance::score(dist, q, &row);
+                };
+                h.score = distance::score(dist, q, v);
             }
             out.push(h);
         }

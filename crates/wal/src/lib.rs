@@ -327,16 +327,22 @@ impl Wal {
     /// Drop whole segments whose records are all below `seq` (they are covered by a
     /// checkpoint). The current segment is never dropped.
     pub fn truncate_before(&mut self, seq: u64) -> Result<()> {
+        if self.drop_oldest(seq, 1)? {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Delete the oldest segment while more than `min_segments` remain and all its records
+    /// are below `seq`. Returns whether any was deleted (the caller syncs the directory).
+    fn drop_oldest(&mut self, seq: u64, min_segments: usize) -> Result<bool> {
         let mut removed = false;
-        while self.segments.len() > 1 && self.segments[1].first_seq <= seq {
+        while self.segments.len() > min_segments.max(1) && self.segments[1].first_seq <= seq {
             let s = self.segments.remove(0);
             fs::remove_file(&s.path)?;
             removed = true;
         }
-        if removed {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+        Ok(removed)
     }
 
     /// Drop segments covered by a checkpoint at `covered`, but keep the newest `keep_ops`
@@ -349,14 +355,9 @@ impl Wal {
         max_closed: usize,
     ) -> Result<()> {
         let keep_from = self.next_seq.saturating_sub(keep_ops).min(covered + 1);
-        self.truncate_before(keep_from)?;
-        let mut removed = false;
-        while self.segments.len() > max_closed + 1 && self.segments[1].first_seq <= covered + 1 {
-            let s = self.segments.remove(0);
-            fs::remove_file(&s.path)?;
-            removed = true;
-        }
-        if removed {
+        let history = self.drop_oldest(keep_from, 1)?;
+        let bound = self.drop_oldest(covered + 1, max_closed + 1)?;
+        if history || bound {
             sync_dir(&self.dir)?;
         }
         Ok(())
