@@ -36,6 +36,10 @@ struct Args {
     /// Passes over the query set per ef (the best pass is reported).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Load the graph from this file if it exists (build time is then 0), else build and
+    /// save it there: for profiling search alone.
+    #[arg(long)]
+    graph_cache: Option<String>,
 }
 
 fn read_vecs<T: Copy>(path: &str, conv: fn([u8; 4]) -> T) -> Result<(Vec<T>, usize)> {
@@ -97,20 +101,37 @@ fn main() -> Result<()> {
         dim,
         distance: dist,
     };
+    // as the server does for its vector arena (SEXTANT_HUGE_PAGES=0 turns it off)
+    segment::mem::advise_huge_pages(&base);
     let nodes: Vec<u32> = (0..n as u32).collect();
     let rss_before = rss_mb();
     let t = Instant::now();
-    let g = Hnsw::build(
-        arena,
-        &nodes,
-        HnswParams {
-            m: a.m,
-            ef_construct: a.ef_construct,
-            seed: 42,
-            threads: a.build_threads,
-        },
-    );
-    let build_secs = t.elapsed().as_secs_f64();
+    let cached = a
+        .graph_cache
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| Hnsw::from_bytes(&b));
+    let loaded = cached.is_some();
+    let g = cached.unwrap_or_else(|| {
+        Hnsw::build(
+            arena,
+            &nodes,
+            HnswParams {
+                m: a.m,
+                ef_construct: a.ef_construct,
+                seed: 42,
+                threads: a.build_threads,
+            },
+        )
+    });
+    let build_secs = if loaded {
+        0.0
+    } else {
+        t.elapsed().as_secs_f64()
+    };
+    if let (Some(p), false) = (&a.graph_cache, loaded) {
+        std::fs::write(p, g.to_bytes()).with_context(|| format!("writing {p}"))?;
+    }
     let accept = |_: u32| true;
     let mut runs = Vec::new();
     for ef in a.ef.split(',').map(|x| x.trim().parse::<usize>()) {

@@ -44,6 +44,33 @@ pub fn preprocess(distance: Distance, mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
+/// [`score`] with the kernel resolved once, for loops that score many vectors (resolving
+/// it per call was measured at ~10% of a graph search).
+#[derive(Clone, Copy)]
+pub struct Metric {
+    kernel: crate::simd::Kernel,
+    /// -1 for kernels that return a distance (smaller is better).
+    sign: f32,
+}
+
+impl Metric {
+    pub fn of(distance: Distance) -> Metric {
+        let k = kernels();
+        let (kernel, sign) = match distance {
+            Distance::Cosine | Distance::Dot => (k.dot, 1.0),
+            Distance::Euclid => (k.l2_squared, -1.0),
+            Distance::Manhattan => (k.l1, -1.0),
+        };
+        Metric { kernel, sign }
+    }
+
+    /// Internal score, bigger is better (same as [`score`]).
+    #[inline]
+    pub fn score(&self, a: &[f32], b: &[f32]) -> f32 {
+        self.sign * (self.kernel)(a, b)
+    }
+}
+
 /// Internal score, bigger is better. Both inputs must already be preprocessed.
 #[inline]
 pub fn score(distance: Distance, a: &[f32], b: &[f32]) -> f32 {

@@ -8,13 +8,15 @@
 //!
 //! Scores are the engine's internal scores: bigger is better, for every distance.
 
-use crate::distance;
+use crate::distance::{self, Metric};
 use crate::types::Distance;
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HnswParams {
@@ -71,16 +73,28 @@ pub trait QueryScorer {
     fn prefetch(&self, i: u32);
 }
 
-/// A query scored against the f32 arena.
+/// A query scored against the f32 arena. The distance's kernel is resolved once here,
+/// not per scored node.
 pub struct F32Query<'a> {
-    pub arena: Arena<'a>,
-    pub q: &'a [f32],
+    arena: Arena<'a>,
+    q: &'a [f32],
+    metric: Metric,
+}
+
+impl<'a> F32Query<'a> {
+    pub fn new(arena: Arena<'a>, q: &'a [f32]) -> Self {
+        F32Query {
+            arena,
+            q,
+            metric: Metric::of(arena.distance),
+        }
+    }
 }
 
 impl QueryScorer for F32Query<'_> {
     #[inline]
     fn score(&self, i: u32) -> f32 {
-        self.arena.score(self.q, i)
+        self.metric.score(self.q, self.arena.row(i))
     }
     #[inline]
     fn prefetch(&self, i: u32) {
@@ -95,16 +109,27 @@ struct Scored {
 }
 impl Eq for Scored {}
 impl PartialOrd for Scored {
+    #[inline]
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
 }
+impl Scored {
+    /// One integer whose order is the order of `Scored`: the score's bits mapped to an
+    /// order-preserving unsigned integer (negative floats reversed), then the inverted id
+    /// (ties: the smaller id ranks higher). One compare instead of a float compare with
+    /// NaN handling and a tie branch; heaps compare on every push and pop.
+    #[inline]
+    fn key(&self) -> u64 {
+        let b = self.score.to_bits();
+        let ordered = b ^ (((b as i32) >> 31) as u32 | 0x8000_0000);
+        ((ordered as u64) << 32) | (!self.id) as u64
+    }
+}
 impl Ord for Scored {
+    #[inline]
     fn cmp(&self, o: &Self) -> Ordering {
-        self.score
-            .partial_cmp(&o.score)
-            .unwrap_or(Ordering::Equal)
-            .then_with(|| o.id.cmp(&self.id))
+        self.key().cmp(&o.key())
     }
 }
 
@@ -128,17 +153,20 @@ pub(crate) fn prefetch_all<T>(row: &[T]) {
     let _ = row;
 }
 
-/// Hint the CPU to start loading a vector we are about to score (its first two cache
-/// lines, as hnswlib does).
+/// Hint the CPU to start loading a vector we are about to score: all of it up to 1 KiB
+/// (measured on 128-d: +5% QPS over the first two lines only; the cap keeps long vectors
+/// from flooding the load queue).
 #[inline(always)]
 fn prefetch(row: &[f32]) {
-    prefetch_all(&row[..row.len().min(32)]);
+    prefetch_all(&row[..row.len().min(256)]);
 }
 
-/// Visited set with generation counters, reused per thread.
+/// Visited set with generation counters, reused per thread. Marks are 16-bit so that the
+/// set of a 200k-node graph (400 KB) stays in a core's L2 cache; a wrap every 65,535
+/// searches costs one clear.
 struct Visited {
-    marks: Vec<u32>,
-    epoch: u32,
+    marks: Vec<u16>,
+    epoch: u16,
 }
 
 impl Visited {
@@ -239,20 +267,94 @@ pub struct Hnsw {
 }
 
 /// Build-time mutable graph.
+///
+/// Layer 0 is one flat array of `n * (m0 + 1)` words (`[count, links...]` per node, the
+/// frozen layout), guarded by one byte-sized lock per node: finding a node's links is one
+/// address computation, where a `Vec<Mutex<Vec<u32>>>` per node cost three dependent
+/// loads (measured: the build spent about half its time in the layer-0 beam search).
+/// The words are atomics only so that they can be written through `&self`; every access
+/// holds the node's lock, so `Relaxed` suffices.
 struct Building {
     m: usize,
     m0: usize,
     levels: Vec<u8>,
-    links: Vec<Vec<Mutex<Vec<u32>>>>, // links[node][level]
+    layer0: Vec<AtomicU32>,
+    locks0: Vec<Mutex<()>>,
+    /// `upper[node][level - 1]`; empty for nodes without upper levels.
+    upper: Vec<Vec<Mutex<Vec<u32>>>>,
     entry: RwLock<(u32, u8)>,
 }
 
 impl Building {
+    #[inline]
+    fn row0(&self, node: u32) -> &[AtomicU32] {
+        let base = node as usize * (self.m0 + 1);
+        &self.layer0[base..base + self.m0 + 1]
+    }
+
+    /// Call `f` on each of a node's links at `level`, holding its lock.
+    #[inline]
+    fn for_links(&self, node: u32, level: usize, mut f: impl FnMut(u32)) {
+        if level == 0 {
+            let _g = self.locks0[node as usize].lock();
+            let row = self.row0(node);
+            let c = row[0].load(Relaxed) as usize;
+            for w in &row[1..1 + c] {
+                f(w.load(Relaxed));
+            }
+        } else {
+            for &x in self.upper[node as usize][level - 1].lock().iter() {
+                f(x);
+            }
+        }
+    }
+
     /// Copy a node's links into the caller's buffer (reused: no allocation per visit).
     #[inline]
     fn neighbours_into(&self, node: u32, level: usize, buf: &mut Vec<u32>) {
         buf.clear();
-        buf.extend_from_slice(&self.links[node as usize][level].lock());
+        self.for_links(node, level, |x| buf.push(x));
+    }
+
+    /// Replace a node's links (at most `m0` on layer 0, `m` above).
+    fn set_links(&self, node: u32, level: usize, links: &[u32]) {
+        if level == 0 {
+            let _g = self.locks0[node as usize].lock();
+            Self::write_row0(self.row0(node), links);
+        } else {
+            let mut l = self.upper[node as usize][level - 1].lock();
+            l.clear();
+            l.extend_from_slice(links);
+        }
+    }
+
+    fn write_row0(row: &[AtomicU32], links: &[u32]) {
+        assert!(links.len() < row.len(), "layer-0 list over m0 links");
+        row[0].store(links.len() as u32, Relaxed);
+        for (w, &x) in row[1..].iter().zip(links) {
+            w.store(x, Relaxed);
+        }
+    }
+
+    /// Under the node's lock: read its links into `buf`, let `f` edit them, write back.
+    fn update_links(
+        &self,
+        node: u32,
+        level: usize,
+        buf: &mut Vec<u32>,
+        f: impl FnOnce(&mut Vec<u32>),
+    ) {
+        if level == 0 {
+            let _g = self.locks0[node as usize].lock();
+            let row = self.row0(node);
+            let c = row[0].load(Relaxed) as usize;
+            buf.clear();
+            buf.extend(row[1..1 + c].iter().map(|w| w.load(Relaxed)));
+            f(buf);
+            Self::write_row0(row, buf);
+        } else {
+            f(&mut self.upper[node as usize][level - 1].lock());
+        }
     }
 }
 
@@ -278,6 +380,7 @@ fn search_layer_build(
             res.pop();
         }
         let mut buf = Vec::with_capacity(b.m0);
+        let metric = Metric::of(a.distance);
         while let Some(c) = cand.pop() {
             let worst = res.peek().map(|r| r.0.score).unwrap_or(f32::NEG_INFINITY);
             if c.score < worst && res.len() >= ef {
@@ -286,14 +389,14 @@ fn search_layer_build(
             // only the unvisited neighbours are copied out of the lock, their vectors
             // prefetched before scoring
             buf.clear();
-            for &nb in b.links[c.id as usize][level].lock().iter() {
+            b.for_links(c.id, level, |nb| {
                 if vis.insert(nb) {
                     prefetch(a.row(nb));
                     buf.push(nb);
                 }
-            }
+            });
             for &nb in &buf {
-                let s = a.score(q, nb);
+                let s = metric.score(q, a.row(nb));
                 let worst = res.peek().map(|r| r.0.score).unwrap_or(f32::NEG_INFINITY);
                 if res.len() < ef || s > worst {
                     let x = Scored { score: s, id: nb };
@@ -317,14 +420,13 @@ fn search_layer_build(
 /// worse than the heuristic (recall@10 0.31 vs 0.85 at ef=200), so Dot uses it too.
 fn select_heuristic(a: &Arena, cands: &[Scored], m: usize) -> Vec<u32> {
     let mut kept: Vec<u32> = Vec::with_capacity(m);
+    let metric = Metric::of(a.distance);
     for c in cands {
         if kept.len() >= m {
             break;
         }
         let cv = a.row(c.id);
-        let good = kept
-            .iter()
-            .all(|&k| distance::score(a.distance, cv, a.row(k)) < c.score);
+        let good = kept.iter().all(|&k| metric.score(cv, a.row(k)) < c.score);
         if good {
             kept.push(c.id);
         }
@@ -366,22 +468,20 @@ impl Hnsw {
             assert!((i as usize) < n, "node {i} outside the arena");
             levels[i as usize] = random_level(p.seed, i, ml);
         }
-        let links: Vec<Vec<Mutex<Vec<u32>>>> = (0..n)
+        // existing layer-0 rows keep their words (same layout), new rows start empty
+        let mut layer0: Vec<AtomicU32> = Vec::with_capacity(n * (m0 + 1));
+        layer0.extend(self.layer0.iter().map(|&w| AtomicU32::new(w)));
+        layer0.resize_with(n * (m0 + 1), || AtomicU32::new(0));
+        crate::mem::advise_huge_pages(&layer0);
+        let locks0: Vec<Mutex<()>> = (0..n).map(|_| Mutex::new(())).collect();
+        let upper: Vec<Vec<Mutex<Vec<u32>>>> = (0..n)
             .map(|i| {
-                (0..=levels[i] as usize)
+                (1..=levels[i] as usize)
                     .map(|l| {
-                        let existing: Vec<u32> =
-                            if i < self.n && (l == 0 || l <= self.levels[i] as usize) {
-                                if l == 0 {
-                                    self.links0(i as u32).to_vec()
-                                } else {
-                                    self.links_upper(i as u32, l).to_vec()
-                                }
-                            } else {
-                                Vec::new()
-                            };
-                        let mut v = Vec::with_capacity(if l == 0 { m0 } else { m });
-                        v.extend(existing);
+                        let mut v = Vec::with_capacity(m);
+                        if i < self.n && l <= self.levels[i] as usize {
+                            v.extend_from_slice(self.links_upper(i as u32, l));
+                        }
                         Mutex::new(v)
                     })
                     .collect()
@@ -411,7 +511,9 @@ impl Hnsw {
             m,
             m0,
             levels,
-            links,
+            layer0,
+            locks0,
+            upper,
             entry: RwLock::new(entry),
         };
         let ef = p.ef_construct.max(m);
@@ -448,26 +550,18 @@ impl Hnsw {
             run()
         }
         // freeze
-        let mut layer0 = vec![0u32; n * (m0 + 1)];
-        let mut upper = vec![Vec::new(); n];
-        for (i, up) in upper.iter_mut().enumerate() {
-            let l0 = b.links[i][0].lock();
-            let base = i * (m0 + 1);
-            layer0[base] = l0.len() as u32;
-            layer0[base + 1..base + 1 + l0.len()].copy_from_slice(&l0);
-            let lv = b.levels[i] as usize;
-            if lv > 0 {
-                let mut u = vec![0u32; lv * (m + 1)];
-                for l in 1..=lv {
-                    let ls = b.links[i][l].lock();
-                    let o = (l - 1) * (m + 1);
-                    u[o] = ls.len() as u32;
-                    u[o + 1..o + 1 + ls.len()].copy_from_slice(&ls);
-                }
-                *up = u;
-            }
-        }
         let (entry, max_level) = *b.entry.read();
+        let layer0: Vec<u32> = b.layer0.into_iter().map(AtomicU32::into_inner).collect();
+        let upper = b.upper.into_iter().map(|levels| {
+            let mut u = vec![0u32; levels.len() * (m + 1)];
+            for (l, ls) in levels.into_iter().enumerate() {
+                let ls = ls.into_inner();
+                let o = l * (m + 1);
+                u[o] = ls.len() as u32;
+                u[o + 1..o + 1 + ls.len()].copy_from_slice(&ls);
+            }
+            u
+        });
         Hnsw {
             m,
             m0,
@@ -495,6 +589,7 @@ impl Hnsw {
         let qv = a.row(q);
         let ql = b.levels[q as usize];
         let (mut ep, top) = *b.entry.read();
+        let metric = Metric::of(a.distance);
         let mut cur = Scored {
             score: a.score(qv, ep),
             id: ep,
@@ -508,7 +603,7 @@ impl Hnsw {
                 changed = false;
                 b.neighbours_into(cur.id, l as usize, &mut buf);
                 for &nb in &buf {
-                    let s = a.score(qv, nb);
+                    let s = metric.score(qv, a.row(nb));
                     if s > cur.score {
                         cur = Scored { score: s, id: nb };
                         changed = true;
@@ -528,30 +623,31 @@ impl Hnsw {
             // the new node keeps at most `m` links (as in the HNSW paper and hnswlib);
             // layer-0 lists grow to `m0` through reverse links
             let chosen = select_heuristic(a, &w, b.m);
-            *b.links[q as usize][level].lock() = chosen.clone();
+            b.set_links(q, level, &chosen);
             for &nb in &chosen {
-                let mut lk = b.links[nb as usize][level].lock();
-                if lk.contains(&q) {
-                    continue;
-                }
-                if lk.len() < cap {
-                    lk.push(q);
-                } else {
-                    let nv = a.row(nb);
-                    let mut cands: Vec<Scored> = lk
-                        .iter()
-                        .map(|&x| Scored {
-                            score: distance::score(a.distance, nv, a.row(x)),
-                            id: x,
-                        })
-                        .collect();
-                    cands.push(Scored {
-                        score: distance::score(a.distance, nv, qv),
-                        id: q,
-                    });
-                    cands.sort_by(|x, y| y.cmp(x));
-                    *lk = select_heuristic(a, &cands, cap);
-                }
+                b.update_links(nb, level, &mut buf, |lk| {
+                    if lk.contains(&q) {
+                        return;
+                    }
+                    if lk.len() < cap {
+                        lk.push(q);
+                    } else {
+                        let nv = a.row(nb);
+                        let mut cands: Vec<Scored> = lk
+                            .iter()
+                            .map(|&x| Scored {
+                                score: metric.score(nv, a.row(x)),
+                                id: x,
+                            })
+                            .collect();
+                        cands.push(Scored {
+                            score: metric.score(nv, qv),
+                            id: q,
+                        });
+                        cands.sort_by(|x, y| y.cmp(x));
+                        *lk = select_heuristic(a, &cands, cap);
+                    }
+                });
             }
             eps = w;
         }
@@ -588,15 +684,15 @@ impl Hnsw {
 
     /// Approximate top-`k` by internal score. `accept(node)` decides which nodes may be
     /// returned (tombstones, filters); rejected nodes are still traversed.
-    pub fn search(
+    pub fn search<A: Fn(u32) -> bool + ?Sized>(
         &self,
         a: &Arena,
         q: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: &A,
     ) -> Vec<(u32, f32)> {
-        self.search_scored(&F32Query { arena: *a, q }, k, ef, accept, false)
+        self.search_scored(&F32Query::new(*a, q), k, ef, accept, false)
     }
 
     /// Like [`Hnsw::search`], for a selective filter whose `accept` is cheap (a bitmap
@@ -604,25 +700,25 @@ impl Hnsw {
     /// scored but bridged, its own accepted neighbours taking its place (two-hop expansion,
     /// at most `m0` new nodes per expansion). Scoring rejected nodes is what makes plain
     /// filtered traversal cost ~1/selectivity more distance computations.
-    pub fn search_filtered(
+    pub fn search_filtered<A: Fn(u32) -> bool + ?Sized>(
         &self,
         a: &Arena,
         q: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: &A,
     ) -> Vec<(u32, f32)> {
-        self.search_scored(&F32Query { arena: *a, q }, k, ef, accept, true)
+        self.search_scored(&F32Query::new(*a, q), k, ef, accept, true)
     }
 
     /// The search behind [`Hnsw::search`] (`two_hop = false`) and
     /// [`Hnsw::search_filtered`] (`two_hop = true`), with any scorer.
-    pub fn search_scored<S: QueryScorer>(
+    pub fn search_scored<S: QueryScorer, A: Fn(u32) -> bool + ?Sized>(
         &self,
         a: &S,
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: &A,
         two_hop: bool,
     ) -> Vec<(u32, f32)> {
         if self.nodes == 0 || k == 0 {
@@ -765,6 +861,7 @@ impl Hnsw {
             entry = Some((e, self.levels[self.entry as usize]));
         }
         let (entry, max_level) = entry?;
+        crate::mem::advise_huge_pages(&layer0);
         Some(Hnsw {
             m,
             m0,
@@ -839,6 +936,7 @@ impl Hnsw {
             (list[0] as usize) <= cap
                 && list[1..=list[0] as usize].iter().all(|&x| (x as usize) < n)
         };
+        crate::mem::advise_huge_pages(&layer0);
         if !layer0.chunks_exact(m0 + 1).all(|c| valid(c, m0)) {
             return None;
         }

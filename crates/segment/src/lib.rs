@@ -9,6 +9,7 @@ pub mod distance;
 pub mod filter;
 pub mod hnsw;
 pub mod json_path;
+pub mod mem;
 pub mod payload_index;
 pub mod quant;
 pub mod routing;

@@ -117,6 +117,11 @@ pub struct QuantizedVectors {
 }
 
 impl QuantizedVectors {
+    /// Back the codes with huge pages (see [`crate::mem`]).
+    pub fn advise_huge_pages(&self) {
+        crate::mem::advise_huge_pages(&self.codes);
+    }
+
     pub fn new(quantizer: ScalarQuantizer) -> Self {
         QuantizedVectors {
             quantizer,

@@ -176,9 +176,14 @@ impl Arena {
     }
 
     /// Let the kernel reclaim file pages a bulk read (index build, training) brought in.
-    fn release_pages(&mut self) {
-        if let Rows::Disk(f) = &mut self.rows {
-            f.release();
+    /// After a graph build or load: on disk, drop the mapped pages the bulk pass brought
+    /// in; in RAM, back the rows with huge pages (searches read them at random).
+    fn settle_pages(&mut self) {
+        match &mut self.rows {
+            Rows::Disk(f) => f.release(),
+            Rows::Ram(v) => {
+                crate::mem::advise_huge_pages(v);
+            }
         }
     }
 
@@ -454,8 +459,9 @@ impl PointStore {
             }
         }
         if let Some(a) = self.dense.get_mut(name) {
-            a.release_pages();
+            a.settle_pages();
         }
+        qv.advise_huge_pages();
         self.quant.insert(name.to_string(), qv);
         true
     }
@@ -965,7 +971,7 @@ impl PointStore {
                             dim: arena.dim,
                             distance: dist,
                         };
-                        let f32q = hnsw::F32Query { arena: a, q };
+                        let f32q = hnsw::F32Query::new(a, q);
                         let walk =
                             |accept: &dyn Fn(u32) -> bool, two_hop: bool, ef: usize| match &codes {
                                 Some(c) => g.graph.search_scored(c, preselect, ef, accept, two_hop),
@@ -1248,7 +1254,7 @@ impl PointStore {
         self.ensure_quantized(&name);
         // the build copied the vectors through the mapping: let those pages go
         if let Some(a) = self.dense.get_mut(&name) {
-            a.release_pages();
+            a.settle_pages();
         }
         true
     }
@@ -1395,6 +1401,9 @@ impl PointStore {
             },
         );
         self.ensure_quantized(name);
+        if let Some(a) = self.dense.get_mut(name) {
+            a.settle_pages();
+        }
         true
     }
 }
