@@ -238,12 +238,12 @@ impl FieldIndex {
     }
 }
 
+/// Union of many posting lists at once (container by container; folding `|=` one list at
+/// a time re-merged the growing result per list: measured ~40% of a 50%-selective
+/// filtered search over REST).
 fn union<'a>(bitmaps: impl Iterator<Item = &'a RoaringBitmap>) -> RoaringBitmap {
-    let mut o = RoaringBitmap::new();
-    for b in bitmaps {
-        o |= b;
-    }
-    o
+    use roaring::MultiOps;
+    bitmaps.union()
 }
 
 fn range_scan(
