@@ -197,3 +197,64 @@ def test_quantization_bad_input(server):
         "query": [0.1, 0.2, 0.3, 0.4], "params": {"quantization": {"ignore": False, "rescore": True, "oversampling": 3}}},
         timeout=30)
     assert_ok_response(r, "query with quantization params")
+
+
+def _block_graphs_built(srv) -> int:
+    """Sum of `installed=N` over the server's "payload-block graphs built" log lines."""
+    import re
+    total = 0
+    for f in srv.workdir.glob("std*.log"):
+        for line in f.read_text(errors="replace").splitlines():
+            if "payload-block graphs built" in line:
+                m = re.search(r"installed\W*=\W*(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", line))
+                total += int(m.group(1)) if m else 0
+    return total
+
+
+@pytest.mark.slow
+def test_payload_block_graphs(make_server):
+    """A keyword index gets one graph per value with >= 1000 points (`payload_m`); a filter
+    naming one value walks it. Results stay exact-correct in membership (right tenant,
+    never deleted) and close to exact in ranking, also after payloads move between values
+    and points are deleted (stale blocks: the moved points are scanned exactly)."""
+    srv = make_server()
+    plain_env = srv.env
+    srv.env = lambda: {**plain_env(), "QDRANT__LOG_LEVEL": "INFO"}
+    srv.start()
+    client = srv.client()
+    rng = np.random.default_rng(SEED + 11)
+    name = "blocks"
+    client.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.EUCLID),
+                             optimizers_config=models.OptimizersConfigDiff(indexing_threshold=10))
+    client.create_payload_index(name, "tenant", models.PayloadSchemaType.KEYWORD, wait=True)
+    sizes = {"a": 2500, "b": 1500, "c": 1000, "d": 200}  # "d" is too small for a block
+    tenants = np.array([t for t, n in sizes.items() for _ in range(n)])
+    rng.shuffle(tenants)
+    n = len(tenants)
+    data = clustered(rng, n + QUERIES)
+    vecs, queries = data[:n], data[n:]
+    for start in range(0, n, 1000):
+        ids = list(range(start, min(n, start + 1000)))
+        client.upsert(name, points=models.Batch(ids=ids, vectors=vecs[ids].tolist(),
+                                                payloads=[{"tenant": str(tenants[i])} for i in ids]), wait=True)
+    wait_green(client, name)
+    assert _block_graphs_built(srv) >= 3, f"no block graphs in the log:\n{srv.stderr_text(3000)}"
+
+    def check(stage: str, deleted=frozenset()):
+        for t in sizes:
+            flt = models.Filter(must=[models.FieldCondition(key="tenant", match=models.MatchValue(value=t))])
+            r = recall(client, name, queries[:20], flt)
+            assert r >= 0.95, f"seed {SEED}: tenant {t} recall {r} ({stage})"
+            for q in queries[:5]:
+                got = client.query_points(name, query=q.tolist(), limit=30, query_filter=flt, with_payload=True).points
+                assert all(p.payload["tenant"] == t for p in got), f"wrong tenant returned ({stage})"
+                assert not deleted & {p.id for p in got}, f"deleted point returned ({stage})"
+
+    check("fresh")
+    # move 600 points of "a" to "b", delete 300 of "b": the blocks are stale until rebuilt
+    moved = [int(i) for i in np.nonzero(tenants == "a")[0][:600]]
+    client.set_payload(name, payload={"tenant": "b"}, points=moved, wait=True)
+    tenants[moved] = "b"
+    gone = [int(i) for i in np.nonzero(tenants == "b")[0][:300]]
+    client.delete(name, points_selector=models.PointIdsList(points=gone), wait=True)
+    check("stale blocks", frozenset(gone))

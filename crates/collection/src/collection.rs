@@ -34,6 +34,11 @@ use wal::{Flusher, Wal};
 pub const CHECKPOINT_EVERY_OPS: u64 = 20_000;
 /// ...or this many bytes of logged operations (bounds WAL replay time at start)...
 pub const CHECKPOINT_EVERY_WAL_BYTES: u64 = 256 << 20;
+/// Values of an indexed payload field with fewer points get no payload-block graph (an
+/// exact scan of that many vectors costs less than a few dozen microseconds).
+pub const BLOCK_MIN_POINTS: u64 = 1_000;
+/// Payload-block graphs built per maintenance round (bounds the vectors copied at once).
+const BLOCK_JOBS_PER_ROUND: usize = 64;
 /// ...or, once a graph build finished, when the last checkpoint is at least this old (so
 /// a restart loads the graph instead of rebuilding it, without a full checkpoint per build).
 pub const CHECKPOINT_AFTER_INDEX_SECS: u64 = 30;
@@ -318,8 +323,73 @@ impl Collection {
             self.checkpoint()?;
         }
         self.vacuum_if_needed();
-        self.run_indexing()?;
+        if !self.run_indexing()? {
+            self.run_block_indexing();
+        }
         Ok(())
+    }
+
+    /// `payload_m` for `name` (per-vector override, then collection): links per node of
+    /// payload-block graphs; `None` = blocks off (`payload_m: 0`).
+    fn payload_m(cfg: &CollectionConfig, name: &str) -> Option<usize> {
+        let over = cfg
+            .params
+            .vectors
+            .iter()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, p)| p.hnsw_config.clone())
+            .and_then(|o| o.get("payload_m").and_then(Value::as_u64));
+        let m = over
+            .or(cfg.hnsw_config.payload_m)
+            .unwrap_or(cfg.hnsw_config.m);
+        (m > 0).then_some(m.clamp(2, 512) as usize)
+    }
+
+    /// Build up to [`BLOCK_JOBS_PER_ROUND`] missing or stale payload-block graphs (values
+    /// of keyword/uuid/integer/bool indexes with at least [`BLOCK_MIN_POINTS`] points), in
+    /// parallel, without the store lock. Returns how many were installed.
+    pub fn run_block_indexing(&self) -> usize {
+        let cfg = self.config();
+        let jobs = {
+            let store = self.store.read();
+            let mut jobs = Vec::new();
+            for name in store.schema().dense.keys() {
+                let Some(pm) = Self::payload_m(&cfg, name) else {
+                    continue;
+                };
+                let mut params = Self::hnsw_params(&cfg, name);
+                params.m = pm;
+                params.threads = 1;
+                jobs.extend(store.block_jobs(
+                    name,
+                    params,
+                    BLOCK_MIN_POINTS,
+                    BLOCK_JOBS_PER_ROUND - jobs.len(),
+                ));
+            }
+            jobs
+        };
+        if jobs.is_empty() {
+            return 0;
+        }
+        let started = Instant::now();
+        let points: usize = jobs.iter().map(|j| j.points()).sum();
+        let count = jobs.len();
+        let built: Vec<_> = {
+            use rayon::prelude::*;
+            jobs.into_par_iter().map(|j| j.run()).collect()
+        };
+        let mut installed = 0;
+        {
+            let mut store = self.store.write();
+            for b in built {
+                installed += store.install_block(b) as usize;
+            }
+        }
+        crate::fsutil::release_free_memory();
+        tracing::info!(collection = %self.name, blocks = count, installed, points, secs = started.elapsed().as_secs_f64(), "payload-block graphs built");
+        installed
     }
 
     /// Vacuum: compact the store when tombstones (deleted or moved points) exceed
@@ -388,6 +458,11 @@ impl Collection {
             let (inside, outside) = store.index_coverage(name);
             indexed += inside;
             if Self::indexing_threshold_points(&cfg, p.size).is_some_and(|t| outside >= t) {
+                status = "yellow";
+            }
+            // payload blocks are part of the index: still being built = still optimizing
+            if Self::payload_m(&cfg, name).is_some() && store.blocks_pending(name, BLOCK_MIN_POINTS)
+            {
                 status = "yellow";
             }
         }

@@ -77,7 +77,7 @@ pub enum FieldCheck {
     Nothing,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MatchValue {
     Str(String),
     Int(i64),

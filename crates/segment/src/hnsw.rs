@@ -102,6 +102,38 @@ impl QueryScorer for F32Query<'_> {
     }
 }
 
+/// A query scored against arena rows named through a map: node `i` of a graph over a
+/// subset of the rows is row `map[i]` (payload-block graphs).
+pub struct MappedQuery<'a> {
+    arena: Arena<'a>,
+    map: &'a [u32],
+    q: &'a [f32],
+    metric: Metric,
+}
+
+impl<'a> MappedQuery<'a> {
+    pub fn new(arena: Arena<'a>, map: &'a [u32], q: &'a [f32]) -> Self {
+        MappedQuery {
+            arena,
+            map,
+            q,
+            metric: Metric::of(arena.distance),
+        }
+    }
+}
+
+impl QueryScorer for MappedQuery<'_> {
+    #[inline]
+    fn score(&self, i: u32) -> f32 {
+        self.metric
+            .score(self.q, self.arena.row(self.map[i as usize]))
+    }
+    #[inline]
+    fn prefetch(&self, i: u32) {
+        prefetch(self.arena.row(self.map[i as usize]));
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Scored {
     score: f32,

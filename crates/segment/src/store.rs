@@ -12,7 +12,7 @@
 //! checkpoint (restart).
 
 use crate::distance;
-use crate::filter::{Filter, PointView};
+use crate::filter::{Filter, MatchValue, PointView};
 use crate::hnsw::{self, Hnsw, HnswParams};
 use crate::json_path::{merge_payload, JsonPath};
 use crate::payload_index::{FieldIndex, FieldType};
@@ -21,7 +21,7 @@ use crate::types::*;
 use crate::vector_file::VectorFile;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 /// Parameters of one dense vector name.
@@ -374,6 +374,72 @@ pub struct PointStore {
     quant: BTreeMap<String, QuantizedVectors>,
     /// Where `on_disk` vector files are created (system temp dir if `None`).
     vector_dir: Option<std::path::PathBuf>,
+    /// Per-value graphs ("payload blocks", `hnsw_config.payload_m`): per vector name, per
+    /// (payload index name, value). An accelerator only: searches stay correct without
+    /// them and with stale ones (see [`BlockGraph`]).
+    blocks: BTreeMap<String, HashMap<(String, MatchValue), Arc<BlockGraph>>>,
+}
+
+/// An HNSW graph over the points that held one value of an indexed payload field when it
+/// was built. A filter asking for exactly that value walks this small graph instead of
+/// scanning the value's points or filtering a walk of the whole graph.
+///
+/// Correctness does not depend on it being current: a walk accepts only slots in the
+/// filter's current set, and the slots of that set the graph does not hold (written or
+/// changed since) are scanned exactly.
+pub struct BlockGraph {
+    graph: Hnsw,
+    /// Graph node `i` is slot `slots[i]`.
+    slots: Vec<u32>,
+    members: RoaringBitmap,
+}
+
+/// Searches answered through a payload block since start (observability and tests).
+pub static BLOCK_SEARCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A background build of one [`BlockGraph`] (vectors copied out under the read lock).
+pub struct BlockJob {
+    name: String,
+    key: (String, MatchValue),
+    slots: Vec<u32>,
+    data: Vec<f32>,
+    dim: usize,
+    distance: Distance,
+    params: HnswParams,
+}
+
+/// A finished [`BlockJob`], for [`PointStore::install_block`].
+pub struct BuiltBlock {
+    name: String,
+    key: (String, MatchValue),
+    block: BlockGraph,
+}
+
+impl BlockJob {
+    pub fn points(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Run the build (CPU heavy; call without holding the store lock).
+    pub fn run(self) -> BuiltBlock {
+        let arena = hnsw::Arena {
+            data: &self.data,
+            dim: self.dim,
+            distance: self.distance,
+        };
+        let nodes: Vec<u32> = (0..self.slots.len() as u32).collect();
+        let graph = Hnsw::build(arena, &nodes, self.params);
+        let members = self.slots.iter().copied().collect();
+        BuiltBlock {
+            name: self.name,
+            key: self.key,
+            block: BlockGraph {
+                graph,
+                slots: self.slots,
+                members,
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for PointStore {
@@ -634,6 +700,129 @@ impl PointStore {
 
     pub fn drop_payload_index(&mut self, field: &str) {
         self.payload_indexes.remove(field);
+        for b in self.blocks.values_mut() {
+            b.retain(|(f, _), _| f != field);
+        }
+    }
+
+    /// Builds of payload blocks for `name` that are missing or stale: values of keyword,
+    /// uuid, integer and bool indexes holding at least `min_points` slots. A block is stale
+    /// when more than half of the value's current slots are not in it. At most `limit`
+    /// jobs; none before `name` has its main graph.
+    pub fn block_jobs(
+        &self,
+        name: &str,
+        params: HnswParams,
+        min_points: u64,
+        limit: usize,
+    ) -> Vec<BlockJob> {
+        let (Some(a), Some(p), true) = (
+            self.dense.get(name),
+            self.schema.dense.get(name),
+            self.graphs.contains_key(name),
+        ) else {
+            return vec![];
+        };
+        let mut jobs = Vec::new();
+        for (key, slots) in self.stale_blocks(name, min_points).take(limit) {
+            {
+                let slots: Vec<u32> = slots
+                    .iter()
+                    .filter(|&o| a.present.get(o as usize).copied().unwrap_or(false))
+                    .collect();
+                let mut data = Vec::with_capacity(slots.len() * a.dim);
+                for &o in &slots {
+                    data.extend_from_slice(a.get(o).expect("present slot"));
+                }
+                jobs.push(BlockJob {
+                    name: name.to_string(),
+                    key,
+                    slots,
+                    data,
+                    dim: a.dim,
+                    distance: p.distance,
+                    params,
+                });
+            }
+        }
+        jobs
+    }
+
+    /// Values that deserve a payload block of `name` and have none or a stale one.
+    fn stale_blocks<'a>(
+        &'a self,
+        name: &str,
+        min_points: u64,
+    ) -> impl Iterator<Item = ((String, MatchValue), &'a RoaringBitmap)> + 'a {
+        let existing = self.blocks.get(name);
+        let present = self.dense.get(name).map_or(&[][..], |a| &a.present[..]);
+        self.payload_indexes.iter().flat_map(move |(field, ix)| {
+            ix.blocks(min_points)
+                .into_iter()
+                .filter_map(move |(value, slots)| {
+                    let key = (field.clone(), value);
+                    // stale: over half of the value's slots with a vector are not in it (the
+                    // rest is scanned exactly; rebuilding at 2x growth bounds the rebuild work
+                    // during a long upload to about twice the final block)
+                    let fresh = existing.and_then(|e| e.get(&key)).is_some_and(|b| {
+                        slots.difference_len(&b.members) * 2 <= slots.len()
+                            || slots
+                                .iter()
+                                .filter(|&o| {
+                                    present.get(o as usize).copied().unwrap_or(false)
+                                        && !b.members.contains(o)
+                                })
+                                .count() as u64
+                                * 2
+                                <= slots.len()
+                    });
+                    (!fresh).then_some((key, slots))
+                })
+        })
+    }
+
+    /// Whether [`PointStore::block_jobs`] has work for `name`.
+    pub fn blocks_pending(&self, name: &str, min_points: u64) -> bool {
+        self.graphs.contains_key(name) && self.stale_blocks(name, min_points).next().is_some()
+    }
+
+    /// Install a built payload block (dropped if its field index is gone meanwhile).
+    pub fn install_block(&mut self, built: BuiltBlock) -> bool {
+        if !self.payload_indexes.contains_key(&built.key.0) || !self.dense.contains_key(&built.name)
+        {
+            return false;
+        }
+        self.blocks
+            .entry(built.name)
+            .or_default()
+            .insert(built.key, Arc::new(built.block));
+        true
+    }
+
+    /// Number of payload blocks of `name` and their nodes.
+    pub fn block_stats(&self, name: &str) -> (usize, usize) {
+        self.blocks.get(name).map_or((0, 0), |b| {
+            (b.len(), b.values().map(|g| g.slots.len()).sum())
+        })
+    }
+
+    /// The payload block answering `filter` exactly, if there is one: a filter of one
+    /// indexed condition (`must` only) naming one value.
+    fn block_for(&self, name: &str, filter: Option<&Filter>) -> Option<&Arc<BlockGraph>> {
+        let blocks = self.blocks.get(name)?;
+        let f = filter?;
+        if f.should.is_some() || f.must_not.is_some() || f.min_should.is_some() {
+            return None;
+        }
+        let [crate::filter::Condition::Field(fc)] = f.must.as_deref()? else {
+            return None;
+        };
+        let (field, ix) = self
+            .payload_indexes
+            .iter()
+            .find(|(_, ix)| ix.path() == &fc.key)?;
+        let value = ix.block_of(&fc.check)?;
+        blocks.get(&(field.clone(), value))
     }
 
     /// Resolve the filter's top-level `must` conditions that a payload index answers into
@@ -962,7 +1151,41 @@ impl PointStore {
                     (Some(f), Some(p)) => self.estimate_within(f, &p.set),
                     (Some(f), None) => self.estimate_matches(f),
                 };
-                if let Some(g) = graph {
+                // a filter naming one value of an indexed field: walk that value's own
+                // graph (payload block), then scan exactly the value's slots it lacks
+                let block = match (&codes, graph, &plan) {
+                    (None, Some(_), Some(p)) if !p.residual => {
+                        self.block_for(name, filter).map(|b| (b, p))
+                    }
+                    _ => None,
+                };
+                let mut block_rest: Option<Vec<u32>> = None;
+                if let (Some((b, p)), Some(g)) = (block, graph) {
+                    BLOCK_SEARCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let a = hnsw::Arena {
+                        data: arena.data(),
+                        dim: arena.dim,
+                        distance: dist,
+                    };
+                    let mq = hnsw::MappedQuery::new(a, &b.slots, q);
+                    let accept = |i: u32| {
+                        let off = b.slots[i as usize];
+                        p.set.contains(off) && arena.present[off as usize]
+                    };
+                    let ef = params.hnsw_ef.unwrap_or(g.ef_construct).max(top);
+                    for (i, score) in b.graph.search_scored(&mq, top, ef, &accept, false) {
+                        let off = b.slots[i as usize];
+                        if let Some(id) = self.slot_id[off as usize] {
+                            top_k.push(Hit {
+                                id,
+                                offset: off,
+                                score,
+                            });
+                        }
+                    }
+                    block_rest = Some((&p.set - &b.members).iter().collect());
+                    scan_from = g.covered;
+                } else if let Some(g) = graph {
                     let selectivity = est as f64 / self.ids.len().max(1) as f64;
                     // A filter hides most of the graph: widen the beam by 1/sqrt(selectivity)
                     // (x3.2 at 10%, x1.4 at 50%), bounded at x10.
@@ -1054,7 +1277,10 @@ impl PointStore {
                 } else if let Some(p) = &plan {
                     // scattered slots: prefetch the vector a few candidates ahead
                     const AHEAD: usize = 6;
-                    let offs: Vec<u32> = p.set.range(scan_from as u32..).collect();
+                    let offs: Vec<u32> = match block_rest {
+                        Some(rest) => rest,
+                        None => p.set.range(scan_from as u32..).collect(),
+                    };
                     for (i, &off) in offs.iter().enumerate() {
                         if let Some(&next) = offs.get(i + AHEAD) {
                             match &codes {
@@ -1306,6 +1532,7 @@ impl PointStore {
     /// Drop every graph (e.g. after the HNSW config changed).
     pub fn drop_indexes(&mut self) {
         self.graphs.clear();
+        self.blocks.clear();
     }
 
     /// Score specific points against a query (used by fusion / rescoring). Missing vectors skip.
@@ -1513,6 +1740,91 @@ mod tests {
             .insert(DEFAULT_VECTOR.into(), DenseParams::new(4, d));
         s.sparse.insert("sp".into(), ());
         s
+    }
+
+    /// A filter naming one indexed value walks that value's block graph: results are the
+    /// value's points only, close to exact; after points leave the value, join it or are
+    /// deleted (stale block), membership stays exact and recall holds.
+    #[test]
+    fn payload_block_graph_answers_single_value_filters() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let dim = 16;
+        let mut sc = VectorSchema::default();
+        sc.dense.insert(
+            DEFAULT_VECTOR.into(),
+            DenseParams::new(dim, Distance::Euclid),
+        );
+        let mut s = PointStore::new(sc);
+        let n = 6000u64;
+        let tenant = |i: u64| if i.is_multiple_of(3) { "a" } else { "b" };
+        let put = |s: &mut PointStore, rng: &mut rand::rngs::StdRng, i: u64, t: &str| {
+            let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let v = s.prepare_vectors(vecs(v)).unwrap();
+            let pl = serde_json::json!({"t": t}).as_object().unwrap().clone();
+            s.upsert(PointId::Num(i), i, &v, pl);
+        };
+        for i in 0..n {
+            put(&mut s, &mut rng, i, tenant(i));
+        }
+        s.create_payload_index("t", FieldType::Keyword).unwrap();
+        assert!(s.install_index(s.index_job("", HnswParams::default()).unwrap().run()));
+        assert!(s.blocks_pending("", 1000));
+        let jobs = s.block_jobs("", HnswParams::default(), 1000, 64);
+        assert_eq!(jobs.len(), 2, "one block per value with >= 1000 points");
+        for j in jobs {
+            assert!(s.install_block(j.run()));
+        }
+        assert!(!s.blocks_pending("", 1000));
+        assert_eq!(s.block_stats(""), (2, 6000));
+        let fa = crate::filter::Filter::from_json(
+            &serde_json::json!({"must": [{"key": "t", "match": {"value": "a"}}]}),
+        )
+        .unwrap();
+        let mut qs: Vec<Vector> = Vec::new();
+        for _ in 0..30 {
+            let q: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+            qs.push(s.prepare_vector("", Vector::Dense(q)).unwrap());
+        }
+        let check = |s: &PointStore, stage: &str| {
+            let before = BLOCK_SEARCHES.load(Relaxed);
+            let (mut common, mut total) = (0, 0);
+            for q in &qs {
+                let exact = s.search("", q, Some(&fa), 10, None).unwrap();
+                let params = SearchParams {
+                    exact: false,
+                    ..Default::default()
+                };
+                let got = s.search_with("", q, Some(&fa), 10, None, &params).unwrap();
+                assert_eq!(got.len(), exact.len(), "{stage}");
+                for h in &got {
+                    assert_eq!(s.payloads.get(h.offset).get("t").unwrap(), "a", "{stage}");
+                    assert_eq!(
+                        s.slot_id[h.offset as usize],
+                        Some(h.id),
+                        "{stage}: live only"
+                    );
+                }
+                let truth: Vec<PointId> = exact.iter().map(|h| h.id).collect();
+                common += got.iter().filter(|h| truth.contains(&h.id)).count();
+                total += truth.len();
+            }
+            assert!(
+                BLOCK_SEARCHES.load(Relaxed) >= before + qs.len() as u64,
+                "{stage}: the block graph was not used"
+            );
+            let r = common as f64 / total as f64;
+            assert!(r >= 0.95, "{stage}: recall {r}");
+        };
+        check(&s, "fresh");
+        // 600 points join "a" (new slots), 300 of "a" are deleted: stale block
+        for i in (1..n).filter(|i| !i.is_multiple_of(3)).take(600) {
+            put(&mut s, &mut rng, i, "a");
+        }
+        for i in (0..n).step_by(3).take(300) {
+            assert!(s.delete(PointId::Num(i)));
+        }
+        check(&s, "stale");
     }
 
     /// int8 codes (+ rescoring) and on-disk f32 vectors keep graph, filtered and exact-scan
