@@ -30,6 +30,25 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Allocator settings for a long-running server holding a few very large arrays (call
+/// once, before other threads start). glibc raises its mmap threshold each time a large
+/// mapped block is freed (up to 32 MiB), after which arrays of that size come from the
+/// heap and, once freed, stay resident behind long-lived neighbours; a fixed threshold
+/// keeps every allocation of 1 MiB or more in its own mapping, returned on free. Each
+/// thread's arena also retains freed memory: at most 4 arenas (2 cores here). No-op on
+/// other allocators / platforms; `SEXTANT_MALLOC_TUNING=0` skips it.
+pub fn tune_allocator() {
+    if std::env::var("SEXTANT_MALLOC_TUNING").is_ok_and(|v| v == "0") {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
 /// Give freed heap memory back to the kernel. Loading a checkpoint or building a graph
 /// frees many small temporaries between long-lived allocations; glibc keeps those pages
 /// (resident) until asked. No-op on other allocators / platforms.

@@ -64,6 +64,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> anyhow::Result<()> {
+    collection::tune_allocator();
     let args = Args::parse();
     let settings = match Settings::load(args.config_path.as_deref(), "QDRANT") {
         Ok(s) => s,
