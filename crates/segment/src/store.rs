@@ -977,6 +977,11 @@ impl PointStore {
         self.ids.get(&id).map(|&off| self.record(id, off))
     }
 
+    /// The point's vectors (copied; on-disk vectors are read from their file).
+    pub fn vectors(&self, id: PointId) -> Option<NamedVectors> {
+        self.ids.get(&id).map(|&off| self.vectors_of(off))
+    }
+
     pub fn payload(&self, id: PointId) -> Option<&Payload> {
         self.ids.get(&id).map(|&off| self.payloads.get(off))
     }
