@@ -51,6 +51,9 @@ pub struct FieldIndex {
     numeric: BTreeMap<OrderedFloat<f64>, RoaringBitmap>,
     ints: BTreeMap<i64, RoaringBitmap>,
     bools: [RoaringBitmap; 2],
+    /// Text fields: slots with more than one string value (token postings are per slot,
+    /// so an all-tokens match across different values must be re-checked on payloads).
+    multi: RoaringBitmap,
 }
 
 /// One indexable key extracted from a payload value.
@@ -70,6 +73,7 @@ impl FieldIndex {
             numeric: BTreeMap::new(),
             ints: BTreeMap::new(),
             bools: [RoaringBitmap::new(), RoaringBitmap::new()],
+            multi: RoaringBitmap::new(),
         }
     }
 
@@ -104,6 +108,11 @@ impl FieldIndex {
                     }
                 }
                 (FieldType::Bool, Value::Bool(b)) => out.push(Key::Bool(*b)),
+                // text: the same word tokens the filter matches with (`filter::tokens`),
+                // kept in the keyword map
+                (FieldType::Text, Value::String(s)) => {
+                    out.extend(crate::filter::tokens(s).into_iter().map(Key::Str))
+                }
                 _ => {}
             }
         }
@@ -112,6 +121,17 @@ impl FieldIndex {
 
     /// Index the values `payload` has at this field for `slot`.
     pub fn add(&mut self, slot: u32, payload: &Payload) {
+        if self.kind == FieldType::Text
+            && self
+                .path
+                .values(payload, true)
+                .into_iter()
+                .filter(|v| v.is_string())
+                .count()
+                > 1
+        {
+            self.multi.insert(slot);
+        }
         for k in self.keys(payload) {
             match k {
                 Key::Str(s) => {
@@ -135,6 +155,7 @@ impl FieldIndex {
 
     /// Forget `slot`'s entries for the values `payload` has (its payload before a change).
     pub fn remove(&mut self, slot: u32, payload: &Payload) {
+        self.multi.remove(slot);
         for k in self.keys(payload) {
             match k {
                 Key::Str(s) => {
@@ -233,6 +254,31 @@ impl FieldIndex {
             (FieldType::Bool, FieldCheck::Match(Match::Value(MatchValue::Bool(b)))) => {
                 self.bools[*b as usize].clone()
             }
+            (FieldType::Text, FieldCheck::Match(Match::Text(q))) => {
+                // every token in one value: the intersection of the token postings, exact
+                // unless a candidate has several values (then the payload decides)
+                let toks = crate::filter::tokens(q);
+                let mut lists = Vec::with_capacity(toks.len());
+                for t in &toks {
+                    match self.keyword.get(t) {
+                        Some(l) => lists.push(l),
+                        None => return Some(RoaringBitmap::new()), // a token nobody has
+                    }
+                }
+                let set = {
+                    use roaring::MultiOps;
+                    lists.into_iter().intersection()
+                };
+                if !set.is_disjoint(&self.multi) {
+                    return None;
+                }
+                set
+            }
+            (FieldType::Text, FieldCheck::Match(Match::TextAny(q))) => union(
+                crate::filter::tokens(q)
+                    .iter()
+                    .filter_map(|t| self.keyword.get(t)),
+            ),
             _ => return None,
         })
     }
@@ -360,6 +406,35 @@ mod tests {
 
     fn bm(v: &[u32]) -> RoaringBitmap {
         v.iter().copied().collect()
+    }
+
+    #[test]
+    fn text_index_answers_token_matches() {
+        let pl = |v: Value| v.as_object().unwrap().clone();
+        let mut t = FieldIndex::new(JsonPath::parse("t").unwrap(), FieldType::Text);
+        t.add(1, &pl(json!({"t": "The red-fox"})));
+        t.add(2, &pl(json!({"t": "red cat"})));
+        let text = |q: &str| cond(json!({"key": "t", "match": {"text": q}}));
+        assert_eq!(t.candidates(&text("RED fox")), Some(bm(&[1])));
+        assert_eq!(
+            t.candidates(&cond(json!({"key": "t", "match": {"text_any": "fox cat"}}))),
+            Some(bm(&[1, 2]))
+        );
+        assert_eq!(t.candidates(&text("zebra")), Some(bm(&[])));
+        assert_eq!(
+            t.candidates(&cond(json!({"key": "t", "match": {"phrase": "red fox"}}))),
+            None,
+            "phrases need word order: payloads decide"
+        );
+        let two = pl(json!({"t": ["red", "fox"]}));
+        t.add(3, &two);
+        assert_eq!(
+            t.candidates(&text("red fox")),
+            None,
+            "tokens spread over two values: payloads decide"
+        );
+        t.remove(3, &two);
+        assert_eq!(t.candidates(&text("red fox")), Some(bm(&[1])));
     }
 
     #[test]

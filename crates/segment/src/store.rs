@@ -2054,12 +2054,21 @@ mod tests {
         s.create_payload_index("n", FieldType::Integer).unwrap();
         s.create_payload_index("f", FieldType::Float).unwrap();
         s.create_payload_index("b", FieldType::Bool).unwrap();
+        s.create_payload_index("t", FieldType::Text).unwrap();
         let payload = |rng: &mut rand::rngs::StdRng| -> Payload {
             let k = ["a", "b", "c"][rng.random_range(0..3)];
+            let words = ["Red", "fox", "blue", "cat", "red-fox", "dog"];
+            let mut sentence = || {
+                (0..rng.random_range(1..4))
+                    .map(|_| words[rng.random_range(0..words.len())])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let (t1, t2) = (sentence(), sentence());
             let v = if rng.random_bool(0.3) {
-                json!({"k": [k, "z"], "n": [rng.random_range(0..5), 9], "f": rng.random_range(0.0..1.0), "b": rng.random_bool(0.5)})
+                json!({"k": [k, "z"], "n": [rng.random_range(0..5), 9], "f": rng.random_range(0.0..1.0), "b": rng.random_bool(0.5), "t": [t1, t2]})
             } else {
-                json!({"k": k, "n": rng.random_range(0..5), "f": rng.random_range(0.0..1.0)})
+                json!({"k": k, "n": rng.random_range(0..5), "f": rng.random_range(0.0..1.0), "t": t1})
             };
             v.as_object().unwrap().clone()
         };
@@ -2069,6 +2078,10 @@ mod tests {
             json!({"must": [{"key": "n", "match": {"value": 9}}]}),
             json!({"must": [{"key": "f", "range": {"lt": 0.3}}, {"key": "b", "match": {"value": true}}]}),
             json!({"must": [{"key": "k", "match": {"value": "c"}}], "must_not": [{"key": "n", "match": {"value": 1}}]}),
+            json!({"must": [{"key": "t", "match": {"text": "red FOX"}}]}),
+            json!({"must": [{"key": "t", "match": {"text_any": "cat dog"}}, {"key": "k", "match": {"value": "a"}}]}),
+            json!({"must": [{"key": "t", "match": {"text": "zebra"}}]}),
+            json!({"must": [{"key": "t", "match": {"phrase": "blue cat"}}]}),
         ]
         .iter()
         .map(|f| Filter::from_json(f).unwrap())
