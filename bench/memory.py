@@ -169,7 +169,7 @@ def main() -> None:
     lines += [
         "",
         f"- f32 in RAM: RSS / (raw vectors + graph links) = **{res['plain_over_reference']:.2f}** (target ≤ 1.3).",
-        f"- int8 codes + f32 vectors on disk: RSS / f32-in-RAM RSS = **{res['quantized_over_plain']:.2f}** "
+        f"- int8 codes + f32 vectors on disk: RSS / f32-in-RAM RSS = **{res['quantized_over_plain']:.3f}** "
         "(target ≤ 0.5). The f32 file is read only to re-score candidates, so its pages are "
         "resident only while read (`RssFile`); the codes (n·dim bytes) and the graph stay in RAM.",
         "- QPS here is one Python client over REST on a shared 2-core machine: a sanity check "
