@@ -332,14 +332,8 @@ impl Collection {
     /// `payload_m` for `name` (per-vector override, then collection): links per node of
     /// payload-block graphs; `None` = blocks off (`payload_m: 0`).
     fn payload_m(cfg: &CollectionConfig, name: &str) -> Option<usize> {
-        let over = cfg
-            .params
-            .vectors
-            .iter()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, p)| p.hnsw_config.clone())
-            .and_then(|o| o.get("payload_m").and_then(Value::as_u64));
+        let over =
+            Self::hnsw_override(cfg, name).and_then(|o| o.get("payload_m").and_then(Value::as_u64));
         let m = over
             .or(cfg.hnsw_config.payload_m)
             .unwrap_or(cfg.hnsw_config.m);
@@ -424,15 +418,19 @@ impl Collection {
         Some(((kb as usize).saturating_mul(1024) / (dim.max(1) * 4)).max(1))
     }
 
-    fn hnsw_params(cfg: &CollectionConfig, name: &str) -> segment::hnsw::HnswParams {
-        let base = &cfg.hnsw_config;
-        let over = cfg
-            .params
+    /// The `hnsw_config` given in vector `name`'s own params, if any.
+    fn hnsw_override(cfg: &CollectionConfig, name: &str) -> Option<Value> {
+        cfg.params
             .vectors
             .iter()
             .into_iter()
             .find(|(n, _)| *n == name)
-            .and_then(|(_, p)| p.hnsw_config.clone());
+            .and_then(|(_, p)| p.hnsw_config.clone())
+    }
+
+    fn hnsw_params(cfg: &CollectionConfig, name: &str) -> segment::hnsw::HnswParams {
+        let base = &cfg.hnsw_config;
+        let over = Self::hnsw_override(cfg, name);
         let get = |k: &str, d: u64| {
             over.as_ref()
                 .and_then(|o| o.get(k))
