@@ -213,7 +213,7 @@ def _block_graphs_built(srv) -> int:
 
 @pytest.mark.slow
 def test_payload_block_graphs(make_server):
-    """A keyword index gets one graph per value with >= 1000 points (`payload_m`); a filter
+    """A keyword index gets one graph per value with 1000 .. n/4 points (`payload_m`); a filter
     naming one value walks it. Results stay exact-correct in membership (right tenant,
     never deleted) and close to exact in ranking, also after payloads move between values
     and points are deleted (stale blocks: the moved points are scanned exactly)."""
@@ -227,7 +227,8 @@ def test_payload_block_graphs(make_server):
     client.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.EUCLID),
                              optimizers_config=models.OptimizersConfigDiff(indexing_threshold=10))
     client.create_payload_index(name, "tenant", models.PayloadSchemaType.KEYWORD, wait=True)
-    sizes = {"a": 2500, "b": 1500, "c": 1000, "d": 200}  # "d" is too small for a block
+    # a, b, c get blocks; "d" is too small, "e" too large (over a quarter of the points)
+    sizes = {"a": 1200, "b": 1100, "c": 1000, "d": 200, "e": 2000}
     tenants = np.array([t for t, n in sizes.items() for _ in range(n)])
     rng.shuffle(tenants)
     n = len(tenants)
