@@ -8,7 +8,7 @@
 //! (Values of another JSON type than the index's — e.g. 2.5 under an `integer` index — are
 //! not indexed, and a condition answered by the index does not see them, as in Qdrant.)
 
-use crate::filter::{parse_datetime, FieldCheck, Match, MatchValue};
+use crate::filter::{parse_datetime, FieldCheck, Match, MatchValue, Range};
 use crate::json_path::JsonPath;
 use crate::types::Payload;
 use ordered_float::OrderedFloat;
@@ -229,18 +229,7 @@ impl FieldIndex {
                 }
                 o
             }
-            (FieldType::Integer, FieldCheck::Range(r)) => {
-                let lo =
-                    r.gt.or(r.gte)
-                        .map(|x| x.floor().max(i64::MIN as f64) as i64);
-                let hi = r.lt.or(r.lte).map(|x| x.ceil().min(i64::MAX as f64) as i64);
-                union(
-                    self.ints
-                        .range(lo.unwrap_or(i64::MIN)..=hi.unwrap_or(i64::MAX))
-                        .filter(|(k, _)| r.check(**k as f64))
-                        .map(|(_, b)| b),
-                )
-            }
+            (FieldType::Integer, FieldCheck::Range(r)) => union(self.ints_in(r).map(|(_, b)| b)),
             (FieldType::Float, FieldCheck::Range(r)) => {
                 range_scan(&self.numeric, r.gt.or(r.gte), r.lt.or(r.lte), |x| {
                     r.check(x)
@@ -315,14 +304,18 @@ impl FieldIndex {
         }
     }
 
-    /// The slots currently holding `value` (empty if none).
-    pub fn block_slots(&self, value: &MatchValue) -> Option<&RoaringBitmap> {
-        match (self.kind, value) {
-            (FieldType::Keyword | FieldType::Uuid, MatchValue::Str(s)) => self.keyword.get(s),
-            (FieldType::Integer, MatchValue::Int(i)) => self.ints.get(i),
-            (FieldType::Bool, MatchValue::Bool(b)) => Some(&self.bools[*b as usize]),
-            _ => None,
-        }
+    /// The indexed integer values inside range `r`, with their slots.
+    fn ints_in<'a>(
+        &'a self,
+        r: &'a Range<f64>,
+    ) -> impl Iterator<Item = (&'a i64, &'a RoaringBitmap)> + 'a {
+        let lo =
+            r.gt.or(r.gte)
+                .map(|x| x.floor().max(i64::MIN as f64) as i64);
+        let hi = r.lt.or(r.lte).map(|x| x.ceil().min(i64::MAX as f64) as i64);
+        self.ints
+            .range(lo.unwrap_or(i64::MIN)..=hi.unwrap_or(i64::MAX))
+            .filter(move |(k, _)| r.check(**k as f64))
     }
 
     /// The single value whose slots are exactly the answer to `check`, if there is one:
@@ -338,15 +331,7 @@ impl FieldIndex {
                 Some(v.clone())
             }
             (FieldType::Integer, FieldCheck::Range(r)) => {
-                let lo =
-                    r.gt.or(r.gte)
-                        .map(|x| x.floor().max(i64::MIN as f64) as i64);
-                let hi = r.lt.or(r.lte).map(|x| x.ceil().min(i64::MAX as f64) as i64);
-                let mut keys = self
-                    .ints
-                    .range(lo.unwrap_or(i64::MIN)..=hi.unwrap_or(i64::MAX))
-                    .filter(|(k, _)| r.check(**k as f64))
-                    .map(|(k, _)| *k);
+                let mut keys = self.ints_in(r).map(|(k, _)| *k);
                 match (keys.next(), keys.next()) {
                     (Some(k), None) => Some(MatchValue::Int(k)),
                     _ => None,

@@ -499,6 +499,9 @@ impl PointStore {
             self.quant.remove(name);
             self.ensure_quantized(name);
         }
+        if let Some(a) = self.dense.get_mut(name) {
+            a.settle_pages();
+        }
     }
 
     /// Train and fill the int8 codes of `name` if it is configured for quantization, has a
@@ -524,9 +527,7 @@ impl PointStore {
                 qv.set(off, v);
             }
         }
-        if let Some(a) = self.dense.get_mut(name) {
-            a.settle_pages();
-        }
+        // the training pass read every row: callers settle the vector pages afterwards
         qv.advise_huge_pages();
         self.quant.insert(name.to_string(), qv);
         true
@@ -725,25 +726,23 @@ impl PointStore {
         };
         let mut jobs = Vec::new();
         for (key, slots) in self.stale_blocks(name, min_points).take(limit) {
-            {
-                let slots: Vec<u32> = slots
-                    .iter()
-                    .filter(|&o| a.present.get(o as usize).copied().unwrap_or(false))
-                    .collect();
-                let mut data = Vec::with_capacity(slots.len() * a.dim);
-                for &o in &slots {
-                    data.extend_from_slice(a.get(o).expect("present slot"));
-                }
-                jobs.push(BlockJob {
-                    name: name.to_string(),
-                    key,
-                    slots,
-                    data,
-                    dim: a.dim,
-                    distance: p.distance,
-                    params,
-                });
+            let slots: Vec<u32> = slots
+                .iter()
+                .filter(|&o| a.present.get(o as usize).copied().unwrap_or(false))
+                .collect();
+            let mut data = Vec::with_capacity(slots.len() * a.dim);
+            for &o in &slots {
+                data.extend_from_slice(a.get(o).expect("present slot"));
             }
+            jobs.push(BlockJob {
+                name: name.to_string(),
+                key,
+                slots,
+                data,
+                dim: a.dim,
+                distance: p.distance,
+                params,
+            });
         }
         jobs
     }
@@ -1698,10 +1697,15 @@ impl TopK {
         if self.threshold.is_some_and(|t| score <= t) {
             return false;
         }
-        self.heap.len() < self.top || self.heap.peek().is_none_or(|w| score >= w.0.score)
+        // the first key of `hit_order`, so a hit this rejects could never be kept by `push`
+        self.heap.len() < self.top
+            || self
+                .heap
+                .peek()
+                .is_none_or(|w| cmp_f32(score, w.0.score).is_ge())
     }
     fn push(&mut self, h: Hit) {
-        if self.threshold.is_some_and(|t| h.score <= t) {
+        if !self.may_take(h.score) {
             return;
         }
         if self.heap.len() < self.top {
