@@ -270,6 +270,20 @@ def test_deeply_nested_filter(server, coll, endpoint):
     check_intact(server, coll, "deep filter")
 
 
+def test_empty_range_on_indexed_integer_matches_nothing(server, coll):
+    """`gt` above `lt` on an indexed integer field: no point matches (it used to panic in
+    the index lookup and answer 500)."""
+    base = f"/collections/{coll}"
+    assert_ok_response(send(server, "PUT", f"{base}/index?wait=true",
+                            body={"field_name": "i", "field_schema": "integer"}), "index")
+    flt = {"must": [{"key": "i", "range": {"gt": 10, "lt": 5}}]}
+    r = send(server, "POST", f"{base}/points/count", body={"filter": flt, "exact": True})
+    assert assert_ok_response(r, "empty range count")["result"]["count"] == 0
+    r = send(server, "POST", f"{base}/points/search", body={"vector": [0.1] * DIM, "limit": 3, "filter": flt})
+    assert assert_ok_response(r, "empty range search")["result"] == []
+    check_intact(server, coll, "empty range")
+
+
 def test_moderately_nested_filter_still_works(server, coll):
     """Depth 20 is well inside any sane limit and must be evaluated normally."""
     r = send(server, "POST", f"/collections/{coll}/points/count", body={"filter": _deep_filter(20), "exact": True})

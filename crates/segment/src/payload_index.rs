@@ -313,8 +313,12 @@ impl FieldIndex {
             r.gt.or(r.gte)
                 .map(|x| x.floor().max(i64::MIN as f64) as i64);
         let hi = r.lt.or(r.lte).map(|x| x.ceil().min(i64::MAX as f64) as i64);
-        self.ints
-            .range(lo.unwrap_or(i64::MIN)..=hi.unwrap_or(i64::MAX))
+        let (lo, hi) = (lo.unwrap_or(i64::MIN), hi.unwrap_or(i64::MAX));
+        // an empty range (`gt: 10, lt: 5`) matches nothing; BTreeMap::range would panic
+        (lo <= hi)
+            .then(|| self.ints.range(lo..=hi))
+            .into_iter()
+            .flatten()
             .filter(move |(k, _)| r.check(**k as f64))
     }
 
@@ -391,6 +395,16 @@ mod tests {
 
     fn bm(v: &[u32]) -> RoaringBitmap {
         v.iter().copied().collect()
+    }
+
+    #[test]
+    fn empty_integer_range_matches_nothing() {
+        let pl = |v: Value| v.as_object().unwrap().clone();
+        let mut int = FieldIndex::new(JsonPath::parse("n").unwrap(), FieldType::Integer);
+        int.add(1, &pl(json!({"n": 3})));
+        let empty = cond(json!({"key": "n", "range": {"gt": 10, "lt": 5}}));
+        assert_eq!(int.candidates(&empty), Some(bm(&[])));
+        assert_eq!(int.block_of(&empty), None);
     }
 
     #[test]
