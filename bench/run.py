@@ -38,6 +38,7 @@ import itertools
 import json
 import os
 import platform
+import queue
 import shutil
 import signal
 import socket
@@ -445,27 +446,90 @@ def copy_binaries(src_dir: Path, work: Path) -> dict:
     return out
 
 
-def run_sextant_bench(binary: str, ds: dict, a, build_threads: int, efs: str, timeout: float) -> dict:
-    cmd = [binary, "--base", str(ds["base_path"]), "--queries", str(ds["query_path"]), "--gt", str(ds["gt_path"]),
-           "--distance", ds["distance"], "--m", str(a.m), "--ef-construct", str(a.ef_construct),
-           "--build-threads", str(build_threads), "--ef", efs, "--k", str(a.k), "--repeat", str(a.repeat)]
-    log("$ " + " ".join(cmd))
-    import resource
+class EngineProc:
+    """One in-process engine in a child process of its own (so its memory is that process's
+    alone): it builds its index, prints one JSON line of build facts, then answers one JSON
+    command per stdin line (`search` one timed pass at an ef, `mt_build`, `quit`). Keeping
+    every engine alive lets the driver interleave them pass by pass, so each comparison is
+    made at the same moment of this noisy machine rather than minutes apart."""
 
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
-        raise RuntimeError(f"sextant-bench failed ({p.returncode}): {p.stderr[-2000:]}")
-    res = json.loads(p.stdout.strip().splitlines()[-1])
-    res["cmd"] = " ".join(cmd)
-    # sextant-bench reports wall time only; its build CPU is estimated as the process's CPU
-    # time minus the timed search passes (single-threaded, so their wall time ~ CPU time).
-    res["process_cpu_secs"] = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-    sweep = sum(max(1, a.repeat) * res["queries"] / x["qps"] for x in res["runs"] if x["qps"])
-    res["build_cpu_secs"] = max(0.0, res["process_cpu_secs"] - sweep)
-    res["build_cpu_estimated"] = True
-    return res
+    def __init__(self, engine: str, cmd: list, timeout: float):
+        self.engine = engine
+        self.err = tempfile.TemporaryFile(mode="w+")
+        log("$ " + " ".join(cmd))
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
+                                  text=True, bufsize=1)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.info = self._read(timeout)
+
+    def _pump(self):
+        for line in self.p.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _read(self, timeout: float) -> dict:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise RuntimeError(f"{self.engine}: no answer within {timeout:.0f} s")
+        if line is None:
+            self.p.wait()
+            self.err.seek(0)
+            raise RuntimeError(f"{self.engine} exited ({self.p.returncode}): {self.err.read()[-2000:]}")
+        return json.loads(line)
+
+    def ask(self, cmd: dict, timeout: float) -> dict:
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+        return self._read(timeout)
+
+    def close(self):
+        try:
+            if self.p.poll() is None:
+                self.p.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.p.stdin.flush()
+                self.p.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            self.p.kill()
+            self.p.wait()
+
+
+def start_engine(engine: str, ds: dict, a, bins: dict) -> EngineProc:
+    if engine == "sextant":
+        if "sextant-bench" not in bins:
+            raise RuntimeError(f"no sextant-bench in {a.bin_dir} (cargo build --release)")
+        cmd = [bins["sextant-bench"]["path"], "--base", str(ds["base_path"]), "--queries", str(ds["query_path"]),
+               "--gt", str(ds["gt_path"]), "--distance", ds["distance"], "--m", str(a.m),
+               "--ef-construct", str(a.ef_construct), "--build-threads", "1", "--k", str(a.k), "--serve"]
+    else:
+        spec = dict(engine=engine, base=str(ds["base_path"]), queries=str(ds["query_path"]), gt=str(ds["gt_path"]),
+                    distance=ds["distance"], m=a.m, ef_construct=a.ef_construct, k=a.k,
+                    max_queries=len(ds["queries"]))
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    ep = EngineProc(engine, cmd, a.step_timeout)
+    ep.info["cmd"] = " ".join(cmd)
+    return ep
+
+
+def interleaved_sweep(procs: dict, efs: list, repeat: int, k: int, timeout: float) -> dict:
+    """For each ef, `repeat` passes of every engine, the engines taking turns (the order
+    rotates each pass); each engine keeps its fastest pass. Returns engine -> runs."""
+    names = list(procs)
+    best = {e: {} for e in names}
+    for ef in efs:
+        for rep in range(max(1, repeat)):
+            turn = names[rep % len(names):] + names[: rep % len(names)]
+            for e in turn:
+                r = procs[e].ask({"cmd": "search", "ef": ef, "latency": rep == 0}, timeout)
+                b = best[e].get(ef)
+                if b is None or r["secs"] < b["secs"]:
+                    if b is not None and r.get("p50_ms") is None:
+                        r["p50_ms"], r["p99_ms"] = b["p50_ms"], b["p99_ms"]
+                    best[e][ef] = r
+    return {e: [{"ef": ef, "recall": r["hits"] / (r["queries"] * k), "qps": r["queries"] / r["secs"],
+                 "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]} for ef, r in best[e].items()] for e in names}
 
 
 def merge_rounds(rs: list) -> dict:
@@ -491,27 +555,14 @@ def merge_rounds(rs: list) -> dict:
     return out
 
 
-def run_worker(engine: str, ds: dict, a, timeout: float, mt_build: bool) -> dict:
-    spec = dict(engine=engine, base=str(ds["base_path"]), queries=str(ds["query_path"]), gt=str(ds["gt_path"]),
-                distance=ds["distance"], m=a.m, ef_construct=a.ef_construct, ef=a.ef, k=a.k, repeat=a.repeat,
-                mt_build=mt_build, max_queries=len(ds["queries"]))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    log(f"$ worker {engine}")
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if p.returncode != 0:
-        raise RuntimeError(f"{engine} worker failed ({p.returncode}): {p.stderr[-2000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
 def worker_main(spec: dict) -> None:
-    """Child process: build one library index, sweep ef, print one JSON object shaped like
-    sextant-bench's output."""
+    """Child process: build one library index single-threaded, print its build facts as one
+    JSON line, then serve `EngineProc` commands on stdin (see there)."""
     base = read_vecs(Path(spec["base"]))
     queries = read_vecs(Path(spec["queries"]))[: spec["max_queries"]]
     gt = read_vecs(Path(spec["gt"]), np.int32)
     dist, k, m, efc = spec["distance"], spec["k"], spec["m"], spec["ef_construct"]
     n, dim = base.shape
-    ncpu = os.cpu_count() or 1
     out = {"engine": spec["engine"], "n": n, "dim": dim, "queries": len(queries), "k": k, "distance": dist,
            "m": m, "ef_construct": efc, "build_threads": 1}
     if spec["engine"] == "hnswlib":
@@ -567,32 +618,34 @@ def worker_main(spec: dict) -> None:
     after = rss_mb()["rss_mb"]
     out.update(build_secs=secs, build_cpu_secs=cpu, rss_mb=after, rss_delta_build_mb=after - before)
     prepare_search(idx)
-    runs = []
-    for ef in [int(x) for x in spec["ef"].split(",")]:
+    print(json.dumps(out), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "quit":
+            break
+        if cmd["cmd"] == "mt_build":
+            _, secs2, _ = build(os.cpu_count() or 1)
+            prepare_search(idx)
+            print(json.dumps({"build_secs": secs2}), flush=True)
+            continue
+        if cmd["cmd"] != "search":
+            raise SystemExit(f"unknown command {cmd}")
+        ef = cmd["ef"]
         set_ef(idx, max(ef, k))
-        best = None
-        for _ in range(max(1, spec["repeat"])):
-            t = time.perf_counter()
-            found = batch(idx, queries)
-            s = time.perf_counter() - t
-            if best is None or s < best[0]:
-                best = (s, found)
-        lat = []
-        for i in range(len(queries)):  # per-query latency, includes Python call overhead
-            t = time.perf_counter()
-            batch(idx, queries[i : i + 1])
-            lat.append((time.perf_counter() - t) * 1e3)
-        lat.sort()
-        runs.append({"ef": ef, "recall": recall_at(best[1], gt, k), "qps": len(queries) / best[0],
-                     "p50_ms": lat[round((len(lat) - 1) * 0.5)], "p99_ms": lat[round((len(lat) - 1) * 0.99)]})
-    out["runs"] = runs
-    del idx
-    if spec["mt_build"] and ncpu > 1:
-        idx2, secs2, _ = build(ncpu)
-        out["build_secs_all_cores"] = secs2
-        out["build_threads_all_cores"] = ncpu
-        del idx2
-    print(json.dumps(out))
+        t = time.perf_counter()
+        found = batch(idx, queries)
+        s = time.perf_counter() - t
+        hits = round(recall_at(found, gt, k) * len(queries) * k)
+        reply = {"ef": ef, "secs": s, "hits": int(hits), "queries": len(queries), "p50_ms": None, "p99_ms": None}
+        if cmd.get("latency"):  # per-query latency, includes Python call overhead
+            lat = []
+            for i in range(len(queries)):
+                t = time.perf_counter()
+                batch(idx, queries[i : i + 1])
+                lat.append((time.perf_counter() - t) * 1e3)
+            lat.sort()
+            reply["p50_ms"], reply["p99_ms"] = lat[round((len(lat) - 1) * 0.5)], lat[round((len(lat) - 1) * 0.99)]
+        print(json.dumps(reply), flush=True)
 
 
 def _pkg_version(name: str):
@@ -1048,14 +1101,16 @@ def render(res: dict) -> str:
           f"ef sweep {a['ef']}; each in-process QPS is the best of {a['repeat']} pass(es).", ""]
     inp = res["inprocess"]
     L += ["## In-process HNSW (single-threaded search)", "",
-          "Same data and parameters; each engine in its own process, one after the other (each waits up to "
-          f"{a.get('quiet_wait', 0):.0f} s for the machine to be quiet first), in {a.get('rounds', 1)} round(s) with the "
-          "engine order reversed every other round; the table keeps each engine's best round per number (shortest "
-          "build, highest QPS per ef; the all-cores build runs in the first round only). QPS = queries / wall time of the sweep over the "
-          "query set on one thread (hnswlib/FAISS: one batched call with 1 thread; Sextant: a Rust loop). "
-          "Build CPU time is less sensitive to other load than wall time (sextant-bench reports wall time only, so its CPU "
-          "time is estimated: process CPU minus the timed search passes). The last column is the mean number of cores "
-          "other processes used while that engine ran: compare rows with similar values. "
+          "Same data and parameters; each engine in its own process. In each of "
+          f"{a.get('rounds', 1)} round(s) the engines build one after the other (each build waits up to "
+          f"{a.get('quiet_wait', 0):.0f} s for the machine to be quiet first; order reversed every other round), then "
+          "all of them stay loaded and the ef sweep **interleaves** them: for each ef, every engine runs one pass over "
+          "the query set in turn (the order rotating each pass), so engines are compared at the same moments rather than "
+          "minutes apart; each keeps its fastest pass per ef and its best round (the all-cores builds run after the "
+          "first round's sweep). QPS = queries / wall time of a pass on one thread (hnswlib/FAISS: one batched call "
+          "with 1 thread; Sextant: a Rust loop). Build CPU time (each process's own user + system time) is less "
+          "sensitive to other load than wall time. The last column is the mean number of cores other processes used "
+          "while that engine built: compare rows with similar values. "
           "Latency percentiles are per single query (for hnswlib/FAISS they include the Python call overhead, "
           "~5–20 µs). Memory = VmRSS growth of the process across the build (vectors + graph).", ""]
     order = [e for e in ("sextant", "hnswlib", "faiss") if e in inp]
@@ -1075,7 +1130,8 @@ def render(res: dict) -> str:
                  + f" | {mx:.4f} | {fmt(r.get('rss_delta_build_mb'), 0, ' MB')} | {phase_load(res, e)} |")
     if "sextant" in inp and "error" not in inp["sextant"]:
         s = inp["sextant"]
-        L += ["", f"Sextant graph links: {s.get('graph_bytes', 0) / 1e6:.1f} MB, vectors {s.get('vector_bytes', 0) / 1e6:.1f} MB."]
+        L += ["", f"Sextant graph links: {s.get('graph_bytes', 0) / 1e6:.1f} MB, vectors {s.get('vector_bytes', 0) / 1e6:.1f} MB. "
+              f"Other processes during the interleaved sweeps: {phase_load(res, 'inprocess-sweep')}."]
     L += ["", "Ratios (Sextant / other; > 1 means Sextant is faster):", "",
           "| vs | QPS @ 0.90 | QPS @ 0.95 | QPS @ 0.99 | build time, 1 thread (< 1 = Sextant faster) | build, all cores |",
           "|---|---:|---:|---:|---:|---:|"]
@@ -1367,33 +1423,53 @@ def main(argv=None) -> int:
         res["command"] = "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
         if os.environ.get("QDRANT_BIN"):
             res["command"] = "QDRANT_BIN=" + os.environ["QDRANT_BIN"] + " " + res["command"]
-        # in-process engines: `--rounds` passes, order reversed every other round, best kept
+        # in-process engines, `--rounds` rounds: each engine builds in turn (order reversed
+        # every other round; each build waits for a quiet machine), then one interleaved ef
+        # sweep over all of them, then (first round) the all-cores builds; best kept.
         order = [e for e in ("sextant", "hnswlib", "faiss") if e in engines]
         raw = {e: [] for e in order}
+        efs = [int(x) for x in a.ef.split(",")]
         for rnd in range(max(1, a.rounds)):
-            for e in (order if rnd % 2 == 0 else order[::-1]):
-                quiet = sampler.enter(e, a.quiet_wait)
-                mt = rnd == 0 and not a.no_mt_build and (os.cpu_count() or 1) > 1
+            procs = {}
+            try:
+                for e in (order if rnd % 2 == 0 else order[::-1]):
+                    quiet = sampler.enter(e, a.quiet_wait)
+                    try:
+                        ep = start_engine(e, ds, a, bins)
+                    except Exception as ex:  # keep going: the report says what failed
+                        raw[e].append({"error": str(ex), "round": rnd})
+                        log(f"{e} failed: {ex}")
+                        continue
+                    ep.info.update(quiet=quiet, round=rnd)
+                    procs[e] = ep
+                    log(f"{e} (round {rnd + 1}): build {ep.info['build_secs']:.1f}s")
+                if not procs:
+                    continue
+                live = {e: procs[e] for e in order if e in procs}
+                sampler.enter("inprocess-sweep", a.quiet_wait)
                 try:
+                    runs = interleaved_sweep(live, efs, a.repeat, a.k, a.search_timeout)
+                except Exception as ex:
+                    for e in live:
+                        raw[e].append({"error": f"sweep: {ex}", "round": rnd})
+                    log(f"in-process sweep failed: {ex}")
+                    continue
+                for e, ep in live.items():
+                    r = dict(ep.info, runs=runs[e])
                     if e == "sextant":
-                        if "sextant-bench" not in bins:
-                            raise RuntimeError(f"no sextant-bench in {a.bin_dir} (cargo build --release)")
-                        r = run_sextant_bench(bins["sextant-bench"]["path"], ds, a, 1, a.ef, a.step_timeout)
                         res["simd"] = r.get("simd")
-                        if mt:
-                            r2 = run_sextant_bench(bins["sextant-bench"]["path"], ds, a, 0, str(max(a.k, 10)), a.step_timeout)
-                            r["build_secs_all_cores"] = r2["build_secs"]
+                    if rnd == 0 and not a.no_mt_build and (os.cpu_count() or 1) > 1:
+                        sampler.enter(e + "-all-cores", a.quiet_wait)
+                        try:
+                            r["build_secs_all_cores"] = ep.ask({"cmd": "mt_build"}, a.step_timeout)["build_secs"]
                             r["build_threads_all_cores"] = os.cpu_count()
-                    else:
-                        r = run_worker(e, ds, a, a.step_timeout, mt)
-                    r["quiet"] = quiet
-                    r["round"] = rnd
+                        except Exception as ex:
+                            log(f"{e} all-cores build failed: {ex}")
                     raw[e].append(r)
-                    log(f"{e} (round {rnd + 1}): build {r['build_secs']:.1f}s, "
-                        f"runs {[(x['ef'], round(x['recall'], 3), round(x['qps'])) for x in r['runs']]}")
-                except Exception as ex:  # keep going: the report says what failed
-                    raw[e].append({"error": str(ex), "round": rnd})
-                    log(f"{e} failed: {ex}")
+                    log(f"{e} (round {rnd + 1}): runs {[(x['ef'], round(x['recall'], 3), round(x['qps'])) for x in r['runs']]}")
+            finally:
+                for ep in procs.values():
+                    ep.close()
         for e in order:
             res["inprocess"][e] = merge_rounds(raw[e])
         # REST
