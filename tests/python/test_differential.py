@@ -373,6 +373,18 @@ class Case:
         for c in (self.s, self.m):
             c.create_collection(self.name, vectors_config=self.schema.vectors_config(),
                                 sparse_vectors_config=self.schema.sparse_config())
+        # Half the cases index some fields on Sextant (the oracle has no indexes): filters
+        # they answer then go through the index planner (exact bitmaps, no payload check),
+        # which must agree with the oracle's payload evaluation. Text is left out: an indexed
+        # `match: text` is a token match in Qdrant, the unindexed one a substring match.
+        # A separate RNG keeps the case's own random stream (and its seed's meaning) as it was.
+        irng = random.Random(self.seed + "-indexes")
+        if irng.random() < 0.5:
+            fields = [("n", "integer"), ("f", "float"), ("s", "keyword"), ("b", "bool"), ("geo", "geo"),
+                      ("dt", "datetime"), ("obj.a", "integer"), ("mix", "keyword")]
+            for field, kind in irng.sample(fields, irng.randint(1, len(fields))):
+                self.s.create_payload_index(self.name, field, field_schema=kind, wait=True)
+                self.log.append(f"create_payload_index {field} {kind} (Sextant only)")
         n = self.rng.randint(15, 70)
         pts = {}
         while len(pts) < n:

@@ -607,7 +607,7 @@ fn check_match(m: &Match, v: &Value) -> bool {
     }
 }
 
-fn as_geo(v: &Value) -> Option<GeoPoint> {
+pub(crate) fn as_geo(v: &Value) -> Option<GeoPoint> {
     let m = v.as_object()?;
     let lat = m.get("lat")?.as_f64()?;
     let lon = m.get("lon")?.as_f64()?;
@@ -639,6 +639,53 @@ fn in_ring(p: GeoPoint, ring: &[GeoPoint]) -> bool {
         j = i;
     }
     inside
+}
+
+impl FieldCheck {
+    /// Whether point `p` satisfies this geo condition (false for non-geo conditions).
+    pub fn geo_match(&self, p: GeoPoint) -> bool {
+        match self {
+            FieldCheck::GeoBoundingBox {
+                top_left,
+                bottom_right,
+            } => {
+                let lon_ok = if top_left.lon > bottom_right.lon {
+                    p.lon > top_left.lon || p.lon < bottom_right.lon
+                } else {
+                    top_left.lon < p.lon && p.lon < bottom_right.lon
+                };
+                lon_ok && top_left.lat > p.lat && p.lat > bottom_right.lat
+            }
+            FieldCheck::GeoRadius { center, radius } => haversine_m(p, *center) < *radius,
+            FieldCheck::GeoPolygon {
+                exterior,
+                interiors,
+            } => in_ring(p, exterior) && !interiors.iter().any(|r| in_ring(p, r)),
+            _ => false,
+        }
+    }
+
+    /// The latitude band (degrees, inclusive) every point matching this geo condition lies
+    /// in; `None` for non-geo conditions. A great-circle distance is never shorter than
+    /// the latitude difference along a meridian, so a radius band is exact as a superset.
+    pub fn geo_lat_band(&self) -> Option<(f64, f64)> {
+        Some(match self {
+            FieldCheck::GeoBoundingBox {
+                top_left,
+                bottom_right,
+            } => (bottom_right.lat, top_left.lat),
+            FieldCheck::GeoRadius { center, radius } => {
+                let d = (radius.max(0.0) / EARTH_RADIUS_M).to_degrees();
+                (center.lat - d, center.lat + d)
+            }
+            FieldCheck::GeoPolygon { exterior, .. } => exterior
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+                    (lo.min(p.lat), hi.max(p.lat))
+                }),
+            _ => return None,
+        })
+    }
 }
 
 impl FieldCondition {
@@ -673,26 +720,11 @@ impl FieldCondition {
                         .as_str()
                         .and_then(parse_datetime)
                         .is_some_and(|x| r.check(x)),
-                    FieldCheck::GeoBoundingBox {
-                        top_left,
-                        bottom_right,
-                    } => as_geo(v).is_some_and(|p| {
-                        let lon_ok = if top_left.lon > bottom_right.lon {
-                            p.lon > top_left.lon || p.lon < bottom_right.lon
-                        } else {
-                            top_left.lon < p.lon && p.lon < bottom_right.lon
-                        };
-                        lon_ok && top_left.lat > p.lat && p.lat > bottom_right.lat
-                    }),
-                    FieldCheck::GeoRadius { center, radius } => {
-                        as_geo(v).is_some_and(|p| haversine_m(p, *center) < *radius)
+                    FieldCheck::GeoBoundingBox { .. }
+                    | FieldCheck::GeoRadius { .. }
+                    | FieldCheck::GeoPolygon { .. } => {
+                        as_geo(v).is_some_and(|p| check.geo_match(p))
                     }
-                    FieldCheck::GeoPolygon {
-                        exterior,
-                        interiors,
-                    } => as_geo(v).is_some_and(|p| {
-                        in_ring(p, exterior) && !interiors.iter().any(|r| in_ring(p, r))
-                    }),
                     _ => false,
                 })
             }

@@ -8,7 +8,7 @@
 //! (Values of another JSON type than the index's — e.g. 2.5 under an `integer` index — are
 //! not indexed, and a condition answered by the index does not see them, as in Qdrant.)
 
-use crate::filter::{parse_datetime, FieldCheck, Match, MatchValue, Range};
+use crate::filter::{as_geo, parse_datetime, FieldCheck, GeoPoint, Match, MatchValue, Range};
 use crate::json_path::JsonPath;
 use crate::types::Payload;
 use ordered_float::OrderedFloat;
@@ -54,6 +54,10 @@ pub struct FieldIndex {
     /// Text fields: slots with more than one string value (token postings are per slot,
     /// so an all-tokens match across different values must be re-checked on payloads).
     multi: RoaringBitmap,
+    /// Geo fields: each slot's points (`numeric` then maps latitude -> slots), so a geo
+    /// condition is answered exactly from memory: the latitude band's slots, each tested
+    /// against its own coordinates.
+    geo: HashMap<u32, Vec<GeoPoint>>,
 }
 
 /// One indexable key extracted from a payload value.
@@ -62,6 +66,7 @@ enum Key {
     Int(i64),
     Num(f64),
     Bool(bool),
+    Geo(GeoPoint),
 }
 
 impl FieldIndex {
@@ -74,6 +79,7 @@ impl FieldIndex {
             ints: BTreeMap::new(),
             bools: [RoaringBitmap::new(), RoaringBitmap::new()],
             multi: RoaringBitmap::new(),
+            geo: HashMap::new(),
         }
     }
 
@@ -108,6 +114,7 @@ impl FieldIndex {
                     }
                 }
                 (FieldType::Bool, Value::Bool(b)) => out.push(Key::Bool(*b)),
+                (FieldType::Geo, v) => out.extend(as_geo(v).map(Key::Geo)),
                 // text: the same word tokens the filter matches with (`filter::tokens`),
                 // kept in the keyword map
                 (FieldType::Text, Value::String(s)) => {
@@ -149,6 +156,13 @@ impl FieldIndex {
                 Key::Bool(b) => {
                     self.bools[b as usize].insert(slot);
                 }
+                Key::Geo(p) => {
+                    self.numeric
+                        .entry(OrderedFloat(p.lat))
+                        .or_default()
+                        .insert(slot);
+                    self.geo.entry(slot).or_default().push(p);
+                }
             }
         }
     }
@@ -156,6 +170,7 @@ impl FieldIndex {
     /// Forget `slot`'s entries for the values `payload` has (its payload before a change).
     pub fn remove(&mut self, slot: u32, payload: &Payload) {
         self.multi.remove(slot);
+        self.geo.remove(&slot);
         for k in self.keys(payload) {
             match k {
                 Key::Str(s) => {
@@ -174,7 +189,8 @@ impl FieldIndex {
                         }
                     }
                 }
-                Key::Num(f) => {
+                // a geo point is filed under its latitude
+                Key::Num(f) | Key::Geo(GeoPoint { lat: f, .. }) => {
                     if let Some(b) = self.numeric.get_mut(&OrderedFloat(f)) {
                         b.remove(slot);
                         if b.is_empty() {
@@ -262,6 +278,23 @@ impl FieldIndex {
                     return None;
                 }
                 set
+            }
+            (
+                FieldType::Geo,
+                FieldCheck::GeoBoundingBox { .. }
+                | FieldCheck::GeoRadius { .. }
+                | FieldCheck::GeoPolygon { .. },
+            ) => {
+                let (lo, hi) = check.geo_lat_band()?;
+                let band = range_scan(&self.numeric, Some(lo), Some(hi), |_| true);
+                let mut out = RoaringBitmap::new();
+                for slot in &band {
+                    let pts = self.geo.get(&slot).map_or(&[][..], Vec::as_slice);
+                    if pts.iter().any(|p| check.geo_match(*p)) {
+                        out.insert(slot);
+                    }
+                }
+                out
             }
             (FieldType::Text, FieldCheck::Match(Match::TextAny(q))) => union(
                 crate::filter::tokens(q)
@@ -434,6 +467,35 @@ mod tests {
         );
         t.remove(3, &two);
         assert_eq!(t.candidates(&text("red fox")), Some(bm(&[1])));
+    }
+
+    #[test]
+    fn geo_conditions_are_answered_exactly() {
+        let pl = |v: Value| v.as_object().unwrap().clone();
+        let mut g = FieldIndex::new(JsonPath::parse("loc").unwrap(), FieldType::Geo);
+        let berlin = json!({"lon": 13.40, "lat": 52.52});
+        let potsdam = json!({"lon": 13.06, "lat": 52.39}); // ~26 km from Berlin
+        let paris = json!({"lon": 2.35, "lat": 48.86});
+        g.add(0, &pl(json!({ "loc": berlin })));
+        g.add(1, &pl(json!({ "loc": potsdam })));
+        g.add(2, &pl(json!({ "loc": [paris, berlin] })));
+        g.add(3, &pl(json!({"loc": {"lon": 13.4}}))); // not a point
+        let radius = |km: f64| {
+            cond(json!({"key": "loc", "geo_radius": {"center": berlin, "radius": km * 1000.0}}))
+        };
+        assert_eq!(g.candidates(&radius(10.0)), Some(bm(&[0, 2])));
+        assert_eq!(g.candidates(&radius(30.0)), Some(bm(&[0, 1, 2])));
+        let bbox = cond(json!({"key": "loc", "geo_bounding_box": {
+            "top_left": {"lon": 2.0, "lat": 49.0}, "bottom_right": {"lon": 3.0, "lat": 48.0}}}));
+        assert_eq!(g.candidates(&bbox), Some(bm(&[2])));
+        g.remove(2, &pl(json!({ "loc": [paris, berlin] })));
+        assert_eq!(g.candidates(&bbox), Some(bm(&[])));
+        assert_eq!(g.candidates(&radius(10.0)), Some(bm(&[0])));
+        assert_eq!(
+            g.candidates(&cond(json!({"key": "loc", "match": {"value": "x"}}))),
+            None,
+            "not a geo condition"
+        );
     }
 
     #[test]

@@ -2073,7 +2073,14 @@ mod tests {
         s.create_payload_index("f", FieldType::Float).unwrap();
         s.create_payload_index("b", FieldType::Bool).unwrap();
         s.create_payload_index("t", FieldType::Text).unwrap();
+        s.create_payload_index("g", FieldType::Geo).unwrap();
         let payload = |rng: &mut rand::rngs::StdRng| -> Payload {
+            let pt = |rng: &mut rand::rngs::StdRng| json!({"lon": rng.random_range(-10.0..10.0), "lat": rng.random_range(-10.0..10.0)});
+            let g = match rng.random_range(0..6) {
+                0 => json!([pt(rng), pt(rng)]),
+                1 => json!({"lon": 1.0}), // not a point: never matches
+                _ => pt(rng),
+            };
             let k = ["a", "b", "c"][rng.random_range(0..3)];
             let words = ["Red", "fox", "blue", "cat", "red-fox", "dog"];
             let mut sentence = || {
@@ -2086,7 +2093,7 @@ mod tests {
             let v = if rng.random_bool(0.3) {
                 json!({"k": [k, "z"], "n": [rng.random_range(0..5), 9], "f": rng.random_range(0.0..1.0), "b": rng.random_bool(0.5), "t": [t1, t2]})
             } else {
-                json!({"k": k, "n": rng.random_range(0..5), "f": rng.random_range(0.0..1.0), "t": t1})
+                json!({"k": k, "n": rng.random_range(0..5), "f": rng.random_range(0.0..1.0), "t": t1, "g": g})
             };
             v.as_object().unwrap().clone()
         };
@@ -2100,6 +2107,10 @@ mod tests {
             json!({"must": [{"key": "t", "match": {"text_any": "cat dog"}}, {"key": "k", "match": {"value": "a"}}]}),
             json!({"must": [{"key": "t", "match": {"text": "zebra"}}]}),
             json!({"must": [{"key": "t", "match": {"phrase": "blue cat"}}]}),
+            json!({"must": [{"key": "g", "geo_radius": {"center": {"lon": 0.0, "lat": 0.0}, "radius": 500000.0}}]}),
+            json!({"must": [{"key": "g", "geo_bounding_box": {"top_left": {"lon": -5.0, "lat": 5.0}, "bottom_right": {"lon": 5.0, "lat": -2.0}}}, {"key": "k", "match": {"value": "b"}}]}),
+            json!({"must": [{"key": "g", "geo_bounding_box": {"top_left": {"lon": 8.0, "lat": 9.0}, "bottom_right": {"lon": -8.0, "lat": -9.0}}}]}),
+            json!({"must": [{"key": "g", "geo_polygon": {"exterior": {"points": [{"lon": -6.0, "lat": -6.0}, {"lon": 6.0, "lat": -6.0}, {"lon": 6.0, "lat": 6.0}, {"lon": -6.0, "lat": 6.0}, {"lon": -6.0, "lat": -6.0}]}, "interiors": [{"points": [{"lon": -2.0, "lat": -2.0}, {"lon": 2.0, "lat": -2.0}, {"lon": 2.0, "lat": 2.0}, {"lon": -2.0, "lat": 2.0}, {"lon": -2.0, "lat": -2.0}]}]}}]}),
         ]
         .iter()
         .map(|f| Filter::from_json(f).unwrap())
