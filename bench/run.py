@@ -54,6 +54,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 DATA = BENCH / "data"
+INPROCESS = ("sextant", "hnswlib", "faiss", "qdrant-edge")  # in-process engines, Sextant first
 RESULTS = BENCH / "results"
 GT_K = 100
 RECALL_TARGETS = (0.90, 0.95, 0.99)
@@ -530,7 +531,7 @@ class EngineProc:
             self.p.wait()
 
 
-def start_engine(engine: str, ds: dict, a, bins: dict) -> EngineProc:
+def start_engine(engine: str, ds: dict, a, bins: dict, bins_dir: Path) -> EngineProc:
     if engine == "sextant":
         if "sextant-bench" not in bins:
             raise RuntimeError(f"no sextant-bench in {a.bin_dir} (cargo build --release)")
@@ -541,6 +542,8 @@ def start_engine(engine: str, ds: dict, a, bins: dict) -> EngineProc:
         spec = dict(engine=engine, base=str(ds["base_path"]), queries=str(ds["query_path"]), gt=str(ds["gt_path"]),
                     distance=ds["distance"], m=a.m, ef_construct=a.ef_construct, k=a.k,
                     max_queries=len(ds["queries"]))
+        if engine == "qdrant-edge":
+            spec["workdir"] = str(bins_dir)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     ep = EngineProc(engine, cmd, a.step_timeout)
     ep.info["cmd"] = " ".join(cmd)
@@ -621,7 +624,7 @@ def worker_main(spec: dict) -> None:
 
         def prepare_search(idx):
             idx.set_num_threads(1)
-    else:
+    elif spec["engine"] == "faiss":
         import faiss
 
         out["version"] = faiss.__version__
@@ -646,6 +649,57 @@ def worker_main(spec: dict) -> None:
 
         def prepare_search(idx):
             faiss.omp_set_num_threads(1)
+    elif spec["engine"] == "qdrant-edge":
+        # Qdrant's own segment engine (HNSW, optimizer, search) as an in-process library:
+        # the closest measurement of Qdrant this machine allows (no server binary can be
+        # fetched here; QDRANT_BIN adds the real server to the REST section).
+        import qdrant_edge as qe
+
+        out["version"] = _pkg_version("qdrant-edge-py")
+        qdist = getattr(qe.Distance, dist)
+        qlists = queries.tolist()
+        state = {}
+
+        def build(threads):
+            path = tempfile.mkdtemp(prefix="qdrant-edge-", dir=spec["workdir"])
+            cfg = qe.EdgeConfig(
+                vectors=qe.EdgeVectorParams(size=dim, distance=qdist),
+                hnsw_config=qe.HnswIndexConfig(m=m, ef_construct=efc, full_scan_threshold=10,
+                                               max_indexing_threads=threads),
+                # one segment, indexed whatever its size (as the other engines: one graph)
+                optimizers=qe.EdgeOptimizersConfig(default_segment_number=1, indexing_threshold=1,
+                                                   max_segment_size=2**40),
+                max_search_threads=1, wal_enabled=False)
+            sh = qe.EdgeShard.create(path, cfg)
+            wall = cpu = 0.0
+            for b0 in range(0, n, 1000):  # Python objects are made outside the timer
+                pts = [qe.Point(i, base[i].tolist()) for i in range(b0, min(n, b0 + 1000))]
+                t, c = time.perf_counter(), time.process_time()
+                sh.update(qe.UpdateOperation.upsert_points(pts))
+                wall += time.perf_counter() - t
+                cpu += time.process_time() - c
+            t, c = time.perf_counter(), time.process_time()
+            sh.optimize()
+            return sh, wall + time.perf_counter() - t, cpu + time.process_time() - c
+
+        def set_ef(idx, ef):  # requests are built outside the timed pass
+            state["ef"] = ef
+            state["batch"] = qe.QueryBatchRequest([
+                qe.QueryRequest(limit=k, query=qe.Query.Nearest(v), params=qe.SearchParams(hnsw_ef=ef))
+                for v in qlists])
+
+        def batch(idx, q):
+            if len(q) == len(qlists):  # the timed pass: one planned batch on the 1-thread pool
+                res = idx.query_batch(state["batch"])
+            else:
+                res = [idx.query(qe.QueryRequest(limit=k, query=qe.Query.Nearest(v.tolist()),
+                                                 params=qe.SearchParams(hnsw_ef=state["ef"]))) for v in q]
+            return [[p.id for p in r] for r in res]
+
+        def prepare_search(idx):
+            pass
+    else:
+        raise SystemExit(f"unknown engine {spec['engine']}")
 
     before = rss_mb()["rss_mb"]
     idx, secs, cpu = build(1)
@@ -1117,7 +1171,7 @@ def render(res: dict) -> str:
          + ", ".join(f"`{k}` sha256 {v['sha256']} (built {v['mtime']})" for k, v in res["binaries"].items())
          + stale_note(res),
          f"* Python {m['python']}, numpy {m['numpy']}, hnswlib {res['versions'].get('hnswlib')}, "
-         f"faiss-cpu {res['versions'].get('faiss')}"]
+         f"faiss-cpu {res['versions'].get('faiss')}, qdrant-edge-py {res['versions'].get('qdrant-edge')}"]
     ld = res.get("load", {})
     if ld.get("samples"):
         ph = ", ".join(f"{k} {v:.2f}" for k, v in ld["other_cores_by_phase"].items())
@@ -1147,8 +1201,9 @@ def render(res: dict) -> str:
           "while that engine built: compare rows with similar values. "
           "Latency percentiles are per single query (for hnswlib/FAISS they include the Python call overhead, "
           "~5–20 µs). Memory = VmRSS growth of the process across the build (vectors + graph).", ""]
-    order = [e for e in ("sextant", "hnswlib", "faiss") if e in inp]
-    names = {"sextant": "Sextant (sextant-bench)", "hnswlib": "hnswlib", "faiss": "FAISS IndexHNSWFlat"}
+    order = [e for e in INPROCESS if e in inp]
+    names = {"sextant": "Sextant (sextant-bench)", "hnswlib": "hnswlib", "faiss": "FAISS IndexHNSWFlat",
+             "qdrant-edge": "Qdrant Edge (Qdrant's engine in-process)"}
     L += ["| engine | build, 1 thread: wall (CPU) | build, all cores | QPS @ recall 0.90 | @ 0.95 | @ 0.99 | max recall | memory (RSS delta) | other processes during this engine |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in order:
@@ -1169,7 +1224,7 @@ def render(res: dict) -> str:
     L += ["", "Ratios (Sextant / other; > 1 means Sextant is faster):", "",
           "| vs | QPS @ 0.90 | QPS @ 0.95 | QPS @ 0.99 | build time, 1 thread (< 1 = Sextant faster) | build, all cores |",
           "|---|---:|---:|---:|---:|---:|"]
-    for e in ("hnswlib", "faiss"):
+    for e in INPROCESS[1:]:
         if e in inp and "sextant" in inp and "error" not in inp[e] and "error" not in inp["sextant"]:
             s, o = inp["sextant"], inp[e]
             L.append(f"| {names[e]} | " + " | ".join(fmt_ratio(ratio(qps_at(s["runs"], t), qps_at(o["runs"], t))) for t in RECALL_TARGETS)
@@ -1261,7 +1316,7 @@ def conclusion(res: dict) -> list:
     inp, rest = res["inprocess"], res["rest"]
     s = inp.get("sextant")
     if s and "error" not in s:
-        for e, nm in (("hnswlib", "hnswlib"), ("faiss", "FAISS")):
+        for e, nm in (("hnswlib", "hnswlib"), ("faiss", "FAISS"), ("qdrant-edge", "Qdrant Edge")):
             o = inp.get(e)
             if not o or "error" in o:
                 continue
@@ -1288,7 +1343,7 @@ def conclusion(res: dict) -> list:
         mx = max(x["recall"] for x in s["runs"])
         if mx < 0.99:
             out.append(f"* Sextant's in-process recall tops out at {mx:.4f} within the ef sweep ({res['args']['ef']}).")
-        for e, nm in (("hnswlib", "hnswlib"), ("faiss", "FAISS")):
+        for e, nm in (("hnswlib", "hnswlib"), ("faiss", "FAISS"), ("qdrant-edge", "Qdrant Edge")):
             o = inp.get(e)
             if not o or "error" in o:
                 continue
@@ -1385,7 +1440,8 @@ def parse_args(argv=None):
     g.add_argument("--rounds", type=int, default=2,
                    help="in-process rounds (engine order reversed each round; best build time / QPS kept)")
     g = p.add_argument_group("REST")
-    g.add_argument("--engines", default="sextant,hnswlib,faiss,rest", help="subset of sextant,hnswlib,faiss,rest")
+    g.add_argument("--engines", default="sextant,hnswlib,faiss,qdrant-edge,rest",
+                   help="subset of sextant,hnswlib,faiss,qdrant-edge,rest")
     g.add_argument("--bin-dir", default=str(ROOT / "target" / "release"))
     g.add_argument("--clients", type=int, default=4, help="concurrent search clients")
     g.add_argument("--upload-clients", type=int, default=2)
@@ -1457,7 +1513,7 @@ def main(argv=None) -> int:
                "binaries": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in bins.items()},
                "dataset": {"name": ds["name"], "source": ds["source"], "n": n, "dim": dim, "queries": len(ds["queries"]),
                            "distance": ds["distance"], "gt_source": ds["gt_source"], "dir": str(ds["dir"].relative_to(ROOT))},
-               "versions": {"hnswlib": _pkg_version("hnswlib"), "faiss": _pkg_version("faiss-cpu"),
+               "versions": {"hnswlib": _pkg_version("hnswlib"), "faiss": _pkg_version("faiss-cpu"), "qdrant-edge": _pkg_version("qdrant-edge-py"),
                             "requests": _pkg_version("requests")},
                "inprocess": {}, "rest": {}}
         res["command"] = "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -1466,7 +1522,7 @@ def main(argv=None) -> int:
         # in-process engines, `--rounds` rounds: each engine builds in turn (order reversed
         # every other round; each build waits for a quiet machine), then one interleaved ef
         # sweep over all of them, then (first round) the all-cores builds; best kept.
-        order = [e for e in ("sextant", "hnswlib", "faiss") if e in engines]
+        order = [e for e in INPROCESS if e in engines]
         raw = {e: [] for e in order}
         efs = [int(x) for x in a.ef.split(",")]
         for rnd in range(max(1, a.rounds)):
@@ -1475,7 +1531,7 @@ def main(argv=None) -> int:
                 for e in (order if rnd % 2 == 0 else order[::-1]):
                     quiet = sampler.enter(e, a.quiet_wait)
                     try:
-                        ep = start_engine(e, ds, a, bins)
+                        ep = start_engine(e, ds, a, bins, work)
                     except Exception as ex:  # keep going: the report says what failed
                         raw[e].append({"error": str(ex), "round": rnd})
                         log(f"{e} failed: {ex}")
