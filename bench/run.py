@@ -1196,11 +1196,14 @@ def render(res: dict) -> str:
           "the query set in turn (the order rotating each pass), so engines are compared at the same moments rather than "
           "minutes apart; each keeps its fastest pass per ef and its best round (the all-cores builds run after the "
           "first round's sweep). QPS = queries / wall time of a pass on one thread (hnswlib/FAISS: one batched call "
-          "with 1 thread; Sextant: a Rust loop). Build CPU time (each process's own user + system time) is less "
+          "with 1 thread; Qdrant Edge: one `query_batch` on its 1-thread search pool, requests built before the timer; "
+          "Sextant: a Rust loop). Qdrant Edge is Qdrant's own segment engine (HNSW, optimizer, search) as a Python "
+          "library: one segment, `indexing_threshold` 1 KB, `max_indexing_threads` 1; its build time = upserts + "
+          "`optimize()` (Python objects made outside the timer). Build CPU time (each process's own user + system time) is less "
           "sensitive to other load than wall time. The last column is the mean number of cores other processes used "
           "while that engine built: compare rows with similar values. "
-          "Latency percentiles are per single query (for hnswlib/FAISS they include the Python call overhead, "
-          "~5–20 µs). Memory = VmRSS growth of the process across the build (vectors + graph).", ""]
+          "Latency percentiles are per single query (for hnswlib/FAISS/Qdrant Edge they include the Python call overhead, "
+          "~5–30 µs). Memory = VmRSS growth of the process across the build (vectors + graph).", ""]
     order = [e for e in INPROCESS if e in inp]
     names = {"sextant": "Sextant (sextant-bench)", "hnswlib": "hnswlib", "faiss": "FAISS IndexHNSWFlat",
              "qdrant-edge": "Qdrant Edge (Qdrant's engine in-process)"}
