@@ -199,14 +199,14 @@ def test_quantization_bad_input(server):
     assert_ok_response(r, "query with quantization params")
 
 
-def _block_graphs_built(srv) -> int:
-    """Sum of `installed=N` over the server's "payload-block graphs built" log lines."""
+def _block_graphs_built(srv, what="payload-block graphs built", key="installed", start=None) -> int:
+    """Sum of `key=N` over the server's log lines containing `what` (of one start, or all)."""
     import re
     total = 0
-    for f in srv.workdir.glob("std*.log"):
+    for f in srv.workdir.glob("std*.log" if start is None else f"std*.{start}.log"):
         for line in f.read_text(errors="replace").splitlines():
-            if "payload-block graphs built" in line:
-                m = re.search(r"installed\W*=\W*(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", line))
+            if what in line:
+                m = re.search(key + r"\W*=\W*(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", line))
                 total += int(m.group(1)) if m else 0
     return total
 
@@ -252,6 +252,15 @@ def test_payload_block_graphs(make_server):
                 assert not deleted & {p.id for p in got}, f"deleted point returned ({stage})"
 
     check("fresh")
+    # saved with the checkpoint a graceful stop writes, installed again at start: no rebuild
+    srv.stop()
+    srv.start()
+    client = srv.client()
+    wait_green(client, name)
+    loaded = _block_graphs_built(srv, "payload-block graphs loaded from checkpoint", "imported", start=2)
+    assert loaded == 3, f"blocks loaded after restart: {loaded}\n{srv.stderr_text(3000)}"
+    assert _block_graphs_built(srv, start=2) == 0, "blocks were rebuilt after restart"
+    check("after restart")
     # move 600 points of "a" to "b", delete 300 of "b": the blocks are stale until rebuilt
     moved = [int(i) for i in np.nonzero(tenants == "a")[0][:600]]
     client.set_payload(name, payload={"tenant": "b"}, points=moved, wait=True)

@@ -74,6 +74,54 @@ struct Manifest {
     /// HNSW graphs saved with the checkpoint (`graph-{dense index}.hnsw`).
     #[serde(default)]
     graphs: Vec<GraphMeta>,
+    /// Payload-block graphs saved with the checkpoint (`block-{i}.bin`: the block's
+    /// checkpoint slots as u32 LE, then its graph).
+    #[serde(default)]
+    blocks: Vec<BlockMeta>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BlockMeta {
+    /// Index into `dense`.
+    dense: usize,
+    field: String,
+    /// The payload value (JSON string, integer or bool).
+    value: Value,
+    nodes: usize,
+    /// `payload_m` and `ef_construct` in force when saved: a block built with others is
+    /// not loaded.
+    m: usize,
+    ef_construct: usize,
+}
+
+/// A payload block read from a checkpoint, installed once the payload indexes exist.
+struct SavedBlock {
+    name: String,
+    field: String,
+    value: segment::filter::MatchValue,
+    graph: segment::hnsw::Hnsw,
+    slots: Vec<u32>,
+    m: usize,
+    ef_construct: usize,
+}
+
+fn match_value_json(v: &segment::filter::MatchValue) -> Value {
+    use segment::filter::MatchValue as M;
+    match v {
+        M::Str(s) => Value::from(s.clone()),
+        M::Int(i) => Value::from(*i),
+        M::Bool(b) => Value::from(*b),
+    }
+}
+
+fn match_value_from_json(v: &Value) -> Option<segment::filter::MatchValue> {
+    use segment::filter::MatchValue as M;
+    Some(match v {
+        Value::String(s) => M::Str(s.clone()),
+        Value::Bool(b) => M::Bool(*b),
+        Value::Number(n) => M::Int(n.as_i64()?),
+        _ => return None,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -146,8 +194,9 @@ impl Collection {
         let mut store =
             PointStore::with_vector_dir(meta.config.vector_schema(), Some(dir.join("vectors")));
         let mut checkpoint_seq = 0;
+        let mut saved_blocks = Vec::new();
         if let Some((seq, _, path)) = latest_checkpoint(dir)? {
-            load_checkpoint(&path, &mut store, &|name| {
+            saved_blocks = load_checkpoint(&path, &mut store, &|name| {
                 let p = Self::hnsw_params(&meta.config, name);
                 (p.m, p.ef_construct)
             })?;
@@ -179,6 +228,20 @@ impl Collection {
         }
         for (field, schema) in &meta.payload_indexes {
             apply_index(&mut store, field, schema)?;
+        }
+        let (saved, mut imported) = (saved_blocks.len(), 0);
+        for b in saved_blocks {
+            let current = (
+                Self::payload_m(&meta.config, &b.name),
+                Self::hnsw_params(&meta.config, &b.name).ef_construct,
+            );
+            if current == (Some(b.m), b.ef_construct) {
+                imported +=
+                    store.import_block(&b.name, &b.field, b.value, b.graph, b.slots) as usize;
+            }
+        }
+        if saved > 0 {
+            tracing::info!(collection = %name, saved, imported, "payload-block graphs loaded from checkpoint");
         }
         let flusher = wal.flusher();
         crate::fsutil::release_free_memory();
@@ -381,6 +444,10 @@ impl Collection {
                 installed += store.install_block(b) as usize;
             }
         }
+        if installed > 0 {
+            // saved with the next checkpoint, so a restart need not rebuild them
+            self.graphs_dirty.store(true, Ordering::Release);
+        }
         crate::fsutil::release_free_memory();
         tracing::info!(collection = %self.name, blocks = count, installed, points, secs = started.elapsed().as_secs_f64(), "payload-block graphs built");
         installed
@@ -516,7 +583,8 @@ impl Collection {
     pub fn checkpoint(&self) -> CResult<()> {
         let _guard = self.checkpoint_lock.lock();
         // Consistent cut: hold the WAL lock while copying the state out.
-        let (seq, points, dense_names, dense_rows, graphs) = {
+        let cfg = self.config();
+        let (seq, points, dense_names, dense_rows, graphs, blocks) = {
             let wal = self.wal.lock();
             let seq = wal.next_seq() - 1;
             // nothing new: no op since the last checkpoint and no graph built after it
@@ -564,7 +632,15 @@ impl Collection {
                     sparse,
                 });
             }
-            (seq, points, dense_names, rows, store.graph_exports())
+            let blocks = store.block_exports();
+            (
+                seq,
+                points,
+                dense_names,
+                rows,
+                store.graph_exports(),
+                blocks,
+            )
         };
         // A newer checkpoint of the same seq (only graphs changed) gets the next generation:
         // a complete checkpoint directory is never replaced in place.
@@ -595,11 +671,29 @@ impl Collection {
                 ef_construct: g.ef_construct,
             });
         }
+        let mut block_meta = Vec::new();
+        for b in &blocks {
+            let Some(k) = dense_names.iter().position(|(n, _)| *n == b.name) else {
+                continue;
+            };
+            let mut bytes: Vec<u8> = b.slots.iter().flat_map(|s| s.to_le_bytes()).collect();
+            bytes.extend(b.graph_bytes());
+            write_synced(&tmp.join(format!("block-{}.bin", block_meta.len())), &bytes)?;
+            block_meta.push(BlockMeta {
+                dense: k,
+                field: b.field.clone(),
+                value: match_value_json(&b.value),
+                nodes: b.slots.len(),
+                m: b.m(),
+                ef_construct: Self::hnsw_params(&cfg, &b.name).ef_construct,
+            });
+        }
         let manifest = Manifest {
             seq,
             points: points.len(),
             dense: dense_names,
             graphs: graph_meta,
+            blocks: block_meta,
         };
         write_synced(
             &tmp.join("points.msgpack"),
@@ -728,11 +822,13 @@ fn latest_checkpoint(dir: &Path) -> CResult<Option<(u64, u64, PathBuf)>> {
 /// Load a checkpoint into an empty store. Saved graphs are installed when they were built
 /// with the parameters `params(name)` (= `(m, ef_construct)`) still configured; a graph
 /// file that does not parse is ignored (the optimizer rebuilds it).
+/// Load a checkpoint into `store`; returns its payload blocks, to be installed once the
+/// payload indexes exist (an unreadable block is skipped: it is only rebuilt).
 fn load_checkpoint(
     path: &Path,
     store: &mut PointStore,
     params: &dyn Fn(&str) -> (usize, usize),
-) -> CResult<()> {
+) -> CResult<Vec<SavedBlock>> {
     let bad = |e: String| CollectionError::Service(format!("checkpoint {}: {e}", path.display()));
     let manifest: Manifest = serde_json::from_slice(&fs::read(path.join("manifest.json"))?)
         .map_err(|e| bad(e.to_string()))?;
@@ -790,7 +886,35 @@ fn load_checkpoint(
             tracing::warn!(file = %file.display(), "saved HNSW graph unusable: it will be rebuilt");
         }
     }
-    Ok(())
+    let mut blocks = Vec::new();
+    for (i, b) in manifest.blocks.iter().enumerate() {
+        let file = path.join(format!("block-{i}.bin"));
+        let decoded = (|| {
+            let (name, _) = manifest.dense.get(b.dense)?;
+            let bytes = fs::read(&file).ok()?;
+            let split = b.nodes.checked_mul(4).filter(|&s| s <= bytes.len())?;
+            let slots = bytes[..split]
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            Some(SavedBlock {
+                name: name.clone(),
+                field: b.field.clone(),
+                value: match_value_from_json(&b.value)?,
+                graph: segment::hnsw::Hnsw::from_bytes(&bytes[split..])?,
+                slots,
+                m: b.m,
+                ef_construct: b.ef_construct,
+            })
+        })();
+        match decoded {
+            Some(d) => blocks.push(d),
+            None => {
+                tracing::warn!(file = %file.display(), "saved payload block unusable: it will be rebuilt")
+            }
+        }
+    }
+    Ok(blocks)
 }
 
 #[cfg(test)]
@@ -1029,6 +1153,99 @@ mod tests {
         let exact = ids(&before.0);
         let found = ids(&approx).iter().filter(|i| exact.contains(i)).count();
         assert!(found >= 8, "graph search recall {found}/10 against exact");
+    }
+
+    /// Payload blocks are saved with the checkpoint and installed at open: no rebuild, the
+    /// same walks; a block holding a dead slot is left out and rebuilt.
+    #[test]
+    fn payload_blocks_survive_a_restart() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("b");
+        let cfg = serde_json::from_value::<CreateCollection>(json!({
+            "vectors": {"size": 4, "distance": "Euclid"},
+            "optimizers_config": {"indexing_threshold": 1},
+            "hnsw_config": {"m": 8, "ef_construct": 32}
+        }))
+        .unwrap()
+        .into_config(&crate::config::CollectionDefaults::default())
+        .unwrap();
+        // 5 tenants of 1,100 points (each a fifth of the collection: one block each)
+        let point = |i: u64| PointInsert {
+            id: PointId::Num(i),
+            vectors: [(
+                "".into(),
+                StoredVector::Dense(
+                    (0..4)
+                        .map(|k| ((i * 2_654_435_761 + k * 40_503) % 10_007) as f32)
+                        .collect(),
+                ),
+            )]
+            .into(),
+            payload: Some(
+                json!({"t": format!("t{}", i % 5)})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        };
+        let flt = |t: &str| {
+            segment::filter::Filter::from_json(
+                &json!({"must": [{"key": "t", "match": {"value": t}}]}),
+            )
+            .unwrap()
+        };
+        let q = Vector::Dense(vec![500.0, 9000.0, 20.0, 4000.0]);
+        let params = segment::store::SearchParams {
+            exact: false,
+            full_scan_threshold: 0,
+            ..Default::default()
+        };
+        let ids = |h: &[segment::Hit]| h.iter().map(|x| x.id).collect::<Vec<_>>();
+        let mut before = Vec::new();
+        {
+            let c = Collection::create(&dir, "b", cfg).unwrap();
+            c.set_payload_index("t", Some(json!("keyword"))).unwrap();
+            c.update(
+                UpdateOp::Upsert {
+                    points: (0..5500).map(point).collect(),
+                    update_filter: None,
+                    mode: UpdateMode::Upsert,
+                },
+                true,
+            )
+            .unwrap();
+            while c.run_indexing().unwrap() {}
+            assert_eq!(c.run_block_indexing(), 5);
+            assert_eq!(c.read().block_stats(""), (5, 5500));
+            // a dead member: t0's block holds a slot that is gone at checkpoint time
+            c.update(UpdateOp::Delete(Selector::Ids(vec![PointId::Num(0)])), true)
+                .unwrap();
+            for t in ["t0", "t1", "t2", "t3", "t4"] {
+                let f = flt(t);
+                before.push(ids(&c
+                    .read()
+                    .search_with("", &q, Some(&f), 10, None, &params)
+                    .unwrap()));
+            }
+            c.checkpoint().unwrap();
+        }
+        let c = Collection::open(&dir, "b").unwrap();
+        assert_eq!(
+            c.read().block_stats(""),
+            (4, 4 * 1100),
+            "four blocks loaded; t0's held a dead slot and was left out"
+        );
+        let used = segment::store::BLOCK_SEARCHES.load(Ordering::Relaxed);
+        for (k, t) in ["t1", "t2", "t3", "t4"].iter().enumerate() {
+            let f = flt(t);
+            let got = ids(&c
+                .read()
+                .search_with("", &q, Some(&f), 10, None, &params)
+                .unwrap());
+            assert_eq!(got, before[k + 1], "{t}: the same block, the same walk");
+        }
+        assert!(segment::store::BLOCK_SEARCHES.load(Ordering::Relaxed) >= used + 4);
+        assert_eq!(c.run_block_indexing(), 1, "only t0's block is rebuilt");
     }
 
     #[test]

@@ -282,6 +282,27 @@ impl GraphExport {
     }
 }
 
+/// A payload block as saved with a checkpoint (see [`PointStore::block_exports`]).
+pub struct BlockExport {
+    pub name: String,
+    pub field: String,
+    pub value: MatchValue,
+    /// Graph node `i` is checkpoint slot `slots[i]`.
+    pub slots: Vec<u32>,
+    block: Arc<BlockGraph>,
+}
+
+impl BlockExport {
+    /// The block's graph, serialized (its node numbers are the block's own).
+    pub fn graph_bytes(&self) -> Vec<u8> {
+        self.block.graph.to_bytes()
+    }
+
+    pub fn m(&self) -> usize {
+        self.block.graph.m()
+    }
+}
+
 /// A background index build: everything needed to extend a graph without the store lock.
 pub struct IndexJob {
     pub name: String,
@@ -1598,10 +1619,8 @@ impl PointStore {
     /// cheap to take under the store lock (the remap runs later, in `GraphExport::encode`).
     /// A graph whose covered range holds more than 5% tombstones is skipped (it would lose
     /// too many links; it is rebuilt after a restart instead).
-    pub fn graph_exports(&self) -> Vec<GraphExport> {
-        if self.graphs.is_empty() {
-            return vec![];
-        }
+    /// Slot -> its number in a checkpoint (live slots in slot order), plus the live count.
+    fn checkpoint_numbering(&self) -> (Vec<Option<u32>>, u32) {
         let mut map = Vec::with_capacity(self.slot_id.len());
         let mut live = 0u32;
         for id in &self.slot_id {
@@ -1610,6 +1629,75 @@ impl PointStore {
                 live - 1
             }));
         }
+        (map, live)
+    }
+
+    /// The payload blocks to save with a checkpoint, their slots renumbered to the
+    /// checkpoint's. A block holding a slot that is no longer live is left out (it is
+    /// rebuilt after a restart, as it would be soon anyway).
+    pub fn block_exports(&self) -> Vec<BlockExport> {
+        if self.blocks.is_empty() {
+            return vec![];
+        }
+        let (map, _) = self.checkpoint_numbering();
+        let mut out = Vec::new();
+        for (name, blocks) in &self.blocks {
+            for ((field, value), b) in blocks {
+                let slots: Option<Vec<u32>> = b
+                    .slots
+                    .iter()
+                    .map(|&s| map.get(s as usize).copied().flatten())
+                    .collect();
+                if let Some(slots) = slots {
+                    out.push(BlockExport {
+                        name: name.clone(),
+                        field: field.clone(),
+                        value: value.clone(),
+                        slots,
+                        block: b.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Install a payload block saved with a checkpoint (after the checkpoint, the WAL tail
+    /// and the payload indexes are loaded). Refused unless its field is indexed, its
+    /// vector exists and every node names an existing slot; staleness is then judged as
+    /// for any block.
+    pub fn import_block(
+        &mut self,
+        name: &str,
+        field: &str,
+        value: MatchValue,
+        graph: Hnsw,
+        slots: Vec<u32>,
+    ) -> bool {
+        if !self.dense.contains_key(name)
+            || !self.payload_indexes.contains_key(field)
+            || graph.len() != slots.len()
+            || slots.iter().any(|&s| s as usize >= self.slot_id.len())
+        {
+            return false;
+        }
+        let members = slots.iter().copied().collect();
+        self.blocks.entry(name.to_string()).or_default().insert(
+            (field.to_string(), value),
+            Arc::new(BlockGraph {
+                graph,
+                slots,
+                members,
+            }),
+        );
+        true
+    }
+
+    pub fn graph_exports(&self) -> Vec<GraphExport> {
+        if self.graphs.is_empty() {
+            return vec![];
+        }
+        let (map, live) = self.checkpoint_numbering();
         let map = Arc::new(map);
         let mut out = Vec::new();
         for (name, g) in &self.graphs {
