@@ -1162,7 +1162,10 @@ def render(res: dict) -> str:
          "`--hdf5` use other data; `--help` lists the rest.", "",
          "Raw numbers: `" + res["results_file"] + "`.", "",
          "Memory of a loaded 1M x 128 collection (f32 in RAM; int8 codes with vectors on disk) is "
-         "measured by `bench/memory.py`: see [memory.md](memory.md).", "",
+         "measured by `bench/memory.py`: see [memory.md](memory.md)."
+         + (" Reports of other data sets: " + ", ".join(f"[{p.name}]({p.name})" for p in others) + "."
+            if (others := sorted(p for p in (ROOT / "docs").glob("benchmarks*.md")
+                                 if p.name != res.get("doc_name", "benchmarks.md"))) else ""), "",
          "## Machine", "",
          f"* CPU: {m['cpu']}, `nproc` = {m['nproc']}, {m['mem_gib']} GiB RAM, kernel {m['kernel']}",
          f"* SIMD: CPU flags {', '.join(m['cpu_simd_flags']) or 'none'}; Sextant kernel in use: "
@@ -1608,6 +1611,7 @@ def main(argv=None) -> int:
             jpath = Path(a.json) if a.json else RESULTS / f"{stamp}.json"
             dpath = Path(a.doc) if a.doc else ROOT / "docs" / "benchmarks.md"
         jpath = jpath.resolve()
+        res["doc_name"] = dpath.name
         res["results_file"] = str(jpath.relative_to(ROOT)) if jpath.is_relative_to(ROOT) else str(jpath)
         jpath.parent.mkdir(parents=True, exist_ok=True)
         jpath.write_text(json.dumps(res, indent=1, default=str) + "\n")
