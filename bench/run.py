@@ -1047,9 +1047,18 @@ def rest_bench(label: str, binary: str, ds: dict, a, work: Path) -> dict:
             for sel, fgt in ds["fgt"].items():
                 flt = {"must": [{"key": "r", "range": {"lt": sel}}]}
                 for ef in [int(x) for x in a.filter_ef.split(",")]:
-                    bodies = [encode_search(q, k, {"hnsw_ef": ef}, flt) for q in queries]
-                    s = summarize(run_queries(srv, bodies, a.clients, a.search_timeout), fgt, k)
-                    s.update(selectivity_pct=sel, ef=ef, matching_points=int((ds["buckets"] < sel).sum()))
+                    # filtered and unfiltered passes alternate, best of each kept: the ratio
+                    # compares two numbers taken at the same moments of a shared machine
+                    fb = [encode_search(q, k, {"hnsw_ef": ef}, flt) for q in queries]
+                    ub = [encode_search(q, k, {"hnsw_ef": ef}) for q in queries]
+                    s = u = None
+                    for _ in range(max(1, a.rest_repeat)):
+                        y = summarize(run_queries(srv, ub, a.clients, a.search_timeout), gt, k)
+                        u = y if u is None or (y["qps"] or 0) > (u["qps"] or 0) else u
+                        x = summarize(run_queries(srv, fb, a.clients, a.search_timeout), fgt, k)
+                        s = x if s is None or (x["qps"] or 0) > (s["qps"] or 0) else s
+                    s.update(selectivity_pct=sel, ef=ef, matching_points=int((ds["buckets"] < sel).sum()),
+                             unfiltered_paired=u)
                     frs.append(s)
                     log(f"{label}: filter {sel}% ef={ef} recall={s['recall']} qps={s['qps']:.0f} errors={s['errors']}")
             out["filtered"] = frs
@@ -1303,17 +1312,20 @@ def render(res: dict) -> str:
         L += ["", "## Filtered search over REST", "",
               "Filter `{\"must\": [{\"key\": \"r\", \"range\": {\"lt\": S}}]}` on the integer payload `r` (uniform 0–99, "
               "seeded), so S% of points match; ground truth = exact top-100 over the matching subset (numpy). "
-              f"Same clients and queries as above; 'vs unfiltered' compares QPS with the unfiltered run at the same `hnsw_ef`.", ""]
+              f"Same clients and queries as above; 'vs unfiltered' compares QPS with unfiltered passes at the same `hnsw_ef` "
+              f"run alternately with the filtered ones ({a.get('rest_repeat', 1)} of each, best kept), so both numbers come from the "
+              "same moments; server CPU per query is the least noisy comparison (the Python clients share the 2 cores).", ""]
         for e, r in rest.items():
             if "filtered" not in r:
                 continue
             unf = {x["ef"]: x for x in r["runs"]}
-            L += [f"### {e}", "", "| selectivity | matching points | hnsw_ef | recall@10 | QPS | p50 ms | p99 ms | QPS vs unfiltered | recall unfiltered |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            L += [f"### {e}", "", "| selectivity | matching points | hnsw_ef | recall@10 | QPS | p50 ms | p99 ms | QPS vs unfiltered | server CPU ms/query: filtered / unfiltered | recall unfiltered |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for x in r["filtered"]:
-                u = unf.get(x["ef"], {})
+                u = x.get("unfiltered_paired") or unf.get(x["ef"], {})
                 L.append(f"| {x['selectivity_pct']}% | {x['matching_points']:,} | {x['ef']} | {fmt(x['recall'], 4)} | {fmt(x['qps'])} | "
                          f"{fmt(x['p50_ms'], 2)} | {fmt(x['p99_ms'], 2)} | {fmt_ratio(ratio(x['qps'], u.get('qps')))} | "
+                         f"{fmt(x.get('server_cpu_ms_per_query'), 3)} / {fmt(u.get('server_cpu_ms_per_query'), 3)} | "
                          f"{fmt(u.get('recall'), 4)} |")
             L.append("")
     L += ["## Conclusion", ""] + conclusion(res) + [""]
