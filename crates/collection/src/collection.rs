@@ -1188,20 +1188,25 @@ mod tests {
         assert!(found >= 8, "graph search recall {found}/10 against exact");
     }
 
+    /// 4-d Euclid, small graphs (m 8, ef_construct 32), the given `indexing_threshold` (KB).
+    fn small_graph_cfg(indexing_threshold_kb: u64) -> CollectionConfig {
+        serde_json::from_value::<CreateCollection>(json!({
+            "vectors": {"size": 4, "distance": "Euclid"},
+            "optimizers_config": {"indexing_threshold": indexing_threshold_kb},
+            "hnsw_config": {"m": 8, "ef_construct": 32}
+        }))
+        .unwrap()
+        .into_config(&crate::config::CollectionDefaults::default())
+        .unwrap()
+    }
+
     /// Below `indexing_threshold`, a tail of >= IDLE_TAIL_POINTS is indexed once writes pause
     /// (only when the vector already has a graph); the status shows it as pending.
     #[test]
     fn idle_tail_is_indexed() {
         let root = tempfile::tempdir().unwrap();
-        let cfg = serde_json::from_value::<CreateCollection>(json!({
-            "vectors": {"size": 4, "distance": "Euclid"},
-            // 47 KB of 16-byte vectors: a threshold of 3,008 points
-            "optimizers_config": {"indexing_threshold": 47},
-            "hnsw_config": {"m": 8, "ef_construct": 32}
-        }))
-        .unwrap()
-        .into_config(&crate::config::CollectionDefaults::default())
-        .unwrap();
+        // 47 KB of 16-byte vectors: a threshold of 3,008 points
+        let cfg = small_graph_cfg(47);
         let up = |c: &Collection, r: std::ops::Range<u64>| {
             let points = r
                 .map(|i| PointInsert {
@@ -1258,14 +1263,7 @@ mod tests {
     fn payload_blocks_survive_a_restart() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("b");
-        let cfg = serde_json::from_value::<CreateCollection>(json!({
-            "vectors": {"size": 4, "distance": "Euclid"},
-            "optimizers_config": {"indexing_threshold": 1},
-            "hnsw_config": {"m": 8, "ef_construct": 32}
-        }))
-        .unwrap()
-        .into_config(&crate::config::CollectionDefaults::default())
-        .unwrap();
+        let cfg = small_graph_cfg(1);
         // 5 tenants of 1,100 points (each a fifth of the collection: one block each)
         let point = |i: u64| PointInsert {
             id: PointId::Num(i),
