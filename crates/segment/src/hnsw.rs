@@ -134,6 +134,9 @@ impl QueryScorer for MappedQuery<'_> {
     }
 }
 
+/// More layer-0 neighbours of a node for [`Hnsw::search_scored_with`].
+pub type Extra<'a> = &'a dyn Fn(u32, &mut Vec<u32>);
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Scored {
     score: f32,
@@ -692,7 +695,7 @@ impl Hnsw {
     }
 
     #[inline]
-    fn links0(&self, i: u32) -> &[u32] {
+    pub(crate) fn links0(&self, i: u32) -> &[u32] {
         let base = i as usize * (self.m0 + 1);
         let c = self.layer0[base] as usize;
         &self.layer0[base + 1..base + 1 + c]
@@ -753,6 +756,27 @@ impl Hnsw {
         accept: &A,
         two_hop: bool,
     ) -> Vec<(u32, f32)> {
+        self.search_scored_with(a, k, ef, accept, two_hop, None)
+    }
+
+    /// [`Hnsw::search_scored`] in two-hop mode with extra layer-0 neighbours: `extra(node,
+    /// out)` appends more neighbours of an accepted node (node ids of this graph; ids
+    /// `>= len()` are ignored), e.g. its links in the graph of the points sharing its
+    /// payload value. They are tested with `accept` like any other neighbour, and taken
+    /// until an expansion has `m0 / 2` new nodes. Once a node has extra neighbours,
+    /// rejected direct neighbours are bridged only while fewer than `m0 / 4` new nodes
+    /// were found, which saves the two-hop walk its dominant cost (a link list read per
+    /// rejected neighbour, each a cache miss). Measured over REST at 10% selectivity on
+    /// 200k x 128 (bench/run.py): server CPU per query at recall 0.95 0.33 -> 0.15 ms.
+    pub fn search_scored_with<S: QueryScorer, A: Fn(u32) -> bool + ?Sized>(
+        &self,
+        a: &S,
+        k: usize,
+        ef: usize,
+        accept: &A,
+        two_hop: bool,
+        extra: Option<Extra<'_>>,
+    ) -> Vec<(u32, f32)> {
         if self.nodes == 0 || k == 0 {
             return vec![];
         }
@@ -785,7 +809,8 @@ impl Hnsw {
                 res.push(Reverse(cur));
             }
             let mut bound = f32::NEG_INFINITY;
-            let mut fresh: Vec<u32> = Vec::with_capacity(self.m0);
+            let mut fresh: Vec<u32> = Vec::with_capacity(self.m0 * 2);
+            let mut more: Vec<u32> = Vec::new();
             while let Some(c) = cand.pop() {
                 if res.len() >= ef && c.score < bound {
                     break;
@@ -793,16 +818,38 @@ impl Hnsw {
                 // unvisited neighbours first, their vectors prefetched, then scored
                 fresh.clear();
                 if two_hop {
-                    'expand: for &nb in self.links0(c.id) {
-                        if !vis.insert(nb) {
-                            continue;
-                        }
-                        if accept(nb) {
+                    // accepted direct neighbours, then extra ones, then (if still short)
+                    // bridges through rejected direct neighbours
+                    let mut want = self.m0;
+                    for &nb in self.links0(c.id) {
+                        if accept(nb) && vis.insert(nb) {
                             a.prefetch(nb);
                             fresh.push(nb);
-                        } else {
+                        }
+                    }
+                    if let Some(x) = extra {
+                        more.clear();
+                        x(c.id, &mut more);
+                        for &nb in &more {
+                            if fresh.len() >= self.m0 / 2 {
+                                break;
+                            }
+                            if (nb as usize) < self.n && accept(nb) && vis.insert(nb) {
+                                a.prefetch(nb);
+                                fresh.push(nb);
+                            }
+                        }
+                        if !more.is_empty() {
+                            want = self.m0 / 4;
+                        }
+                    }
+                    if fresh.len() < want {
+                        'expand: for &nb in self.links0(c.id) {
+                            if accept(nb) || !vis.insert(nb) {
+                                continue;
+                            }
                             for &nb2 in self.links0(nb) {
-                                if fresh.len() >= self.m0 {
+                                if fresh.len() >= want {
                                     break 'expand;
                                 }
                                 if accept(nb2) && vis.insert(nb2) {
@@ -810,9 +857,6 @@ impl Hnsw {
                                     fresh.push(nb2);
                                 }
                             }
-                        }
-                        if fresh.len() >= self.m0 {
-                            break;
                         }
                     }
                 } else {
