@@ -921,6 +921,21 @@ impl PointStore {
         blocks.get(&(field.clone(), value))
     }
 
+    /// [`FieldIndex::range_probe`] for a filter that is one range condition (`must` only)
+    /// on an indexed numeric field.
+    fn range_probe<'a>(&'a self, f: &Filter) -> Option<(u64, impl Fn(u32) -> Option<bool> + 'a)> {
+        if f.should.is_some() || f.must_not.is_some() || f.min_should.is_some() {
+            return None;
+        }
+        let [crate::filter::Condition::Field(fc)] = f.must.as_deref()? else {
+            return None;
+        };
+        self.payload_indexes
+            .values()
+            .find(|ix| ix.path() == &fc.key)?
+            .range_probe(&fc.check)
+    }
+
     /// The block links of the first `must` condition's field that has payload blocks.
     fn links_for(&self, name: &str, filter: Option<&Filter>) -> Option<&BlockLinks> {
         let links = self.block_links.get(name)?;
@@ -1258,10 +1273,31 @@ impl PointStore {
                     None => distance::score(dist, q, v),
                 };
                 let mut scan_from = 0usize;
+                // One range condition on a numeric index holding many points (a set dense
+                // enough for the graph): tested slot by slot from the index's per-slot
+                // values instead of building the union of the range's posting lists (about
+                // 1 ns per member: 43% of a 50%-selective search over REST).
+                let probe = match (filter, graph) {
+                    (Some(f), Some(g)) => self
+                        .range_probe(f)
+                        .filter(|(n, _)| *n as usize >= g.covered / 16),
+                    _ => None,
+                };
+                let probe_ok = |off: u32| match &probe {
+                    Some((_, t)) => {
+                        self.slot_id[off as usize].is_some()
+                            && t(off).unwrap_or_else(|| self.matches_slot(off, filter))
+                    }
+                    None => self.matches_slot(off, filter),
+                };
                 // Indexed filter conditions give candidates (and an exact cardinality bound);
                 // otherwise the cardinality is estimated by sampling.
-                let plan = filter.and_then(|f| self.plan_filter(f));
+                let plan = match probe {
+                    Some(_) => None,
+                    None => filter.and_then(|f| self.plan_filter(f)),
+                };
                 let est = match (filter, &plan) {
+                    _ if probe.is_some() => probe.as_ref().map_or(0, |p| p.0 as usize),
                     (None, _) => self.ids.len(),
                     (Some(_), Some(p)) if !p.residual => p.set.len() as usize,
                     (Some(f), Some(p)) => self.estimate_within(f, &p.set),
@@ -1316,7 +1352,8 @@ impl PointStore {
                     // (measured: 25-35 scored per unit of ef), kept 2x pessimistic. At 10%
                     // of 200k points that is ~4k scored instead of ~20k.
                     let walk_cost = ef.saturating_mul(2 * g.graph.m() * 2);
-                    let cheap_filter = plan.as_ref().is_some_and(|p| !p.residual);
+                    let cheap_filter =
+                        probe.is_some() || plan.as_ref().is_some_and(|p| !p.residual);
                     let use_graph = filter.is_none()
                         || est >= params.full_scan_threshold.max(top)
                         || (cheap_filter && est >= top && est > walk_cost);
@@ -1365,7 +1402,10 @@ impl PointStore {
                         // a filter answered entirely by bitmaps: cheap to test, so only
                         // passing nodes are scored (two-hop traversal)
                         let bitmap_only = plan.as_ref().filter(|p| !p.residual);
-                        let found = if let Some(p) = bitmap_only.filter(|p| {
+                        let found = if probe.is_some() {
+                            let t = |off: u32| arena.present[off as usize] && probe_ok(off);
+                            walk(&t, true, ef)
+                        } else if let Some(p) = bitmap_only.filter(|p| {
                             // a set denser than 1/16 is mostly bitmap containers, which
                             // answer membership fast themselves; flattening costs one step
                             // per member (measured at 10%: a fifth of the search)
@@ -1454,7 +1494,7 @@ impl PointStore {
                             continue;
                         };
                         let Some(v) = arena.get(off) else { continue };
-                        if !self.matches_slot(off, filter) {
+                        if !probe_ok(off) {
                             continue;
                         }
                         top_k.push(Hit {
@@ -2090,17 +2130,22 @@ mod tests {
         };
         build(&mut s);
         assert_eq!(s.block_stats(""), (20, 20_000));
-        let f = crate::filter::Filter::from_json(
-            &serde_json::json!({"must": [{"key": "r", "range": {"lt": 3}}]}),
-        )
-        .unwrap();
+        // the same 3 values as a range (tested per slot from the index's values) and as a
+        // match (answered by the union of their posting lists)
+        let filters: Vec<crate::filter::Filter> = [
+            serde_json::json!({"must": [{"key": "r", "range": {"lt": 3}}]}),
+            serde_json::json!({"must": [{"key": "r", "match": {"any": [0, 1, 2]}}]}),
+        ]
+        .iter()
+        .map(|j| crate::filter::Filter::from_json(j).unwrap())
+        .collect();
         let qs: Vec<Vector> = (0..40)
             .map(|_| {
                 let q: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
                 s.prepare_vector("", Vector::Dense(q)).unwrap()
             })
             .collect();
-        let check = |s: &PointStore, stage: &str| {
+        let check_one = |s: &PointStore, f: &crate::filter::Filter, stage: &str| {
             let before = LINKED_WALKS.load(Relaxed);
             let (mut common, mut total) = (0, 0);
             let params = SearchParams {
@@ -2110,8 +2155,8 @@ mod tests {
                 ..Default::default()
             };
             for q in &qs {
-                let exact = s.search("", q, Some(&f), 10, None).unwrap();
-                let got = s.search_with("", q, Some(&f), 10, None, &params).unwrap();
+                let exact = s.search("", q, Some(f), 10, None).unwrap();
+                let got = s.search_with("", q, Some(f), 10, None, &params).unwrap();
                 assert_eq!(got.len(), 10, "{stage}");
                 for h in &got {
                     let r = s.payloads.get(h.offset).get("r").unwrap().as_u64().unwrap();
@@ -2128,6 +2173,11 @@ mod tests {
             );
             let r = common as f64 / total as f64;
             assert!(r >= 0.95, "{stage}: recall {r}");
+        };
+        let check = |s: &PointStore, stage: &str| {
+            for f in &filters {
+                check_one(s, f, stage);
+            }
         };
         check(&s, "fresh");
         // 1,200 new points of value 0 (slots past the main graph) make its block stale;
