@@ -665,15 +665,8 @@ impl Collection {
                     sparse,
                 });
             }
-            let blocks = store.block_exports();
-            (
-                seq,
-                points,
-                dense_names,
-                rows,
-                store.graph_exports(),
-                blocks,
-            )
+            let (graphs, blocks) = store.exports();
+            (seq, points, dense_names, rows, graphs, blocks)
         };
         // A newer checkpoint of the same seq (only graphs changed) gets the next generation:
         // a complete checkpoint directory is never replaced in place.

@@ -1761,10 +1761,6 @@ impl PointStore {
             .filter_map(|(off, id)| id.map(|id| self.record(id, off as u32)))
     }
 
-    /// Graphs worth persisting with a checkpoint written from `iter_records_by_slot`:
-    /// cheap to take under the store lock (the remap runs later, in `GraphExport::encode`).
-    /// A graph whose covered range holds more than 5% tombstones is skipped (it would lose
-    /// too many links; it is rebuilt after a restart instead).
     /// Slot -> its number in a checkpoint (live slots in slot order), plus the live count.
     fn checkpoint_numbering(&self) -> (Vec<Option<u32>>, u32) {
         let mut map = Vec::with_capacity(self.slot_id.len());
@@ -1778,14 +1774,22 @@ impl PointStore {
         (map, live)
     }
 
-    /// The payload blocks to save with a checkpoint, their slots renumbered to the
-    /// checkpoint's. A block holding a slot that is no longer live is left out (it is
-    /// rebuilt after a restart, as it would be soon anyway).
-    pub fn block_exports(&self) -> Vec<BlockExport> {
-        if self.blocks.is_empty() {
-            return vec![];
+    /// The graphs and payload blocks to persist with a checkpoint written from
+    /// `iter_records_by_slot`, both renumbered by one pass over the slots. Cheap to take
+    /// under the store lock: the graphs' remap runs later, in `GraphExport::encode`.
+    pub fn exports(&self) -> (Vec<GraphExport>, Vec<BlockExport>) {
+        if self.graphs.is_empty() && self.blocks.is_empty() {
+            return (vec![], vec![]);
         }
-        let (map, _) = self.checkpoint_numbering();
+        let (map, live) = self.checkpoint_numbering();
+        let blocks = self.block_exports(&map);
+        (self.graph_exports(Arc::new(map), live), blocks)
+    }
+
+    /// The payload blocks, their slots renumbered by `map`. A block holding a slot that is
+    /// no longer live is left out (it is rebuilt after a restart, as it would be soon
+    /// anyway).
+    fn block_exports(&self, map: &[Option<u32>]) -> Vec<BlockExport> {
         let mut out = Vec::new();
         for (name, blocks) in &self.blocks {
             for ((field, value), b) in blocks {
@@ -1851,12 +1855,10 @@ impl PointStore {
             .insert(key, block);
     }
 
-    pub fn graph_exports(&self) -> Vec<GraphExport> {
-        if self.graphs.is_empty() {
-            return vec![];
-        }
-        let (map, live) = self.checkpoint_numbering();
-        let map = Arc::new(map);
+    /// The graphs worth persisting, to be renumbered by `map` (`live` slots). A graph
+    /// whose covered range holds more than 5% tombstones is skipped (it would lose too
+    /// many links; it is rebuilt after a restart instead).
+    fn graph_exports(&self, map: Arc<Vec<Option<u32>>>, live: u32) -> Vec<GraphExport> {
         let mut out = Vec::new();
         for (name, g) in &self.graphs {
             let Some(arena) = self.dense.get(name) else {
