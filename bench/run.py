@@ -1328,8 +1328,52 @@ def render(res: dict) -> str:
                          f"{fmt(x.get('server_cpu_ms_per_query'), 3)} / {fmt(u.get('server_cpu_ms_per_query'), 3)} | "
                          f"{fmt(u.get('recall'), 4)} |")
             L.append("")
+            iso = iso_recall_cpu(r)
+            if iso:
+                L += ["At equal recall instead of equal `hnsw_ef` (a filtered search reaches a given recall at a different "
+                      "`hnsw_ef` than an unfiltered one): server CPU per query interpolated along each sweep (filtered, and "
+                      "the unfiltered passes run alternately with it); '≤' = the sweep's lowest `hnsw_ef` already exceeds "
+                      "that recall, so its cost is an upper bound. Ratio > 1: filtered search costs less.", "",
+                      "| selectivity | CPU ms/query @ recall 0.95: filtered / unfiltered | ratio | @ 0.99: filtered / unfiltered | ratio |",
+                      "|---:|---:|---:|---:|---:|"]
+                for sel, row in iso:
+                    cells = []
+                    for (fv, fb), (uv, ub) in row:
+                        cells.append(f"{'≤' if fb else ''}{fmt(fv, 3)} / {'≤' if ub else ''}{fmt(uv, 3)}")
+                        cells.append(fmt_ratio(ratio(uv, fv)) if fv and uv and not fb and not ub else "n/a")
+                    L.append(f"| {sel}% | " + " | ".join(cells) + " |")
+                L.append("")
     L += ["## Conclusion", ""] + conclusion(res) + [""]
     return "\n".join(L)
+
+
+def cpu_at_recall(points: list, target: float):
+    """Server CPU per query at `target` recall, interpolated between the sweep points that
+    bracket it: (value, bound) where bound = True means the lowest point already exceeds
+    the target (value is an upper bound); (None, False) if no point reaches it."""
+    pts = sorted((p for p in points if p[0] is not None and p[1] is not None), key=lambda p: p[0])
+    if not pts or pts[-1][0] < target:
+        return None, False
+    if pts[0][0] >= target:
+        return min(c for r, c in pts if r >= target), True
+    for (r0, c0), (r1, c1) in zip(pts, pts[1:]):
+        if r0 < target <= r1:
+            return c0 + (c1 - c0) * (target - r0) / (r1 - r0), False
+    return None, False
+
+
+def iso_recall_cpu(r: dict) -> list:
+    """Per selectivity: [(filtered, unfiltered) CPU at recall 0.95, ... at 0.99]."""
+    out = []
+    for sel in sorted({x["selectivity_pct"] for x in r.get("filtered", [])}):
+        xs = [x for x in r["filtered"] if x["selectivity_pct"] == sel]
+        if len(xs) < 2:
+            continue
+        f = [(x["recall"], x.get("server_cpu_ms_per_query")) for x in xs]
+        u = [(x["unfiltered_paired"]["recall"], x["unfiltered_paired"].get("server_cpu_ms_per_query"))
+             for x in xs if x.get("unfiltered_paired")]
+        out.append((sel, [(cpu_at_recall(f, t), cpu_at_recall(u, t)) for t in (0.95, 0.99)]))
+    return out
 
 
 def conclusion(res: dict) -> list:
@@ -1399,6 +1443,13 @@ def conclusion(res: dict) -> list:
             out.append(f"* Recall over REST ({mx:.4f} max) is clearly below the in-process graph's ({inmx:.4f}): the server's index "
                        "(incremental extension / segments) loses quality.")
         for x in sr.get("filtered", []):
+            p = x.get("unfiltered_paired")
+            if p and x["qps"] and p.get("qps"):
+                r = x["qps"] / p["qps"]
+                out.append(f"* Filtered at {x['selectivity_pct']}% selectivity, hnsw_ef {x['ef']}: recall {x['recall']:.4f}, "
+                           f"{r:.2f}x the QPS of the unfiltered passes run alternately with it "
+                           f"({'not slower' if r >= 1 else 'slower'}; server CPU per query "
+                           f"{fmt(x.get('server_cpu_ms_per_query'), 3)} vs {fmt(p.get('server_cpu_ms_per_query'), 3)} ms).")
             u = next((y for y in sr["runs"] if y["ef"] == x["ef"]), None)
             if u and x["qps"] and u["qps"] and x["qps"] < 0.25 * u["qps"]:
                 out.append(f"* Filtered search at {x['selectivity_pct']}% selectivity ({x['matching_points']:,} matching points), "
@@ -1474,7 +1525,7 @@ def parse_args(argv=None):
                    help="collection optimizers_config.indexing_threshold (default 10000, smaller for tiny data)")
     g.add_argument("--rest-repeat", type=int, default=2, help="passes per hnsw_ef over REST (best QPS kept)")
     g.add_argument("--exact-queries", type=int, default=200)
-    g.add_argument("--filter-ef", default="40,160")
+    g.add_argument("--filter-ef", default="10,20,40,80,160")
     g.add_argument("--no-filtered", action="store_true")
     g.add_argument("--index-timeout", type=float, default=1800, help="max seconds to wait for green")
     g.add_argument("--upload-timeout", type=float, default=1800)
