@@ -1419,8 +1419,10 @@ def conclusion(res: dict) -> list:
             worse = [(x["ef"], x["recall"], other[x["ef"]]) for x in s["runs"]
                      if x["ef"] in other and x["recall"] + 0.001 < other[x["ef"]] and x["ef"] >= 80]
             if worse:
-                out.append(f"* At high ef Sextant's graph finds slightly fewer true neighbours than {nm} with the same M / "
-                           "ef_construction: " + ", ".join(f"ef {e2}: {r1:.4f} vs {r2:.4f}" for e2, r1, r2 in worse) + ".")
+                out.append(f"* At high ef Sextant's graph found fewer true neighbours than {nm}'s in this run (same M / "
+                           "ef_construction): " + ", ".join(f"ef {e2}: {r1:.4f} vs {r2:.4f}" for e2, r1, r2 in worse) + ". "
+                           "Recall at a fixed ef varies with each build's random level assignment by about as much "
+                           "(seed study in [benchmark-notes.md](benchmark-notes.md)).")
     sr = rest.get("sextant")
     if sr and "error" not in sr:
         if not sr["green"]:

@@ -32,6 +32,9 @@ struct Args {
     m: usize,
     #[arg(long, default_value_t = 100)]
     ef_construct: usize,
+    /// Seed of the graph's level assignment.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
     /// Threads for the build (0 = all cores).
     #[arg(long, default_value_t = 1)]
     build_threads: usize,
@@ -162,7 +165,7 @@ fn main() -> Result<()> {
     let params = |threads| HnswParams {
         m: a.m,
         ef_construct: a.ef_construct,
-        seed: 42,
+        seed: a.seed,
         threads,
     };
     let cached = a
@@ -188,6 +191,7 @@ fn main() -> Result<()> {
         "build_secs": build_secs,
         "build_cpu_secs": build_cpu_secs,
         "graph_bytes": g.link_bytes(),
+        "degree_stats": g.degree_stats(),
         "vector_bytes": base.len() * 4,
         "rss_mb": rss_mb(),
         "rss_delta_build_mb": rss_mb() - rss_before,

@@ -1043,6 +1043,32 @@ impl Hnsw {
         })
     }
 
+    /// Mean layer-0 out-degree of the graph's members, and the share of members no other
+    /// node links to at layer 0 (reachable only through upper levels, if at all). For
+    /// comparing graph quality with other HNSW builds (`sextant-bench` reports it).
+    pub fn degree_stats(&self) -> (f64, f64) {
+        let mut indeg = vec![0u32; self.n];
+        let mut sum = 0usize;
+        let mut members = 0usize;
+        for i in 0..self.n as u32 {
+            let l = self.links0(i);
+            if !l.is_empty() {
+                members += 1;
+            }
+            sum += l.len();
+            for &x in l {
+                indeg[x as usize] += 1;
+            }
+        }
+        let orphans = (0..self.n)
+            .filter(|&i| indeg[i] == 0 && !self.links0(i as u32).is_empty())
+            .count();
+        (
+            sum as f64 / members.max(1) as f64,
+            orphans as f64 / members.max(1) as f64,
+        )
+    }
+
     /// Bytes used by the graph links (for memory reports).
     pub fn link_bytes(&self) -> usize {
         self.layer0.len() * 4 + self.upper.bytes() + self.levels.len()
