@@ -2012,6 +2012,29 @@ mod tests {
         s
     }
 
+    /// An empty store with one unnamed Euclid vector of `dim`.
+    fn euclid_store(dim: usize) -> PointStore {
+        let mut sc = VectorSchema::default();
+        sc.dense.insert(
+            DEFAULT_VECTOR.into(),
+            DenseParams::new(dim, Distance::Euclid),
+        );
+        PointStore::new(sc)
+    }
+
+    /// Upsert point `i` (version `i`) with a uniform random vector and `payload`.
+    fn put_random(
+        s: &mut PointStore,
+        rng: &mut rand::rngs::StdRng,
+        i: u64,
+        payload: serde_json::Value,
+    ) {
+        let dim = s.schema.dense[DEFAULT_VECTOR].size;
+        let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let v = s.prepare_vectors(vecs(v)).unwrap();
+        s.upsert(PointId::Num(i), i, &v, payload.as_object().unwrap().clone());
+    }
+
     /// A filter naming one indexed value walks that value's block graph: results are the
     /// value's points only, close to exact; after points leave the value, join it or are
     /// deleted (stale block), membership stays exact and recall holds.
@@ -2020,12 +2043,7 @@ mod tests {
         use std::sync::atomic::Ordering::Relaxed;
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let dim = 16;
-        let mut sc = VectorSchema::default();
-        sc.dense.insert(
-            DEFAULT_VECTOR.into(),
-            DenseParams::new(dim, Distance::Euclid),
-        );
-        let mut s = PointStore::new(sc);
+        let mut s = euclid_store(dim);
         let n = 6000u64;
         // "a" and "b" 1000 points each, "c" 4000 (over a quarter: no block of its own)
         let tenant = |i: u64| match i % 6 {
@@ -2034,10 +2052,7 @@ mod tests {
             _ => "c",
         };
         let put = |s: &mut PointStore, rng: &mut rand::rngs::StdRng, i: u64, t: &str| {
-            let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let v = s.prepare_vectors(vecs(v)).unwrap();
-            let pl = serde_json::json!({"t": t}).as_object().unwrap().clone();
-            s.upsert(PointId::Num(i), i, &v, pl);
+            put_random(s, rng, i, serde_json::json!({ "t": t }))
         };
         for i in 0..n {
             put(&mut s, &mut rng, i, tenant(i));
@@ -2115,17 +2130,9 @@ mod tests {
         use std::sync::atomic::Ordering::Relaxed;
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
         let dim = 16;
-        let mut sc = VectorSchema::default();
-        sc.dense.insert(
-            DEFAULT_VECTOR.into(),
-            DenseParams::new(dim, Distance::Euclid),
-        );
-        let mut s = PointStore::new(sc);
+        let mut s = euclid_store(dim);
         let put = |s: &mut PointStore, rng: &mut rand::rngs::StdRng, i: u64, r: u64| {
-            let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let v = s.prepare_vectors(vecs(v)).unwrap();
-            let pl = serde_json::json!({"r": r}).as_object().unwrap().clone();
-            s.upsert(PointId::Num(i), i, &v, pl);
+            put_random(s, rng, i, serde_json::json!({ "r": r }))
         };
         let n = 20_000u64;
         for i in 0..n {
