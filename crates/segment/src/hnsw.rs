@@ -811,6 +811,7 @@ impl Hnsw {
             let mut bound = f32::NEG_INFINITY;
             let mut fresh: Vec<u32> = Vec::with_capacity(self.m0 * 2);
             let mut more: Vec<u32> = Vec::new();
+            let mut rejected: Vec<u32> = Vec::with_capacity(self.m0);
             while let Some(c) = cand.pop() {
                 if res.len() >= ef && c.score < bound {
                     break;
@@ -821,8 +822,11 @@ impl Hnsw {
                     // accepted direct neighbours, then extra ones, then (if still short)
                     // bridges through rejected direct neighbours
                     let mut want = self.m0;
+                    rejected.clear();
                     for &nb in self.links0(c.id) {
-                        if accept(nb) && vis.insert(nb) {
+                        if !accept(nb) {
+                            rejected.push(nb);
+                        } else if vis.insert(nb) {
                             a.prefetch(nb);
                             fresh.push(nb);
                         }
@@ -844,8 +848,8 @@ impl Hnsw {
                         }
                     }
                     if fresh.len() < want {
-                        'expand: for &nb in self.links0(c.id) {
-                            if accept(nb) || !vis.insert(nb) {
+                        'expand: for &nb in &rejected {
+                            if !vis.insert(nb) {
                                 continue;
                             }
                             for &nb2 in self.links0(nb) {

@@ -1283,11 +1283,10 @@ impl PointStore {
                         .filter(|(n, _)| *n as usize >= g.covered / 16),
                     _ => None,
                 };
+                // a retired slot is unindexed (its value reads as none), so the index's
+                // answer covers liveness; multi-valued slots go to `matches_slot`
                 let probe_ok = |off: u32| match &probe {
-                    Some((_, t)) => {
-                        self.slot_id[off as usize].is_some()
-                            && t(off).unwrap_or_else(|| self.matches_slot(off, filter))
-                    }
+                    Some((_, t)) => t(off).unwrap_or_else(|| self.matches_slot(off, filter)),
                     None => self.matches_slot(off, filter),
                 };
                 // Indexed filter conditions give candidates (and an exact cardinality bound);
