@@ -820,7 +820,6 @@ impl Hnsw {
                 if two_hop {
                     // accepted direct neighbours, then extra ones, then (if still short)
                     // bridges through rejected direct neighbours
-                    let want = self.m0;
                     rejected.clear();
                     for &nb in self.links0(c.id) {
                         if !accept(nb) {
@@ -843,13 +842,13 @@ impl Hnsw {
                             }
                         }
                     }
-                    if fresh.len() < want {
+                    if fresh.len() < self.m0 {
                         'expand: for &nb in &rejected {
                             if !vis.insert(nb) {
                                 continue;
                             }
                             for &nb2 in self.links0(nb) {
-                                if fresh.len() >= want {
+                                if fresh.len() >= self.m0 {
                                     break 'expand;
                                 }
                                 if accept(nb2) && vis.insert(nb2) {

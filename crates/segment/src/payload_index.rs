@@ -107,52 +107,12 @@ impl FieldIndex {
         &self,
         check: &FieldCheck,
     ) -> Option<(u64, impl Fn(u32) -> Option<bool> + '_)> {
-        let lens = |lo: Option<f64>, hi: Option<f64>, keep: &dyn Fn(f64) -> bool| -> u64 {
-            use std::ops::Bound::*;
-            if lo.is_some_and(f64::is_nan) || hi.is_some_and(f64::is_nan) {
-                return 0;
-            }
-            if let (Some(a), Some(b)) = (lo, hi) {
-                if a > b {
-                    return 0;
-                }
-            }
-            let lo = lo.map_or(Unbounded, |x| Included(OrderedFloat(x)));
-            let hi = hi.map_or(Unbounded, |x| Included(OrderedFloat(x)));
-            self.numeric
-                .range((lo, hi))
-                .filter(|(k, _)| keep(k.0))
-                .map(|(_, b)| b.len())
-                .sum()
-        };
+        let count = self.range_lists(check)?.map(|b| b.len()).sum();
         // the range as a test on f64 (integers and timestamps are stored as f64, as the
         // posting-list path compares them)
-        let (count, test): (u64, Box<dyn Fn(f64) -> bool>) = match (self.kind, check) {
-            (FieldType::Integer, FieldCheck::Range(r)) => {
-                let r = *r;
-                (
-                    self.ints_in(&r).map(|(_, b)| b.len()).sum(),
-                    Box::new(move |v| r.check(v)),
-                )
-            }
-            (FieldType::Float, FieldCheck::Range(r)) => {
-                let r = *r;
-                (
-                    lens(r.gt.or(r.gte), r.lt.or(r.lte), &|x| r.check(x)),
-                    Box::new(move |v| r.check(v)),
-                )
-            }
-            (FieldType::Datetime, FieldCheck::DatetimeRange(r)) => {
-                let r = *r;
-                (
-                    lens(
-                        r.gt.or(r.gte).map(|x| x as f64),
-                        r.lt.or(r.lte).map(|x| x as f64),
-                        &|x| r.check(x as i64),
-                    ),
-                    Box::new(move |v| r.check(v as i64)),
-                )
-            }
+        let test: Box<dyn Fn(f64) -> bool> = match *check {
+            FieldCheck::Range(r) => Box::new(move |v| r.check(v)),
+            FieldCheck::DatetimeRange(r) => Box::new(move |v| r.check(v as i64)),
             _ => return None,
         };
         let any_multi = !self.num_multi.is_empty();
@@ -351,16 +311,10 @@ impl FieldIndex {
                 }
                 o
             }
-            (FieldType::Integer, FieldCheck::Range(r)) => union(self.ints_in(r).map(|(_, b)| b)),
-            (FieldType::Float, FieldCheck::Range(r)) => {
-                range_scan(&self.numeric, r.gt.or(r.gte), r.lt.or(r.lte), |x| {
-                    r.check(x)
-                })
-            }
-            (FieldType::Datetime, FieldCheck::DatetimeRange(r)) => {
-                let lo = r.gt.or(r.gte).map(|x| x as f64);
-                let hi = r.lt.or(r.lte).map(|x| x as f64);
-                range_scan(&self.numeric, lo, hi, |x| r.check(x as i64))
+            (FieldType::Integer, FieldCheck::Range(_))
+            | (FieldType::Float, FieldCheck::Range(_))
+            | (FieldType::Datetime, FieldCheck::DatetimeRange(_)) => {
+                union(self.range_lists(check)?)
             }
             (FieldType::Bool, FieldCheck::Match(Match::Value(MatchValue::Bool(b)))) => {
                 self.bools[*b as usize].clone()
@@ -392,7 +346,7 @@ impl FieldIndex {
                 | FieldCheck::GeoPolygon { .. },
             ) => {
                 let (lo, hi) = check.geo_lat_band()?;
-                let band = range_scan(&self.numeric, Some(lo), Some(hi), |_| true);
+                let band = union(numeric_in(&self.numeric, Some(lo), Some(hi), |_| true));
                 let mut out = RoaringBitmap::new();
                 for slot in &band {
                     let pts = self.geo.get(&slot).map_or(&[][..], Vec::as_slice);
@@ -461,6 +415,31 @@ impl FieldIndex {
             .filter(move |(k, _)| r.check(**k as f64))
     }
 
+    /// The posting lists of the values a range condition on an integer, float or
+    /// datetime field covers (`None` for any other condition or field type): their union
+    /// is the condition's answer, the sum of their lengths its cardinality bound.
+    fn range_lists<'a>(
+        &'a self,
+        check: &'a FieldCheck,
+    ) -> Option<Box<dyn Iterator<Item = &'a RoaringBitmap> + 'a>> {
+        Some(match (self.kind, check) {
+            (FieldType::Integer, FieldCheck::Range(r)) => Box::new(self.ints_in(r).map(|(_, b)| b)),
+            (FieldType::Float, FieldCheck::Range(r)) => Box::new(numeric_in(
+                &self.numeric,
+                r.gt.or(r.gte),
+                r.lt.or(r.lte),
+                |x| r.check(x),
+            )),
+            (FieldType::Datetime, FieldCheck::DatetimeRange(r)) => Box::new(numeric_in(
+                &self.numeric,
+                r.gt.or(r.gte).map(|x| x as f64),
+                r.lt.or(r.lte).map(|x| x as f64),
+                |x| r.check(x as i64),
+            )),
+            _ => return None,
+        })
+    }
+
     /// The single value whose slots are exactly the answer to `check`, if there is one:
     /// a match on one value, or an integer range that contains one indexed value only.
     pub fn block_of(&self, check: &FieldCheck) -> Option<MatchValue> {
@@ -490,28 +469,26 @@ fn union<'a>(bitmaps: impl Iterator<Item = &'a RoaringBitmap>) -> RoaringBitmap 
     bitmaps.union()
 }
 
-fn range_scan(
-    map: &BTreeMap<OrderedFloat<f64>, RoaringBitmap>,
+/// The posting lists of `map` with keys in `lo ..= hi` (either open) that `keep`
+/// accepts; none for a NaN or inverted bound (`BTreeMap::range` would panic on the latter).
+fn numeric_in<'a>(
+    map: &'a BTreeMap<OrderedFloat<f64>, RoaringBitmap>,
     lo: Option<f64>,
     hi: Option<f64>,
-    keep: impl Fn(f64) -> bool,
-) -> RoaringBitmap {
+    keep: impl Fn(f64) -> bool + 'a,
+) -> impl Iterator<Item = &'a RoaringBitmap> + 'a {
     use std::ops::Bound::*;
-    if lo.is_some_and(f64::is_nan) || hi.is_some_and(f64::is_nan) {
-        return RoaringBitmap::new();
-    }
+    let empty = lo.is_some_and(f64::is_nan)
+        || hi.is_some_and(f64::is_nan)
+        || matches!((lo, hi), (Some(a), Some(b)) if a > b);
     let lo = lo.map_or(Unbounded, |x| Included(OrderedFloat(x)));
     let hi = hi.map_or(Unbounded, |x| Included(OrderedFloat(x)));
-    if let (Included(a), Included(b)) = (&lo, &hi) {
-        if a > b {
-            return RoaringBitmap::new();
-        }
-    }
-    union(
-        map.range((lo, hi))
-            .filter(|(k, _)| keep(k.0))
-            .map(|(_, v)| v),
-    )
+    (!empty)
+        .then(|| map.range((lo, hi)))
+        .into_iter()
+        .flatten()
+        .filter(move |(k, _)| keep(k.0))
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]

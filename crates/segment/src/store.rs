@@ -906,34 +906,37 @@ impl PointStore {
     /// indexed condition (`must` only) naming one value.
     fn block_for(&self, name: &str, filter: Option<&Filter>) -> Option<&Arc<BlockGraph>> {
         let blocks = self.blocks.get(name)?;
-        let f = filter?;
+        let (field, ix, fc) = self.sole_indexed_condition(filter?)?;
+        let value = ix.block_of(&fc.check)?;
+        blocks.get(&(field.clone(), value))
+    }
+
+    /// The payload index (name and index) on the field at `key`, if there is one.
+    fn index_for(&self, key: &JsonPath) -> Option<(&String, &FieldIndex)> {
+        self.payload_indexes.iter().find(|(_, ix)| ix.path() == key)
+    }
+
+    /// A filter that is exactly one condition (`must` only) on an indexed field: that
+    /// field's index name, index and condition.
+    fn sole_indexed_condition<'f>(
+        &self,
+        f: &'f Filter,
+    ) -> Option<(&String, &FieldIndex, &'f crate::filter::FieldCondition)> {
         if f.should.is_some() || f.must_not.is_some() || f.min_should.is_some() {
             return None;
         }
         let [crate::filter::Condition::Field(fc)] = f.must.as_deref()? else {
             return None;
         };
-        let (field, ix) = self
-            .payload_indexes
-            .iter()
-            .find(|(_, ix)| ix.path() == &fc.key)?;
-        let value = ix.block_of(&fc.check)?;
-        blocks.get(&(field.clone(), value))
+        let (field, ix) = self.index_for(&fc.key)?;
+        Some((field, ix, fc))
     }
 
     /// [`FieldIndex::range_probe`] for a filter that is one range condition (`must` only)
     /// on an indexed numeric field.
     fn range_probe<'a>(&'a self, f: &Filter) -> Option<(u64, impl Fn(u32) -> Option<bool> + 'a)> {
-        if f.should.is_some() || f.must_not.is_some() || f.min_should.is_some() {
-            return None;
-        }
-        let [crate::filter::Condition::Field(fc)] = f.must.as_deref()? else {
-            return None;
-        };
-        self.payload_indexes
-            .values()
-            .find(|ix| ix.path() == &fc.key)?
-            .range_probe(&fc.check)
+        let (_, ix, fc) = self.sole_indexed_condition(f)?;
+        ix.range_probe(&fc.check)
     }
 
     /// The block links of the first `must` condition's field that has payload blocks.
@@ -943,10 +946,7 @@ impl PointStore {
             let crate::filter::Condition::Field(fc) = c else {
                 return None;
             };
-            let (field, _) = self
-                .payload_indexes
-                .iter()
-                .find(|(_, ix)| ix.path() == &fc.key)?;
+            let (field, _) = self.index_for(&fc.key)?;
             links.get(field).filter(|l| !l.blocks.is_empty())
         })
     }
@@ -966,10 +966,8 @@ impl PointStore {
                 continue;
             };
             let answered = self
-                .payload_indexes
-                .values()
-                .find(|ix| ix.path() == &fc.key)
-                .and_then(|ix| ix.candidates(&fc.check));
+                .index_for(&fc.key)
+                .and_then(|(_, ix)| ix.candidates(&fc.check));
             match answered {
                 Some(b) => match &mut set {
                     Some(s) => *s &= b,
@@ -1295,12 +1293,12 @@ impl PointStore {
                     Some(_) => None,
                     None => filter.and_then(|f| self.plan_filter(f)),
                 };
-                let est = match (filter, &plan) {
-                    _ if probe.is_some() => probe.as_ref().map_or(0, |p| p.0 as usize),
-                    (None, _) => self.ids.len(),
-                    (Some(_), Some(p)) if !p.residual => p.set.len() as usize,
-                    (Some(f), Some(p)) => self.estimate_within(f, &p.set),
-                    (Some(f), None) => self.estimate_matches(f),
+                let est = match (filter, &plan, &probe) {
+                    (_, _, Some((n, _))) => *n as usize,
+                    (None, _, _) => self.ids.len(),
+                    (Some(_), Some(p), _) if !p.residual => p.set.len() as usize,
+                    (Some(f), Some(p), _) => self.estimate_within(f, &p.set),
+                    (Some(f), None, _) => self.estimate_matches(f),
                 };
                 // a filter naming one value of an indexed field: walk that value's own
                 // graph (payload block), then scan exactly the value's slots it lacks
@@ -1341,9 +1339,10 @@ impl PointStore {
                     // an accepted node's links in its payload block (same value of a
                     // filtered field) are extra neighbours likely to pass the filter (used
                     // by the two-hop walk: filters answered by indexes alone)
-                    let links = self
-                        .links_for(name, filter)
-                        .filter(|_| probe.is_some() || plan.as_ref().is_some_and(|p| !p.residual));
+                    // the whole filter answered by an index (bitmap or per-slot values):
+                    // cheap to test in the walk, which can then be two-hop
+                    let index_only = probe.is_some() || plan.as_ref().is_some_and(|p| !p.residual);
+                    let links = self.links_for(name, filter).filter(|_| index_only);
                     // A filter hides most of the graph: without block links the beam is
                     // widened by selectivity^-1/4 (x1.8 at 10%, x1.2 at 50%, at most x3.2).
                     // With them the passing subgraph is connected and `hnsw_ef` is used as
@@ -1362,11 +1361,9 @@ impl PointStore {
                     // (measured: 25-35 scored per unit of ef), kept 2x pessimistic. At 10%
                     // of 200k points that is ~4k scored instead of ~20k.
                     let walk_cost = ef.saturating_mul(2 * g.graph.m() * 2);
-                    let cheap_filter =
-                        probe.is_some() || plan.as_ref().is_some_and(|p| !p.residual);
                     let use_graph = filter.is_none()
                         || est >= params.full_scan_threshold.max(top)
-                        || (cheap_filter && est >= top && est > walk_cost);
+                        || (index_only && est >= top && est > walk_cost);
                     if use_graph {
                         let a = hnsw::Arena {
                             data: &arena.data()[..g.covered * arena.dim],
