@@ -30,11 +30,18 @@ impl ApiError {
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, m)
     }
+    /// 400 for a body that does not parse; a parser message marked `Validation error: `
+    /// (a well-formed value that breaks a rule, e.g. a field condition with only a key)
+    /// becomes Qdrant's 422 instead.
     pub fn format(m: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            format!("Format error in JSON body: {m}"),
-        )
+        let m = m.to_string();
+        match m.strip_prefix("Validation error: ") {
+            Some(rule) => Self::validation(rule),
+            None => Self::new(
+                StatusCode::BAD_REQUEST,
+                format!("Format error in JSON body: {m}"),
+            ),
+        }
     }
     pub fn validation(m: impl std::fmt::Display) -> Self {
         Self::new(
@@ -54,7 +61,9 @@ impl From<CollectionError> for ApiError {
             CollectionError::CollectionNotFound(_) | CollectionError::PointNotFound(_) => {
                 StatusCode::NOT_FOUND
             }
-            CollectionError::AlreadyExists(_) => StatusCode::CONFLICT,
+            CollectionError::AlreadyExists(_) | CollectionError::Conflict(_) => {
+                StatusCode::CONFLICT
+            }
             CollectionError::BadInput(_) | CollectionError::Unsupported(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -116,7 +125,7 @@ impl<T: Serialize> IntoResponse for Timed<T> {
 pub type ApiResult<T> = Result<Timed<T>, ApiError>;
 
 /// JSON body extractor with Qdrant's error shapes: 413 over the size limit, 400 for syntax
-/// and shape errors. An empty body deserialises from `{}` (Qdrant accepts missing bodies
+/// and shape errors. `null` members are removed (`normalize`: null means "not set"). An empty body deserialises from `{}` (Qdrant accepts missing bodies
 /// where every field is optional).
 pub struct QJson<T>(pub T);
 
@@ -133,9 +142,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for QJson<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(slice)
-            .map(QJson)
-            .map_err(ApiError::format)
+        let mut v: serde_json::Value = serde_json::from_slice(slice).map_err(ApiError::format)?;
+        crate::normalize::request(crate::normalize::Body::Other, &mut v);
+        T::deserialize(v).map(QJson).map_err(ApiError::format)
     }
 }
 

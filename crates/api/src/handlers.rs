@@ -11,8 +11,8 @@ use axum::Router;
 use cluster::state::ClusterOp;
 use collection::config::CreateCollection;
 use collection::query::{
-    enrich, group_hits, Candidate, QueryEngine, QueryInput, QuerySpec, RequestParams, WithPayload,
-    WithVector,
+    enrich as enrich_unchecked, group_hits, Candidate, QueryEngine, QueryInput, QuerySpec,
+    RequestParams, WithPayload, WithVector,
 };
 use collection::storage::AliasAction;
 use collection::{Collection, CollectionError};
@@ -412,8 +412,9 @@ async fn create_collection(
     State(st): St,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<bool> {
+    crate::normalize::aliases(crate::normalize::Body::CollectionConfig, &mut body);
     let t = Instant::now();
     let _: WriteParams = parse_query(q)?;
     let req: CreateCollection = serde_json::from_value(body.clone()).map_err(ApiError::format)?;
@@ -443,8 +444,9 @@ async fn create_collection(
 async fn update_collection(
     State(st): St,
     Path(name): Path<String>,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<bool> {
+    crate::normalize::aliases(crate::normalize::Body::CollectionConfig, &mut body);
     let t = Instant::now();
     let c = coll(&st, &name)?;
     if st.cluster.is_some() {
@@ -588,6 +590,16 @@ async fn update_collection_cluster(
 ) -> ApiResult<bool> {
     use cluster::state::{Transfer, TransferKind, TransferMethod};
     let t = Instant::now();
+    // body validation comes first, as in Qdrant (before the collection or mode is checked)
+    for kind in ["move_shard", "replicate_shard", "abort_transfer"] {
+        let Some(args) = body.get(kind) else { continue };
+        let (from, to) = (args.get("from_peer_id"), args.get("to_peer_id"));
+        if from.is_some() && from == to {
+            return Err(ApiError::validation(format!(
+                "[{kind}.to_peer_id: cannot transfer shard to itself]"
+            )));
+        }
+    }
     let c = coll(&st, &name)?;
     let Some(node) = st.cluster.clone() else {
         return Err(ApiError::bad_request(
@@ -663,11 +675,6 @@ async fn update_collection_cluster(
                     transfer: tr,
                 }
             } else {
-                if from == to {
-                    return Err(ApiError::bad_request(
-                        "Bad request: source and target peer are the same",
-                    ));
-                }
                 ClusterOp::StartTransfer {
                     collection: cname,
                     transfer: Transfer {
@@ -722,7 +729,7 @@ async fn create_index(
         .ok_or_else(|| {
             ApiError::bad_request("Wrong input: field_schema is required to create a payload index")
         })?;
-    wire::index_data_type(&schema)?;
+    let schema = wire::index_schema(&schema)?;
     if st.cluster.is_some() {
         propose(
             &st,
@@ -940,8 +947,9 @@ async fn upsert_points(
     IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<UpdateResultOut> {
+    crate::normalize::aliases(crate::normalize::Body::Upsert, &mut body);
     run_update(st, local, name, q, upsert_op(&body)?).await
 }
 
@@ -1020,8 +1028,9 @@ async fn batch_update(
     IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<Vec<UpdateResultOut>> {
+    crate::normalize::aliases(crate::normalize::Body::UpdateBatch, &mut body);
     let ops = batch_ops(&body)?;
     let n = ops.len();
     let Timed(t, r) = run_update(
@@ -1078,7 +1087,7 @@ async fn retrieve_points_local(
                 order_value: None,
             })
             .collect();
-        Ok(records_out(enrich(&store, cands, &wp, &wv)))
+        Ok(records_out(enrich(&store, cands, &wp, &wv)?))
     })
     .await?;
     Ok(Timed(t, out))
@@ -1106,7 +1115,7 @@ async fn get_point_local(
             }],
             &WithPayload::All,
             &WithVector::All,
-        );
+        )?;
         v.pop()
             .map(RecordOut::from)
             .ok_or_else(|| CollectionError::PointNotFound(pid.to_string()).into())
@@ -1146,12 +1155,12 @@ async fn scroll_points_local(
             let lookup = |id: PointId, _: &str| Err(CollectionError::PointNotFound(id.to_string()));
             let engine = QueryEngine::new(&store, &lookup);
             let cands = engine.order_by(&ob, filter.as_ref(), limit)?;
-            return Ok(json!({"points": records_out(enrich(&store, cands, &wp, &wv)), "next_page_offset": null}));
+            return Ok(json!({"points": records_out(enrich(&store, cands, &wp, &wv)?), "next_page_offset": null}));
         }
         let mut ids = store.scroll(offset, limit.saturating_add(1), filter.as_ref());
         let next = if ids.len() > limit { ids.pop() } else { None };
         let cands = ids.into_iter().map(|id| Candidate { id, score: 0.0, order_value: None }).collect();
-        Ok(json!({"points": records_out(enrich(&store, cands, &wp, &wv)), "next_page_offset": next}))
+        Ok(json!({"points": records_out(enrich(&store, cands, &wp, &wv)?), "next_page_offset": next}))
     })
     .await?;
     Ok(Timed(t, out))
@@ -1175,6 +1184,28 @@ async fn count_points_local(
 }
 
 // ------------------------------------------------------------------ search / query
+
+/// Payload and vectors of ranked candidates; a `with_vector` naming a vector the
+/// collection does not have is refused (400), as in Qdrant, even when nothing matched.
+fn enrich(
+    store: &PointStore,
+    cands: Vec<Candidate>,
+    wp: &WithPayload,
+    wv: &WithVector,
+) -> Result<Vec<collection::query::ScoredPoint>, ApiError> {
+    if let WithVector::Names(names) = wv {
+        let schema = store.schema();
+        if let Some(n) = names
+            .iter()
+            .find(|n| !schema.dense.contains_key(*n) && !schema.sparse.contains_key(*n))
+        {
+            return Err(ApiError::bad_request(format!(
+                "Wrong input: Not existing vector name error: {n}"
+            )));
+        }
+    }
+    Ok(enrich_unchecked(store, cands, wp, wv))
+}
 
 /// Run `f` with a query engine whose id lookups read `lookup_from` (or this collection).
 fn with_engine<T>(
@@ -1216,6 +1247,8 @@ fn with_engine<T>(
         lookup: &lookup,
         params,
         full_scan_threshold_kb: c.config().hnsw_config.full_scan_threshold as usize,
+        // examples looked up in another collection are not points of this one
+        exclude_examples: other.as_ref().is_none_or(|o| o.name() == c.name()),
     };
     f(&engine, &store)
 }
@@ -1268,7 +1301,7 @@ fn exec_search(
         r.offset,
         r.threshold,
     )?;
-    Ok(enrich(store, c, &r.wp, &r.wv)
+    Ok(enrich(store, c, &r.wp, &r.wv)?
         .into_iter()
         .map(ScoredOut::from)
         .collect())
@@ -1337,7 +1370,7 @@ fn parse_query_req(v: &Value) -> Result<QueryReq, ApiError> {
 fn exec_query(st: &AppState, c: &Collection, r: &QueryReq) -> Result<Vec<ScoredOut>, ApiError> {
     with_engine(st, c, r.lookup_from.as_ref(), r.params, |e, s| {
         let cands = e.query(&r.spec)?;
-        Ok(enrich(s, cands, &r.wp, &r.wv)
+        Ok(enrich(s, cands, &r.wp, &r.wv)?
             .into_iter()
             .map(ScoredOut::from)
             .collect())
@@ -1448,7 +1481,7 @@ async fn recommend_points_local(
     let r = parse_reco(&body)?;
     let out = blocking(move || {
         let cands = exec_reco(&st, &c, &r, r.limit, r.offset)?;
-        Ok(enrich(&c.read(), cands, &r.wp, &r.wv)
+        Ok(enrich(&c.read(), cands, &r.wp, &r.wv)?
             .into_iter()
             .map(ScoredOut::from)
             .collect())
@@ -1472,7 +1505,7 @@ async fn recommend_batch_local(
         reqs.iter()
             .map(|r| {
                 let cands = exec_reco(&st, &c, r, r.limit, r.offset)?;
-                Ok(enrich(&c.read(), cands, &r.wp, &r.wv)
+                Ok(enrich(&c.read(), cands, &r.wp, &r.wv)?
                     .into_iter()
                     .map(ScoredOut::from)
                     .collect())
@@ -1550,7 +1583,7 @@ fn build_groups(
     };
     let mut out = Vec::new();
     for (key, hits) in groups {
-        let hits: Vec<ScoredOut> = enrich(store, hits, wp, wv)
+        let hits: Vec<ScoredOut> = enrich(store, hits, wp, wv)?
             .into_iter()
             .map(ScoredOut::from)
             .collect();
@@ -1572,7 +1605,7 @@ fn build_groups(
                     }],
                     lwp,
                     lwv,
-                )
+                )?
                 .pop()
                 {
                     gj["lookup"] =
@@ -1628,7 +1661,8 @@ async fn query_groups_local(
     let mut r = parse_query_req(&body)?;
     let out = blocking(move || {
         with_engine(&st, &c, r.lookup_from.as_ref(), r.params, |e, s| {
-            r.spec.limit = s.len().max(1);
+            // every level ranks all points, so groups fill up to `group_size`
+            r.spec.widen(s.len().max(1));
             r.spec.offset = 0;
             let ranked = e.query(&r.spec)?;
             build_groups(&st, s, ranked, &g, &r.wp, &r.wv)
@@ -1775,8 +1809,9 @@ async fn search_points(
     IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
+    crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
     if let Some(p) = dist_for(&st, local, &name, read)? {
         parse_search(&body)?; // same validation as a single node
@@ -1793,8 +1828,9 @@ async fn search_batch(
     IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
+    crate::normalize::aliases(crate::normalize::Body::SearchBatch, &mut body);
     let t = Instant::now();
     if let Some(p) = dist_for(&st, local, &name, read)? {
         let mut out = Vec::new();
@@ -1814,8 +1850,9 @@ async fn recommend_points(
     IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
+    crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
     if let Some(p) = dist_for(&st, local, &name, read)? {
         parse_reco(&body)?;
@@ -1832,8 +1869,9 @@ async fn recommend_batch(
     IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
+    crate::normalize::aliases(crate::normalize::Body::SearchBatch, &mut body);
     let t = Instant::now();
     if let Some(p) = dist_for(&st, local, &name, read)? {
         let mut out = Vec::new();
@@ -1908,8 +1946,9 @@ async fn search_groups(
     IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
+    crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
     if let Some(p) = dist_for(&st, local, &name, read)? {
         let m = obj(&body)?.clone();
@@ -1946,8 +1985,9 @@ async fn recommend_groups(
     IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
-    QJson(body): QJson<Value>,
+    QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
+    crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
     if let Some(p) = dist_for(&st, local, &name, read)? {
         let m = obj(&body)?.clone();

@@ -6,6 +6,7 @@ pub mod cluster_sink;
 pub mod dist;
 pub mod envelope;
 mod handlers;
+pub mod normalize;
 pub mod replication;
 pub mod wire;
 

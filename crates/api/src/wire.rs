@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 type WResult<T> = Result<T, ApiError>;
 
 fn bad(m: impl Into<String>) -> ApiError {
-    ApiError::bad_request(format!("Format error in JSON body: {}", m.into()))
+    ApiError::format(m.into())
 }
 
 // ------------------------------------------------------------------ query-string params
@@ -465,14 +465,22 @@ pub fn update_vectors_op(v: &Value) -> WResult<UpdateOp> {
         .ok_or_else(|| bad("missing field `points`"))?;
     let points = pts
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let pm = obj(p, "point")?;
+            let vectors = vector_struct(
+                pm.get("vector")
+                    .or_else(|| pm.get("vectors"))
+                    .ok_or_else(|| bad("missing field `vector`"))?,
+            )?;
+            if vectors.is_empty() {
+                return Err(ApiError::validation(format!(
+                    "[points[{i}].vector: must specify vectors to update for point]"
+                )));
+            }
             Ok((
                 point_id(pm.get("id").ok_or_else(|| bad("missing field `id`"))?)?,
-                vector_struct(
-                    pm.get("vector")
-                        .ok_or_else(|| bad("missing field `vector`"))?,
-                )?,
+                vectors,
             ))
         })
         .collect::<WResult<Vec<_>>>()?;
@@ -961,14 +969,26 @@ pub fn query_spec(m: &Map<String, Value>, top_level: bool, depth: usize) -> WRes
 
 // ------------------------------------------------------------------ outputs
 
+/// A stored f32 as JSON: the f64 nearest to the f32's shortest decimal form, so `0.1`
+/// comes back as `0.1`, not widened to `0.10000000149011612`.
+pub fn f32_out(f: f32) -> Value {
+    if !f.is_finite() {
+        return Value::Null;
+    }
+    let mut buf = ryu::Buffer::new();
+    let x: f64 = buf.format_finite(f).parse().unwrap_or(f as f64);
+    Value::from(x)
+}
+
 /// Vector output: a bare list when the only vector is the unnamed one, else a map.
 pub fn vectors_out(v: &NamedVectors) -> Value {
     let one = |x: &Vector| -> Value {
         match x {
-            Vector::Dense(d) => {
-                Value::from(d.iter().map(|f| Value::from(*f as f64)).collect::<Vec<_>>())
-            }
-            Vector::Sparse(s) => serde_json::json!({"indices": s.indices, "values": s.values}),
+            Vector::Dense(d) => Value::from(d.iter().map(|f| f32_out(*f)).collect::<Vec<_>>()),
+            Vector::Sparse(s) => serde_json::json!({
+                "indices": s.indices,
+                "values": s.values.iter().map(|f| f32_out(*f)).collect::<Vec<_>>(),
+            }),
         }
     };
     if v.len() == 1 {
@@ -1067,6 +1087,89 @@ pub fn index_data_type(schema: &Value) -> WResult<String> {
 
 pub type JsonMap = Map<String, Value>;
 
+/// Stopword languages of text indexes, each with the short codes accepted for it.
+const LANGUAGES: &[(&str, &[&str])] = &[
+    ("arabic", &["ar"]),
+    ("azerbaijani", &["az"]),
+    ("basque", &["eu"]),
+    ("bengali", &["bn"]),
+    ("catalan", &["ca"]),
+    ("chinese", &["zh"]),
+    ("danish", &["da"]),
+    ("dutch", &["nl"]),
+    ("english", &["en"]),
+    ("finnish", &["fi"]),
+    ("french", &["fr"]),
+    ("german", &["de"]),
+    ("greek", &["el"]),
+    ("hebrew", &["he"]),
+    ("hinglish", &["hi-en"]),
+    ("hungarian", &["hu"]),
+    ("indonesian", &["id"]),
+    ("italian", &["it"]),
+    ("japanese", &["jp", "ja"]),
+    ("kazakh", &["kk"]),
+    ("nepali", &["ne"]),
+    ("norwegian", &["no"]),
+    ("portuguese", &["pt"]),
+    ("romanian", &["ro"]),
+    ("russian", &["ru"]),
+    ("slovene", &["sl"]),
+    ("spanish", &["es"]),
+    ("swedish", &["sv"]),
+    ("tajik", &["tg"]),
+    ("turkish", &["tr"]),
+];
+
+fn language(v: &Value) -> WResult<Value> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| bad("stopwords language must be a string"))?;
+    let lower = s.to_ascii_lowercase();
+    LANGUAGES
+        .iter()
+        .find(|(name, codes)| *name == lower || codes.contains(&lower.as_str()))
+        .map(|(name, _)| Value::from(*name))
+        .ok_or_else(|| {
+            bad(format!(
+                "unknown stopwords language `{s}`, expected one of {}",
+                LANGUAGES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// A payload index `field_schema` in canonical form: stopword languages given by code
+/// (`en`) are stored under their names (`english`); unknown languages are refused.
+pub fn index_schema(schema: &Value) -> WResult<Value> {
+    index_data_type(schema)?;
+    let mut out = schema.clone();
+    if let Some(sw) = out.get_mut("stopwords") {
+        match sw {
+            Value::String(_) => *sw = language(sw)?,
+            Value::Object(set) => {
+                known_fields(set, &["languages", "custom"], "stopwords")?;
+                if let Some(langs) = set.get_mut("languages") {
+                    let list = langs
+                        .as_array()
+                        .ok_or_else(|| bad("stopwords.languages must be a list"))?;
+                    *langs = Value::Array(list.iter().map(language).collect::<WResult<_>>()?);
+                }
+                if let Some(c) = set.get("custom") {
+                    if !c.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+                        return Err(bad("stopwords.custom must be a list of strings"));
+                    }
+                }
+            }
+            _ => return Err(bad("stopwords must be a language or a set")),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1077,6 +1180,32 @@ mod tests {
         let v = json!("é".repeat(100));
         assert!(short(&v).ends_with("..."));
         assert!(vector(&v).is_err());
+    }
+
+    #[test]
+    fn stopword_languages_by_name_or_code() {
+        let s = index_schema(&json!({"type": "text", "stopwords": "en"})).unwrap();
+        assert_eq!(s["stopwords"], "english");
+        let s = index_schema(
+            &json!({"type": "text", "stopwords": {"languages": ["de", "French"], "custom": ["x"]}}),
+        )
+        .unwrap();
+        assert_eq!(s["stopwords"]["languages"], json!(["german", "french"]));
+        assert!(index_schema(&json!({"type": "text", "stopwords": "klingon"})).is_err());
+    }
+
+    #[test]
+    fn stored_floats_come_back_as_sent() {
+        for (f, text) in [
+            (0.1f32, "0.1"),
+            (-0.3, "-0.3"),
+            (1.0, "1.0"),
+            (3.4e38, "3.4e+38"),
+        ] {
+            assert_eq!(f32_out(f).to_string(), text);
+        }
+        let v: NamedVectors = [(DEFAULT_VECTOR.to_string(), Vector::Dense(vec![0.1, 0.7]))].into();
+        assert_eq!(vectors_out(&v).to_string(), "[0.1,0.7]");
     }
 
     #[test]

@@ -425,8 +425,10 @@ impl CollectionConfig {
             );
         }
         if let Some(sv) = &self.params.sparse_vectors {
-            for n in sv.keys() {
-                s.sparse.insert(n.clone(), ());
+            for (n, p) in sv {
+                let idf = p.get("modifier").and_then(Value::as_str) == Some("idf");
+                s.sparse
+                    .insert(n.clone(), segment::store::SparseParams { idf });
             }
         }
         s
@@ -457,18 +459,41 @@ impl CollectionConfig {
                         Some(v.clone())
                     }
                 }
-                "strict_mode_config" => cfg.strict_mode_config = Some(v.clone()),
+                // merged into the stored settings: a patch names only what it changes
+                "strict_mode_config" => {
+                    let Value::Object(p) = v else {
+                        return Err(CollectionError::BadInput(
+                            "strict_mode_config must be an object".into(),
+                        ));
+                    };
+                    let mut base = match cfg.strict_mode_config.take() {
+                        Some(Value::Object(b)) => b,
+                        _ => Default::default(),
+                    };
+                    for (kk, vv) in p {
+                        base.insert(kk.clone(), vv.clone());
+                    }
+                    cfg.strict_mode_config = Some(Value::Object(base));
+                }
+                // merged key by key; a key patched to `null` is deleted
                 "metadata" => {
-                    let mut base = cfg
-                        .metadata
-                        .take()
-                        .unwrap_or(Value::Object(Default::default()));
-                    if let (Value::Object(b), Value::Object(p)) = (&mut base, v) {
-                        for (kk, vv) in p {
-                            b.insert(kk.clone(), vv.clone());
+                    let Value::Object(p) = v else {
+                        return Err(CollectionError::BadInput(
+                            "metadata must be an object".into(),
+                        ));
+                    };
+                    let mut base = match cfg.metadata.take() {
+                        Some(Value::Object(b)) => b,
+                        _ => Default::default(),
+                    };
+                    for (kk, vv) in p {
+                        if vv.is_null() {
+                            base.remove(kk);
+                        } else {
+                            base.insert(kk.clone(), vv.clone());
                         }
                     }
-                    cfg.metadata = Some(base);
+                    cfg.metadata = Some(Value::Object(base));
                 }
                 "params" => {
                     let Value::Object(pm) = v else {
@@ -630,5 +655,26 @@ mod tests {
         assert!(c
             .apply_update(&json!({"vectors": {"x": {"on_disk": true}}}))
             .is_err());
+    }
+
+    #[test]
+    fn patch_merges_metadata_and_strict_mode() {
+        let c = create(json!({
+            "vectors": {"size": 4, "distance": "Cosine"},
+            "metadata": {"a": 1, "b": 2},
+            "strict_mode_config": {"enabled": true, "search_max_hnsw_ef": 100},
+        }))
+        .unwrap();
+        let u = c
+            .apply_update(&json!({
+                "metadata": {"a": null, "c": 3},
+                "strict_mode_config": {"max_query_limit": 10},
+            }))
+            .unwrap();
+        assert_eq!(u.metadata, Some(json!({"b": 2, "c": 3})));
+        assert_eq!(
+            u.strict_mode_config,
+            Some(json!({"enabled": true, "search_max_hnsw_ef": 100, "max_query_limit": 10}))
+        );
     }
 }

@@ -12,6 +12,9 @@ pub enum CollectionError {
     /// 409: collection already exists.
     #[error("Wrong input: Collection `{0}` already exists!")]
     AlreadyExists(String),
+    /// 409: the name is taken by something else (an alias named like a collection).
+    #[error("Wrong input: {0}")]
+    Conflict(String),
     /// 400: request is well-formed JSON but semantically wrong.
     #[error("Wrong input: {0}")]
     BadInput(String),

@@ -17,6 +17,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// Upper bound on `limit + offset` of one request, so no request can ask for unbounded work.
 pub const MAX_RESULT_WINDOW: usize = 1_000_000;
 
+/// The score of a result that no vector ranked (no query, `order_by`, `sample`), as the
+/// reference client's local mode reports it.
+pub const UNSCORED: f32 = 1.0;
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum WithPayload {
     #[default]
@@ -93,6 +97,17 @@ pub struct QuerySpec {
     pub offset: usize,
 }
 
+impl QuerySpec {
+    /// Set the limit of this level and of every prefetch below it to `n` (grouping needs
+    /// whole rankings, not the top few of each level).
+    pub fn widen(&mut self, n: usize) {
+        self.limit = n;
+        for p in &mut self.prefetch {
+            p.widen(n);
+        }
+    }
+}
+
 /// A ranked candidate: reported score (and order value for order_by).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
@@ -147,6 +162,9 @@ pub struct QueryEngine<'a> {
     pub params: RequestParams,
     /// `hnsw_config.full_scan_threshold` in KB of vectors (converted per vector name).
     pub full_scan_threshold_kb: usize,
+    /// Whether example ids given as query inputs name points of this collection (no
+    /// `lookup_from` another one), so they are left out of the results.
+    pub exclude_examples: bool,
 }
 
 /// The request's search `params`.
@@ -166,6 +184,7 @@ impl<'a> QueryEngine<'a> {
             lookup,
             params: RequestParams::default(),
             full_scan_threshold_kb: 10_000,
+            exclude_examples: true,
         }
     }
 
@@ -212,7 +231,9 @@ impl<'a> QueryEngine<'a> {
         let v = match input {
             VectorInput::Vector(v) => v.clone(),
             VectorInput::Id(id) => {
-                mentioned.insert(*id);
+                if self.exclude_examples {
+                    mentioned.insert(*id);
+                }
                 (self.lookup)(*id, using)?
             }
         };
@@ -314,19 +335,16 @@ impl<'a> QueryEngine<'a> {
                     offset,
                 ))
             }
-            None => {
-                // No query: results of the (first) prefetch, as ranked there.
-                let first = sources.into_iter().next().unwrap_or_default();
-                Ok(window(first, top, offset))
-            }
-            Some(q) => {
+            // No query: the union of the prefetches' results, in id order (as a scroll),
+            // each scored `UNSCORED` (the reference client's local mode).
+            None | Some(_) => {
                 let ids: HashSet<PointId> = sources.iter().flatten().map(|c| c.id).collect();
                 if ids.is_empty() {
                     return Ok(vec![]);
                 }
                 let f = and_filter(filter.as_ref(), Condition::HasId(ids));
                 self.base_query(
-                    Some(q),
+                    spec.query.as_ref(),
                     &using,
                     Some(f),
                     limit,
@@ -355,7 +373,7 @@ impl<'a> QueryEngine<'a> {
                     .skip(offset)
                     .map(|id| Candidate {
                         id,
-                        score: 0.0,
+                        score: UNSCORED,
                         order_value: None,
                     })
                     .collect())
@@ -398,13 +416,13 @@ impl<'a> QueryEngine<'a> {
                     std::hash::Hash::hash(&(id, seed), &mut h);
                     std::hash::Hasher::finish(&h)
                 });
+                // `offset` does not apply to a random sample (as in the local mode)
                 Ok(ids
                     .into_iter()
-                    .take(top)
-                    .skip(offset)
+                    .take(limit)
                     .map(|id| Candidate {
                         id,
-                        score: 0.0,
+                        score: UNSCORED,
                         order_value: None,
                     })
                     .collect())
@@ -566,7 +584,7 @@ impl<'a> QueryEngine<'a> {
             .take(top)
             .map(|(x, is_int, id)| Candidate {
                 id,
-                score: 0.0,
+                score: UNSCORED,
                 order_value: Some(if is_int {
                     Value::from(x as i64)
                 } else {

@@ -208,7 +208,7 @@ impl Storage {
                         return Err(CollectionError::CollectionNotFound(collection_name));
                     }
                     if collections.contains_key(&alias_name) {
-                        return Err(CollectionError::BadInput(format!(
+                        return Err(CollectionError::Conflict(format!(
                             "Collection with name {alias_name} already exists"
                         )));
                     }

@@ -59,7 +59,15 @@ pub struct ScalarConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VectorSchema {
     pub dense: BTreeMap<String, DenseParams>,
-    pub sparse: BTreeMap<String, ()>,
+    pub sparse: BTreeMap<String, SparseParams>,
+}
+
+/// A sparse vector's settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SparseParams {
+    /// `modifier: idf`: query values are weighted by each index's inverse document
+    /// frequency among the live points that have this vector.
+    pub idf: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -1514,6 +1522,7 @@ impl PointStore {
                     .sparse
                     .get(name)
                     .ok_or_else(|| StoreError::UnknownVector(display_name(name)))?;
+                let q = &self.sparse_query(name, q);
                 for (&id, &off) in &self.ids {
                     let Some(Some(v)) = col.get(off as usize) else {
                         continue;
@@ -1715,8 +1724,50 @@ impl PointStore {
         self.block_links.clear();
     }
 
+    /// A sparse query as it is scored: weighted by inverse document frequency when the
+    /// vector has `modifier: idf` (`ln((n - df + 0.5) / (df + 0.5) + 1)`, `n` = live points
+    /// having the vector, `df` = those among them having the index), else unchanged.
+    pub fn sparse_query(&self, name: &str, q: &SparseVector) -> SparseVector {
+        let (Some(p), Some(col)) = (self.schema.sparse.get(name), self.sparse.get(name)) else {
+            return q.clone();
+        };
+        if !p.idf {
+            return q.clone();
+        }
+        let mut n = 0u64;
+        let mut df = vec![0u64; q.indices.len()];
+        for &off in self.ids.values() {
+            let Some(Some(v)) = col.get(off as usize) else {
+                continue;
+            };
+            n += 1;
+            for (i, idx) in q.indices.iter().enumerate() {
+                if v.indices.binary_search(idx).is_ok() {
+                    df[i] += 1;
+                }
+            }
+        }
+        let values = q
+            .values
+            .iter()
+            .zip(&df)
+            .map(|(&x, &d)| {
+                let (n, d) = (n as f64, d as f64);
+                (x as f64 * ((n - d + 0.5) / (d + 0.5) + 1.0).ln()) as f32
+            })
+            .collect();
+        SparseVector {
+            indices: q.indices.clone(),
+            values,
+        }
+    }
+
     /// Score specific points against a query (used by fusion / rescoring). Missing vectors skip.
     pub fn score_points(&self, name: &str, query: &Vector, ids: &[PointId]) -> Vec<Hit> {
+        let sparse_q = match query {
+            Vector::Sparse(q) => Some(self.sparse_query(name, q)),
+            Vector::Dense(_) => None,
+        };
         let mut out = Vec::new();
         for &id in ids {
             let Some(&off) = self.ids.get(&id) else {
@@ -1731,11 +1782,12 @@ impl PointStore {
                     let Some(v) = a.get(off) else { continue };
                     distance::score(p.distance, q, v)
                 }
-                Vector::Sparse(q) => {
+                Vector::Sparse(_) => {
                     let Some(Some(v)) = self.sparse.get(name).and_then(|c| c.get(off as usize))
                     else {
                         continue;
                     };
+                    let q = sparse_q.as_ref().expect("sparse query");
                     match distance::sparse_dot(q, v) {
                         Some(s) => s,
                         None => continue,
@@ -2004,7 +2056,7 @@ mod tests {
         let mut s = VectorSchema::default();
         s.dense
             .insert(DEFAULT_VECTOR.into(), DenseParams::new(4, d));
-        s.sparse.insert("sp".into(), ());
+        s.sparse.insert("sp".into(), SparseParams::default());
         s
     }
 
