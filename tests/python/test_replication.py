@@ -282,7 +282,7 @@ def test_invalid_cluster_operations(procs):
     other = next(p.peer_id for p in procs.nodes if p.peer_id != owner)
     cases = [
         ({"drop_replica": {"shard_id": 0, "peer_id": owner}}, 400, "last Active"),
-        ({"move_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": owner}}, 400, "same"),
+        ({"move_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": owner}}, 422, "cannot transfer shard to itself"),
         ({"move_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": 99999}}, 400, "does not exist"),
         ({"move_shard": {"shard_id": 9, "from_peer_id": owner, "to_peer_id": other}}, 400, "Shard 9"),
         ({"move_shard": {"shard_id": 0, "from_peer_id": other, "to_peer_id": owner}}, 400, "no Active replica"),

@@ -31,6 +31,15 @@ pub struct LocalCall;
 /// Timeout of one peer sub-request.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an internal request waits for its receiver to apply the coordinator's Raft
+/// index (metadata the request depends on) before failing.
+pub const APPLIED_WAIT: Duration = Duration::from_secs(10);
+
+/// This peer's applied Raft index, sent with internal writes (`applied=`).
+pub fn applied_index(st: &AppState) -> u64 {
+    st.cluster.as_ref().map_or(0, |n| n.applied_index())
+}
+
 /// Runs local sub-requests through the REST router (in-process or for `Local` RPCs).
 pub struct Executor {
     pub router: Arc<std::sync::OnceLock<Router>>,
@@ -530,8 +539,9 @@ pub async fn ordered_update(
                 return lead_update(&st, &p, part, wait).await;
             }
             let path = format!(
-                "/collections/{}/points/ordered?wait={wait}",
-                urlencode(&p.name)
+                "/collections/{}/points/ordered?wait={wait}&applied={}",
+                urlencode(&p.name),
+                applied_index(&st)
             );
             let v = call(
                 &st,
@@ -558,23 +568,41 @@ pub async fn ordered_update(
     Ok((id, completed))
 }
 
-/// Coordinate a write as shard leader: one ordered write of the collection at a time.
+/// Coordinate a write as shard leader: one ordered write of the collection at a time. Runs
+/// to completion (lock held throughout) even if the caller goes away.
 pub async fn lead_update(
     st: &AppState,
     p: &Placement,
     op: UpdateOp,
     wait: bool,
 ) -> Result<(u64, bool), ApiError> {
-    let lock = st.repl.order_lock_for(&p.name);
-    let _g = lock.lock().await;
-    update(st, p, op, wait).await
+    let (st, p) = (st.clone(), p.clone());
+    tokio::spawn(async move {
+        let lock = st.repl.order_lock_for(&p.name);
+        let _g = lock.lock().await;
+        update_replicas(&st, &p, op, wait).await
+    })
+    .await?
 }
 
 /// Apply an update: each touched shard's part goes to all its Active replicas in parallel
 /// (Partial replicas get it forwarded by their transfer source). Acknowledged once every
 /// touched shard has `write_consistency_factor` replicas that applied it; replicas that
 /// failed are marked Dead through consensus. Returns (max operation id, completed).
+///
+/// The fan-out and the Dead-marking run in a task of their own: once a write is accepted
+/// it is carried out to the end even if the client disconnects (dropping this future).
 pub async fn update(
+    st: &AppState,
+    p: &Placement,
+    op: UpdateOp,
+    wait: bool,
+) -> Result<(u64, bool), ApiError> {
+    let (st, p) = (st.clone(), p.clone());
+    tokio::spawn(async move { update_replicas(&st, &p, op, wait).await }).await?
+}
+
+async fn update_replicas(
     st: &AppState,
     p: &Placement,
     op: UpdateOp,
@@ -622,9 +650,10 @@ pub async fn update(
         let (st, p) = (st.clone(), p.clone());
         let list: Vec<String> = shards.iter().map(u32::to_string).collect();
         let path = format!(
-            "/collections/{}/points/apply?wait={wait}&op_id={op_id}&shards={}",
+            "/collections/{}/points/apply?wait={wait}&op_id={op_id}&shards={}&applied={}",
             urlencode(&p.name),
-            list.join(",")
+            list.join(","),
+            applied_index(&st)
         );
         set.spawn(async move {
             let r = call(
@@ -648,17 +677,17 @@ pub async fn update(
     while let Some(r) = set.join_next().await {
         let (peer, shards, r) = r.map_err(ApiError::from)?;
         match r {
+            // the replica logged and applied it; a per-point error (a missing point: the
+            // rest was applied) is reported to the client, the replica is in sync
             Ok(v) => {
                 max_id = max_id.max(v.get("operation_id").and_then(Value::as_u64).unwrap_or(0));
                 shards.iter().for_each(|s| acks[*s as usize] += 1);
-            }
-            // the replica processed it (e.g. a missing point): report, but it is in sync
-            Err(e) if e.status.is_client_error() => {
-                shards.iter().for_each(|s| acks[*s as usize] += 1);
-                if first_err.is_none() {
-                    first_err = Some(e);
+                if let (Some(pe), None) = (v.get("point_error"), &first_err) {
+                    first_err = Some(point_error(pe));
                 }
             }
+            // any error (4xx included: a refused or undecodable message, a missing
+            // collection, a body over the limit) means the replica does not hold the write
             Err(e) => {
                 failed.extend(shards.iter().map(|s| (*s, peer)));
                 hard_err = Some(e);
@@ -666,7 +695,14 @@ pub async fn update(
         }
     }
     if !failed.is_empty() {
-        crate::replication::mark_dead(st, p, &failed).await;
+        let unmarked = crate::replication::mark_dead(st, p, &failed).await;
+        if !unmarked.is_empty() {
+            // a replica that missed the write is still Active: do not acknowledge
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Service unavailable: replicas {unmarked:?} (shard, peer) of collection `{}` failed the write and could not be marked Dead (no consensus); the write may be applied on some replicas only, retry it", p.name),
+            ));
+        }
     }
     for &s in &touched {
         let need = wcf.min(p.shards[s as usize].len()).max(1);
@@ -684,6 +720,17 @@ pub async fn update(
         Some(e) => Err(e),
         None => Ok((max_id, wait)),
     }
+}
+
+/// The per-point error an internal apply reported (`point_error`).
+fn point_error(v: &Value) -> ApiError {
+    let status = v
+        .get("status")
+        .and_then(Value::as_u64)
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::BAD_REQUEST);
+    let msg = v.get("message").and_then(Value::as_str).unwrap_or("error");
+    ApiError::new(status, msg)
 }
 
 pub fn urlencode(s: &str) -> String {
@@ -835,6 +882,51 @@ fn and_filter(a: Option<&Value>, b: Option<&Value>) -> Option<Value> {
     }
 }
 
+/// A level's filter passed down into a prefetch: `must`, `should`, `must_not` concatenated
+/// (and `min_should` joined), as the single node merges them (`collection::query`).
+fn merge_filter(a: Option<&Value>, b: Option<&Value>) -> Option<Value> {
+    let (x, y) = match (a.filter(|v| !v.is_null()), b.filter(|v| !v.is_null())) {
+        (None, None) => return None,
+        (Some(x), None) | (None, Some(x)) => return Some(x.clone()),
+        (Some(x), Some(y)) => (x, y),
+    };
+    let list = |v: Option<&Value>| -> Vec<Value> {
+        match v {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(a)) => a.clone(),
+            Some(one) => vec![one.clone()],
+        }
+    };
+    let mut out = serde_json::Map::new();
+    for k in ["must", "should", "must_not"] {
+        let (l, r) = (x.get(k), y.get(k));
+        if l.is_some_and(|v| !v.is_null()) || r.is_some_and(|v| !v.is_null()) {
+            let mut all = list(l);
+            all.extend(list(r));
+            out.insert(k.into(), Value::Array(all));
+        }
+    }
+    match (
+        x.get("min_should").filter(|v| !v.is_null()),
+        y.get("min_should").filter(|v| !v.is_null()),
+    ) {
+        (None, None) => {}
+        (Some(m), None) | (None, Some(m)) => {
+            out.insert("min_should".into(), m.clone());
+        }
+        (Some(m), Some(n)) => {
+            let mut conds = list(m.get("conditions"));
+            conds.extend(list(n.get("conditions")));
+            let count = num(m, "min_count").max(num(n, "min_count")) as u64;
+            out.insert(
+                "min_should".into(),
+                json!({"conditions": conds, "min_count": count}),
+            );
+        }
+    }
+    Some(Value::Object(out))
+}
+
 fn exclude(filter: Option<Value>, ids: &[Value]) -> Option<Value> {
     if ids.is_empty() {
         return filter;
@@ -971,7 +1063,7 @@ pub fn query<'a>(
             mentioned = resolve_inputs(st, p, q, &using).await?;
         }
         let filter = exclude(
-            and_filter(inherited.as_ref(), level.get("filter")),
+            merge_filter(inherited.as_ref(), level.get("filter")),
             &mentioned,
         );
         let prefetch: Vec<serde_json::Map<String, Value>> = match level.remove("prefetch") {
@@ -1072,31 +1164,8 @@ pub fn query<'a>(
                 }
                 return Ok(out);
             }
-            if base.get("query").is_none_or(Value::is_null) {
-                // no query: the first prefetch's ranking, with the top level's selectors
-                let first: Vec<Value> = sources
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .skip(offset)
-                    .take(limit)
-                    .collect();
-                if !top || (wp == json!(false) && wv == json!(false)) {
-                    return Ok(first);
-                }
-                let ids: Vec<Value> = first.iter().filter_map(|h| h.get("id").cloned()).collect();
-                let recs = retrieve(st, p, &ids, wp.clone(), wv.clone()).await?;
-                return Ok(first
-                    .into_iter()
-                    .map(|mut h| {
-                        if let Some(r) = recs.iter().find(|r| r.get("id") == h.get("id")) {
-                            attach_selected(&mut h, r, &wp, &wv);
-                        }
-                        h
-                    })
-                    .collect());
-            }
+            // a query (or none: then the union in id order, as on a single node) over the
+            // prefetches' results
             let ids: BTreeSet<String> = sources
                 .iter()
                 .flatten()
@@ -1273,6 +1342,22 @@ pub async fn count(st: &AppState, p: &Placement, body: &Value) -> Result<Value, 
 /// Distributed `*/groups`: rank every candidate across peers (with the `group_by` payload),
 /// group at the coordinator exactly as a single node does, then fetch the requested
 /// payload/vectors of the hits (and lookups).
+/// Every prefetch below `m` ranks `n` points (grouping needs whole rankings, as on a
+/// single node: `QuerySpec::widen`).
+fn widen_prefetch(m: &mut serde_json::Map<String, Value>, n: u64) {
+    let list: Vec<&mut Value> = match m.get_mut("prefetch") {
+        Some(Value::Array(a)) => a.iter_mut().collect(),
+        Some(o @ Value::Object(_)) => vec![o],
+        _ => vec![],
+    };
+    for pf in list {
+        if let Value::Object(pm) = pf {
+            pm.insert("limit".into(), json!(n));
+            widen_prefetch(pm, n);
+        }
+    }
+}
+
 pub async fn groups(
     st: &AppState,
     p: &Placement,
@@ -1303,6 +1388,7 @@ pub async fn groups(
     m.insert("limit".into(), json!(total));
     m.insert("offset".into(), json!(0));
     m.insert("with_payload".into(), json!([group_by]));
+    widen_prefetch(&mut m, total);
     let ranked = match endpoint {
         "query" => query(st, p, m, None, true).await?,
         other => search_like(st, p, other, &Value::Object(m)).await?,

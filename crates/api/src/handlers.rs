@@ -815,35 +815,90 @@ async fn run_update(
     Ok(Timed(t, update_out(r)))
 }
 
+/// Largest internal (peer to peer) message body: a client write re-encoded (MessagePack
+/// can be ~2.5x the JSON of small numbers) or a transfer batch.
+fn internal_limit(st: &AppState) -> usize {
+    st.settings
+        .max_request_bytes
+        .saturating_mul(4)
+        .max(64 << 20)
+}
+
+/// Read an internal request's body (only after the caller checked it is internal), and wait
+/// until this peer has applied the coordinator's Raft index (`applied`), so metadata the
+/// request depends on exists here too.
+async fn internal_body(
+    st: &AppState,
+    body: axum::body::Body,
+    applied: Option<u64>,
+) -> Result<axum::body::Bytes, ApiError> {
+    let limit = internal_limit(st);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Payload too large: internal message over {limit} bytes"),
+        )
+    })?;
+    if let (Some(index), Some(node)) = (applied, &st.cluster) {
+        node.wait_applied_index(index, crate::dist::APPLIED_WAIT)
+            .await?;
+    }
+    Ok(bytes)
+}
+
 /// Internal: apply an already validated `UpdateOp` (MessagePack) to local data only.
+/// 200 means the write is in this replica's log and applied; a per-point error (a missing
+/// point: the rest was applied) rides in the answer as `point_error`. Any other answer
+/// means this replica does not hold the write.
 async fn apply_local(
     State(st): St,
     IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    body: axum::body::Bytes,
-) -> ApiResult<UpdateResultOut> {
+    body: axum::body::Body,
+) -> ApiResult<Value> {
     let t = Instant::now();
     if !local {
         return Err(ApiError::not_found("Not found: no such endpoint"));
     }
     let params = parse_query::<WriteParams>(q)?;
     let (wait, meta) = (params.wait()?, params.op_meta());
+    let body = internal_body(&st, body, params.applied).await?;
     let c = coll(&st, &name)?;
     let op = collection::operations::UpdateOp::decode(&body)?;
     if st.cluster.is_none() {
-        let r = blocking(move || Ok(c.update_logged(op, wait, meta)?)).await?;
-        return Ok(Timed(t, update_out(r)));
+        let outcome = blocking(move || Ok(c.update_logged_outcome(op, wait, meta)?)).await?;
+        return Ok(Timed(t, applied_out(outcome)));
     }
     // Cluster mode: local applies of a collection are serialized with shard transfers, and
-    // forwarded to replicas this peer is filling (crate::replication).
-    let lock = st.repl.lock_for(c.name());
-    let _g = lock.lock().await;
-    let local_op = op.clone();
-    let op_id = meta.id;
-    let r = blocking(move || Ok(c.update_logged(local_op, wait, meta)?)).await;
-    crate::replication::forward(&st, &name, &op, op_id).await;
-    Ok(Timed(t, update_out(r?)))
+    // forwarded to replicas this peer is filling (crate::replication). Apply and forward
+    // run to the end even if the coordinator goes away meanwhile.
+    let outcome = tokio::spawn(async move {
+        let lock = st.repl.lock_for(c.name());
+        let _g = lock.lock().await;
+        let local_op = op.clone();
+        let op_id = meta.id;
+        let r = blocking(move || Ok(c.update_logged_outcome(local_op, wait, meta)?)).await;
+        crate::replication::forward(&st, &name, &op, op_id).await;
+        r
+    })
+    .await??;
+    Ok(Timed(t, applied_out(outcome)))
+}
+
+/// The answer of an internal apply: the update result plus the per-point error, if any.
+fn applied_out(
+    (r, point_error): (
+        collection::collection::UpdateResult,
+        Option<CollectionError>,
+    ),
+) -> Value {
+    let mut v = serde_json::to_value(update_out(r)).expect("update result encodes");
+    if let Some(e) = point_error {
+        let e = ApiError::from(e);
+        v["point_error"] = json!({"status": e.status.as_u16(), "message": e.message});
+    }
+    v
 }
 
 /// Internal: coordinate a write as the shard leader of `ordering` medium/strong (the
@@ -853,13 +908,15 @@ async fn ordered_local(
     IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<UpdateResultOut> {
     let t = Instant::now();
     if !local {
         return Err(ApiError::not_found("Not found: no such endpoint"));
     }
-    let wait = parse_query::<WriteParams>(q)?.wait()?;
+    let params = parse_query::<WriteParams>(q)?;
+    let wait = params.wait()?;
+    let body = internal_body(&st, body, params.applied).await?;
     let c = coll(&st, &name)?;
     let op = collection::operations::UpdateOp::decode(&body)?;
     let p = crate::dist::placement_of(&st, c.name())
@@ -880,39 +937,45 @@ async fn apply_batch_local(
     State(st): St,
     IsLocal(local): IsLocal,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    RawQuery(q): RawQuery,
+    body: axum::body::Body,
 ) -> ApiResult<UpdateResultOut> {
     let t = Instant::now();
     if !local {
         return Err(ApiError::not_found("Not found: no such endpoint"));
     }
+    let applied = parse_query::<WriteParams>(q)?.applied;
+    let body = internal_body(&st, body, applied).await?;
     let c = coll(&st, &name)?;
     let ops: Vec<collection::operations::LoggedOp> = rmp_serde::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Bad request: undecodable batch: {e}")))?;
-    let lock = st.repl.lock_for(c.name());
-    let _g = lock.lock().await;
-    let forwarded = ops.clone();
-    let r = blocking(move || {
-        let mut last = None;
-        for l in ops {
-            // per-op errors (e.g. a missing point) were reported at the original write
-            match c.update_logged(l.op, false, l.meta) {
-                Ok(r) => last = Some(r),
-                Err(e) if e.is_client_error() => {}
-                Err(e) => return Err(e.into()),
+    tokio::spawn(async move {
+        let lock = st.repl.lock_for(c.name());
+        let _g = lock.lock().await;
+        let forwarded = ops.clone();
+        let r = blocking(move || {
+            let mut last = None;
+            for l in ops {
+                // per-op errors (e.g. a missing point) were reported at the original write
+                match c.update_logged(l.op, false, l.meta) {
+                    Ok(r) => last = Some(r),
+                    Err(e) if e.is_client_error() => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
+            c.flush_all()?;
+            Ok(last.unwrap_or(collection::collection::UpdateResult {
+                operation_id: 0,
+                completed: true,
+            }))
+        })
+        .await;
+        for l in &forwarded {
+            crate::replication::forward(&st, &name, &l.op, l.meta.id).await;
         }
-        c.flush_all()?;
-        Ok(last.unwrap_or(collection::collection::UpdateResult {
-            operation_id: 0,
-            completed: true,
-        }))
+        Ok(Timed(t, update_out(r?)))
     })
-    .await;
-    for l in &forwarded {
-        crate::replication::forward(&st, &name, &l.op, l.meta.id).await;
-    }
-    Ok(Timed(t, update_out(r?)))
+    .await?
 }
 
 /// Internal: ids of this peer's newest logged client writes of a collection (JSON list,

@@ -31,8 +31,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Points per transfer batch.
+/// Points per transfer batch, at most.
 const BATCH_POINTS: usize = 256;
+/// Bytes per transfer batch (vectors and payloads, estimated), at most: a batch of large
+/// vectors is cut short, so no internal message comes near a size limit.
+const BATCH_BYTES: usize = 4 << 20;
+/// Bytes per WAL-delta message (encoded operations), at most (one larger operation goes
+/// alone).
+const DELTA_BATCH_BYTES: usize = 4 << 20;
 /// Logged operations per WAL-delta batch.
 const DELTA_BATCH_OPS: usize = 512;
 /// Finished transfers remembered for `GET /cluster/transfers`.
@@ -70,6 +76,9 @@ pub struct Replication {
     order_locks: NamedLocks,
     /// Leader's health checks: peer -> (consecutive failures, last check, check running).
     health: Mutex<HashMap<u64, (u32, Instant, bool)>>,
+    /// Replicas (collection, shard, peer) that missed a write and are still to be marked
+    /// Dead (consensus was unavailable when the write failed).
+    pending_dead: Mutex<HashSet<(String, u32, u64)>>,
 }
 
 impl Replication {
@@ -157,8 +166,7 @@ pub async fn forward(st: &AppState, collection: &str, op: &UpdateOp, op_id: Opti
     }
 }
 
-/// Apply `op` on `peer`'s local collection (durably). A 4xx answer (e.g. a missing point)
-/// still means the peer processed it.
+/// Apply `op` on `peer`'s local collection (durably). Only a 200 means the peer holds it.
 async fn remote_apply(
     st: &AppState,
     collection: &str,
@@ -167,8 +175,9 @@ async fn remote_apply(
     meta: OpMeta,
 ) -> Result<(), ApiError> {
     let mut path = format!(
-        "/collections/{}/points/apply?wait=true",
-        dist::urlencode(collection)
+        "/collections/{}/points/apply?wait=true&applied={}",
+        dist::urlencode(collection),
+        dist::applied_index(st)
     );
     if let Some(id) = meta.id {
         path += &format!("&op_id={id}");
@@ -183,8 +192,8 @@ async fn remote_apply(
     remote_call(st, collection, peer, "POST", &path, op.encode()).await
 }
 
-/// An internal request to `peer` about `collection`. A 4xx answer (e.g. a missing point)
-/// still means the peer processed it.
+/// An internal request to `peer` about `collection`. Any answer but 200 is a failure: a
+/// 4xx (a refused, undecodable or oversized message) never counts as processed.
 async fn remote_call(
     st: &AppState,
     collection: &str,
@@ -196,13 +205,6 @@ async fn remote_call(
     remote_value(st, collection, peer, method, path, body)
         .await
         .map(|_| ())
-        .or_else(|e| {
-            if e.status.is_client_error() {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
 }
 
 async fn remote_value(
@@ -333,6 +335,9 @@ async fn supervise(st: &AppState) {
         return;
     };
     check_health(st, &node);
+    if !st.repl.pending_dead.lock().is_empty() {
+        retry_pending_dead(st).await;
+    }
     let me = node.id;
     let state = node.state();
     for (name, meta) in &state.state.collections {
@@ -465,18 +470,24 @@ async fn stream(
         let points: Vec<PointInsert> = {
             let c = st.storage.get(collection).map_err(|e| e.to_string())?;
             let store = c.read();
-            store
-                .scroll(after, BATCH_POINTS + 1, Some(&filter))
-                .into_iter()
-                .filter(|id| Some(*id) != after)
-                .take(BATCH_POINTS)
-                .filter_map(|id| store.get(id))
-                .map(|r| PointInsert {
+            let mut bytes = 0usize;
+            let mut out = Vec::new();
+            for id in store.scroll(after, BATCH_POINTS + 1, Some(&filter)) {
+                if Some(id) == after || out.len() == BATCH_POINTS {
+                    continue;
+                }
+                if !out.is_empty() && bytes >= BATCH_BYTES {
+                    break;
+                }
+                let Some(r) = store.get(id) else { continue };
+                bytes += record_bytes(&r);
+                out.push(PointInsert {
                     id: r.id,
                     vectors: to_stored(r.vectors),
                     payload: Some(r.payload),
-                })
-                .collect()
+                });
+            }
+            out
         };
         let Some(last) = points.last().map(|p| p.id) else {
             break;
@@ -556,7 +567,8 @@ async fn wal_delta(
         "/collections/{}/points/apply_batch",
         dist::urlencode(collection)
     );
-    for chunk in ops.chunks(DELTA_BATCH_OPS) {
+    let path = format!("{path}?applied={}", dist::applied_index(st));
+    for chunk in delta_chunks(&ops) {
         let body = rmp_serde::to_vec_named(chunk).map_err(|e| e.to_string())?;
         remote_call(st, collection, t.to, "POST", &path, body)
             .await
@@ -574,6 +586,39 @@ async fn wal_delta(
         t,
     );
     Ok(Some(total))
+}
+
+/// Estimated encoded size of a point (vectors as 4-byte floats, payload as JSON).
+fn record_bytes(r: &segment::store::Record) -> usize {
+    let vectors: usize = r
+        .vectors
+        .values()
+        .map(|v| match v {
+            segment::Vector::Dense(d) => d.len() * 5,
+            segment::Vector::Sparse(s) => s.indices.len() * 10,
+        })
+        .sum();
+    let payload = serde_json::to_vec(&r.payload).map_or(0, |b| b.len());
+    vectors + payload + 32
+}
+
+/// WAL-delta operations cut into messages of at most `DELTA_BATCH_OPS` operations and
+/// `DELTA_BATCH_BYTES` (an operation larger than that goes alone).
+fn delta_chunks(ops: &[LoggedOp]) -> Vec<&[LoggedOp]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, op) in ops.iter().enumerate() {
+        let b = op.encode().len();
+        if i > start && (bytes + b > DELTA_BATCH_BYTES || i - start == DELTA_BATCH_OPS) {
+            out.push(&ops[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += b;
+    }
+    if start < ops.len() {
+        out.push(&ops[start..]);
+    }
+    out
 }
 
 /// Switch the target to Active through consensus and keep forwarding for the grace period.
@@ -624,19 +669,69 @@ async fn finish(
     Ok(())
 }
 
-/// Mark replicas Dead after they failed a write (through consensus, so no reads or writes
-/// go to them until they are recovered). Refused for a shard's last Active replica.
-pub async fn mark_dead(st: &AppState, p: &Placement, failed: &[(u32, u64)]) {
-    for &(shard, peer) in failed {
-        let op = ClusterOp::SetReplicaState {
-            collection: p.name.clone(),
-            shard,
-            peer,
-            state: ReplicaState::Dead,
-            expect: Some(ReplicaState::Active),
-        };
-        if let Err(e) = propose(st, op).await {
-            tracing::warn!(collection = %p.name, shard, peer, error = %e, "could not mark replica Dead");
+/// Mark replicas Dead after they failed a write (through consensus, in one step, so no
+/// reads or writes go to them and none is recovered from another that missed the same
+/// write). Returns the (shard, peer) pairs that are still Active afterwards: replicas that
+/// missed the write and could not be marked (no Raft quorum, or every Active replica of the
+/// shard failed). Those are remembered and marked by the supervisor once consensus is back.
+pub async fn mark_dead(st: &AppState, p: &Placement, failed: &[(u32, u64)]) -> Vec<(u32, u64)> {
+    let op = ClusterOp::MarkDead {
+        collection: p.name.clone(),
+        replicas: failed.to_vec(),
+    };
+    if let Err(e) = propose(st, op).await {
+        tracing::warn!(collection = %p.name, ?failed, error = %e, "could not mark replicas Dead");
+    }
+    let unmarked = still_active(st, &p.name, failed);
+    if !unmarked.is_empty() {
+        let mut pending = st.repl.pending_dead.lock();
+        for &(shard, peer) in &unmarked {
+            pending.insert((p.name.clone(), shard, peer));
+        }
+    }
+    unmarked
+}
+
+fn still_active(st: &AppState, collection: &str, replicas: &[(u32, u64)]) -> Vec<(u32, u64)> {
+    let Some(node) = &st.cluster else {
+        return vec![];
+    };
+    let state = node.state();
+    let meta = state.state.collections.get(collection);
+    replicas
+        .iter()
+        .copied()
+        .filter(|&(shard, peer)| {
+            meta.is_some_and(|m| m.replica_state(shard, peer) == Some(ReplicaState::Active))
+        })
+        .collect()
+}
+
+/// Retry marking the replicas that missed a write while consensus was unavailable; forget
+/// those that are no longer Active (marked, dropped, or their collection deleted).
+async fn retry_pending_dead(st: &AppState) {
+    let pending: Vec<(String, u32, u64)> = st.repl.pending_dead.lock().iter().cloned().collect();
+    let mut by_collection: HashMap<String, Vec<(u32, u64)>> = HashMap::new();
+    for (c, shard, peer) in pending {
+        by_collection.entry(c).or_default().push((shard, peer));
+    }
+    for (collection, replicas) in by_collection {
+        let active = still_active(st, &collection, &replicas);
+        if !active.is_empty() {
+            let op = ClusterOp::MarkDead {
+                collection: collection.clone(),
+                replicas: active,
+            };
+            if let Err(e) = propose(st, op).await {
+                tracing::debug!(collection, error = %e, "pending Dead-marking still refused");
+            }
+        }
+        let left = still_active(st, &collection, &replicas);
+        let mut pending = st.repl.pending_dead.lock();
+        for (shard, peer) in replicas {
+            if !left.contains(&(shard, peer)) {
+                pending.remove(&(collection.clone(), shard, peer));
+            }
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct WriteParams {
     pub fill: Option<u32>,
     /// Internal (peer to peer): the shards this part of a client write is for (`0,2`).
     pub shards: Option<String>,
+    /// Internal (peer to peer): the coordinator's applied Raft index; the receiver waits
+    /// until it has applied as much (e.g. the creation of the collection) before acting.
+    pub applied: Option<u64>,
 }
 
 impl WriteParams {

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub type PeerId = u64;
 
@@ -212,6 +212,14 @@ pub enum ClusterOp {
         shard: u32,
         peer: PeerId,
     },
+    /// Replicas (shard, peer) that failed a write: each Active one becomes Dead, all in one
+    /// step (so none is recovered from another that missed the same write), except in a
+    /// shard where every Active replica is listed (then none of them is known to be
+    /// newer, and that shard is left as is). Idempotent.
+    MarkDead {
+        collection: String,
+        replicas: Vec<(u32, PeerId)>,
+    },
 }
 
 /// What a node must do locally after an operation was applied.
@@ -410,6 +418,37 @@ impl ClusterState {
                         } else if t.to != *peer {
                             c.set_state(t.shard, t.to, ReplicaState::Dead);
                         }
+                    }
+                }
+                Ok(vec![])
+            }
+            ClusterOp::MarkDead {
+                collection,
+                replicas,
+            } => {
+                let c = collection_mut(&mut self.collections, collection)?;
+                let shards: BTreeSet<u32> = replicas.iter().map(|(s, _)| *s).collect();
+                for shard in shards {
+                    let listed: Vec<PeerId> = replicas
+                        .iter()
+                        .filter(|(s, _)| *s == shard)
+                        .map(|(_, p)| *p)
+                        .collect();
+                    let active = c.active_replicas(shard);
+                    if active.iter().all(|p| listed.contains(p)) {
+                        continue;
+                    }
+                    for peer in listed.into_iter().filter(|p| active.contains(p)) {
+                        let stale: Vec<Transfer> = c
+                            .transfers
+                            .iter()
+                            .filter(|t| t.shard == shard && (t.to == peer || t.from == peer))
+                            .cloned()
+                            .collect();
+                        for t in stale {
+                            abort_transfer(c, &t);
+                        }
+                        c.set_state(shard, peer, ReplicaState::Dead);
                     }
                 }
                 Ok(vec![])
@@ -690,6 +729,29 @@ mod tests {
             state,
             expect: None,
         }
+    }
+
+    #[test]
+    fn mark_dead_is_atomic_and_keeps_a_shard_alive() {
+        use ReplicaState::*;
+        let mut st = ClusterState::default();
+        st.apply(&create("c", 2, 3, &[1, 2, 3])).unwrap();
+        let mark = |r: &[(u32, PeerId)]| ClusterOp::MarkDead {
+            collection: "c".into(),
+            replicas: r.to_vec(),
+        };
+        // shard 0: two of three failed -> both Dead at once; shard 1: all failed -> unchanged
+        st.apply(&mark(&[(0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]))
+            .unwrap();
+        let c = &st.collections["c"];
+        assert_eq!(c.active_replicas(0), vec![1]);
+        assert_eq!(c.replica_state(0, 2), Some(Dead));
+        assert_eq!(c.replica_state(0, 3), Some(Dead));
+        assert_eq!(c.active_replicas(1).len(), 3);
+        // idempotent: marking again changes nothing and is not an error
+        let before = st.clone();
+        st.apply(&mark(&[(0, 2), (0, 3)])).unwrap();
+        assert_eq!(st, before);
     }
 
     #[test]

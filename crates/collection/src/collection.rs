@@ -293,6 +293,23 @@ impl Collection {
 
     /// [`Collection::update`] with replication metadata logged alongside.
     pub fn update_logged(&self, op: UpdateOp, wait: bool, meta: OpMeta) -> CResult<UpdateResult> {
+        let (r, point_error) = self.update_logged_outcome(op, wait, meta)?;
+        match point_error {
+            Some(e) => Err(e),
+            None => Ok(r),
+        }
+    }
+
+    /// [`Self::update_logged`], telling apart an operation that was not applied (`Err`:
+    /// invalid here, or the log failed) from one that was logged and applied but named
+    /// points that do not exist (`Ok` with the per-point error, e.g. `PointNotFound`): a
+    /// replica in the second case holds the write like every other replica.
+    pub fn update_logged_outcome(
+        &self,
+        op: UpdateOp,
+        wait: bool,
+        meta: OpMeta,
+    ) -> CResult<(UpdateResult, Option<CollectionError>)> {
         let op = op.prepare(&self.store.read())?;
         let logged = LoggedOp { op, meta };
         let bytes = logged.encode();
@@ -310,10 +327,11 @@ impl Collection {
         if wait {
             self.flusher.flush_upto(seq)?;
         }
-        result.map(|_| UpdateResult {
+        let r = UpdateResult {
             operation_id: seq,
             completed: wait,
-        })
+        };
+        Ok((r, result.err()))
     }
 
     /// Replace the config (PATCH). Vector schema changes are not allowed here.

@@ -130,16 +130,32 @@ fn and_filter(a: Option<&Filter>, extra: Condition) -> Filter {
     }
 }
 
+/// A level's filter passed down into a prefetch: the clauses are concatenated field by
+/// field (so `should` clauses of both become alternatives of each other), as Qdrant merges
+/// filters and the local mode mirrors.
 fn merge_filters(a: Option<&Filter>, b: Option<&Filter>) -> Option<Filter> {
+    fn cat(x: &Option<Vec<Condition>>, y: &Option<Vec<Condition>>) -> Option<Vec<Condition>> {
+        match (x, y) {
+            (None, None) => None,
+            (Some(v), None) | (None, Some(v)) => Some(v.clone()),
+            (Some(v), Some(w)) => Some(v.iter().chain(w).cloned().collect()),
+        }
+    }
     match (a, b) {
         (None, None) => None,
         (Some(x), None) | (None, Some(x)) => Some(x.clone()),
         (Some(x), Some(y)) => Some(Filter {
-            must: Some(vec![
-                Condition::Filter(Box::new(x.clone())),
-                Condition::Filter(Box::new(y.clone())),
-            ]),
-            ..Default::default()
+            must: cat(&x.must, &y.must),
+            should: cat(&x.should, &y.should),
+            must_not: cat(&x.must_not, &y.must_not),
+            min_should: match (&x.min_should, &y.min_should) {
+                (None, None) => None,
+                (Some(m), None) | (None, Some(m)) => Some(m.clone()),
+                (Some(m), Some(n)) => Some(segment::filter::MinShould {
+                    conditions: m.conditions.iter().chain(&n.conditions).cloned().collect(),
+                    min_count: m.min_count.max(n.min_count),
+                }),
+            },
         }),
     }
 }
@@ -228,6 +244,18 @@ impl<'a> QueryEngine<'a> {
         using: &str,
         mentioned: &mut HashSet<PointId>,
     ) -> CResult<Vector> {
+        let v = self.resolve_raw(input, using, mentioned)?;
+        Ok(self.store.prepare_vector(using, v)?)
+    }
+
+    /// The input's vector as given (or as stored, for an id), validated but not prepared:
+    /// `average_vector` averages the examples before the query is normalised.
+    fn resolve_raw(
+        &self,
+        input: &VectorInput,
+        using: &str,
+        mentioned: &mut HashSet<PointId>,
+    ) -> CResult<Vector> {
         let v = match input {
             VectorInput::Vector(v) => v.clone(),
             VectorInput::Id(id) => {
@@ -237,7 +265,8 @@ impl<'a> QueryEngine<'a> {
                 (self.lookup)(*id, using)?
             }
         };
-        Ok(self.store.prepare_vector(using, v)?)
+        self.store.prepare_vector(using, v.clone())?;
+        Ok(v)
     }
 
     fn report(&self, using: &str, hits: Vec<Hit>) -> Vec<Candidate> {
@@ -449,12 +478,17 @@ impl<'a> QueryEngine<'a> {
         let mut mentioned = HashSet::new();
         let pos = positive
             .iter()
-            .map(|p| self.resolve(p, using, &mut mentioned))
+            .map(|p| self.resolve_raw(p, using, &mut mentioned))
             .collect::<CResult<Vec<_>>>()?;
         let neg = negative
             .iter()
-            .map(|p| self.resolve(p, using, &mut mentioned))
+            .map(|p| self.resolve_raw(p, using, &mut mentioned))
             .collect::<CResult<Vec<_>>>()?;
+        let prepared = |vs: Vec<Vector>| -> CResult<Vec<Vector>> {
+            vs.into_iter()
+                .map(|v| Ok(self.store.prepare_vector(using, v)?))
+                .collect()
+        };
         let filter = exclude_ids(filter, &mentioned);
         let top = limit.saturating_add(offset).min(MAX_RESULT_WINDOW);
         match strategy {
@@ -482,13 +516,16 @@ impl<'a> QueryEngine<'a> {
                         "At least one positive or negative example is required".into(),
                     ));
                 }
+                let (pos, neg) = (prepared(pos)?, prepared(neg)?);
                 let ids = self.store.matching_ids(filter.as_ref());
+                // every point having the vector is scored against every example; a sparse
+                // example sharing no index with the point scores 0 (as in the local mode)
                 let score_all = |examples: &[Vector]| -> Vec<HashMap<PointId, f32>> {
                     examples
                         .iter()
                         .map(|e| {
                             self.store
-                                .score_points(using, e, &ids)
+                                .score_points_with(using, e, &ids, true)
                                 .into_iter()
                                 .map(|h| (h.id, h.score))
                                 .collect()
@@ -890,6 +927,8 @@ pub fn enrich(
 }
 
 /// The group keys of a point: distinct string or integer values at `group_by`.
+/// A point with any other value at `group_by` (a float, a bool, null, an object) joins no
+/// group at all, as in Qdrant and its local mode.
 pub fn group_keys(path: &JsonPath, payload: &Payload) -> Vec<Value> {
     let mut keys: Vec<Value> = Vec::new();
     for v in path.values(payload, true) {
@@ -898,7 +937,10 @@ pub fn group_keys(path: &JsonPath, payload: &Payload) -> Vec<Value> {
             Value::Number(n) => n.is_i64() || n.is_u64(),
             _ => false,
         };
-        if ok && !keys.contains(v) {
+        if !ok {
+            return Vec::new();
+        }
+        if !keys.contains(v) {
             keys.push(v.clone());
         }
     }

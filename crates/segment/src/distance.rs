@@ -27,11 +27,14 @@ pub fn l1(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Normalise in place to unit length (a zero vector stays zero).
+/// Scale to unit length. The norm and the quotients are computed in f64 and rounded once,
+/// so the stored values are the correctly rounded unit vector (within an ulp of what the
+/// reference client's local mode stores), not a sum of f32 rounding errors over the dims.
 pub fn normalize(v: &mut [f32]) {
-    let n = dot(v, v).sqrt();
-    if n > f32::EPSILON {
+    let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    if n > f32::EPSILON as f64 {
         for x in v.iter_mut() {
-            *x /= n;
+            *x = (*x as f64 / n) as f32;
         }
     }
 }

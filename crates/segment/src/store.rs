@@ -1762,8 +1762,21 @@ impl PointStore {
         }
     }
 
-    /// Score specific points against a query (used by fusion / rescoring). Missing vectors skip.
+    /// Score specific points against a query (used by fusion / rescoring). Missing vectors skip;
+    /// so do sparse vectors sharing no index with the query.
     pub fn score_points(&self, name: &str, query: &Vector, ids: &[PointId]) -> Vec<Hit> {
+        self.score_points_with(name, query, ids, false)
+    }
+
+    /// [`Self::score_points`], with `empty_is_zero`: a sparse vector sharing no index with the
+    /// query scores 0 instead of being skipped.
+    pub fn score_points_with(
+        &self,
+        name: &str,
+        query: &Vector,
+        ids: &[PointId],
+        empty_is_zero: bool,
+    ) -> Vec<Hit> {
         let sparse_q = match query {
             Vector::Sparse(q) => Some(self.sparse_query(name, q)),
             Vector::Dense(_) => None,
@@ -1790,6 +1803,7 @@ impl PointStore {
                     let q = sparse_q.as_ref().expect("sparse query");
                     match distance::sparse_dot(q, v) {
                         Some(s) => s,
+                        None if empty_is_zero => 0.0,
                         None => continue,
                     }
                 }

@@ -147,6 +147,12 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, "Sextant REST API listening");
+    // Nagle off: small answers must not wait for the client's delayed ACK
+    let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
