@@ -2,6 +2,7 @@
 //! Qdrant-shaped JSON into the engine's types, maps every engine error to an HTTP status in
 //! one place (`envelope::ApiError`), and wraps every answer in Qdrant's envelope.
 
+pub mod auth;
 pub mod cluster_sink;
 pub mod dist;
 pub mod envelope;
@@ -19,6 +20,10 @@ use std::sync::Arc;
 pub struct ApiSettings {
     /// Largest accepted request body, in bytes.
     pub max_request_bytes: usize,
+    /// API keys and JWT RBAC (`service.api_key`, `read_only_api_key`, `jwt_rbac`).
+    pub auth: auth::AuthConfig,
+    /// `service.enable_cors`: answer CORS preflights and allow any origin.
+    pub enable_cors: bool,
 }
 
 #[derive(Clone)]
@@ -36,7 +41,29 @@ pub struct AppState {
 /// Build the REST router.
 pub fn router(state: AppState) -> Router {
     let r = handlers::routes().with_state(state.clone());
+    // sub-requests of distributed operations run on the router without the auth layer:
+    // they come from this process or an authenticated peer, never from a client
     let _ = state.local_router.set(r.clone());
+    let auth = Arc::new(state.settings.auth.clone());
+    let mut r = r.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let auth = auth.clone();
+            async move {
+                match auth::check(&auth, req.method(), req.uri().path(), req.headers()) {
+                    Ok(()) => next.run(req).await,
+                    Err(resp) => *resp,
+                }
+            }
+        },
+    ));
+    if state.settings.enable_cors {
+        r = r.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any),
+        );
+    }
     if let Some(node) = &state.cluster {
         node.set_executor(Arc::new(dist::Executor {
             router: state.local_router.clone(),

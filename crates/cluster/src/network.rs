@@ -29,16 +29,78 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, rmp_serde::decode::Err
     rmp_serde::from_slice(b)
 }
 
+/// The key every internal request carries (`service.api_key`), set once at start-up.
+static INTERNAL_KEY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Set the key outgoing internal requests carry (first call wins).
+pub fn set_internal_key(key: Option<String>) {
+    let _ = INTERNAL_KEY.set(key);
+}
+
+/// Adds the `api-key` metadata to every outgoing internal request.
+#[derive(Clone)]
+pub struct KeyInterceptor(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for KeyInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(k) = &self.0 {
+            req.metadata_mut().insert("api-key", k.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Client =
+    P2pClient<tonic::service::interceptor::InterceptedService<Channel, KeyInterceptor>>;
+
 /// A lazily connecting client to a peer's p2p port.
-pub fn client(uri: &str, timeout: Duration) -> Result<P2pClient<Channel>, tonic::transport::Error> {
+pub fn client(uri: &str, timeout: Duration) -> Result<Client, tonic::transport::Error> {
     let ep = Endpoint::from_shared(uri.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .timeout(timeout)
+        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    Ok(P2pClient::new(ep.connect_lazy())
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    let key = INTERNAL_KEY
+        .get()
+        .cloned()
+        .flatten()
+        .and_then(|k| k.parse().ok());
+    Ok(
+        P2pClient::with_interceptor(ep.connect_lazy(), KeyInterceptor(key))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+}
+
+/// The receiving side of internal auth: with `enforce` and a key, a request must carry
+/// that key (compared in constant time), else it is refused as unauthenticated.
+pub fn check_internal_key(
+    key: Option<&str>,
+    enforce: bool,
+    req: &tonic::Request<()>,
+) -> Result<(), tonic::Status> {
+    let (true, Some(key)) = (enforce, key) else {
+        return Ok(());
+    };
+    let given = req
+        .metadata()
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let same = given.len() == key.len()
+        && given
+            .bytes()
+            .zip(key.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(tonic::Status::unauthenticated(
+            "internal request without the cluster's api key",
+        ))
+    }
 }
 
 /// Failed Raft sends per peer URI (`message_send_failures` of `GET /cluster`).
@@ -60,7 +122,7 @@ pub struct Network {
 
 pub struct Conn {
     target: NodeId,
-    client: Option<P2pClient<Channel>>,
+    client: Option<Client>,
     addr: String,
     failures: SendFailures,
 }

@@ -27,6 +27,10 @@ pub struct NodeConfig {
     pub bootstrap: Option<String>,
     /// `cluster.consensus.tick_period_ms`.
     pub tick_ms: u64,
+    /// `service.api_key`: carried by every internal request this peer sends.
+    pub api_key: Option<String>,
+    /// `service.enforce_internal_auth`: refuse internal requests without `api_key`.
+    pub enforce_internal_auth: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,7 @@ impl ClusterNode {
     /// Start consensus: open storage, serve p2p, initialise (first peer) or join.
     pub async fn start(cfg: NodeConfig, sink: Arc<dyn EffectSink>) -> CResult<Arc<ClusterNode>> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        network::set_internal_key(cfg.api_key.clone());
         let id = load_or_create_id(&cfg.dir)?;
         let db = open_db(&cfg.dir.join("raft.redb"))
             .map_err(|e| ClusterError::Internal(e.to_string()))?;
@@ -172,6 +177,13 @@ impl ClusterNode {
         let svc = P2pServer::new(Service { node: node.clone() })
             .max_decoding_message_size(network::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(network::MAX_MESSAGE_BYTES);
+        let (key, enforce) = (cfg.api_key.clone(), cfg.enforce_internal_auth);
+        let svc = tonic::service::interceptor::InterceptedService::new(
+            svc,
+            move |req: tonic::Request<()>| {
+                network::check_internal_key(key.as_deref(), enforce, &req).map(|()| req)
+            },
+        );
         tokio::spawn(async move {
             // Nagle off on accepted sockets too: small answers must not wait for the
             // peer's delayed ACK (~40 ms per fan-out round trip otherwise).

@@ -74,6 +74,37 @@ fn main() -> anyhow::Result<()> {
         }
     };
     init_logging(&settings.log_level);
+    let unimplemented = Settings::unimplemented(args.config_path.as_deref(), "QDRANT");
+    if !unimplemented.refused.is_empty() {
+        eprintln!(
+            "sextant: refusing to start: security setting(s) {} are not implemented by Sextant yet (unset them, or terminate TLS in front of Sextant)",
+            unimplemented.refused.join(", ")
+        );
+        std::process::exit(2);
+    }
+    for key in &unimplemented.ignored {
+        tracing::warn!(key = %key, "configuration key is not implemented by Sextant and is ignored");
+    }
+    for (flag, used) in [
+        ("--snapshot", !args.snapshot.is_empty()),
+        ("--storage-snapshot", args.storage_snapshot.is_some()),
+        ("--force-snapshot", args.force_snapshot),
+        ("--stacktrace", args.stacktrace),
+        ("--reinit", args.reinit),
+    ] {
+        if used {
+            tracing::warn!(
+                flag,
+                "command-line flag is not implemented by Sextant and is ignored"
+            );
+        }
+    }
+    if settings.cluster.enabled
+        && settings.auth().api_key.is_some()
+        && settings.service.enforce_internal_auth != Some(true)
+    {
+        tracing::warn!("service.api_key is set but service.enforce_internal_auth is not: the p2p port accepts internal requests without a key");
+    }
     if !settings.cluster.enabled && (args.bootstrap.is_some() || args.uri.is_some()) {
         eprintln!("sextant: --uri/--bootstrap need cluster mode: set cluster.enabled: true (or QDRANT__CLUSTER__ENABLED=true)");
         std::process::exit(2);
@@ -110,6 +141,8 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             uri: args.uri.clone(),
             bootstrap: args.bootstrap.clone(),
             tick_ms: settings.cluster.consensus.tick_period_ms,
+            api_key: settings.auth().api_key,
+            enforce_internal_auth: settings.service.enforce_internal_auth == Some(true),
         };
         let sink = Arc::new(api::cluster_sink::StorageSink {
             storage: storage.clone(),
@@ -136,6 +169,8 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         storage: storage.clone(),
         settings: api::ApiSettings {
             max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),
+            auth: settings.auth(),
+            enable_cors: settings.service.enable_cors.unwrap_or(true),
         },
     };
     let app = api::router(state);

@@ -1,7 +1,9 @@
 //! Configuration, layered exactly as Qdrant layers it: embedded defaults, then
 //! `config/config.yaml`, `config/$RUN_MODE.yaml` (RUN_MODE defaults to `development`),
 //! `config/local.yaml`, `--config-path FILE`, then `QDRANT__SECTION__KEY` env variables.
-//! Unknown keys are ignored; a value of the wrong type fails start-up naming the key.
+//! A value of the wrong type fails start-up naming the key. No key is ignored silently
+//! ([`Settings::unimplemented`]): a key Sextant does not implement logs a warning naming it,
+//! and a security key it does not implement (TLS, ...) stops start-up.
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -26,8 +28,15 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub max_workers: Option<usize>,
     #[serde(default)]
-    #[allow(dead_code)] // accepted for compatibility
     pub enable_cors: Option<bool>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub read_only_api_key: Option<String>,
+    #[serde(default)]
+    pub jwt_rbac: Option<bool>,
+    #[serde(default)]
+    pub enforce_internal_auth: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,9 +96,120 @@ pub struct ClusterConfig {
     pub consensus: ConsensusConfig,
 }
 
+/// Keys Sextant reads (dotted paths; a key ending in `.` covers everything below it).
+const IMPLEMENTED: &[&str] = &[
+    "log_level",
+    "storage.storage_path",
+    "storage.snapshots_path",
+    "storage.on_disk_payload",
+    "storage.wal.",
+    "storage.optimizers.",
+    "storage.hnsw_index.",
+    "service.host",
+    "service.http_port",
+    "service.grpc_port",
+    "service.max_request_size_mb",
+    "service.max_workers",
+    "service.enable_cors",
+    "service.api_key",
+    "service.read_only_api_key",
+    "service.jwt_rbac",
+    "service.enforce_internal_auth",
+    "cluster.enabled",
+    "cluster.p2p.port",
+    "cluster.consensus.tick_period_ms",
+    // accepted: Sextant writes its temporary files next to their targets, and sends no
+    // telemetry anywhere
+    "storage.temp_path",
+    "telemetry_disabled",
+];
+
+/// Security keys: when set to anything but their off value and not implemented, Sextant
+/// refuses to start rather than run less protected than configured.
+const SECURITY: &[&str] = &[
+    "service.enable_tls",
+    "service.verify_https_client_certificate",
+    "cluster.p2p.enable_tls",
+    "tls.",
+    "audit.",
+];
+
+/// Values that mean "off" (or Qdrant's default) for a key: setting a key to one of them
+/// asks for nothing Sextant lacks.
+fn is_off(v: &serde_json::Value) -> bool {
+    matches!(v, serde_json::Value::Null | serde_json::Value::Bool(false))
+        || v.as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("false") || s.is_empty())
+}
+
+fn covered(list: &[&str], key: &str) -> bool {
+    list.iter()
+        .any(|k| key == *k || (k.ends_with('.') && key.starts_with(k)))
+}
+
+fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match v {
+        serde_json::Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(&p, x, out);
+            }
+        }
+        _ => out.push((prefix.to_string(), v.clone())),
+    }
+}
+
+/// Keys that are set but that Sextant does not implement.
+#[derive(Debug, Default, PartialEq)]
+pub struct Unimplemented {
+    /// Ignored, each to be named in a warning.
+    pub ignored: Vec<String>,
+    /// Security settings that are switched on: start-up must stop.
+    pub refused: Vec<String>,
+}
+
 impl Settings {
-    /// Load settings. `config_path` is `--config-path`; `env_prefix` is normally `QDRANT`.
-    pub fn load(config_path: Option<&str>, env_prefix: &str) -> Result<Settings, String> {
+    /// The keys of the merged configuration (files and environment) that Sextant does not
+    /// implement. The embedded defaults hold only implemented keys, so anything else was
+    /// set by the user.
+    pub fn unimplemented(config_path: Option<&str>, env_prefix: &str) -> Unimplemented {
+        let Ok(cfg) = Self::builder(config_path, env_prefix).and_then(|b| {
+            b.build()
+                .map_err(|e| e.to_string())?
+                .try_deserialize::<serde_json::Value>()
+                .map_err(|e| e.to_string())
+        }) else {
+            return Unimplemented::default();
+        };
+        let mut all = Vec::new();
+        leaves("", &cfg, &mut all);
+        let mut out = Unimplemented::default();
+        for (key, value) in all {
+            if covered(IMPLEMENTED, &key) {
+                continue;
+            }
+            if covered(SECURITY, &key) {
+                // the paths of TLS files mean nothing until TLS is switched on
+                if !is_off(&value) && !key.starts_with("tls.") {
+                    out.refused.push(key);
+                }
+                continue;
+            }
+            out.ignored.push(key);
+        }
+        out.ignored.sort();
+        out.refused.sort();
+        out
+    }
+
+    fn builder(
+        config_path: Option<&str>,
+        env_prefix: &str,
+    ) -> Result<config::ConfigBuilder<config::builder::DefaultState>, String> {
         let run_mode = std::env::var("RUN_MODE").unwrap_or_else(|_| "development".to_string());
         let mut b = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Yaml))
@@ -102,8 +222,12 @@ impl Settings {
             }
             b = b.add_source(File::with_name(p).required(true));
         }
-        b = b.add_source(Environment::with_prefix(env_prefix).separator("__"));
-        let cfg = b
+        Ok(b.add_source(Environment::with_prefix(env_prefix).separator("__")))
+    }
+
+    /// Load settings. `config_path` is `--config-path`; `env_prefix` is normally `QDRANT`.
+    pub fn load(config_path: Option<&str>, env_prefix: &str) -> Result<Settings, String> {
+        let cfg = Self::builder(config_path, env_prefix)?
             .build()
             .map_err(|e| format!("invalid configuration: {e}"))?;
         let s: Settings = cfg
@@ -144,7 +268,23 @@ impl Settings {
         }
     }
 
+    /// The REST layer's access settings (an empty key counts as unset).
+    pub fn auth(&self) -> api::auth::AuthConfig {
+        let key = |k: &Option<String>| k.clone().filter(|s| !s.is_empty());
+        api::auth::AuthConfig {
+            api_key: key(&self.service.api_key),
+            read_only_api_key: key(&self.service.read_only_api_key),
+            jwt_rbac: self.service.jwt_rbac.unwrap_or(false),
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
+        if self.service.jwt_rbac == Some(true) && self.auth().api_key.is_none() {
+            return Err(
+                "invalid configuration: service.jwt_rbac needs service.api_key (tokens are signed with it)"
+                    .into(),
+            );
+        }
         if self.service.max_request_size_mb == 0 {
             return Err(
                 "invalid configuration: service.max_request_size_mb must be at least 1".into(),
@@ -192,6 +332,34 @@ mod tests {
         std::env::set_var("SEXTANT_TEST_B__SERVICE__HTTP_PORT", "not-a-port");
         let e = Settings::load(None, "SEXTANT_TEST_B").unwrap_err();
         assert!(e.contains("service.http_port"), "{e}");
+    }
+
+    #[test]
+    fn unimplemented_keys_are_named_and_security_ones_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "service:\n  api_key: k\n  enable_tls: false\n  hardware_reporting: true\nstorage:\n  performance:\n    max_search_threads: 2\ntls:\n  cert: ./x.pem\n",
+        )
+        .unwrap();
+        let u = Settings::unimplemented(Some(p.to_str().unwrap()), "SEXTANT_TEST_U");
+        assert_eq!(
+            u.ignored,
+            vec![
+                "service.hardware_reporting",
+                "storage.performance.max_search_threads"
+            ]
+        );
+        assert!(u.refused.is_empty(), "{u:?}");
+        std::env::set_var("SEXTANT_TEST_V__SERVICE__ENABLE_TLS", "true");
+        std::env::set_var("SEXTANT_TEST_V__CLUSTER__P2P__ENABLE_TLS", "true");
+        let u = Settings::unimplemented(None, "SEXTANT_TEST_V");
+        assert_eq!(
+            u.refused,
+            vec!["cluster.p2p.enable_tls", "service.enable_tls"]
+        );
+        assert!(Settings::unimplemented(None, "SEXTANT_TEST_NONE") == Unimplemented::default());
     }
 
     #[test]
