@@ -70,6 +70,8 @@ pub fn routes() -> Router<AppState> {
         .route("/livez", get(|| async { "healthz check passed" }))
         .route("/readyz", get(|| async { "all shards are ready" }))
         .route("/cluster", get(cluster_info))
+        .route("/telemetry", get(crate::observe::telemetry))
+        .route("/metrics", get(crate::observe::metrics))
         .route("/cluster/peer/{peer_id}", delete(remove_peer))
         .route("/cluster/recover", post(cluster_recover))
         .route("/cluster/transfers", get(transfer_history))
@@ -204,7 +206,7 @@ async fn cluster_info(State(st): St) -> ApiResult<Value> {
         .into_iter()
         .map(|(id, uri)| (id.to_string(), json!({"uri": format!("{uri}/")})))
         .collect();
-    let now = chrono_like_now();
+    let now = now_rfc3339();
     Ok(Timed(
         t,
         json!({
@@ -219,7 +221,7 @@ async fn cluster_info(State(st): St) -> ApiResult<Value> {
 }
 
 /// RFC 3339 UTC timestamp without pulling a date crate into `api`.
-fn chrono_like_now() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -8,6 +8,7 @@ pub mod dist;
 pub mod envelope;
 mod handlers;
 pub mod normalize;
+pub mod observe;
 pub mod replication;
 pub mod wire;
 
@@ -24,6 +25,8 @@ pub struct ApiSettings {
     pub auth: auth::AuthConfig,
     /// `service.enable_cors`: answer CORS preflights and allow any origin.
     pub enable_cors: bool,
+    /// `service.metrics_prefix`: prepended to every `/metrics` name.
+    pub metrics_prefix: String,
 }
 
 #[derive(Clone)]
@@ -36,6 +39,8 @@ pub struct AppState {
     pub local_router: Arc<std::sync::OnceLock<Router>>,
     /// Cluster mode: write serialization, forwarding and shard transfers of this peer.
     pub repl: Arc<replication::Replication>,
+    /// REST request metrics (`/metrics`).
+    pub metrics: Arc<observe::Metrics>,
 }
 
 /// Build the REST router.
@@ -45,6 +50,10 @@ pub fn router(state: AppState) -> Router {
     // they come from this process or an authenticated peer, never from a client
     let _ = state.local_router.set(r.clone());
     let auth = Arc::new(state.settings.auth.clone());
+    let r = r.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        observe::record,
+    ));
     let mut r = r.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let auth = auth.clone();

@@ -659,6 +659,22 @@ impl PointStore {
         self.ids.is_empty()
     }
 
+    /// Vectors stored for live points, over every vector name (O(points x names)).
+    pub fn vector_count(&self) -> usize {
+        self.ids
+            .values()
+            .map(|&off| {
+                let dense = self.dense.values().filter(|a| a.get(off).is_some()).count();
+                let sparse = self
+                    .sparse
+                    .values()
+                    .filter(|c| matches!(c.get(off as usize), Some(Some(_))))
+                    .count();
+                dense + sparse
+            })
+            .sum()
+    }
+
     pub fn contains(&self, id: PointId) -> bool {
         self.ids.contains_key(&id)
     }

@@ -48,9 +48,11 @@ fn init_logging(level: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&directive)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // colours only on a terminal: log files and pipes get plain text
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 }
 
@@ -171,7 +173,9 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),
             auth: settings.auth(),
             enable_cors: settings.service.enable_cors.unwrap_or(true),
+            metrics_prefix: settings.service.metrics_prefix.clone().unwrap_or_default(),
         },
+        metrics: Default::default(),
     };
     let app = api::router(state);
     let addr: SocketAddr = format!("{}:{}", settings.service.host, settings.service.http_port)

@@ -37,6 +37,8 @@ pub struct ServiceConfig {
     pub jwt_rbac: Option<bool>,
     #[serde(default)]
     pub enforce_internal_auth: Option<bool>,
+    #[serde(default)]
+    pub metrics_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +117,7 @@ const IMPLEMENTED: &[&str] = &[
     "service.read_only_api_key",
     "service.jwt_rbac",
     "service.enforce_internal_auth",
+    "service.metrics_prefix",
     "cluster.enabled",
     "cluster.p2p.port",
     "cluster.consensus.tick_period_ms",
