@@ -17,6 +17,7 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v cc >/dev/null || need_apt+=(build-essential)
+command -v openssl >/dev/null || need_apt+=(openssl)   # test certificates (tests/python/test_auth.py)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -56,6 +57,11 @@ log "benchmark smoke (bench/run.py --smoke, Sextant engines, debug build)"
 "$VENV/bin/python" bench/run.py --smoke --engines sextant,rest --bin-dir target/debug > target/bench-smoke.log 2>&1 \
   || { tail -40 target/bench-smoke.log; echo "benchmark smoke failed" >&2; exit 1; }
 tail -3 target/bench-smoke.log
+
+log "cluster benchmark smoke (bench/cluster.py --smoke, debug build; the full run is documented in docs/benchmarks-cluster.md)"
+"$VENV/bin/python" bench/cluster.py --smoke --bin target/debug/sextant > target/cluster-bench-smoke.log 2>&1 \
+  || { tail -40 target/cluster-bench-smoke.log; echo "cluster benchmark smoke failed" >&2; exit 1; }
+tail -3 target/cluster-bench-smoke.log
 
 # --- end-to-end ------------------------------------------------------------------
 log "pytest tests/python (qdrant-client against sextant)"

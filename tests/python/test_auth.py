@@ -171,8 +171,8 @@ def run_briefly(tmp_path, extra_env: dict, seconds: float = 3.0):
     return p.returncode, (out + err).decode("utf-8", "replace")
 
 
-@pytest.mark.parametrize("key", ["QDRANT__SERVICE__ENABLE_TLS", "QDRANT__CLUSTER__P2P__ENABLE_TLS",
-                                 "QDRANT__SERVICE__VERIFY_HTTPS_CLIENT_CERTIFICATE"])
+@pytest.mark.parametrize("key", ["QDRANT__CLUSTER__P2P__ENABLE_TLS", "QDRANT__AUDIT__ENABLED",
+])
 def test_unimplemented_security_settings_refuse_to_start(tmp_path, key):
     code, text = run_briefly(tmp_path, {key: "true"})
     assert code == 2, text
@@ -237,3 +237,77 @@ def test_internal_auth_between_peers(tmp_path):
                              json={"exact": True}).status_code == 401
     finally:
         c.cleanup()
+
+
+# ---------------------------------------------------------------- HTTPS
+
+def make_pki(d):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=test-ca")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return d
+
+
+class TlsServer(AuthServer):
+    def __init__(self, workdir, extra):
+        super().__init__(workdir, extra)
+        self.url = self.url.replace("http://", "https://")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited {self.proc.returncode}: {self.stderr_text()}")
+            try:
+                requests.get(f"{self.url}/readyz", timeout=1, verify=False)
+                return
+            except requests.exceptions.SSLError:
+                return  # listening; the handshake itself is what the tests check
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise AssertionError(f"not listening: {self.stderr_text()}")
+
+
+def test_https_and_client_certificates(tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    srv = TlsServer(tmp_path / "srv", {
+        "QDRANT__SERVICE__ENABLE_TLS": "true",
+        "QDRANT__TLS__CERT": str(pki / "server.pem"),
+        "QDRANT__TLS__KEY": str(pki / "server.key"),
+        "QDRANT__SERVICE__API_KEY": KEY,
+    }).start()
+    try:
+        r = requests.get(f"{srv.url}/collections", headers={"api-key": KEY}, verify=str(pki / "ca.pem"), timeout=10)
+        assert r.status_code == 200, r.text
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(srv.url.replace("https://", "http://") + "/collections", timeout=5)
+    finally:
+        srv.stop()
+    srv = TlsServer(tmp_path / "mtls", {
+        "QDRANT__SERVICE__ENABLE_TLS": "true",
+        "QDRANT__SERVICE__VERIFY_HTTPS_CLIENT_CERTIFICATE": "true",
+        "QDRANT__TLS__CERT": str(pki / "server.pem"),
+        "QDRANT__TLS__KEY": str(pki / "server.key"),
+        "QDRANT__TLS__CA_CERT": str(pki / "ca.pem"),
+    }).start()
+    try:
+        ca = str(pki / "ca.pem")
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(f"{srv.url}/collections", verify=ca, timeout=5)
+        r = requests.get(f"{srv.url}/collections", verify=ca, timeout=10,
+                         cert=(str(pki / "client.pem"), str(pki / "client.key")))
+        assert r.status_code == 200, r.text
+    finally:
+        srv.stop()

@@ -2,6 +2,7 @@
 //! serves the REST API until SIGINT/SIGTERM, then flushes every WAL.
 
 mod settings;
+mod tls;
 
 use clap::Parser;
 use collection::Storage;
@@ -185,16 +186,27 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    tracing::info!(%addr, "Sextant REST API listening");
-    // Nagle off: small answers must not wait for the client's delayed ACK
-    let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
-        if let Err(e) = s.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    if settings.service.enable_tls == Some(true) {
+        let client_ca = (settings.service.verify_https_client_certificate == Some(true))
+            .then_some(settings.tls.ca_cert.as_str());
+        let cfg = tls::server_config(&settings.tls.cert, &settings.tls.key, client_ca)
+            .map_err(|e| anyhow::anyhow!("service.enable_tls: {e}"))?;
+        tracing::info!(%addr, client_certificates = client_ca.is_some(), "Sextant REST API listening (HTTPS)");
+        axum::serve(tls::TlsListener::new(listener, cfg)?, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+    } else {
+        tracing::info!(%addr, "Sextant REST API listening");
+        // Nagle off: small answers must not wait for the client's delayed ACK
+        let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+    }
     tracing::info!("shutting down: flushing write-ahead logs");
     storage.shutdown();
     let _ = tokio::task::spawn_blocking(move || maintenance.join()).await;

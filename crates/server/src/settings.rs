@@ -16,6 +16,39 @@ pub struct Settings {
     pub service: ServiceConfig,
     pub storage: StorageConfig,
     pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `tls`: PEM files of the REST API's HTTPS (Qdrant's default paths).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TlsConfig {
+    #[serde(default = "d_cert")]
+    pub cert: String,
+    #[serde(default = "d_key")]
+    pub key: String,
+    #[serde(default = "d_ca")]
+    pub ca_cert: String,
+}
+
+fn d_cert() -> String {
+    "./tls/cert.pem".into()
+}
+fn d_key() -> String {
+    "./tls/key.pem".into()
+}
+fn d_ca() -> String {
+    "./tls/cacert.pem".into()
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: d_cert(),
+            key: d_key(),
+            ca_cert: d_ca(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +72,10 @@ pub struct ServiceConfig {
     pub enforce_internal_auth: Option<bool>,
     #[serde(default)]
     pub metrics_prefix: Option<String>,
+    #[serde(default)]
+    pub enable_tls: Option<bool>,
+    #[serde(default)]
+    pub verify_https_client_certificate: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +155,11 @@ const IMPLEMENTED: &[&str] = &[
     "service.jwt_rbac",
     "service.enforce_internal_auth",
     "service.metrics_prefix",
+    "service.enable_tls",
+    "service.verify_https_client_certificate",
+    "tls.cert",
+    "tls.key",
+    "tls.ca_cert",
     "cluster.enabled",
     "cluster.p2p.port",
     "cluster.consensus.tick_period_ms",
@@ -129,13 +171,7 @@ const IMPLEMENTED: &[&str] = &[
 
 /// Security keys: when set to anything but their off value and not implemented, Sextant
 /// refuses to start rather than run less protected than configured.
-const SECURITY: &[&str] = &[
-    "service.enable_tls",
-    "service.verify_https_client_certificate",
-    "cluster.p2p.enable_tls",
-    "tls.",
-    "audit.",
-];
+const SECURITY: &[&str] = &["cluster.p2p.enable_tls", "audit."];
 
 /// Values that mean "off" (or Qdrant's default) for a key: setting a key to one of them
 /// asks for nothing Sextant lacks.
@@ -196,8 +232,7 @@ impl Settings {
                 continue;
             }
             if covered(SECURITY, &key) {
-                // the paths of TLS files mean nothing until TLS is switched on
-                if !is_off(&value) && !key.starts_with("tls.") {
+                if !is_off(&value) {
                     out.refused.push(key);
                 }
                 continue;
@@ -343,7 +378,7 @@ mod tests {
         let p = d.path().join("c.yaml");
         std::fs::write(
             &p,
-            "service:\n  api_key: k\n  enable_tls: false\n  hardware_reporting: true\nstorage:\n  performance:\n    max_search_threads: 2\ntls:\n  cert: ./x.pem\n",
+            "service:\n  api_key: k\n  enable_tls: false\n  hardware_reporting: true\nstorage:\n  performance:\n    max_search_threads: 2\ntls:\n  cert: ./x.pem\n  cert_ttl: 60\ncluster:\n  p2p:\n    enable_tls: false\n",
         )
         .unwrap();
         let u = Settings::unimplemented(Some(p.to_str().unwrap()), "SEXTANT_TEST_U");
@@ -351,17 +386,15 @@ mod tests {
             u.ignored,
             vec![
                 "service.hardware_reporting",
-                "storage.performance.max_search_threads"
+                "storage.performance.max_search_threads",
+                "tls.cert_ttl"
             ]
         );
         assert!(u.refused.is_empty(), "{u:?}");
         std::env::set_var("SEXTANT_TEST_V__SERVICE__ENABLE_TLS", "true");
         std::env::set_var("SEXTANT_TEST_V__CLUSTER__P2P__ENABLE_TLS", "true");
         let u = Settings::unimplemented(None, "SEXTANT_TEST_V");
-        assert_eq!(
-            u.refused,
-            vec!["cluster.p2p.enable_tls", "service.enable_tls"]
-        );
+        assert_eq!(u.refused, vec!["cluster.p2p.enable_tls"]);
         assert!(Settings::unimplemented(None, "SEXTANT_TEST_NONE") == Unimplemented::default());
     }
 
