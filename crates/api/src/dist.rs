@@ -35,6 +35,55 @@ pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// index (metadata the request depends on) before failing.
 pub const APPLIED_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a metadata operation waits for every reachable peer to apply it.
+pub const ALL_APPLIED_WAIT: Duration = Duration::from_secs(10);
+
+/// Wait until every reachable peer has applied the Raft log up to `index` (each peer's
+/// `raft_info.commit` is its applied index). A peer that does not answer counts as down.
+pub async fn wait_all_applied(st: &AppState, index: u64) -> Result<(), ApiError> {
+    let Some(node) = st.cluster.clone() else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + ALL_APPLIED_WAIT;
+    let mut waits = tokio::task::JoinSet::new();
+    for (peer, uri) in node.peers() {
+        if peer == node.id {
+            continue;
+        }
+        let node = node.clone();
+        waits.spawn(async move {
+            loop {
+                let applied = match node
+                    .call_peer(&uri, "GET", "/cluster", "", vec![], Duration::from_secs(2))
+                    .await
+                {
+                    Ok((200, body)) => serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+                        v.pointer("/result/raft_info/commit")
+                            .and_then(Value::as_u64)
+                    }),
+                    _ => return Ok(()), // down: it catches up when it returns
+                };
+                if applied.is_some_and(|a| a >= index) {
+                    return Ok(());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(peer);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    while let Some(r) = waits.join_next().await {
+        if let Ok(Err(peer)) = r {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("Timeout: the operation was committed, but peer {peer} did not apply it within {} s", ALL_APPLIED_WAIT.as_secs()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// This peer's applied Raft index, sent with internal writes (`applied=`).
 pub fn applied_index(st: &AppState) -> u64 {
     st.cluster.as_ref().map_or(0, |n| n.applied_index())

@@ -334,6 +334,9 @@ async fn cluster_recover(State(st): St) -> ApiResult<bool> {
 }
 
 /// Metadata writes in cluster mode go through consensus and return once applied here.
+/// Propose a metadata operation; returns once every reachable peer has applied it (as in
+/// Qdrant: a collection created through one peer exists on all of them when the call
+/// returns). A peer that does not answer is down and catches up when it returns.
 async fn propose(st: &AppState, op: ClusterOp) -> Result<(), ApiError> {
     let node = st
         .cluster
@@ -341,7 +344,8 @@ async fn propose(st: &AppState, op: ClusterOp) -> Result<(), ApiError> {
         .expect("propose is only called in cluster mode");
     node.propose(op, std::time::Duration::from_secs(30))
         .await
-        .map_err(ApiError::from)
+        .map_err(ApiError::from)?;
+    crate::dist::wait_all_applied(st, node.applied_index()).await
 }
 
 // ------------------------------------------------------------------ collections
