@@ -171,8 +171,7 @@ def run_briefly(tmp_path, extra_env: dict, seconds: float = 3.0):
     return p.returncode, (out + err).decode("utf-8", "replace")
 
 
-@pytest.mark.parametrize("key", ["QDRANT__CLUSTER__P2P__ENABLE_TLS", "QDRANT__AUDIT__ENABLED",
-])
+@pytest.mark.parametrize("key", ["QDRANT__AUDIT__ENABLED"])
 def test_unimplemented_security_settings_refuse_to_start(tmp_path, key):
     code, text = run_briefly(tmp_path, {key: "true"})
     assert code == 2, text
@@ -311,3 +310,54 @@ def test_https_and_client_certificates(tmp_path):
         assert r.status_code == 200, r.text
     finally:
         srv.stop()
+
+
+def test_tls_between_peers(tmp_path):
+    """``cluster.p2p.enable_tls``: peers talk mutual TLS (https URIs, certificates of the
+    cluster's CA); a peer whose certificate another CA signed cannot join."""
+    from cluster_harness import Cluster, Peer, wait_until
+
+    pki = make_pki(tmp_path / "pki")
+    other = make_pki(tmp_path / "other-pki")
+
+    def tls_peer(p: Peer, ca_dir) -> Peer:
+        base_env = p.env
+        p.p2p_uri = p.p2p_uri.replace("http://", "https://")
+        p.env = lambda cluster_enabled=True: {
+            **base_env(cluster_enabled),
+            "QDRANT__CLUSTER__P2P__ENABLE_TLS": "true",
+            "QDRANT__TLS__CERT": str(ca_dir / "server.pem"),
+            "QDRANT__TLS__KEY": str(ca_dir / "server.key"),
+            "QDRANT__TLS__CA_CERT": str(ca_dir / "ca.pem"),
+        }
+        return p
+
+    def view(p: Peer):
+        try:
+            r = requests.get(f"{p.url}/cluster", timeout=2)
+            return r.json()["result"] if r.status_code == 200 else None
+        except requests.RequestException:
+            return None
+
+    c = Cluster(tmp_path / "cluster")
+    try:
+        a = tls_peer(c.new_peer(), pki)
+        a.spawn(["--uri", a.p2p_uri])
+        wait_until(lambda: view(a), 45, what="first peer up")
+        b = tls_peer(c.new_peer(), pki)
+        b.spawn(["--bootstrap", a.p2p_uri, "--uri", b.p2p_uri])
+        wait_until(lambda: (v := view(a)) and len(v["peers"]) == 2 and view(b), 45, what="b joined over TLS")
+        assert all(p["uri"].startswith("https://") for p in view(a)["peers"].values())
+        stranger = tls_peer(c.new_peer(), other)
+        stranger.spawn(["--bootstrap", a.p2p_uri, "--uri", stranger.p2p_uri])
+        r = requests.put(f"{b.url}/collections/t", timeout=30,
+                         json={"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2})
+        assert r.status_code == 200, r.text
+        pts = [{"id": i, "vector": [i, 1, 0, 0]} for i in range(1, 31)]
+        assert requests.put(f"{b.url}/collections/t/points?wait=true", json={"points": pts}, timeout=30).ok
+        r = requests.post(f"{a.url}/collections/t/points/count", json={"exact": True}, timeout=30)
+        assert r.json()["result"]["count"] == 30, r.text
+        time.sleep(3)
+        assert len(view(a)["peers"]) == 2, "a peer with another CA's certificate joined"
+    finally:
+        c.cleanup()

@@ -29,6 +29,48 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, rmp_serde::decode::Err
     rmp_serde::from_slice(b)
 }
 
+/// TLS between peers (`cluster.p2p.enable_tls`): PEM certificate and key this peer
+/// presents (as server and as client), and the CA that signs every peer's certificate.
+#[derive(Clone, Debug)]
+pub struct P2pTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+}
+
+impl P2pTls {
+    /// The server side: our identity, and peers must present a certificate of the CA.
+    pub fn server(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    }
+
+    fn client(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+    }
+}
+
+static CLIENT_TLS: std::sync::OnceLock<Option<tonic::transport::ClientTlsConfig>> =
+    std::sync::OnceLock::new();
+
+/// Set the TLS configuration of outgoing internal connections (first call wins).
+pub fn set_tls(tls: Option<&P2pTls>) {
+    let _ = CLIENT_TLS.set(tls.map(P2pTls::client));
+}
+
+/// The URI scheme peers use (`https` with p2p TLS).
+pub fn scheme() -> &'static str {
+    match CLIENT_TLS.get() {
+        Some(Some(_)) => "https",
+        _ => "http",
+    }
+}
+
 /// The key every internal request carries (`service.api_key`), set once at start-up.
 static INTERNAL_KEY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
@@ -55,7 +97,11 @@ pub type Client =
 
 /// A lazily connecting client to a peer's p2p port.
 pub fn client(uri: &str, timeout: Duration) -> Result<Client, tonic::transport::Error> {
-    let ep = Endpoint::from_shared(uri.to_string())?
+    let mut ep = Endpoint::from_shared(uri.to_string())?;
+    if let Some(Some(tls)) = CLIENT_TLS.get() {
+        ep = ep.tls_config(tls.clone())?;
+    }
+    let ep = ep
         .connect_timeout(Duration::from_secs(2))
         .timeout(timeout)
         .tcp_nodelay(true)

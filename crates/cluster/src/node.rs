@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub api_key: Option<String>,
     /// `service.enforce_internal_auth`: refuse internal requests without `api_key`.
     pub enforce_internal_auth: bool,
+    /// `cluster.p2p.enable_tls`: mutual TLS between peers (URIs are `https://`).
+    pub tls: Option<network::P2pTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,7 @@ impl ClusterNode {
     pub async fn start(cfg: NodeConfig, sink: Arc<dyn EffectSink>) -> CResult<Arc<ClusterNode>> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| ClusterError::Internal(e.to_string()))?;
         network::set_internal_key(cfg.api_key.clone());
+        network::set_tls(cfg.tls.as_ref());
         let id = load_or_create_id(&cfg.dir)?;
         let db = open_db(&cfg.dir.join("raft.redb"))
             .map_err(|e| ClusterError::Internal(e.to_string()))?;
@@ -178,6 +181,7 @@ impl ClusterNode {
             .max_decoding_message_size(network::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(network::MAX_MESSAGE_BYTES);
         let (key, enforce) = (cfg.api_key.clone(), cfg.enforce_internal_auth);
+        let server_tls = cfg.tls.clone();
         let svc = tonic::service::interceptor::InterceptedService::new(
             svc,
             move |req: tonic::Request<()>| {
@@ -197,11 +201,17 @@ impl ClusterNode {
                     })
                 },
             );
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(incoming)
-                .await
-            {
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &server_tls {
+                builder = match builder.tls_config(tls.server()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "p2p TLS configuration refused: p2p server not started");
+                        return;
+                    }
+                };
+            }
+            if let Err(e) = builder.add_service(svc).serve_with_incoming(incoming).await {
                 tracing::error!(error = %e, "p2p server stopped");
             }
         });
@@ -701,7 +711,7 @@ impl P2p for Service {
             } else {
                 ip.to_string()
             };
-            format!("http://{host}:{}", r.port)
+            format!("{}://{host}:{}", network::scheme(), r.port)
         } else {
             r.uri.trim_end_matches('/').to_string()
         };

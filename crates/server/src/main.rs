@@ -146,6 +146,21 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             tick_ms: settings.cluster.consensus.tick_period_ms,
             api_key: settings.auth().api_key,
             enforce_internal_auth: settings.service.enforce_internal_auth == Some(true),
+            tls: if settings.cluster.p2p.enable_tls == Some(true) {
+                let read = |what: &str, p: &str| {
+                    std::fs::read(p).unwrap_or_else(|e| {
+                        eprintln!("sextant: cluster.p2p.enable_tls: {what} {p}: {e}");
+                        std::process::exit(2);
+                    })
+                };
+                Some(cluster::network::P2pTls {
+                    cert_pem: read("tls.cert", &settings.tls.cert),
+                    key_pem: read("tls.key", &settings.tls.key),
+                    ca_pem: read("tls.ca_cert", &settings.tls.ca_cert),
+                })
+            } else {
+                None
+            },
         };
         let sink = Arc::new(api::cluster_sink::StorageSink {
             storage: storage.clone(),

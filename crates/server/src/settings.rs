@@ -121,6 +121,8 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct P2pConfig {
     pub port: u16,
+    #[serde(default)]
+    pub enable_tls: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +164,7 @@ const IMPLEMENTED: &[&str] = &[
     "tls.ca_cert",
     "cluster.enabled",
     "cluster.p2p.port",
+    "cluster.p2p.enable_tls",
     "cluster.consensus.tick_period_ms",
     // accepted: Sextant writes its temporary files next to their targets, and sends no
     // telemetry anywhere
@@ -171,7 +174,7 @@ const IMPLEMENTED: &[&str] = &[
 
 /// Security keys: when set to anything but their off value and not implemented, Sextant
 /// refuses to start rather than run less protected than configured.
-const SECURITY: &[&str] = &["cluster.p2p.enable_tls", "audit."];
+const SECURITY: &[&str] = &["audit."];
 
 /// Values that mean "off" (or Qdrant's default) for a key: setting a key to one of them
 /// asks for nothing Sextant lacks.
@@ -394,7 +397,10 @@ mod tests {
         std::env::set_var("SEXTANT_TEST_V__SERVICE__ENABLE_TLS", "true");
         std::env::set_var("SEXTANT_TEST_V__CLUSTER__P2P__ENABLE_TLS", "true");
         let u = Settings::unimplemented(None, "SEXTANT_TEST_V");
-        assert_eq!(u.refused, vec!["cluster.p2p.enable_tls"]);
+        assert!(u.refused.is_empty(), "{u:?}");
+        std::env::set_var("SEXTANT_TEST_W__AUDIT__ENABLED", "true");
+        let u = Settings::unimplemented(None, "SEXTANT_TEST_W");
+        assert_eq!(u.refused, vec!["audit.enabled"]);
         assert!(Settings::unimplemented(None, "SEXTANT_TEST_NONE") == Unimplemented::default());
     }
 
