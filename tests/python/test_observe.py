@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SextantServer
 
@@ -18,15 +19,12 @@ class PrefixedServer(SextantServer):
 
 
 def metric(text: str, name: str, labels: dict | None = None) -> float | None:
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(got.get(k) == v for k, v in (labels or {}).items()):
-            return float(m.group(3))
+    """The value of sample `name` whose labels include `labels`, parsed with the Prometheus
+    project's own text parser (a malformed exposition fails the test)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                return sample.value
     return None
 
 
@@ -48,6 +46,7 @@ def test_metrics_count_requests_and_data(tmp_path):
         assert metric(t, "sx_points_total") == 5
         assert metric(t, "sx_vectors_total") == 5
         assert metric(t, "sx_cluster_enabled") == 0
+        assert metric(t, "sx_wal_bytes") > 0
         ep = "/collections/{name}/points/search"
         assert metric(t, "sx_rest_responses_total", {"endpoint": ep, "method": "POST", "status": "200"}) == 3
         assert metric(t, "sx_rest_responses_total", {"endpoint": ep, "method": "POST", "status": "404"}) == 1
@@ -97,5 +96,60 @@ def test_cluster_telemetry_lists_every_peers_version(tmp_path):
             assert metric(text, "cluster_term") >= 1
             assert metric(text, "cluster_role", {"role": "Leader"}) == 1 or \
                 metric(text, "cluster_role", {"role": "Follower"}) == 1
+            assert metric(text, "cluster_leader") in (a.peer_id, b.peer_id)
+        # replica states and transfers: a 2-shard rf=2 collection has 4 Active replicas
+        r = a.request("PUT", "/collections/rs", json={"vectors": {"size": 2, "distance": "Dot"},
+                                                      "shard_number": 2, "replication_factor": 2})
+        assert r.status_code == 200, r.text
+        text = b.get("/metrics").text
+        assert metric(text, "cluster_replicas", {"state": "Active"}) == 4
+        assert metric(text, "cluster_replicas", {"state": "Dead"}) == 0
+        assert metric(text, "cluster_transfers_in_flight") == 0
     finally:
         c.cleanup()
+
+
+def test_service_host_is_respected(tmp_path):
+    """`service.host: 127.0.0.1` listens there only: 127.0.0.2 (also loopback) is refused."""
+    class HostServer(SextantServer):
+        def env(self) -> dict:
+            env = super().env()
+            env["QDRANT__SERVICE__HOST"] = "127.0.0.1"
+            return env
+
+    srv = HostServer(tmp_path).start()
+    try:
+        assert requests.get(f"http://127.0.0.1:{srv.port}/readyz", timeout=5).ok
+        try:
+            requests.get(f"http://127.0.0.2:{srv.port}/readyz", timeout=5)
+            raise AssertionError("answered on 127.0.0.2 although service.host is 127.0.0.1")
+        except requests.ConnectionError:
+            pass
+    finally:
+        srv.stop()
+
+
+def test_access_log_and_json_lines(tmp_path):
+    """`logger.format: json` writes JSON lines; at debug each request logs one access line;
+    openraft/tonic internals stay at warn with a plain level."""
+    import json as _json
+
+    class JsonServer(SextantServer):
+        def env(self) -> dict:
+            env = super().env()
+            env["QDRANT__LOGGER__FORMAT"] = "json"
+            env["QDRANT__LOG_LEVEL"] = "DEBUG"
+            return env
+
+    srv = JsonServer(tmp_path).start()
+    try:
+        requests.get(f"{srv.url}/collections", timeout=5)
+    finally:
+        srv.stop()
+    out = (srv.workdir / f"stdout.{srv._start_count}.log").read_text()
+    lines = [l for l in out.splitlines() if l.strip()]
+    assert lines, "no log output"
+    parsed = [_json.loads(l) for l in lines]  # every line is JSON
+    access = [p for p in parsed if p.get("fields", {}).get("path") == "/collections"]
+    assert access and access[0]["fields"]["status"] == 200, lines[-5:]
+    assert "\x1b[" not in out  # no ANSI colours in a file

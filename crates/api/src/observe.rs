@@ -68,8 +68,17 @@ pub async fn record(State(st): State<AppState>, req: Request, next: Next) -> Res
         .map_or("unmatched", |m| m.as_str())
         .to_string();
     let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
     let t = Instant::now();
     let resp = next.run(req).await;
+    tracing::debug!(
+        target: "access",
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        ms = t.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
     let m = &st.metrics;
     m.durations
         .with_label_values(&[&method, &endpoint])
@@ -106,9 +115,10 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             1.0,
         );
         let names = st.storage.list();
-        let (mut points, mut vectors) = (0u64, 0u64);
+        let (mut points, mut vectors, mut wal) = (0u64, 0u64, 0u64);
         for n in &names {
             if let Ok(c) = st.storage.get(n) {
+                wal += dir_bytes(&c.dir().join("wal"));
                 let s = c.read();
                 points += s.len() as u64;
                 vectors += s.vector_count() as u64;
@@ -137,6 +147,14 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             "vectors stored on this peer",
             "",
             vectors as f64,
+        );
+        gauge(
+            &mut out,
+            p,
+            "wal_bytes",
+            "bytes of write-ahead log on disk, all collections",
+            "",
+            wal as f64,
         );
         match &st.cluster {
             None => gauge(&mut out, p, "cluster_enabled", "cluster mode", "", 0.0),
@@ -207,6 +225,35 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
                     "1 if this peer is a voter",
                     "",
                     f64::from(u8::from(voter)),
+                );
+                // replica states and transfers, cluster-wide, from the agreed state
+                let state = node.state();
+                let mut by_state: std::collections::BTreeMap<&str, u64> =
+                    [("Active", 0), ("Dead", 0), ("Partial", 0)].into();
+                let mut transfers = 0u64;
+                for meta in state.state.collections.values() {
+                    transfers += meta.transfers.len() as u64;
+                    for (shard, replicas) in meta.shards.iter().enumerate() {
+                        for &peer in replicas {
+                            if let Some(s) = meta.replica_state(shard as u32, peer) {
+                                *by_state.entry(s.name()).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+                out.push_str(&format!(
+                    "# HELP {p}cluster_replicas shard replicas by state, cluster-wide\n# TYPE {p}cluster_replicas gauge\n"
+                ));
+                for (s, n) in by_state {
+                    out.push_str(&format!("{p}cluster_replicas{{state=\"{s}\"}} {n}\n"));
+                }
+                gauge(
+                    &mut out,
+                    p,
+                    "cluster_transfers_in_flight",
+                    "shard transfers running, cluster-wide",
+                    "",
+                    transfers as f64,
                 );
             }
         }
@@ -339,6 +386,17 @@ pub async fn telemetry(
         t,
         json!({"id": st.metrics.started_id(), "app": app, "collections": collections, "cluster": cluster}),
     ))
+}
+
+/// Total size of the files in `dir` (0 if it cannot be read).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    })
 }
 
 /// A stable stand-in for a name (anonymized telemetry).

@@ -42,19 +42,29 @@ struct Args {
     reinit: bool,
 }
 
-fn init_logging(level: &str) {
+/// `log_level` is a level (`INFO`) or a full filter directive (`info,openraft=debug`). With
+/// a plain level, the internals of openraft, tonic and the HTTP stack log at warn (they are
+/// noisy at info); a directive naming them decides for itself. `logger.format: json`
+/// writes one JSON object per line.
+fn init_logging(level: &str, json: bool) {
     let directive = match level.to_ascii_lowercase().as_str() {
-        l @ ("trace" | "debug" | "info" | "warn" | "error" | "off") => format!("{l},openraft=warn"),
+        l @ ("trace" | "debug" | "info" | "warn" | "error" | "off") => {
+            format!("{l},openraft=warn,tonic=warn,h2=warn,hyper=warn,hyper_util=warn,tower=warn")
+        }
         other => other.to_string(),
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&directive)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // colours only on a terminal: log files and pipes get plain text
-    tracing_subscriber::fmt()
+    let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
 }
 
 async fn shutdown_signal() {
@@ -76,7 +86,14 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    init_logging(&settings.log_level);
+    init_logging(
+        &settings.log_level,
+        settings
+            .logger
+            .format
+            .as_deref()
+            .is_some_and(|f| f.eq_ignore_ascii_case("json")),
+    );
     let unimplemented = Settings::unimplemented(args.config_path.as_deref(), "QDRANT");
     if !unimplemented.refused.is_empty() {
         eprintln!(

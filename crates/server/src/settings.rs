@@ -18,6 +18,15 @@ pub struct Settings {
     pub cluster: ClusterConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub logger: LoggerConfig,
+}
+
+/// `logger`: `format` (`text` or `json`) of the log lines on stdout.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LoggerConfig {
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 /// `tls`: PEM files of the REST API's HTTPS (Qdrant's default paths).
@@ -140,6 +149,7 @@ pub struct ClusterConfig {
 /// Keys Sextant reads (dotted paths; a key ending in `.` covers everything below it).
 const IMPLEMENTED: &[&str] = &[
     "log_level",
+    "logger.format",
     "storage.storage_path",
     "storage.snapshots_path",
     "storage.on_disk_payload",
