@@ -134,11 +134,22 @@ def test_jwt_claims(secured):
     assert call(secured, "PUT", "/collections/b/points?wait=true", h, UPSERT).status_code == 403
     assert call(secured, "DELETE", "/collections/a", h).status_code == 403
     assert call(secured, "GET", "/collections", h).status_code == 403
-    # expired, signed with another key, or asking for what is not supported
+    # expired, signed with another key, or a malformed value_exists claim
     for bad in (auth({"access": "m", "exp": int(time.time()) - 10}),
                 auth({"access": "m"}, key="another-key"),
                 auth({"access": "m", "value_exists": {"collection": "a", "matches": []}})):
         assert call(secured, "GET", "/collections", bad).status_code == 401
+    # value_exists: valid while a point with those payload values exists
+    h = {"api-key": KEY}
+    assert call(secured, "PUT", "/collections/b/points?wait=true", h,
+                {"points": [{"id": 7, "vector": [0, 0, 1, 0], "payload": {"user": "ann", "active": True}}]}).ok
+    cond = {"collection": "b", "matches": [{"key": "user", "value": "ann"}, {"key": "active", "value": True}]}
+    h_ann = auth({"access": "r", "value_exists": cond})
+    assert call(secured, "POST", "/collections/a/points/search", h_ann, SEARCH).status_code == 200
+    # revoke: the user's point loses the value -> the same token stops working
+    assert call(secured, "POST", "/collections/b/points/payload?wait=true", h,
+                {"payload": {"active": False}, "points": [7]}).ok
+    assert call(secured, "POST", "/collections/a/points/search", h_ann, SEARCH).status_code == 403
 
 
 def test_cors_preflight(secured):

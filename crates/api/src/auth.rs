@@ -5,9 +5,10 @@
 //!   keys are compared in constant time. A missing or wrong key is 401.
 //! - `service.jwt_rbac: true`: a bearer token may also be an HS256 JWT signed with the api
 //!   key, whose claims narrow the access: `access: "r"` (read everything), `"m"` (manage:
-//!   everything), or a list of `{collection, access: "r" | "rw"}`; `exp` is checked.
-//!   A token carrying `value_exists` is refused (not supported yet: refusing is the safe
-//!   side).
+//!   everything), or a list of `{collection, access: "r" | "rw"}`; `exp` is checked;
+//!   `value_exists: {collection, matches: [{key, value}]}` makes the token valid only while
+//!   a point with all those payload values exists (checked per request by the caller of
+//!   [`check`], which can count points).
 //! - `/healthz`, `/livez` and `/readyz` stay open.
 //!
 //! What a request needs is derived from its method and path alone ([`required`]), before
@@ -165,8 +166,45 @@ struct Claims {
     value_exists: Option<serde_json::Value>,
 }
 
+/// A token's `value_exists` condition: some point of `collection` matches `filter`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueExists {
+    pub collection: String,
+    /// `{"must": [{"key", "match": {"value"}}, ...]}`
+    pub filter: serde_json::Value,
+}
+
+fn value_exists(v: &serde_json::Value) -> Result<ValueExists, String> {
+    let bad = || {
+        "invalid `value_exists` claim: expected {collection, matches: [{key, value}]}".to_string()
+    };
+    let collection = v
+        .get("collection")
+        .and_then(|c| c.as_str())
+        .ok_or_else(bad)?;
+    let matches = v
+        .get("matches")
+        .and_then(|m| m.as_array())
+        .ok_or_else(bad)?;
+    let must = matches
+        .iter()
+        .map(|m| {
+            let key = m.get("key").and_then(|k| k.as_str()).ok_or_else(bad)?;
+            let value = m.get("value").filter(|x| !x.is_null()).ok_or_else(bad)?;
+            Ok(serde_json::json!({"key": key, "match": {"value": value}}))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if must.is_empty() {
+        return Err(bad());
+    }
+    Ok(ValueExists {
+        collection: collection.to_string(),
+        filter: serde_json::json!({"must": must}),
+    })
+}
+
 /// The grant of a JWT signed with `key` (HS256), or why it is refused.
-fn jwt_grant(token: &str, key: &str) -> Result<Grant, String> {
+fn jwt_grant(token: &str, key: &str) -> Result<(Grant, Option<ValueExists>), String> {
     use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
     let mut v = Validation::new(Algorithm::HS256);
     v.required_spec_claims = Default::default(); // `exp` is optional; checked when present
@@ -175,10 +213,8 @@ fn jwt_grant(token: &str, key: &str) -> Result<Grant, String> {
     let data = decode::<Claims>(token, &DecodingKey::from_secret(key.as_bytes()), &v)
         .map_err(|e| format!("invalid token: {e}"))?;
     let c = data.claims;
-    if c.value_exists.is_some() {
-        return Err("the `value_exists` claim is not supported by Sextant".into());
-    }
-    match c.access {
+    let cond = c.value_exists.as_ref().map(value_exists).transpose()?;
+    let grant = match c.access {
         None => Ok(Grant::Full),
         Some(serde_json::Value::String(s)) if s == "m" => Ok(Grant::Full),
         Some(serde_json::Value::String(s)) if s == "r" => Ok(Grant::ReadAll),
@@ -196,22 +232,24 @@ fn jwt_grant(token: &str, key: &str) -> Result<Grant, String> {
             .collect::<Result<Vec<_>, _>>()
             .map(Grant::Collections),
         Some(_) => Err("invalid `access` claim".into()),
-    }
+    }?;
+    Ok((grant, cond))
 }
 
-/// Decide a request: `Ok(())` to serve it, or the error response.
+/// Decide a request: `Ok(None)` to serve it, `Ok(Some(condition))` to serve it if the
+/// token's `value_exists` condition holds, or the error response.
 pub fn check(
     cfg: &AuthConfig,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-) -> Result<(), Box<axum::response::Response>> {
+) -> Result<Option<ValueExists>, Box<axum::response::Response>> {
     if !cfg.enabled() {
-        return Ok(());
+        return Ok(None);
     }
     let need = required(method, path);
     if need == Need::Open {
-        return Ok(());
+        return Ok(None);
     }
     let deny =
         |status: StatusCode, msg: &str| Box::new(error_response(status, msg, Instant::now()));
@@ -221,6 +259,7 @@ pub fn check(
             "Must provide an API key or an Authorization bearer token",
         ));
     };
+    let mut cond = None;
     let grant = if cfg
         .api_key
         .as_deref()
@@ -235,7 +274,10 @@ pub fn check(
         Grant::ReadAll
     } else if let (true, Some(key)) = (cfg.jwt_rbac, cfg.api_key.as_deref()) {
         match jwt_grant(given, key) {
-            Ok(g) => g,
+            Ok((g, c)) => {
+                cond = c;
+                g
+            }
             Err(e) => {
                 return Err(deny(
                     StatusCode::UNAUTHORIZED,
@@ -247,7 +289,7 @@ pub fn check(
         return Err(deny(StatusCode::UNAUTHORIZED, "Invalid API key or token"));
     };
     if grant.allows(&need) {
-        Ok(())
+        Ok(cond)
     } else {
         Err(deny(
             StatusCode::FORBIDDEN,

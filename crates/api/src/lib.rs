@@ -43,27 +43,77 @@ pub struct AppState {
     pub metrics: Arc<observe::Metrics>,
 }
 
+/// The auth layer: `auth::check`, then a token's `value_exists` condition, counted through
+/// the router itself (so it sees the whole collection in cluster mode too).
+async fn authenticate(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let cond = match auth::check(
+        &st.settings.auth,
+        req.method(),
+        req.uri().path(),
+        req.headers(),
+    ) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    if let Some(c) = cond {
+        if !value_exists_holds(&st, &c).await {
+            return envelope::error_response(
+                axum::http::StatusCode::FORBIDDEN,
+                "Forbidden: the token's value_exists condition does not hold",
+                std::time::Instant::now(),
+            );
+        }
+    }
+    next.run(req).await
+}
+
+async fn value_exists_holds(st: &AppState, c: &auth::ValueExists) -> bool {
+    use tower::ServiceExt;
+    let Some(router) = st.local_router.get() else {
+        return false;
+    };
+    let body = serde_json::json!({"filter": c.filter, "exact": true}).to_string();
+    let Ok(req) = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "/collections/{}/points/count",
+            dist::urlencode(&c.collection)
+        ))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+    else {
+        return false;
+    };
+    let Ok(resp) = router.clone().oneshot(req).await;
+    if !resp.status().is_success() {
+        return false;
+    }
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.pointer("/result/count").and_then(|n| n.as_u64()))
+        .is_some_and(|n| n > 0)
+}
+
 /// Build the REST router.
 pub fn router(state: AppState) -> Router {
     let r = handlers::routes().with_state(state.clone());
     // sub-requests of distributed operations run on the router without the auth layer:
     // they come from this process or an authenticated peer, never from a client
     let _ = state.local_router.set(r.clone());
-    let auth = Arc::new(state.settings.auth.clone());
     let r = r.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         observe::record,
     ));
-    let mut r = r.layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let auth = auth.clone();
-            async move {
-                match auth::check(&auth, req.method(), req.uri().path(), req.headers()) {
-                    Ok(()) => next.run(req).await,
-                    Err(resp) => *resp,
-                }
-            }
-        },
+    let mut r = r.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        authenticate,
     ));
     if state.settings.enable_cors {
         r = r.layer(
