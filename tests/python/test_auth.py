@@ -234,7 +234,8 @@ def test_internal_auth_between_peers(tmp_path):
         assert len(view(a)["peers"]) == 2, "a peer with the wrong key joined"
         h = {"api-key": KEY}
         r = requests.put(f"{b.url}/collections/ia", headers=h, timeout=30,
-                         json={"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2})
+                         json={"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2,
+                               "replication_factor": 2})
         assert r.status_code == 200, r.text
         pts = [{"id": i, "vector": [i, 1, 0, 0]} for i in range(1, 41)]
         r = requests.put(f"{b.url}/collections/ia/points?wait=true", headers=h, timeout=30,
@@ -245,6 +246,28 @@ def test_internal_auth_between_peers(tmp_path):
         assert r.status_code == 200 and r.json()["result"]["count"] == 40, r.text
         assert requests.post(f"{a.url}/collections/ia/points/count", timeout=10,
                              json={"exact": True}).status_code == 401
+        # a member restarted with another key cannot write into the cluster: its calls to
+        # the other peer are refused (it can only touch its own disk); `a` answers reads
+        # from its own replicas (rf 2: it holds both shards)
+        b.sigkill()
+        keyed(b, "not-the-key")
+        b.spawn()
+        def b_up():
+            try:
+                return requests.get(f"{b.url}/readyz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(b_up, 45, what="b back up")
+        more = [{"id": i, "vector": [i, 1, 0, 0]} for i in range(100, 140)]
+        r = requests.put(f"{b.url}/collections/ia/points?wait=true", headers={"api-key": "not-the-key"},
+                         json={"points": more}, timeout=60)
+        assert r.status_code != 200, r.text
+        r = requests.post(f"{a.url}/collections/ia/points/scroll", headers=h, timeout=30,
+                          json={"limit": 200, "with_payload": False})
+        assert r.status_code == 200, r.text
+        ids = {p["id"] for p in r.json()["result"]["points"]}
+        assert not ids & {p["id"] for p in more}, "writes of a peer with the wrong key reached the cluster"
     finally:
         c.cleanup()
 
