@@ -43,3 +43,58 @@ def test_metadata_ops_are_applied_everywhere_on_return(tmp_path):
         assert not misses, misses
     finally:
         c.cleanup()
+
+
+def test_lookup_from_in_cluster_mode(tmp_path):
+    """`lookup_from` another collection works through every peer and answers as the local
+    mode: examples come from the other collection (its vector name), and ids equal to those
+    examples are not excluded from the searched collection."""
+    import random
+
+    from qdrant_client import QdrantClient, models
+
+    rng = random.Random(5)
+    main = [{"id": i, "vector": [rng.uniform(-1, 1) for _ in range(6)]} for i in range(1, 61)]
+    other = [{"id": i, "vector": {"w": [rng.uniform(-1, 1) for _ in range(6)]}} for i in range(1, 21)]
+    oracle = QdrantClient(":memory:")
+    oracle.create_collection("main", vectors_config=models.VectorParams(size=6, distance=models.Distance.COSINE))
+    oracle.create_collection("other", vectors_config={"w": models.VectorParams(size=6, distance=models.Distance.COSINE)})
+    oracle.upsert("main", [models.PointStruct(**p) for p in main])
+    oracle.upsert("other", [models.PointStruct(**p) for p in other])
+
+    c = Cluster(tmp_path)
+    try:
+        a = c.start_first()
+        peers = [a]
+        for _ in range(2):
+            p = c.spawn_joiner(a)
+            p.wait_ready()
+            peers.append(p)
+        c.wait_converged(60)
+        assert a.request("PUT", "/collections/main", json={"vectors": {"size": 6, "distance": "Cosine"},
+                                                           "shard_number": 3}).ok
+        assert a.request("PUT", "/collections/other", json={"vectors": {"w": {"size": 6, "distance": "Cosine"}},
+                                                            "shard_number": 2}).ok
+        assert a.request("PUT", "/collections/main/points?wait=true", json={"points": main}).ok
+        assert a.request("PUT", "/collections/other/points?wait=true", json={"points": other}).ok
+        lookup = {"collection": "other", "vector": "w"}
+        for p in peers:
+            body = {"query": {"recommend": {"positive": [3, 4], "negative": [5]}}, "lookup_from": lookup,
+                    "limit": 8, "with_payload": False}
+            r = p.request("POST", "/collections/main/points/query", json=body)
+            assert r.status_code == 200, r.text
+            got = [(x["id"], round(x["score"], 4)) for x in r.json()["result"]["points"]]
+            want = [(x.id, round(x.score, 4)) for x in oracle.query_points(
+                "main", query=models.RecommendQuery(recommend=models.RecommendInput(positive=[3, 4], negative=[5])),
+                lookup_from=models.LookupLocation(collection="other", vector="w"), limit=8).points]
+            assert got == want, (p.name, got, want)
+            r = p.request("POST", "/collections/main/points/recommend",
+                          json={"positive": [7], "lookup_from": lookup, "limit": 5})
+            assert r.status_code == 200, r.text
+            got = [x["id"] for x in r.json()["result"]]
+            want = [x.id for x in oracle.query_points(
+                "main", query=models.RecommendQuery(recommend=models.RecommendInput(positive=[7])),
+                lookup_from=models.LookupLocation(collection="other", vector="w"), limit=5).points]
+            assert got == want, (p.name, got, want)
+    finally:
+        c.cleanup()

@@ -1012,19 +1012,38 @@ fn input_slots(q: &mut Value) -> Vec<&mut Value> {
     out
 }
 
-/// Replace point-id inputs with the points' vectors (fetched from their owners); returns
-/// the ids mentioned (they are excluded from results, as on a single node).
+/// Replace point-id inputs with the points' vectors, fetched from their owners in this
+/// collection or in `lookup_from` (`{collection, vector?}`); returns the ids to exclude from
+/// results: those that name points of this collection (as on a single node).
 async fn resolve_inputs(
     st: &AppState,
     p: &Placement,
     q: &mut Value,
     using: &str,
+    lookup: Option<&Value>,
 ) -> Result<Vec<Value>, ApiError> {
     let ids: Vec<Value> = input_slots(q).into_iter().map(|v| v.clone()).collect();
     if ids.is_empty() {
         return Ok(vec![]);
     }
-    let recs = retrieve(st, p, &ids, json!(false), json!([using])).await?;
+    let lookup = lookup.filter(|v| !v.is_null());
+    let (src, using) = match lookup {
+        None => (p.clone(), using.to_string()),
+        Some(l) => {
+            let name = l
+                .get("collection")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::format("lookup_from needs `collection`"))?;
+            let c = st.storage.get(name)?;
+            let src = placement_of(st, c.name()).ok_or_else(|| {
+                ApiError::not_found(format!("Not found: Collection `{name}` doesn't exist!"))
+            })?;
+            let vector = l.get("vector").and_then(Value::as_str).unwrap_or(using);
+            (src, vector.to_string())
+        }
+    };
+    let using = using.as_str();
+    let recs = retrieve(st, &src, &ids, json!(false), json!([using])).await?;
     for v in input_slots(q) {
         let rec = recs
             .iter()
@@ -1039,7 +1058,7 @@ async fn resolve_inputs(
             ApiError::bad_request(format!("Wrong input: point {v} has no vector `{using}`"))
         })?;
     }
-    Ok(ids)
+    Ok(if src.name == p.name { ids } else { vec![] })
 }
 
 fn order_of_query(
@@ -1089,12 +1108,9 @@ pub fn query<'a>(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Value>, ApiError>> + Send + 'a>>
 {
     Box::pin(async move {
-        if level.get("lookup_from").is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::bad_request(
-                "Wrong input: lookup_from is not supported in cluster mode yet",
-            ));
-        }
         let mut level = level;
+        // inputs are resolved to vectors here, so peers never see `lookup_from`
+        let lookup = level.remove("lookup_from");
         let using = level
             .get("using")
             .and_then(Value::as_str)
@@ -1109,7 +1125,7 @@ pub fn query<'a>(
         // point ids used as query inputs -> vectors (and excluded from results)
         let mut mentioned = Vec::new();
         if let Some(q) = level.get_mut("query") {
-            mentioned = resolve_inputs(st, p, q, &using).await?;
+            mentioned = resolve_inputs(st, p, q, &using, lookup.as_ref()).await?;
         }
         let filter = exclude(
             merge_filter(inherited.as_ref(), level.get("filter")),
@@ -1260,11 +1276,7 @@ pub async fn search_like(
         .as_object()
         .cloned()
         .ok_or_else(|| ApiError::format("request body must be a JSON object"))?;
-    if m.get("lookup_from").is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::bad_request(
-            "Wrong input: lookup_from is not supported in cluster mode yet",
-        ));
-    }
+    let lookup = m.remove("lookup_from");
     let limit = m
         .get("limit")
         .and_then(Value::as_u64)
@@ -1277,7 +1289,7 @@ pub async fn search_like(
             .unwrap_or("")
             .to_string();
         let mut wrapped = json!({"recommend": {"positive": m.remove("positive").unwrap_or(json!([])), "negative": m.remove("negative").unwrap_or(json!([]))}});
-        let mentioned = resolve_inputs(st, p, &mut wrapped, &using).await?;
+        let mentioned = resolve_inputs(st, p, &mut wrapped, &using, lookup.as_ref()).await?;
         m.insert("positive".into(), wrapped["recommend"]["positive"].take());
         m.insert("negative".into(), wrapped["recommend"]["negative"].take());
         let f = exclude(
