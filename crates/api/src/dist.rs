@@ -13,7 +13,6 @@ use crate::AppState;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use cluster::state::CollectionMeta;
 use collection::operations::UpdateOp;
 use collection::routing::shard_of;
 use segment::PointId;
@@ -152,104 +151,13 @@ impl cluster::node::LocalExecutor for Executor {
     }
 }
 
-/// Where a collection's data lives (a snapshot of the agreed state for one request).
-#[derive(Clone, Debug)]
-pub struct Placement {
-    pub name: String,
-    pub shard_number: u32,
-    pub shards: Vec<Vec<u64>>,
-    pub peers: BTreeMap<u64, String>,
-    pub me: u64,
-    pub meta: Arc<CollectionMeta>,
-    /// The read's `consistency` (reads only; one replica per shard by default).
-    pub read: ReadConsistency,
-}
+pub use distributed::placement::{Placement, ReadConsistency};
 
-/// Qdrant's read `consistency` query parameter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ReadConsistency {
-    /// One replica per shard (Qdrant's default, `consistency=1`).
-    #[default]
-    One,
-    /// `n` replicas per shard; a point must be in every answer.
-    Factor(usize),
-    /// Every Active replica; a point must be in every answer.
-    All,
-    /// Every Active replica; a point must be in more than half of the answers.
-    Majority,
-    /// Half of the Active replicas plus one; a point must be in every answer.
-    Quorum,
-}
-
-impl ReadConsistency {
-    pub fn parse(s: &str) -> Option<ReadConsistency> {
-        match s {
-            "all" => Some(ReadConsistency::All),
-            "majority" => Some(ReadConsistency::Majority),
-            "quorum" => Some(ReadConsistency::Quorum),
-            n => match n.parse::<usize>().ok()? {
-                0 => None,
-                1 => Some(ReadConsistency::One),
-                n => Some(ReadConsistency::Factor(n)),
-            },
-        }
-    }
-
-    /// `(replicas to ask, answers a point must be in)` for a shard with `active` Active
-    /// replicas; `Err(required)` when it has too few.
-    fn plan(self, active: usize) -> Result<(usize, usize), usize> {
-        match self {
-            ReadConsistency::One => Ok((1, 1)),
-            ReadConsistency::Factor(n) if n > active => Err(n),
-            ReadConsistency::Factor(n) => Ok((n, n)),
-            ReadConsistency::All => Ok((active, active)),
-            ReadConsistency::Majority => Ok((active, active / 2 + 1)),
-            ReadConsistency::Quorum => Ok((active / 2 + 1, active / 2 + 1)),
-        }
-    }
-}
-
-impl Placement {
-    /// Peers holding at least one replica.
-    pub fn data_peers(&self) -> BTreeSet<u64> {
-        self.shards.iter().flatten().copied().collect()
-    }
-
-    /// Shards `peer` holds a replica of, in any state.
-    fn held_by(&self, peer: u64) -> Vec<u32> {
-        (0..self.shards.len() as u32)
-            .filter(|s| self.shards[*s as usize].contains(&peer))
-            .collect()
-    }
-
-    /// Whether `peer` holds replicas of `shards` only, so a sub-request for those shards
-    /// needs no shard scope.
-    fn holds_only(&self, peer: u64, shards: &[u32]) -> bool {
-        self.held_by(peer).iter().all(|s| shards.contains(s))
-    }
-
-    /// Active replicas of `shard` to read from, in order of preference: this peer first,
-    /// then the others starting at a rotating position (spreads reads over replicas).
-    fn read_order(&self, shard: u32) -> Vec<u64> {
-        let mut act = self.meta.active_replicas(shard);
-        if let Some(i) = act.iter().position(|p| *p == self.me) {
-            let me = act.remove(i);
-            rotate(&mut act);
-            act.insert(0, me);
-        } else {
-            rotate(&mut act);
-        }
-        act
-    }
-}
-
-fn rotate(v: &mut [u64]) {
+/// A counter that spreads reads over a shard's replicas (`Placement::read_order`).
+fn rotation() -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering as AO};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    if v.len() > 1 {
-        let k = NEXT.fetch_add(1, AO::Relaxed) % v.len();
-        v.rotate_left(k);
-    }
+    NEXT.fetch_add(1, AO::Relaxed)
 }
 
 /// The agreed placement of `collection` (cluster mode), even when all of it is local.
@@ -386,7 +294,7 @@ pub async fn fan_out(
         return Ok(rounds.swap_remove(0));
     }
     let n = p.shard_number;
-    let orders: Vec<Vec<u64>> = (0..n).map(|s| p.read_order(s)).collect();
+    let orders: Vec<Vec<u64>> = (0..n).map(|s| p.read_order(s, rotation())).collect();
     let mut next = vec![0usize; n as usize];
     let mut pending: Vec<u32> = (0..n).collect();
     let mut out = Vec::new();
@@ -449,7 +357,7 @@ pub async fn fan_out_rounds(
     let n = p.shard_number;
     let mut plan = Vec::with_capacity(n as usize);
     for s in 0..n {
-        let order = p.read_order(s);
+        let order = p.read_order(s, rotation());
         match p.read.plan(order.len()) {
             Ok((k, need)) if k > 0 => plan.push((order, k, need)),
             Ok(_) => {
@@ -719,32 +627,34 @@ async fn update_replicas(
         });
     }
     let mut max_id = 0;
-    let mut acks = vec![0usize; n as usize];
-    let mut failed: Vec<(u32, u64)> = Vec::new();
+    let mut answers = Vec::new();
     let mut first_err: Option<ApiError> = None;
     let mut hard_err: Option<ApiError> = None;
     while let Some(r) = set.join_next().await {
         let (peer, shards, r) = r.map_err(ApiError::from)?;
+        let applied = r.is_ok();
         match r {
             // the replica logged and applied it; a per-point error (a missing point: the
             // rest was applied) is reported to the client, the replica is in sync
             Ok(v) => {
                 max_id = max_id.max(v.get("operation_id").and_then(Value::as_u64).unwrap_or(0));
-                shards.iter().for_each(|s| acks[*s as usize] += 1);
                 if let (Some(pe), None) = (v.get("point_error"), &first_err) {
                     first_err = Some(point_error(pe));
                 }
             }
             // any error (4xx included: a refused or undecodable message, a missing
             // collection, a body over the limit) means the replica does not hold the write
-            Err(e) => {
-                failed.extend(shards.iter().map(|s| (*s, peer)));
-                hard_err = Some(e);
-            }
+            Err(e) => hard_err = Some(e),
         }
+        answers.push(distributed::write::ReplicaAnswer {
+            peer,
+            shards,
+            applied,
+        });
     }
-    if !failed.is_empty() {
-        let unmarked = crate::replication::mark_dead(st, p, &failed).await;
+    let tally = distributed::write::tally(n, &answers);
+    if !tally.failed.is_empty() {
+        let unmarked = crate::replication::mark_dead(st, p, &tally.failed).await;
         if !unmarked.is_empty() {
             // a replica that missed the write is still Active: do not acknowledge
             return Err(ApiError::new(
@@ -753,17 +663,22 @@ async fn update_replicas(
             ));
         }
     }
-    for &s in &touched {
-        let need = wcf.min(p.shards[s as usize].len()).max(1);
-        if acks[s as usize] < need && !(only_filter_delete && missing.contains(&s)) {
-            let why = hard_err
-                .as_ref()
-                .map_or(String::new(), |e| format!(": {}", e.message));
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("Service unavailable: the write reached {} of the {need} replicas of shard {s} that write_consistency_factor requires{why}", acks[s as usize]),
-            ));
-        }
+    // a filter delete may skip shards without an Active replica (nothing to delete there)
+    let checked: Vec<u32> = touched
+        .iter()
+        .copied()
+        .filter(|s| !(only_filter_delete && missing.contains(s)))
+        .collect();
+    let replicas: Vec<usize> = p.shards.iter().map(Vec::len).collect();
+    if let Some((s, got, need)) = distributed::write::short_shard(&tally, &checked, &replicas, wcf)
+    {
+        let why = hard_err
+            .as_ref()
+            .map_or(String::new(), |e| format!(": {}", e.message));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Service unavailable: the write reached {got} of the {need} replicas of shard {s} that write_consistency_factor requires{why}"),
+        ));
     }
     match first_err {
         Some(e) => Err(e),

@@ -368,7 +368,7 @@ async fn supervise(st: &AppState) {
             {
                 continue;
             }
-            let Some(&from) = meta.active_replicas(shard).iter().find(|p| **p != me) else {
+            let Some(from) = distributed::recovery::source(meta, shard, me) else {
                 continue;
             };
             let key = (name.clone(), shard);

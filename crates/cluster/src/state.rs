@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub type PeerId = u64;
 
 /// Metadata of one collection as agreed by the cluster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CollectionMeta {
     /// The `CreateCollection` body as given by the user (JSON), validated before proposing.
     pub create: Value,
