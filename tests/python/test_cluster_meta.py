@@ -9,7 +9,8 @@ import requests
 from cluster_harness import Cluster
 
 
-def test_metadata_ops_are_applied_everywhere_on_return(tmp_path):
+def three_peers(tmp_path):
+    """A converged 3-peer cluster: (cluster, [first peer, joiner, joiner])."""
     c = Cluster(tmp_path)
     try:
         a = c.start_first()
@@ -19,6 +20,16 @@ def test_metadata_ops_are_applied_everywhere_on_return(tmp_path):
             p.wait_ready()
             peers.append(p)
         c.wait_converged(60)
+    except BaseException:
+        c.cleanup()
+        raise
+    return c, peers
+
+
+def test_metadata_ops_are_applied_everywhere_on_return(tmp_path):
+    c, peers = three_peers(tmp_path)
+    a = peers[0]
+    try:
         misses = []
         for i in range(12):
             via = peers[i % 3]
@@ -62,15 +73,9 @@ def test_lookup_from_in_cluster_mode(tmp_path):
     oracle.upsert("main", [models.PointStruct(**p) for p in main])
     oracle.upsert("other", [models.PointStruct(**p) for p in other])
 
-    c = Cluster(tmp_path)
+    c, peers = three_peers(tmp_path)
+    a = peers[0]
     try:
-        a = c.start_first()
-        peers = [a]
-        for _ in range(2):
-            p = c.spawn_joiner(a)
-            p.wait_ready()
-            peers.append(p)
-        c.wait_converged(60)
         assert a.request("PUT", "/collections/main", json={"vectors": {"size": 6, "distance": "Cosine"},
                                                            "shard_number": 3}).ok
         assert a.request("PUT", "/collections/other", json={"vectors": {"w": {"size": 6, "distance": "Cosine"}},

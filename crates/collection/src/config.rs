@@ -242,6 +242,28 @@ pub fn merge_into<T: Serialize + serde::de::DeserializeOwned>(
     serde_json::from_value(v).map_err(|e| CollectionError::BadInput(format!("{what}: {e}")))
 }
 
+/// `base` (an object, or nothing yet) with the members of the object `patch` set; a member
+/// patched to `null` is removed.
+fn merge_object(base: Option<Value>, patch: &Value, what: &str) -> CResult<Value> {
+    let Value::Object(p) = patch else {
+        return Err(CollectionError::BadInput(format!(
+            "{what} must be an object"
+        )));
+    };
+    let mut base = match base {
+        Some(Value::Object(b)) => b,
+        _ => Default::default(),
+    };
+    for (k, v) in p {
+        if v.is_null() {
+            base.remove(k);
+        } else {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(Value::Object(base))
+}
+
 fn is_known_optional(what: &str, k: &str) -> bool {
     match what {
         "hnsw_config" => matches!(k, "on_disk" | "payload_m" | "inline_storage"),
@@ -461,40 +483,11 @@ impl CollectionConfig {
                 }
                 // merged into the stored settings: a patch names only what it changes
                 "strict_mode_config" => {
-                    let Value::Object(p) = v else {
-                        return Err(CollectionError::BadInput(
-                            "strict_mode_config must be an object".into(),
-                        ));
-                    };
-                    let mut base = match cfg.strict_mode_config.take() {
-                        Some(Value::Object(b)) => b,
-                        _ => Default::default(),
-                    };
-                    for (kk, vv) in p {
-                        base.insert(kk.clone(), vv.clone());
-                    }
-                    cfg.strict_mode_config = Some(Value::Object(base));
+                    cfg.strict_mode_config =
+                        Some(merge_object(cfg.strict_mode_config.take(), v, k)?)
                 }
-                // merged key by key; a key patched to `null` is deleted
-                "metadata" => {
-                    let Value::Object(p) = v else {
-                        return Err(CollectionError::BadInput(
-                            "metadata must be an object".into(),
-                        ));
-                    };
-                    let mut base = match cfg.metadata.take() {
-                        Some(Value::Object(b)) => b,
-                        _ => Default::default(),
-                    };
-                    for (kk, vv) in p {
-                        if vv.is_null() {
-                            base.remove(kk);
-                        } else {
-                            base.insert(kk.clone(), vv.clone());
-                        }
-                    }
-                    cfg.metadata = Some(Value::Object(base));
-                }
+                // merged key by key (a key patched to `null` is deleted)
+                "metadata" => cfg.metadata = Some(merge_object(cfg.metadata.take(), v, k)?),
                 "params" => {
                     let Value::Object(pm) = v else {
                         return Err(CollectionError::BadInput("params must be an object".into()));
