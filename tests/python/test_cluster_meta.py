@@ -103,3 +103,50 @@ def test_lookup_from_in_cluster_mode(tmp_path):
             assert got == want, (p.name, got, want)
     finally:
         c.cleanup()
+
+
+def test_transfer_that_lost_a_batch_never_activates(tmp_path, monkeypatch):
+    """Verified switch: a transfer switches its target to Active only when the target's
+    content digest equals the source's. With the failpoint ``transfer_drop_batch`` every
+    record stream silently loses its first batch (the transport bug class that once left a
+    replica with 88 of 600 points); the target must never become Active and the transfer
+    is aborted. Without the failpoint the same transfer completes."""
+    import time
+
+    from cluster_harness import wait_until
+
+    monkeypatch.setenv("SEXTANT_FAILPOINT", "transfer_drop_batch")
+    c, peers = three_peers(tmp_path)
+    a = peers[0]
+    try:
+        assert a.request("PUT", "/collections/v", json={"vectors": {"size": 4, "distance": "Dot"},
+                                                        "shard_number": 1}).ok
+        pts = [{"id": i, "vector": [i % 7, 1, 0, 1], "payload": {"n": i}} for i in range(1, 301)]
+        assert a.request("PUT", "/collections/v/points?wait=true", json={"points": pts}).ok
+
+        def replicas():
+            r = a.get("/collections/v/cluster").json()["result"]
+            out = {}
+            for s in r["local_shards"]:
+                out[a.peer_id] = s["state"]
+            for s in r["remote_shards"]:
+                out[s["peer_id"]] = s["state"]
+            return out, r.get("shard_transfers", [])
+
+        holder = next(iter(replicas()[0]))
+        target = next(p.peer_id for p in peers if p.peer_id != holder)
+        assert a.request("POST", "/collections/v/cluster", json={"replicate_shard": {
+            "shard_id": 0, "from_peer_id": holder, "to_peer_id": target}}).ok
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states, _ = replicas()
+            assert states.get(target) != "Active", "a transfer that lost a batch switched its target to Active"
+            time.sleep(0.2)
+        states, transfers = replicas()
+        assert target not in states and not transfers, (states, transfers)  # aborted, new replica dropped
+        logs = c.logs(20000)
+        assert "digest mismatch" in logs, logs[-3000:]
+        r = a.request("POST", "/collections/v/points/count", json={"exact": True})
+        assert r.json()["result"]["count"] == 300
+    finally:
+        c.cleanup()

@@ -123,6 +123,7 @@ pub fn routes() -> Router<AppState> {
             post(apply_batch_local),
         )
         .route("/collections/{name}/points/op_ids", get(recent_op_ids))
+        .route("/collections/{name}/points/digest", get(shard_digest_local))
         .route("/collections/{name}/points/ordered", post(ordered_local))
         .route("/collections/{name}/points/scroll", post(scroll_points))
         .route("/collections/{name}/points/count", post(count_points))
@@ -1009,6 +1010,46 @@ async fn recent_op_ids(
     })
     .await?;
     Ok(Timed(t, json!(ids)))
+}
+
+/// Internal: the content digest of this peer's replica of one shard (`?shard=`; the shard
+/// count comes from the agreed placement), compared by a transfer before its switch.
+async fn shard_digest_local(
+    State(st): St,
+    IsLocal(local): IsLocal,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Value> {
+    let t = Instant::now();
+    if !local {
+        return Err(ApiError::not_found("Not found: no such endpoint"));
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct DigestParams {
+        shard: Option<u32>,
+        applied: Option<u64>,
+    }
+    let params = parse_query::<DigestParams>(q)?;
+    let shard = params
+        .shard
+        .ok_or_else(|| ApiError::bad_request("Bad request: `shard` is required"))?;
+    if let (Some(index), Some(node)) = (params.applied, &st.cluster) {
+        node.wait_applied_index(index, crate::dist::APPLIED_WAIT)
+            .await?;
+    }
+    let c = coll(&st, &name)?;
+    let shard_number = crate::dist::placement_of(&st, c.name())
+        .map(|p| p.shard_number)
+        .ok_or_else(|| ApiError::not_found("Not found: collection is not distributed"))?;
+    let d = blocking(move || {
+        Ok(segment::digest::shard_digest(
+            &c.read(),
+            shard_number,
+            shard,
+        ))
+    })
+    .await?;
+    Ok(Timed(t, json!(d)))
 }
 
 async fn upsert_points(
