@@ -280,12 +280,16 @@ fn scoped_body(p: &Placement, peer: u64, shards: &[u32], body: &Value) -> Value 
 /// A read over the whole collection: every shard is answered by one Active replica (this
 /// peer's own first), each peer getting one sub-request scoped to the shards it answers;
 /// a replica that fails (unreachable, 5xx) is replaced by the shard's next Active replica.
+/// With `merged_by_id` (answers merged by point id, duplicates dropped: searches, scrolls,
+/// retrieves — never counts) a peer whose replicas are all Active answers for all of them
+/// unscoped (`Placement::widen_unscoped`).
 pub async fn fan_out(
     st: &AppState,
     p: &Placement,
     method: &str,
     path: &str,
     body: &Value,
+    merged_by_id: bool,
 ) -> Result<Vec<Value>, ApiError> {
     if p.read != ReadConsistency::One {
         // callers of this function merge one answer per shard: with a read consistency
@@ -314,9 +318,16 @@ pub async fn fan_out(
                 }
             }
         }
+        // what each peer is responsible for (retried elsewhere if it fails), and what it is
+        // asked (possibly more, unscoped)
+        let assigned = by_peer.clone();
+        if merged_by_id {
+            p.widen_unscoped(&mut by_peer);
+        }
         let mut set = tokio::task::JoinSet::new();
-        for (peer, shards) in by_peer {
-            let b = serde_json::to_vec(&scoped_body(p, peer, &shards, body)).expect("json encodes");
+        for (peer, asked) in by_peer {
+            let shards = assigned[&peer].clone();
+            let b = serde_json::to_vec(&scoped_body(p, peer, &asked, body)).expect("json encodes");
             let (st, p, method, path) =
                 (st.clone(), p.clone(), method.to_string(), path.to_string());
             set.spawn(async move {
@@ -414,7 +425,7 @@ async fn read_points(
     merge: impl Fn(Vec<Value>) -> Vec<Value>,
 ) -> Result<Vec<Value>, ApiError> {
     if p.read == ReadConsistency::One {
-        return Ok(merge(fan_out(st, p, "POST", path, body).await?));
+        return Ok(merge(fan_out(st, p, "POST", path, body, true).await?));
     }
     let (rounds, need) = fan_out_rounds(st, p, "POST", path, body).await?;
     let merged: Vec<Vec<Value>> = rounds.into_iter().map(&merge).collect();
@@ -1298,7 +1309,7 @@ pub async fn count(st: &AppState, p: &Placement, body: &Value) -> Result<Value, 
             .sum()
     };
     if p.read == ReadConsistency::One {
-        return Ok(json!({"count": sum(&fan_out(st, p, "POST", &path, body).await?)}));
+        return Ok(json!({"count": sum(&fan_out(st, p, "POST", &path, body, false).await?)}));
     }
     // a consistent count: the smallest complete round (points all asked replicas agree on
     // can only be fewer than any one replica holds)

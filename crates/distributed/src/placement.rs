@@ -83,6 +83,23 @@ impl Placement {
         self.held_by(peer).iter().all(|s| shards.contains(s))
     }
 
+    /// For reads whose answers are merged by point id (duplicates dropped): let each asked
+    /// peer answer for every shard it holds when all of its replicas are Active, so its
+    /// request needs no shard scope (a scoped request makes the peer filter its whole
+    /// store; an unscoped one is a plain search). Shards answered twice are harmless there;
+    /// counts must not use this.
+    pub fn widen_unscoped(&self, by_peer: &mut BTreeMap<PeerId, Vec<u32>>) {
+        for (peer, shards) in by_peer.iter_mut() {
+            let held = self.held_by(*peer);
+            let all_active = held
+                .iter()
+                .all(|s| self.meta.active_replicas(*s).contains(peer));
+            if all_active && held.len() > shards.len() {
+                *shards = held;
+            }
+        }
+    }
+
     /// Active replicas of `shard` to read from, in order of preference: this peer first,
     /// then the others starting at position `rotation` (the driver passes a counter, which
     /// spreads reads over the replicas).
@@ -159,6 +176,19 @@ mod tests {
                 "me {me} states {states:?} rot {rot}"
             );
         }
+    }
+
+    #[test]
+    fn widen_only_peers_whose_replicas_are_all_active() {
+        // rf 2 over 3 peers: 1 holds {0,1}, 2 holds {1,2}, 3 holds {2,0}
+        let p = placement(1, &[&[1, 3], &[1, 2], &[2, 3]], &[((2, 3), Partial)]);
+        let mut by_peer: BTreeMap<PeerId, Vec<u32>> = [(1, vec![0, 1]), (2, vec![2])].into();
+        p.widen_unscoped(&mut by_peer);
+        assert_eq!(by_peer, [(1, vec![0, 1]), (2, vec![1, 2])].into());
+        // peer 3's replica of shard 2 is Partial: it keeps its scope
+        let mut by_peer: BTreeMap<PeerId, Vec<u32>> = [(3, vec![0])].into();
+        p.widen_unscoped(&mut by_peer);
+        assert_eq!(by_peer, [(3, vec![0])].into());
     }
 
     #[test]
