@@ -985,6 +985,24 @@ async fn apply_batch_local(
     .await?
 }
 
+/// The query of an internal per-shard request: `shard` (required) and the coordinator's
+/// `applied` Raft index; a client (not a peer) gets 404, as for an unknown route.
+fn internal_shard_query(local: bool, q: Option<String>) -> Result<(u32, Option<u64>), ApiError> {
+    if !local {
+        return Err(ApiError::not_found("Not found: no such endpoint"));
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct ShardQuery {
+        shard: Option<u32>,
+        applied: Option<u64>,
+    }
+    let p = parse_query::<ShardQuery>(q)?;
+    let shard = p
+        .shard
+        .ok_or_else(|| ApiError::bad_request("Bad request: `shard` is required"))?;
+    Ok((shard, p.applied))
+}
+
 /// Internal: ids of this peer's newest logged client writes of a collection (JSON list,
 /// oldest first) — what a WAL-delta source compares its own log against.
 async fn recent_op_ids(
@@ -994,16 +1012,7 @@ async fn recent_op_ids(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if !local {
-        return Err(ApiError::not_found("Not found: no such endpoint"));
-    }
-    #[derive(Default, serde::Deserialize)]
-    struct ShardParam {
-        shard: Option<u32>,
-    }
-    let shard = parse_query::<ShardParam>(q)?
-        .shard
-        .ok_or_else(|| ApiError::bad_request("Bad request: `shard` is required"))?;
+    let (shard, _) = internal_shard_query(local, q)?;
     let c = coll(&st, &name)?;
     let ids = blocking(move || {
         Ok(c.recent_op_ids(collection::collection::WAL_RETAIN_OPS as usize, shard)?)
@@ -1021,19 +1030,8 @@ async fn shard_digest_local(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if !local {
-        return Err(ApiError::not_found("Not found: no such endpoint"));
-    }
-    #[derive(Default, serde::Deserialize)]
-    struct DigestParams {
-        shard: Option<u32>,
-        applied: Option<u64>,
-    }
-    let params = parse_query::<DigestParams>(q)?;
-    let shard = params
-        .shard
-        .ok_or_else(|| ApiError::bad_request("Bad request: `shard` is required"))?;
-    if let (Some(index), Some(node)) = (params.applied, &st.cluster) {
+    let (shard, applied) = internal_shard_query(local, q)?;
+    if let (Some(index), Some(node)) = (applied, &st.cluster) {
         node.wait_applied_index(index, crate::dist::APPLIED_WAIT)
             .await?;
     }
