@@ -199,26 +199,34 @@ def test_unimplemented_keys_are_named_in_a_warning(tmp_path):
 
 # ---------------------------------------------------------------- internal (p2p) auth
 
+def with_env(peer, extra: dict):
+    """`peer` (a cluster_harness.Peer) started with `extra` environment variables on top of
+    its own (applied again on every later spawn)."""
+    base_env = peer.env
+    peer.env = lambda cluster_enabled=True: {**base_env(cluster_enabled), **extra}
+    return peer
+
+
+def cluster_view(peer, headers: dict | None = None):
+    """The peer's `GET /cluster` result, or None while it does not answer 200."""
+    try:
+        r = requests.get(f"{peer.url}/cluster", headers=headers or {}, timeout=2)
+        return r.json()["result"] if r.status_code == 200 else None
+    except requests.RequestException:
+        return None
+
+
 def test_internal_auth_between_peers(tmp_path):
     """With ``enforce_internal_auth``, peers sharing the key form a cluster and replicate
     writes; a peer with another key cannot join (its requests are refused)."""
     from cluster_harness import Cluster, Peer, wait_until
 
     def keyed(p: Peer, key: str) -> Peer:
-        base_env = p.env
-        p.env = lambda cluster_enabled=True: {
-            **base_env(cluster_enabled),
-            "QDRANT__SERVICE__API_KEY": key,
-            "QDRANT__SERVICE__ENFORCE_INTERNAL_AUTH": "true",
-        }
-        return p
+        return with_env(p, {"QDRANT__SERVICE__API_KEY": key,
+                            "QDRANT__SERVICE__ENFORCE_INTERNAL_AUTH": "true"})
 
     def view(p: Peer):
-        try:
-            r = requests.get(f"{p.url}/cluster", headers={"api-key": KEY}, timeout=2)
-            return r.json()["result"] if r.status_code == 200 else None
-        except requests.RequestException:
-            return None
+        return cluster_view(p, {"api-key": KEY})
 
     c = Cluster(tmp_path)
     try:
@@ -355,23 +363,13 @@ def test_tls_between_peers(tmp_path):
     other = make_pki(tmp_path / "other-pki")
 
     def tls_peer(p: Peer, ca_dir) -> Peer:
-        base_env = p.env
         p.p2p_uri = p.p2p_uri.replace("http://", "https://")
-        p.env = lambda cluster_enabled=True: {
-            **base_env(cluster_enabled),
-            "QDRANT__CLUSTER__P2P__ENABLE_TLS": "true",
-            "QDRANT__TLS__CERT": str(ca_dir / "server.pem"),
-            "QDRANT__TLS__KEY": str(ca_dir / "server.key"),
-            "QDRANT__TLS__CA_CERT": str(ca_dir / "ca.pem"),
-        }
-        return p
+        return with_env(p, {"QDRANT__CLUSTER__P2P__ENABLE_TLS": "true",
+                            "QDRANT__TLS__CERT": str(ca_dir / "server.pem"),
+                            "QDRANT__TLS__KEY": str(ca_dir / "server.key"),
+                            "QDRANT__TLS__CA_CERT": str(ca_dir / "ca.pem")})
 
-    def view(p: Peer):
-        try:
-            r = requests.get(f"{p.url}/cluster", timeout=2)
-            return r.json()["result"] if r.status_code == 200 else None
-        except requests.RequestException:
-            return None
+    view = cluster_view
 
     c = Cluster(tmp_path / "cluster")
     try:

@@ -334,8 +334,7 @@ async fn cluster_recover(State(st): St) -> ApiResult<bool> {
     Ok(Timed(t, true))
 }
 
-/// Metadata writes in cluster mode go through consensus and return once applied here.
-/// Propose a metadata operation; returns once every reachable peer has applied it (as in
+/// Propose a metadata operation (cluster mode); returns once every reachable peer has applied it (as in
 /// Qdrant: a collection created through one peer exists on all of them when the call
 /// returns). A peer that does not answer is down and catches up when it returns.
 async fn propose(st: &AppState, op: ClusterOp) -> Result<(), ApiError> {
@@ -846,11 +845,17 @@ async fn internal_body(
             format!("Payload too large: internal message over {limit} bytes"),
         )
     })?;
+    wait_applied(st, applied).await?;
+    Ok(bytes)
+}
+
+/// Wait (bounded) until this peer has applied the coordinator's Raft index, if one was sent.
+async fn wait_applied(st: &AppState, applied: Option<u64>) -> Result<(), ApiError> {
     if let (Some(index), Some(node)) = (applied, &st.cluster) {
         node.wait_applied_index(index, crate::dist::APPLIED_WAIT)
             .await?;
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Internal: apply an already validated `UpdateOp` (MessagePack) to local data only.
@@ -1031,10 +1036,7 @@ async fn shard_digest_local(
 ) -> ApiResult<Value> {
     let t = Instant::now();
     let (shard, applied) = internal_shard_query(local, q)?;
-    if let (Some(index), Some(node)) = (applied, &st.cluster) {
-        node.wait_applied_index(index, crate::dist::APPLIED_WAIT)
-            .await?;
-    }
+    wait_applied(&st, applied).await?;
     let c = coll(&st, &name)?;
     let shard_number = crate::dist::placement_of(&st, c.name())
         .map(|p| p.shard_number)

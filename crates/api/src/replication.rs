@@ -484,10 +484,10 @@ async fn stream(
             let mut bytes = 0usize;
             let mut out = Vec::new();
             for id in store.scroll(after, BATCH_POINTS + 1, Some(&filter)) {
-                if Some(id) == after || out.len() == BATCH_POINTS {
+                if Some(id) == after {
                     continue;
                 }
-                if !out.is_empty() && bytes >= BATCH_BYTES {
+                if out.len() == BATCH_POINTS || (!out.is_empty() && bytes >= BATCH_BYTES) {
                     break;
                 }
                 let Some(r) = store.get(id) else { continue };
@@ -581,13 +581,12 @@ async fn wal_delta(
         dist::urlencode(collection)
     );
     let path = format!("{path}?applied={}", dist::applied_index(st));
-    for chunk in delta_chunks(&ops) {
-        let body = rmp_serde::to_vec_named(chunk).map_err(|e| e.to_string())?;
+    for (n, body) in delta_messages(&ops) {
         remote_call(st, collection, t.to, "POST", &path, body)
             .await
             .map_err(|e| format!("sending a delta batch: {}", e.message))?;
         let key = (collection.to_string(), t.shard);
-        *st.repl.progress.lock().entry(key).or_default() += chunk.len() as u64;
+        *st.repl.progress.lock().entry(key).or_default() += n as u64;
     }
     st.repl.set_forward(
         collection,
@@ -660,21 +659,30 @@ fn record_bytes(r: &segment::store::Record) -> usize {
     vectors + payload + 32
 }
 
-/// WAL-delta operations cut into messages of at most `DELTA_BATCH_OPS` operations and
-/// `DELTA_BATCH_BYTES` (an operation larger than that goes alone).
-fn delta_chunks(ops: &[LoggedOp]) -> Vec<&[LoggedOp]> {
+/// WAL-delta messages: MessagePack arrays of `LoggedOp` (what `apply_batch` decodes), at
+/// most `DELTA_BATCH_OPS` operations and `DELTA_BATCH_BYTES` each (an operation larger than
+/// that goes alone), with the operation count. Each operation is encoded once; its bytes
+/// both size the message and form it.
+fn delta_messages(ops: &[LoggedOp]) -> Vec<(usize, Vec<u8>)> {
+    fn message(parts: &[Vec<u8>]) -> (usize, Vec<u8>) {
+        let mut body = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 5);
+        rmp::encode::write_array_len(&mut body, parts.len() as u32)
+            .expect("writing to a Vec cannot fail");
+        parts.iter().for_each(|p| body.extend_from_slice(p));
+        (parts.len(), body)
+    }
+    let encoded: Vec<Vec<u8>> = ops.iter().map(LoggedOp::encode).collect();
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0usize);
-    for (i, op) in ops.iter().enumerate() {
-        let b = op.encode().len();
-        if i > start && (bytes + b > DELTA_BATCH_BYTES || i - start == DELTA_BATCH_OPS) {
-            out.push(&ops[start..i]);
+    for (i, e) in encoded.iter().enumerate() {
+        if i > start && (bytes + e.len() > DELTA_BATCH_BYTES || i - start == DELTA_BATCH_OPS) {
+            out.push(message(&encoded[start..i]));
             (start, bytes) = (i, 0);
         }
-        bytes += b;
+        bytes += e.len();
     }
-    if start < ops.len() {
-        out.push(&ops[start..]);
+    if start < encoded.len() {
+        out.push(message(&encoded[start..]));
     }
     out
 }
@@ -793,6 +801,36 @@ async fn retry_pending_dead(st: &AppState) {
             if !left.contains(&(shard, peer)) {
                 pending.remove(&(collection.clone(), shard, peer));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use collection::operations::Selector;
+
+    #[test]
+    fn delta_messages_are_the_encoded_chunks() {
+        let ops: Vec<LoggedOp> = (0..1200u64)
+            .map(|i| LoggedOp {
+                op: UpdateOp::Delete(Selector::Ids(vec![segment::PointId::Num(i)])),
+                meta: OpMeta {
+                    id: Some(i),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        let msgs = delta_messages(&ops);
+        assert_eq!(
+            msgs.iter().map(|m| m.0).collect::<Vec<_>>(),
+            vec![512, 512, 176]
+        );
+        let mut start = 0;
+        for (n, body) in msgs {
+            let chunk = &ops[start..start + n];
+            assert_eq!(body, rmp_serde::to_vec_named(chunk).unwrap());
+            start += n;
         }
     }
 }

@@ -248,8 +248,8 @@ impl<'a> QueryEngine<'a> {
         Ok(self.store.prepare_vector(using, v)?)
     }
 
-    /// The input's vector as given (or as stored, for an id), validated but not prepared:
-    /// `average_vector` averages the examples before the query is normalised.
+    /// The input's vector as given (or as stored, for an id), not prepared: `average_vector`
+    /// averages the examples before the query is normalised.
     fn resolve_raw(
         &self,
         input: &VectorInput,
@@ -265,7 +265,6 @@ impl<'a> QueryEngine<'a> {
                 (self.lookup)(*id, using)?
             }
         };
-        self.store.prepare_vector(using, v.clone())?;
         Ok(v)
     }
 
@@ -497,6 +496,9 @@ impl<'a> QueryEngine<'a> {
                     return Err(CollectionError::BadInput(
                         "No positive examples given with 'average_vector' strategy".into(),
                     ));
+                }
+                for v in pos.iter().chain(&neg) {
+                    self.store.check_vector(using, v)?;
                 }
                 let q = average_query(&pos, &neg)?;
                 let q = self.store.prepare_vector(using, q)?;

@@ -693,32 +693,57 @@ impl PointStore {
     pub fn prepare_vector(&self, name: &str, v: Vector) -> Result<Vector, StoreError> {
         match v {
             Vector::Dense(d) => {
-                let p = self
-                    .schema
-                    .dense
-                    .get(name)
-                    .ok_or_else(|| StoreError::UnknownVector(display_name(name)))?;
-                if d.len() != p.size {
-                    return Err(StoreError::Dimension {
-                        expected: p.size,
-                        got: d.len(),
-                    });
-                }
-                if d.iter().any(|x| !x.is_finite()) {
-                    return Err(StoreError::Invalid(
-                        "vector values must be finite numbers (no NaN or infinity)".into(),
-                    ));
-                }
+                let p = self.check_dense(name, &d)?;
                 Ok(Vector::Dense(distance::preprocess(p.distance, d)))
             }
             Vector::Sparse(s) => {
-                if !self.schema.sparse.contains_key(name) {
-                    return Err(StoreError::UnknownVector(display_name(name)));
-                }
+                self.check_sparse_name(name)?;
                 s.normalized()
                     .map(Vector::Sparse)
                     .map_err(StoreError::Invalid)
             }
+        }
+    }
+
+    /// What [`Self::prepare_vector`] checks, without preparing (or copying a dense vector).
+    pub fn check_vector(&self, name: &str, v: &Vector) -> Result<(), StoreError> {
+        match v {
+            Vector::Dense(d) => self.check_dense(name, d).map(|_| ()),
+            Vector::Sparse(s) => {
+                self.check_sparse_name(name)?;
+                s.clone()
+                    .normalized()
+                    .map(|_| ())
+                    .map_err(StoreError::Invalid)
+            }
+        }
+    }
+
+    fn check_dense(&self, name: &str, d: &[f32]) -> Result<&DenseParams, StoreError> {
+        let p = self
+            .schema
+            .dense
+            .get(name)
+            .ok_or_else(|| StoreError::UnknownVector(display_name(name)))?;
+        if d.len() != p.size {
+            return Err(StoreError::Dimension {
+                expected: p.size,
+                got: d.len(),
+            });
+        }
+        if d.iter().any(|x| !x.is_finite()) {
+            return Err(StoreError::Invalid(
+                "vector values must be finite numbers (no NaN or infinity)".into(),
+            ));
+        }
+        Ok(p)
+    }
+
+    fn check_sparse_name(&self, name: &str) -> Result<(), StoreError> {
+        if self.schema.sparse.contains_key(name) {
+            Ok(())
+        } else {
+            Err(StoreError::UnknownVector(display_name(name)))
         }
     }
 

@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
             .as_deref()
             .is_some_and(|f| f.eq_ignore_ascii_case("json")),
     );
-    let unimplemented = Settings::unimplemented(args.config_path.as_deref(), "QDRANT");
+    let unimplemented = &settings.unimplemented;
     if !unimplemented.refused.is_empty() {
         eprintln!(
             "sextant: refusing to start: security setting(s) {} are not implemented by Sextant yet (unset them, or terminate TLS in front of Sextant)",

@@ -3,7 +3,7 @@
 //! `config/local.yaml`, `--config-path FILE`, then `QDRANT__SECTION__KEY` env variables.
 //! A value of the wrong type fails start-up naming the key. No key is ignored silently
 //! ([`Settings::unimplemented`]): a key Sextant does not implement logs a warning naming it,
-//! and a security key it does not implement (TLS, ...) stops start-up.
+//! and a security key it does not implement (audit) stops start-up.
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -20,6 +20,9 @@ pub struct Settings {
     pub tls: TlsConfig,
     #[serde(default)]
     pub logger: LoggerConfig,
+    /// The keys of the merged configuration Sextant does not implement (set by `load`).
+    #[serde(skip)]
+    pub unimplemented: Unimplemented,
 }
 
 /// `logger`: `format` (`text` or `json`) of the log lines on stdout.
@@ -216,7 +219,7 @@ fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json
 }
 
 /// Keys that are set but that Sextant does not implement.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Unimplemented {
     /// Ignored, each to be named in a warning.
     pub ignored: Vec<String>,
@@ -225,20 +228,12 @@ pub struct Unimplemented {
 }
 
 impl Settings {
-    /// The keys of the merged configuration (files and environment) that Sextant does not
-    /// implement. The embedded defaults hold only implemented keys, so anything else was
+    /// The keys of the merged configuration `cfg` (files and environment) that Sextant does
+    /// not implement. The embedded defaults hold only implemented keys, so anything else was
     /// set by the user.
-    pub fn unimplemented(config_path: Option<&str>, env_prefix: &str) -> Unimplemented {
-        let Ok(cfg) = Self::builder(config_path, env_prefix).and_then(|b| {
-            b.build()
-                .map_err(|e| e.to_string())?
-                .try_deserialize::<serde_json::Value>()
-                .map_err(|e| e.to_string())
-        }) else {
-            return Unimplemented::default();
-        };
+    fn unimplemented_in(cfg: &serde_json::Value) -> Unimplemented {
         let mut all = Vec::new();
-        leaves("", &cfg, &mut all);
+        leaves("", cfg, &mut all);
         let mut out = Unimplemented::default();
         for (key, value) in all {
             if covered(IMPLEMENTED, &key) {
@@ -281,10 +276,15 @@ impl Settings {
         let cfg = Self::builder(config_path, env_prefix)?
             .build()
             .map_err(|e| format!("invalid configuration: {e}"))?;
-        let s: Settings = cfg
+        let tree: serde_json::Value = cfg
+            .clone()
+            .try_deserialize()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        let mut s: Settings = cfg
             .try_deserialize()
             .map_err(|e| format!("invalid configuration: {e}"))?;
         s.validate()?;
+        s.unimplemented = Self::unimplemented_in(&tree);
         Ok(s)
     }
 
@@ -394,7 +394,9 @@ mod tests {
             "service:\n  api_key: k\n  enable_tls: false\n  hardware_reporting: true\nstorage:\n  performance:\n    max_search_threads: 2\ntls:\n  cert: ./x.pem\n  cert_ttl: 60\ncluster:\n  p2p:\n    enable_tls: false\n",
         )
         .unwrap();
-        let u = Settings::unimplemented(Some(p.to_str().unwrap()), "SEXTANT_TEST_U");
+        let u = Settings::load(Some(p.to_str().unwrap()), "SEXTANT_TEST_U")
+            .unwrap()
+            .unimplemented;
         assert_eq!(
             u.ignored,
             vec![
@@ -406,12 +408,21 @@ mod tests {
         assert!(u.refused.is_empty(), "{u:?}");
         std::env::set_var("SEXTANT_TEST_V__SERVICE__ENABLE_TLS", "true");
         std::env::set_var("SEXTANT_TEST_V__CLUSTER__P2P__ENABLE_TLS", "true");
-        let u = Settings::unimplemented(None, "SEXTANT_TEST_V");
+        let u = Settings::load(None, "SEXTANT_TEST_V")
+            .unwrap()
+            .unimplemented;
         assert!(u.refused.is_empty(), "{u:?}");
         std::env::set_var("SEXTANT_TEST_W__AUDIT__ENABLED", "true");
-        let u = Settings::unimplemented(None, "SEXTANT_TEST_W");
+        let u = Settings::load(None, "SEXTANT_TEST_W")
+            .unwrap()
+            .unimplemented;
         assert_eq!(u.refused, vec!["audit.enabled"]);
-        assert!(Settings::unimplemented(None, "SEXTANT_TEST_NONE") == Unimplemented::default());
+        assert!(
+            Settings::load(None, "SEXTANT_TEST_NONE")
+                .unwrap()
+                .unimplemented
+                == Unimplemented::default()
+        );
     }
 
     #[test]
