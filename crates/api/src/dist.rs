@@ -1,8 +1,9 @@
 //! Distributed execution in cluster mode: the peer that receives a REST request acts as the
 //! coordinator. Writes are split by owning peer (`routing::shard_of` + the agreed shard
 //! placement) and sent as `UpdateOp`s; reads fan out to every peer holding shards and the
-//! answers are merged exactly as a single node would order them. Peers execute the
-//! sub-requests on local data only, through the same REST handlers (`LocalCall` marks them).
+//! answers are merged exactly as a single node would order them. Peers are reached only
+//! through the typed `distributed::peer::PeerClient` (this peer in-process, the others over
+//! tonic); they execute the sub-requests on local data only (`crate::local_peer`).
 //!
 //! Current scope: each peer keeps its shards' points in one local store (per-shard stores
 //! arrive with shard transfer); replicas (`replication_factor` > 1) receive every write
@@ -10,25 +11,16 @@
 
 use crate::envelope::ApiError;
 use crate::AppState;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
-use collection::operations::UpdateOp;
+use axum::http::StatusCode;
+use collection::operations::{OpMeta, UpdateOp};
 use collection::routing::shard_of;
+use distributed::peer::{ApplyRequest, PeerService, ReadKind, ReadRequest, Scope};
 use segment::PointId;
 use serde_json::{json, Value};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
-
-/// Marks a request executed for a coordinator: local data only, no further fan-out.
-#[derive(Clone, Copy, Debug)]
-pub struct LocalCall;
-
-/// Timeout of one peer sub-request.
-pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an internal request waits for its receiver to apply the coordinator's Raft
 /// index (metadata the request depends on) before failing.
@@ -45,28 +37,20 @@ pub async fn wait_all_applied(st: &AppState, index: u64) -> Result<(), ApiError>
     };
     let deadline = tokio::time::Instant::now() + ALL_APPLIED_WAIT;
     let mut waits = tokio::task::JoinSet::new();
-    for (peer, uri) in node.peers() {
-        if peer == node.id {
+    for (id, _) in node.peers() {
+        if id == node.id {
             continue;
         }
-        let node = node.clone();
+        let Ok(peer) = peer(st, id) else { continue };
         waits.spawn(async move {
             loop {
-                let applied = match node
-                    .call_peer(&uri, "GET", "/cluster", "", vec![], Duration::from_secs(2))
-                    .await
-                {
-                    Ok((200, body)) => serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-                        v.pointer("/result/raft_info/commit")
-                            .and_then(Value::as_u64)
-                    }),
-                    _ => return Ok(()), // down: it catches up when it returns
-                };
-                if applied.is_some_and(|a| a >= index) {
-                    return Ok(());
+                match peer.status().await {
+                    Ok(s) if s.applied >= index => return Ok(()),
+                    Ok(_) => {}
+                    Err(_) => return Ok(()), // down: it catches up when it returns
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(peer);
+                    return Err(id);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -88,67 +72,15 @@ pub fn applied_index(st: &AppState) -> u64 {
     st.cluster.as_ref().map_or(0, |n| n.applied_index())
 }
 
-/// Runs local sub-requests through the REST router (in-process or for `Local` RPCs).
-pub struct Executor {
-    pub router: Arc<std::sync::OnceLock<Router>>,
-}
-
-impl Executor {
-    pub async fn run(
-        router: &Router,
-        method: &str,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> (u16, Vec<u8>) {
-        let mut req =
-            match Request::builder()
-                .method(method)
-                .uri(path)
-                .header("content-type", content_type)
-                .body(Body::from(body))
-            {
-                Ok(r) => r,
-                Err(e) => return (
-                    400,
-                    json!({"status": {"error": format!("bad internal request: {e}")}, "time": 0})
-                        .to_string()
-                        .into_bytes(),
-                ),
-            };
-        req.extensions_mut().insert(LocalCall);
-        let resp = match router.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
-        let status = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .map(|b| b.to_vec())
-            .unwrap_or_default();
-        (status, bytes)
-    }
-}
-
-impl cluster::node::LocalExecutor for Executor {
-    fn execute(
-        &self,
-        method: String,
-        path: String,
-        content_type: String,
-        body: Vec<u8>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, Vec<u8>)> + Send>> {
-        let router = self.router.clone();
-        Box::pin(async move {
-            match router.get() {
-                Some(r) => Self::run(r, &method, &path, &content_type, body).await,
-                None => (
-                    503,
-                    br#"{"status":{"error":"peer is starting"},"time":0}"#.to_vec(),
-                ),
-            }
-        })
-    }
+/// The service of peer `id` (this peer's own, in-process, or a remote one over tonic).
+pub fn peer(st: &AppState, id: u64) -> Result<Arc<dyn PeerService>, ApiError> {
+    let peers = st.peers.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable: peer is starting",
+        )
+    })?;
+    Ok(peers.peer(id)?)
 }
 
 pub use distributed::placement::{Placement, ReadConsistency};
@@ -177,10 +109,7 @@ pub fn placement_of(st: &AppState, collection: &str) -> Option<Placement> {
 }
 
 /// The placement when this request must be distributed, `None` to execute locally.
-pub fn placement(st: &AppState, local: bool, collection: &str) -> Option<Placement> {
-    if local {
-        return None;
-    }
+pub fn placement(st: &AppState, collection: &str) -> Option<Placement> {
     let p = placement_of(st, collection)?;
     if p.data_peers().iter().all(|x| *x == p.me) {
         return None; // everything is here
@@ -188,93 +117,28 @@ pub fn placement(st: &AppState, local: bool, collection: &str) -> Option<Placeme
     Some(p)
 }
 
-fn error_from(status: u16, body: &[u8]) -> ApiError {
-    let msg = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/status/error")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).to_string());
-    ApiError::new(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        msg,
-    )
-}
-
-/// One sub-request to `peer` (in-process for this peer). Returns the envelope's `result`.
-pub async fn call(
+/// One read sub-request to `peer`, scoped to `shards` unless the peer holds no other
+/// replica. Returns the answer's `result`.
+async fn read_call(
     st: &AppState,
     p: &Placement,
-    peer: u64,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: Vec<u8>,
+    id: u64,
+    kind: ReadKind,
+    body: &Value,
+    shards: &[u32],
 ) -> Result<Value, ApiError> {
-    let (status, bytes) = if peer == p.me {
-        let router = st
-            .local_router
-            .get()
-            .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "starting"))?;
-        Executor::run(router, method, path, content_type, body).await
-    } else {
-        let node = st.cluster.as_ref().expect("placement implies cluster mode");
-        let uri = p.peers.get(&peer).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("Service unavailable: peer {peer} is not in the cluster"),
-            )
-        })?;
-        node.call_peer(uri, method, path, content_type, body, PEER_TIMEOUT)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("Service unavailable: {e}"),
-                )
-            })?
+    let scope = (!p.holds_only(id, shards)).then(|| Scope {
+        shard_number: p.shard_number,
+        shards: shards.to_vec(),
+    });
+    let req = ReadRequest {
+        collection: p.name.clone(),
+        applied: 0,
+        kind,
+        body: body.clone(),
+        scope,
     };
-    if status != 200 {
-        return Err(error_from(status, &bytes));
-    }
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("bad peer answer: {e}"),
-        )
-    })?;
-    Ok(v.get("result").cloned().unwrap_or(Value::Null))
-}
-
-/// Restrict a read body to `shards` for `peer`: unchanged when the peer holds no other
-/// replica; otherwise retrieve ids are cut to those shards, and every filter (top level and
-/// prefetches) gains a shard-scope condition.
-fn scoped_body(p: &Placement, peer: u64, shards: &[u32], body: &Value) -> Value {
-    if p.holds_only(peer, shards) {
-        return body.clone();
-    }
-    let mut b = body.clone();
-    if let Some(ids) = b.get_mut("ids").and_then(Value::as_array_mut) {
-        ids.retain(|v| {
-            bare_pid(v).is_some_and(|id| shards.contains(&shard_of(id, p.shard_number)))
-        });
-        return b;
-    }
-    let scope = json!({"must": [segment::filter::shard_scope(p.shard_number, shards)]});
-    fn add(v: &mut Value, scope: &Value) {
-        let Some(o) = v.as_object_mut() else { return };
-        let f = and_filter(o.get("filter").filter(|f| !f.is_null()), Some(scope));
-        o.insert("filter".into(), f.unwrap_or(Value::Null));
-        match o.get_mut("prefetch") {
-            Some(Value::Array(list)) => list.iter_mut().for_each(|x| add(x, scope)),
-            Some(x @ Value::Object(_)) => add(x, scope),
-            _ => {}
-        }
-    }
-    add(&mut b, &scope);
-    b
+    Ok(peer(st, id)?.read(req).await?)
 }
 
 /// A read over the whole collection: every shard is answered by one Active replica (this
@@ -286,15 +150,14 @@ fn scoped_body(p: &Placement, peer: u64, shards: &[u32], body: &Value) -> Value 
 pub async fn fan_out(
     st: &AppState,
     p: &Placement,
-    method: &str,
-    path: &str,
+    kind: ReadKind,
     body: &Value,
     merged_by_id: bool,
 ) -> Result<Vec<Value>, ApiError> {
     if p.read != ReadConsistency::One {
         // callers of this function merge one answer per shard: with a read consistency
         // they go through `fan_out_rounds`; this keeps the first round only
-        let (mut rounds, _) = fan_out_rounds(st, p, method, path, body).await?;
+        let (mut rounds, _) = fan_out_rounds(st, p, kind, body).await?;
         return Ok(rounds.swap_remove(0));
     }
     let n = p.shard_number;
@@ -327,11 +190,9 @@ pub async fn fan_out(
         let mut set = tokio::task::JoinSet::new();
         for (peer, asked) in by_peer {
             let shards = assigned[&peer].clone();
-            let b = serde_json::to_vec(&scoped_body(p, peer, &asked, body)).expect("json encodes");
-            let (st, p, method, path) =
-                (st.clone(), p.clone(), method.to_string(), path.to_string());
+            let (st, p, body) = (st.clone(), p.clone(), body.clone());
             set.spawn(async move {
-                let r = call(&st, &p, peer, &method, &path, "application/json", b).await;
+                let r = read_call(&st, &p, peer, kind, &body, &asked).await;
                 (shards, r)
             });
         }
@@ -361,8 +222,7 @@ pub async fn fan_out(
 pub async fn fan_out_rounds(
     st: &AppState,
     p: &Placement,
-    method: &str,
-    path: &str,
+    kind: ReadKind,
     body: &Value,
 ) -> Result<(Vec<Vec<Value>>, Vec<usize>), ApiError> {
     let n = p.shard_number;
@@ -395,16 +255,8 @@ pub async fn fan_out_rounds(
             }
         }
         for (peer, shards) in by_peer {
-            let sb = scoped_body(p, peer, &shards, body);
-            let b = serde_json::to_vec(&sb).expect("json encodes");
-            let (st, p, method, path) =
-                (st.clone(), p.clone(), method.to_string(), path.to_string());
-            set.spawn(async move {
-                (
-                    r,
-                    call(&st, &p, peer, &method, &path, "application/json", b).await,
-                )
-            });
+            let (st, p, body) = (st.clone(), p.clone(), body.clone());
+            set.spawn(async move { (r, read_call(&st, &p, peer, kind, &body, &shards).await) });
         }
     }
     let mut out = vec![Vec::new(); rounds];
@@ -420,14 +272,14 @@ pub async fn fan_out_rounds(
 async fn read_points(
     st: &AppState,
     p: &Placement,
-    path: &str,
+    kind: ReadKind,
     body: &Value,
     merge: impl Fn(Vec<Value>) -> Vec<Value>,
 ) -> Result<Vec<Value>, ApiError> {
     if p.read == ReadConsistency::One {
-        return Ok(merge(fan_out(st, p, "POST", path, body, true).await?));
+        return Ok(merge(fan_out(st, p, kind, body, true).await?));
     }
-    let (rounds, need) = fan_out_rounds(st, p, "POST", path, body).await?;
+    let (rounds, need) = fan_out_rounds(st, p, kind, body).await?;
     let merged: Vec<Vec<Value>> = rounds.into_iter().map(&merge).collect();
     Ok(resolve_rounds(p, &merged, &need))
 }
@@ -506,25 +358,15 @@ pub async fn ordered_update(
             if leader == p.me {
                 return lead_update(&st, &p, part, wait).await;
             }
-            let path = format!(
-                "/collections/{}/points/ordered?wait={wait}&applied={}",
-                urlencode(&p.name),
-                applied_index(&st)
-            );
-            let v = call(
-                &st,
-                &p,
-                leader,
-                "POST",
-                &path,
-                "application/msgpack",
-                part.encode(),
-            )
-            .await?;
-            Ok((
-                v.get("operation_id").and_then(Value::as_u64).unwrap_or(0),
-                v.get("status").and_then(Value::as_str) == Some("completed"),
-            ))
+            let req = ApplyRequest {
+                collection: p.name.clone(),
+                applied: applied_index(&st),
+                op: part,
+                wait,
+                meta: OpMeta::default(),
+            };
+            let a = peer(&st, leader)?.ordered(req).await?;
+            Ok((a.operation_id, a.completed))
         });
     }
     let (mut id, mut completed) = (0, true);
@@ -608,33 +450,31 @@ async fn update_replicas(
     // one id for this client write on every replica (see replication: WAL delta)
     let op_id = uuid::Uuid::new_v4().as_u64_pair().0;
     let mut set = tokio::task::JoinSet::new();
-    for (peer, shards) in by_peer {
-        let part = if p.holds_only(peer, &shards) {
+    for (id, shards) in by_peer {
+        let part = if p.holds_only(id, &shards) {
             op.retain_ids(&|id| shards.contains(&shard_of(id, n)))
         } else {
             op.scoped(n, &shards)
         };
         let Some(part) = part else { continue };
-        let (st, p) = (st.clone(), p.clone());
-        let list: Vec<String> = shards.iter().map(u32::to_string).collect();
-        let path = format!(
-            "/collections/{}/points/apply?wait={wait}&op_id={op_id}&shards={}&applied={}",
-            urlencode(&p.name),
-            list.join(","),
-            applied_index(&st)
-        );
+        let req = ApplyRequest {
+            collection: p.name.clone(),
+            applied: applied_index(st),
+            op: part,
+            wait,
+            meta: OpMeta {
+                id: Some(op_id),
+                fill: None,
+                shards: Some(shards.clone()),
+            },
+        };
+        let st = st.clone();
         set.spawn(async move {
-            let r = call(
-                &st,
-                &p,
-                peer,
-                "POST",
-                &path,
-                "application/msgpack",
-                part.encode(),
-            )
-            .await;
-            (peer, shards, r)
+            let r = match peer(&st, id) {
+                Ok(service) => service.apply(req).await.map_err(ApiError::from),
+                Err(e) => Err(e),
+            };
+            (id, shards, r)
         });
     }
     let mut max_id = 0;
@@ -647,10 +487,10 @@ async fn update_replicas(
         match r {
             // the replica logged and applied it; a per-point error (a missing point: the
             // rest was applied) is reported to the client, the replica is in sync
-            Ok(v) => {
-                max_id = max_id.max(v.get("operation_id").and_then(Value::as_u64).unwrap_or(0));
-                if let (Some(pe), None) = (v.get("point_error"), &first_err) {
-                    first_err = Some(point_error(pe));
+            Ok(a) => {
+                max_id = max_id.max(a.operation_id);
+                if let (Some(pe), None) = (a.point_error, &first_err) {
+                    first_err = Some(pe.into());
                 }
             }
             // any error (4xx included: a refused or undecodable message, a missing
@@ -697,17 +537,6 @@ async fn update_replicas(
     }
 }
 
-/// The per-point error an internal apply reported (`point_error`).
-fn point_error(v: &Value) -> ApiError {
-    let status = v
-        .get("status")
-        .and_then(Value::as_u64)
-        .and_then(|s| StatusCode::from_u16(s as u16).ok())
-        .unwrap_or(StatusCode::BAD_REQUEST);
-    let msg = v.get("message").and_then(Value::as_str).unwrap_or("error");
-    ApiError::new(status, msg)
-}
-
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -726,7 +555,7 @@ pub fn pid(v: &Value) -> Option<PointId> {
 }
 
 /// A point id given as a JSON number or UUID string.
-fn bare_pid(v: &Value) -> Option<PointId> {
+pub(crate) fn bare_pid(v: &Value) -> Option<PointId> {
     serde_json::from_value(v.clone()).ok()
 }
 
@@ -811,8 +640,7 @@ pub async fn retrieve(
         return Ok(vec![]);
     }
     let body = json!({"ids": ids, "with_payload": with_payload, "with_vector": with_vector});
-    let path = format!("/collections/{}/points", urlencode(&p.name));
-    read_points(st, p, &path, &body, |lists| {
+    read_points(st, p, ReadKind::Retrieve, &body, |lists| {
         let mut by_id: HashMap<String, Value> = HashMap::new();
         for l in lists {
             for r in l.as_array().cloned().unwrap_or_default() {
@@ -849,7 +677,7 @@ fn distance_order(st: &AppState, collection: &str, using: &str) -> Order {
     }
 }
 
-fn and_filter(a: Option<&Value>, b: Option<&Value>) -> Option<Value> {
+pub(crate) fn and_filter(a: Option<&Value>, b: Option<&Value>) -> Option<Value> {
     match (a.filter(|v| !v.is_null()), b.filter(|v| !v.is_null())) {
         (None, None) => None,
         (Some(x), None) | (None, Some(x)) => Some(x.clone()),
@@ -1179,8 +1007,7 @@ pub fn query<'a>(
         base.insert("with_payload".into(), wp);
         base.insert("with_vector".into(), wv);
         base.remove("with_vectors");
-        let path = format!("/collections/{}/points/query", urlencode(&p.name));
-        read_points(st, p, &path, &Value::Object(base), |lists| {
+        read_points(st, p, ReadKind::Query, &Value::Object(base), |lists| {
             let lists = lists
                 .into_iter()
                 .map(|r| r.get("points").cloned().unwrap_or(json!([])))
@@ -1253,8 +1080,12 @@ pub async fn search_like(
     let _ = using;
     m.insert("limit".into(), json!(limit + offset));
     m.insert("offset".into(), json!(0));
-    let path = format!("/collections/{}/points/{endpoint}", urlencode(&p.name));
-    read_points(st, p, &path, &Value::Object(m), |lists| {
+    let kind = if endpoint == "recommend" {
+        ReadKind::Recommend
+    } else {
+        ReadKind::Search
+    };
+    read_points(st, p, kind, &Value::Object(m), |lists| {
         merge(lists, order, offset, limit)
     })
     .await
@@ -1266,9 +1097,8 @@ pub async fn scroll(st: &AppState, p: &Placement, body: &Value) -> Result<Value,
     let limit = m.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     let ob = m.get("order_by").cloned().filter(|v| !v.is_null());
     m.insert("limit".into(), json!(limit + 1));
-    let path = format!("/collections/{}/points/scroll", urlencode(&p.name));
     let by_value = ob.map(|ob| ob.get("direction").and_then(Value::as_str) == Some("desc"));
-    let mut pts = read_points(st, p, &path, &Value::Object(m), |lists| {
+    let mut pts = read_points(st, p, ReadKind::Scroll, &Value::Object(m), |lists| {
         let lists = lists
             .into_iter()
             .map(|r| r.get("points").cloned().unwrap_or(json!([])))
@@ -1301,7 +1131,6 @@ pub async fn count_available(st: &AppState, p: &Placement) -> u64 {
 
 /// Distributed count: sum of the per-shard counts (one replica per shard).
 pub async fn count(st: &AppState, p: &Placement, body: &Value) -> Result<Value, ApiError> {
-    let path = format!("/collections/{}/points/count", urlencode(&p.name));
     let sum = |lists: &[Value]| -> u64 {
         lists
             .iter()
@@ -1309,11 +1138,11 @@ pub async fn count(st: &AppState, p: &Placement, body: &Value) -> Result<Value, 
             .sum()
     };
     if p.read == ReadConsistency::One {
-        return Ok(json!({"count": sum(&fan_out(st, p, "POST", &path, body, false).await?)}));
+        return Ok(json!({"count": sum(&fan_out(st, p, ReadKind::Count, body, false).await?)}));
     }
     // a consistent count: the smallest complete round (points all asked replicas agree on
     // can only be fewer than any one replica holds)
-    let (rounds, need) = fan_out_rounds(st, p, "POST", &path, body).await?;
+    let (rounds, need) = fan_out_rounds(st, p, ReadKind::Count, body).await?;
     let complete = need.iter().copied().min().unwrap_or(1).max(1);
     let n = rounds
         .iter()
@@ -1454,36 +1283,24 @@ pub async fn groups(
         if let (Some((lc, lwp, lwv)), true) = (&lookup, key_is_id) {
             let lcoll = st.storage.get(lc)?;
             let idv = key.clone();
-            let rec = match placement(st, false, lcoll.name()) {
+            let rec = match placement(st, lcoll.name()) {
                 Some(lp) => retrieve(st, &lp, &[idv], lwp.clone(), lwv.clone())
                     .await?
                     .pop(),
                 None => {
-                    let body = serde_json::to_vec(
-                        &json!({"ids": [key], "with_payload": lwp, "with_vector": lwv}),
-                    )
-                    .expect("json encodes");
-                    let pl = Placement {
-                        name: lcoll.name().to_string(),
-                        shard_number: 1,
-                        shards: vec![vec![p.me]],
-                        peers: p.peers.clone(),
-                        me: p.me,
-                        meta: p.meta.clone(),
-                        read: ReadConsistency::One,
+                    // every point of the lookup collection is here
+                    let req = ReadRequest {
+                        collection: lcoll.name().to_string(),
+                        applied: 0,
+                        kind: ReadKind::Retrieve,
+                        body: json!({"ids": [key], "with_payload": lwp, "with_vector": lwv}),
+                        scope: None,
                     };
-                    call(
-                        st,
-                        &pl,
-                        p.me,
-                        "POST",
-                        &format!("/collections/{}/points", urlencode(lcoll.name())),
-                        "application/json",
-                        body,
-                    )
-                    .await?
-                    .as_array()
-                    .and_then(|a| a.first().cloned())
+                    peer(st, p.me)?
+                        .read(req)
+                        .await?
+                        .as_array()
+                        .and_then(|a| a.first().cloned())
                 }
             };
             if let Some(r) = rec {

@@ -143,7 +143,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for QJson<T> {
             &bytes
         };
         let mut v: serde_json::Value = serde_json::from_slice(slice).map_err(ApiError::format)?;
-        crate::normalize::request(crate::normalize::Body::Other, &mut v);
+        crate::normalize::request(crate::normalize::Body::Other, &mut v)
+            .map_err(ApiError::format)?;
         T::deserialize(v).map(QJson).map_err(ApiError::format)
     }
 }

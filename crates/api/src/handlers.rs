@@ -24,21 +24,6 @@ use std::time::Instant;
 
 type St = State<AppState>;
 
-/// True for sub-requests executed on behalf of a coordinator (local data only).
-pub struct IsLocal(pub bool);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IsLocal {
-    type Rejection = std::convert::Infallible;
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(IsLocal(
-            parts.extensions.get::<crate::dist::LocalCall>().is_some(),
-        ))
-    }
-}
-
 /// The `consistency` query parameter of a read (`all`, `majority`, `quorum` or a number;
 /// default one replica per shard). Only coordinators use it.
 pub struct ReadOpts(pub crate::dist::ReadConsistency);
@@ -117,14 +102,6 @@ pub fn routes() -> Router<AppState> {
             post(delete_vectors),
         )
         .route("/collections/{name}/points/batch", post(batch_update))
-        .route("/collections/{name}/points/apply", post(apply_local))
-        .route(
-            "/collections/{name}/points/apply_batch",
-            post(apply_batch_local),
-        )
-        .route("/collections/{name}/points/op_ids", get(recent_op_ids))
-        .route("/collections/{name}/points/digest", get(shard_digest_local))
-        .route("/collections/{name}/points/ordered", post(ordered_local))
         .route("/collections/{name}/points/scroll", post(scroll_points))
         .route("/collections/{name}/points/count", post(count_points))
         .route("/collections/{name}/points/search", post(search_points))
@@ -174,13 +151,13 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await?
 }
 
-fn coll(st: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
+pub(crate) fn coll(st: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
     Ok(st.storage.get(name)?)
 }
 
@@ -257,7 +234,6 @@ struct RemovePeerParams {
 /// Runs on the leader (other peers forward the request to it).
 async fn remove_peer(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(peer): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<bool> {
@@ -267,51 +243,12 @@ async fn remove_peer(
             "Wrong input: Distributed mode is not enabled",
         ));
     };
-    let raw = q.clone();
     let params: RemovePeerParams = parse_query(q)?;
     let force = parse_bool(params.force.as_deref(), "force")?;
     let peer: u64 = peer
         .parse()
         .map_err(|_| ApiError::bad_request(format!("Wrong input: invalid peer id `{peer}`")))?;
-    if !node.is_leader() && !local {
-        let leader = node.leader_uri().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service unavailable: no Raft leader is available; try again later",
-            )
-        })?;
-        let path = format!(
-            "/cluster/peer/{peer}{}",
-            raw.map(|r| format!("?{r}")).unwrap_or_default()
-        );
-        let (status, body) = node
-            .call_peer(
-                &leader,
-                "DELETE",
-                &path,
-                "application/json",
-                vec![],
-                std::time::Duration::from_secs(60),
-            )
-            .await?;
-        if status != 200 {
-            let msg = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| {
-                    v.pointer("/status/error")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .unwrap_or_default();
-            return Err(ApiError::new(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                msg,
-            ));
-        }
-        return Ok(Timed(t, true));
-    }
-    node.remove_peer(peer, force, std::time::Duration::from_secs(30))
-        .await?;
+    node.remove_peer_via_leader(peer, force).await?;
     Ok(Timed(t, true))
 }
 
@@ -792,7 +729,6 @@ async fn delete_index(
 
 async fn run_update(
     st: AppState,
-    local: bool,
     name: String,
     q: Option<String>,
     op: collection::operations::UpdateOp,
@@ -801,7 +737,7 @@ async fn run_update(
     let params = parse_query::<WriteParams>(q)?;
     let (wait, ordering) = (params.wait()?, params.ordering()?);
     let c = coll(&st, &name)?;
-    if let Some(p) = crate::dist::placement(&st, local, c.name()) {
+    if let Some(p) = crate::dist::placement(&st, c.name()) {
         // validate against the schema here so bad input fails before any peer applies it
         let op = op.prepare(&c.read())?;
         let (id, completed) = if ordering == crate::wire::Ordering::Weak {
@@ -821,321 +757,81 @@ async fn run_update(
     Ok(Timed(t, update_out(r)))
 }
 
-/// Largest internal (peer to peer) message body: a client write re-encoded (MessagePack
-/// can be ~2.5x the JSON of small numbers) or a transfer batch.
-fn internal_limit(st: &AppState) -> usize {
-    st.settings
-        .max_request_bytes
-        .saturating_mul(4)
-        .max(64 << 20)
-}
-
-/// Read an internal request's body (only after the caller checked it is internal), and wait
-/// until this peer has applied the coordinator's Raft index (`applied`), so metadata the
-/// request depends on exists here too.
-async fn internal_body(
-    st: &AppState,
-    body: axum::body::Body,
-    applied: Option<u64>,
-) -> Result<axum::body::Bytes, ApiError> {
-    let limit = internal_limit(st);
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Payload too large: internal message over {limit} bytes"),
-        )
-    })?;
-    wait_applied(st, applied).await?;
-    Ok(bytes)
-}
-
-/// Wait (bounded) until this peer has applied the coordinator's Raft index, if one was sent.
-async fn wait_applied(st: &AppState, applied: Option<u64>) -> Result<(), ApiError> {
-    if let (Some(index), Some(node)) = (applied, &st.cluster) {
-        node.wait_applied_index(index, crate::dist::APPLIED_WAIT)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Internal: apply an already validated `UpdateOp` (MessagePack) to local data only.
-/// 200 means the write is in this replica's log and applied; a per-point error (a missing
-/// point: the rest was applied) rides in the answer as `point_error`. Any other answer
-/// means this replica does not hold the write.
-async fn apply_local(
-    State(st): St,
-    IsLocal(local): IsLocal,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-    body: axum::body::Body,
-) -> ApiResult<Value> {
-    let t = Instant::now();
-    if !local {
-        return Err(ApiError::not_found("Not found: no such endpoint"));
-    }
-    let params = parse_query::<WriteParams>(q)?;
-    let (wait, meta) = (params.wait()?, params.op_meta());
-    let body = internal_body(&st, body, params.applied).await?;
-    let c = coll(&st, &name)?;
-    let op = collection::operations::UpdateOp::decode(&body)?;
-    if st.cluster.is_none() {
-        let outcome = blocking(move || Ok(c.update_logged_outcome(op, wait, meta)?)).await?;
-        return Ok(Timed(t, applied_out(outcome)));
-    }
-    // Cluster mode: local applies of a collection are serialized with shard transfers, and
-    // forwarded to replicas this peer is filling (crate::replication). Apply and forward
-    // run to the end even if the coordinator goes away meanwhile.
-    let outcome = tokio::spawn(async move {
-        let lock = st.repl.lock_for(c.name());
-        let _g = lock.lock().await;
-        let local_op = op.clone();
-        let op_id = meta.id;
-        let r = blocking(move || Ok(c.update_logged_outcome(local_op, wait, meta)?)).await;
-        crate::replication::forward(&st, &name, &op, op_id).await;
-        r
-    })
-    .await??;
-    Ok(Timed(t, applied_out(outcome)))
-}
-
-/// The answer of an internal apply: the update result plus the per-point error, if any.
-fn applied_out(
-    (r, point_error): (
-        collection::collection::UpdateResult,
-        Option<CollectionError>,
-    ),
-) -> Value {
-    let mut v = serde_json::to_value(update_out(r)).expect("update result encodes");
-    if let Some(e) = point_error {
-        let e = ApiError::from(e);
-        v["point_error"] = json!({"status": e.status.as_u16(), "message": e.message});
-    }
-    v
-}
-
-/// Internal: coordinate a write as the shard leader of `ordering` medium/strong (the
-/// collection's ordered writes on this peer run one at a time).
-async fn ordered_local(
-    State(st): St,
-    IsLocal(local): IsLocal,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-    body: axum::body::Body,
-) -> ApiResult<UpdateResultOut> {
-    let t = Instant::now();
-    if !local {
-        return Err(ApiError::not_found("Not found: no such endpoint"));
-    }
-    let params = parse_query::<WriteParams>(q)?;
-    let wait = params.wait()?;
-    let body = internal_body(&st, body, params.applied).await?;
-    let c = coll(&st, &name)?;
-    let op = collection::operations::UpdateOp::decode(&body)?;
-    let p = crate::dist::placement_of(&st, c.name())
-        .ok_or_else(|| ApiError::not_found("Not found: collection is not distributed"))?;
-    let (id, completed) = crate::dist::lead_update(&st, &p, op, wait).await?;
-    Ok(Timed(
-        t,
-        update_out(collection::collection::UpdateResult {
-            operation_id: id,
-            completed,
-        }),
-    ))
-}
-
-/// Internal: apply a list of logged operations (MessagePack `[LoggedOp]`, a WAL-delta
-/// transfer) in order, made durable once at the end.
-async fn apply_batch_local(
-    State(st): St,
-    IsLocal(local): IsLocal,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-    body: axum::body::Body,
-) -> ApiResult<UpdateResultOut> {
-    let t = Instant::now();
-    if !local {
-        return Err(ApiError::not_found("Not found: no such endpoint"));
-    }
-    let applied = parse_query::<WriteParams>(q)?.applied;
-    let body = internal_body(&st, body, applied).await?;
-    let c = coll(&st, &name)?;
-    let ops: Vec<collection::operations::LoggedOp> = rmp_serde::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("Bad request: undecodable batch: {e}")))?;
-    tokio::spawn(async move {
-        let lock = st.repl.lock_for(c.name());
-        let _g = lock.lock().await;
-        let forwarded = ops.clone();
-        let r = blocking(move || {
-            let mut last = None;
-            for l in ops {
-                // per-op errors (e.g. a missing point) were reported at the original write
-                match c.update_logged(l.op, false, l.meta) {
-                    Ok(r) => last = Some(r),
-                    Err(e) if e.is_client_error() => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            c.flush_all()?;
-            Ok(last.unwrap_or(collection::collection::UpdateResult {
-                operation_id: 0,
-                completed: true,
-            }))
-        })
-        .await;
-        for l in &forwarded {
-            crate::replication::forward(&st, &name, &l.op, l.meta.id).await;
-        }
-        Ok(Timed(t, update_out(r?)))
-    })
-    .await?
-}
-
-/// The query of an internal per-shard request: `shard` (required) and the coordinator's
-/// `applied` Raft index; a client (not a peer) gets 404, as for an unknown route.
-fn internal_shard_query(local: bool, q: Option<String>) -> Result<(u32, Option<u64>), ApiError> {
-    if !local {
-        return Err(ApiError::not_found("Not found: no such endpoint"));
-    }
-    #[derive(Default, serde::Deserialize)]
-    struct ShardQuery {
-        shard: Option<u32>,
-        applied: Option<u64>,
-    }
-    let p = parse_query::<ShardQuery>(q)?;
-    let shard = p
-        .shard
-        .ok_or_else(|| ApiError::bad_request("Bad request: `shard` is required"))?;
-    Ok((shard, p.applied))
-}
-
-/// Internal: ids of this peer's newest logged client writes of a collection (JSON list,
-/// oldest first) — what a WAL-delta source compares its own log against.
-async fn recent_op_ids(
-    State(st): St,
-    IsLocal(local): IsLocal,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Value> {
-    let t = Instant::now();
-    let (shard, _) = internal_shard_query(local, q)?;
-    let c = coll(&st, &name)?;
-    let ids = blocking(move || {
-        Ok(c.recent_op_ids(collection::collection::WAL_RETAIN_OPS as usize, shard)?)
-    })
-    .await?;
-    Ok(Timed(t, json!(ids)))
-}
-
-/// Internal: the content digest of this peer's replica of one shard (`?shard=`; the shard
-/// count comes from the agreed placement), compared by a transfer before its switch.
-async fn shard_digest_local(
-    State(st): St,
-    IsLocal(local): IsLocal,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Value> {
-    let t = Instant::now();
-    let (shard, applied) = internal_shard_query(local, q)?;
-    wait_applied(&st, applied).await?;
-    let c = coll(&st, &name)?;
-    let shard_number = crate::dist::placement_of(&st, c.name())
-        .map(|p| p.shard_number)
-        .ok_or_else(|| ApiError::not_found("Not found: collection is not distributed"))?;
-    let d = blocking(move || {
-        Ok(segment::digest::shard_digest(
-            &c.read(),
-            shard_number,
-            shard,
-        ))
-    })
-    .await?;
-    Ok(Timed(t, json!(d)))
-}
-
 async fn upsert_points(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     QJson(mut body): QJson<Value>,
 ) -> ApiResult<UpdateResultOut> {
     crate::normalize::aliases(crate::normalize::Body::Upsert, &mut body);
-    run_update(st, local, name, q, upsert_op(&body)?).await
+    run_update(st, name, q, upsert_op(&body)?).await
 }
 
 async fn delete_points(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     QJson(body): QJson<Value>,
 ) -> ApiResult<UpdateResultOut> {
-    run_update(st, local, name, q, delete_op(&body)?).await
+    run_update(st, name, q, delete_op(&body)?).await
 }
 
 async fn set_payload(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     QJson(body): QJson<Value>,
 ) -> ApiResult<UpdateResultOut> {
-    run_update(st, local, name, q, set_payload_op(&body, false)?).await
+    run_update(st, name, q, set_payload_op(&body, false)?).await
 }
 
 async fn overwrite_payload(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     QJson(body): QJson<Value>,
 ) -> ApiResult<UpdateResultOut> {
-    run_update(st, local, name, q, set_payload_op(&body, true)?).await
+    run_update(st, name, q, set_payload_op(&body, true)?).await
 }
 
 async fn delete_payload(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     QJson(body): QJson<Value>,
 ) -> ApiResult<UpdateResultOut> {
-    run_update(st, local, name, q, delete_payload_op(&body)?).await
+    run_update(st, name, q, delete_payload_op(&body)?).await
 }
 
 async fn clear_payload(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     QJson(body): QJson<Value>,
 ) -> ApiResult<UpdateResultOut> {
-    run_update(st, local, name, q, clear_payload_op(&body)?).await
+    run_update(st, name, q, clear_payload_op(&body)?).await
 }
 
 async fn update_vectors(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     QJson(body): QJson<Value>,
 ) -> ApiResult<UpdateResultOut> {
-    run_update(st, local, name, q, update_vectors_op(&body)?).await
+    run_update(st, name, q, update_vectors_op(&body)?).await
 }
 
 async fn delete_vectors(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     QJson(body): QJson<Value>,
 ) -> ApiResult<UpdateResultOut> {
-    run_update(st, local, name, q, delete_vectors_op(&body)?).await
+    run_update(st, name, q, delete_vectors_op(&body)?).await
 }
 
 async fn batch_update(
     State(st): St,
-    IsLocal(local): IsLocal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     QJson(mut body): QJson<Value>,
@@ -1143,14 +839,7 @@ async fn batch_update(
     crate::normalize::aliases(crate::normalize::Body::UpdateBatch, &mut body);
     let ops = batch_ops(&body)?;
     let n = ops.len();
-    let Timed(t, r) = run_update(
-        st,
-        local,
-        name,
-        q,
-        collection::operations::UpdateOp::Batch(ops),
-    )
-    .await?;
+    let Timed(t, r) = run_update(st, name, q, collection::operations::UpdateOp::Batch(ops)).await?;
     Ok(Timed(
         t,
         (0..n)
@@ -1813,17 +1502,37 @@ fn to_json<T: serde::Serialize>(r: ApiResult<T>) -> ApiResult<Value> {
     r.map(|Timed(t, v)| Timed(t, serde_json::to_value(v).expect("responses encode")))
 }
 
+/// Execute a read on this peer's local points only (a coordinator's sub-request; the body
+/// is already scoped to the shards asked for). Returns the answer's `result`.
+pub(crate) async fn local_read(
+    st: AppState,
+    kind: distributed::peer::ReadKind,
+    name: String,
+    body: Value,
+) -> Result<Value, ApiError> {
+    use distributed::peer::ReadKind as K;
+    let (st, name, body) = (State(st), Path(name), QJson(body));
+    let r = match kind {
+        K::Retrieve => to_json(retrieve_points_local(st, name, body).await),
+        K::Search => to_json(search_points_local(st, name, body).await),
+        K::Recommend => to_json(recommend_points_local(st, name, body).await),
+        K::Query => query_points_local(st, name, body).await,
+        K::Scroll => scroll_points_local(st, name, body).await,
+        K::Count => count_points_local(st, name, body).await,
+    };
+    r.map(|Timed(_, v)| v)
+}
+
 fn dist_for(
     st: &AppState,
-    local: bool,
     name: &str,
     read: crate::dist::ReadConsistency,
 ) -> Result<Option<crate::dist::Placement>, ApiError> {
-    if local || st.cluster.is_none() {
+    if st.cluster.is_none() {
         return Ok(None);
     }
     let c = coll(st, name)?;
-    Ok(crate::dist::placement(st, local, c.name()).map(|mut p| {
+    Ok(crate::dist::placement(st, c.name()).map(|mut p| {
         p.read = read;
         p
     }))
@@ -1831,13 +1540,12 @@ fn dist_for(
 
 async fn retrieve_points(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         let m = obj(&body)?;
         let ids = m
             .get("ids")
@@ -1865,12 +1573,11 @@ async fn retrieve_points(
 
 async fn get_point(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         let pid = PointId::parse_str(&id).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "Wrong input: invalid point id `{id}`: expected an unsigned integer or a UUID"
@@ -1888,13 +1595,12 @@ async fn get_point(
 
 async fn scroll_points(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         return Ok(Timed(t, crate::dist::scroll(&st, &p, &body).await?));
     }
     scroll_points_local(State(st), Path(name), QJson(body)).await
@@ -1902,13 +1608,12 @@ async fn scroll_points(
 
 async fn count_points(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         return Ok(Timed(t, crate::dist::count(&st, &p, &body).await?));
     }
     count_points_local(State(st), Path(name), QJson(body)).await
@@ -1916,14 +1621,13 @@ async fn count_points(
 
 async fn search_points(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         parse_search(&body)?; // same validation as a single node
         return Ok(Timed(
             t,
@@ -1935,14 +1639,13 @@ async fn search_points(
 
 async fn search_batch(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
     crate::normalize::aliases(crate::normalize::Body::SearchBatch, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         let mut out = Vec::new();
         for item in batch_items(&body)? {
             parse_search(&item)?;
@@ -1957,14 +1660,13 @@ async fn search_batch(
 
 async fn recommend_points(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         parse_reco(&body)?;
         return Ok(Timed(
             t,
@@ -1976,14 +1678,13 @@ async fn recommend_points(
 
 async fn recommend_batch(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
     crate::normalize::aliases(crate::normalize::Body::SearchBatch, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         let mut out = Vec::new();
         for item in batch_items(&body)? {
             parse_reco(&item)?;
@@ -1998,13 +1699,12 @@ async fn recommend_batch(
 
 async fn query_points(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         parse_query_req(&body)?;
         let m = obj(&body)?.clone();
         return Ok(Timed(
@@ -2017,13 +1717,12 @@ async fn query_points(
 
 async fn query_batch(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         let mut out = Vec::new();
         for item in batch_items(&body)? {
             parse_query_req(&item)?;
@@ -2035,13 +1734,9 @@ async fn query_batch(
     to_json(query_batch_local(State(st), Path(name), QJson(body)).await)
 }
 
-async fn get_collection(
-    State(st): St,
-    IsLocal(local): IsLocal,
-    Path(name): Path<String>,
-) -> ApiResult<Value> {
+async fn get_collection(State(st): St, Path(name): Path<String>) -> ApiResult<Value> {
     let t = Instant::now();
-    let p = dist_for(&st, local, &name, Default::default())?;
+    let p = dist_for(&st, &name, Default::default())?;
     let Timed(_, mut info) = get_collection_local(State(st.clone()), Path(name)).await?;
     if let Some(p) = p {
         // points live on several peers: report the cluster-wide count of the peers that
@@ -2053,14 +1748,13 @@ async fn get_collection(
 
 async fn search_groups(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         let m = obj(&body)?.clone();
         parse_groups(&m, None)?;
         return Ok(Timed(
@@ -2073,13 +1767,12 @@ async fn search_groups(
 
 async fn query_groups(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         let m = obj(&body)?.clone();
         parse_groups(&m, Some(10))?;
         return Ok(Timed(
@@ -2092,14 +1785,13 @@ async fn query_groups(
 
 async fn recommend_groups(
     State(st): St,
-    IsLocal(local): IsLocal,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
 ) -> ApiResult<Value> {
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, local, &name, read)? {
+    if let Some(p) = dist_for(&st, &name, read)? {
         let m = obj(&body)?.clone();
         parse_groups(&m, None)?;
         return Ok(Timed(

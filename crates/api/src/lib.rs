@@ -7,6 +7,7 @@ pub mod cluster_sink;
 pub mod dist;
 pub mod envelope;
 mod handlers;
+pub mod local_peer;
 pub mod normalize;
 pub mod observe;
 pub mod replication;
@@ -35,8 +36,10 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// Present in cluster mode: metadata operations go through its consensus.
     pub cluster: Option<Arc<cluster::node::ClusterNode>>,
-    /// The router itself, for local sub-requests of distributed operations.
+    /// The router itself (without the auth layer), for the token checks that count points.
     pub local_router: Arc<std::sync::OnceLock<Router>>,
+    /// Cluster mode: how this peer reaches the others (and itself), set by `router`.
+    pub peers: Arc<std::sync::OnceLock<Arc<dyn distributed::peer::PeerClient>>>,
     /// Cluster mode: write serialization, forwarding and shard transfers of this peer.
     pub repl: Arc<replication::Replication>,
     /// REST request metrics (`/metrics`).
@@ -104,8 +107,7 @@ async fn value_exists_holds(st: &AppState, c: &auth::ValueExists) -> bool {
 /// Build the REST router.
 pub fn router(state: AppState) -> Router {
     let r = handlers::routes().with_state(state.clone());
-    // sub-requests of distributed operations run on the router without the auth layer:
-    // they come from this process or an authenticated peer, never from a client
+    // token checks count points through the router without the auth layer
     let _ = state.local_router.set(r.clone());
     let r = r.layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -124,9 +126,13 @@ pub fn router(state: AppState) -> Router {
         );
     }
     if let Some(node) = &state.cluster {
-        node.set_executor(Arc::new(dist::Executor {
-            router: state.local_router.clone(),
-        }));
+        let local: Arc<dyn distributed::peer::PeerService> =
+            Arc::new(local_peer::LocalPeer { st: state.clone() });
+        let _ = state.peers.set(Arc::new(distributed::peer::TonicPeers::new(
+            node.clone(),
+            local.clone(),
+        )));
+        node.set_data_service(Arc::new(distributed::peer::Served(local)));
         replication::spawn_supervisor(state.clone());
     }
     r

@@ -8,7 +8,11 @@
 //!    that are only aliases in one kind of body are renamed only there ([`Body`]), so a
 //!    vector or payload named like an alias is never touched.
 //!
-//! Both steps are pure functions over `serde_json::Value`; the parsers then see one
+//! 3. **Internal conditions are refused.** The shard-scope filter condition (`__shards`)
+//!    only exists in the sub-requests peers send each other (`crate::local_peer`, never
+//!    through this pass); a client body naming it outside user data is refused.
+//!
+//! These are pure functions over `serde_json::Value`; the parsers then see one
 //! canonical shape. The alias list is documented in `docs/compatibility.md`.
 
 use serde_json::{Map, Value};
@@ -19,27 +23,38 @@ const USER_DATA: &[&str] = &["payload", "payloads", "metadata", "defaults"];
 /// Depth bound for the walk (serde_json already refuses documents nested over 128).
 const MAX_DEPTH: usize = 160;
 
+/// Object members only peers may send (see the module docs).
+const INTERNAL: &[&str] = &["__shards"];
+
 /// Remove `null` members of objects (recursively, arrays included), leaving user data as is.
-pub fn strip_nulls(v: &mut Value) {
-    strip_at(v, 0);
+/// Returns whether an internal member was found outside user data.
+pub fn strip_nulls(v: &mut Value) -> bool {
+    strip_at(v, 0)
 }
 
-fn strip_at(v: &mut Value, depth: usize) {
+fn strip_at(v: &mut Value, depth: usize) -> bool {
     if depth > MAX_DEPTH {
-        return;
+        return false;
     }
+    let mut internal = false;
     match v {
         Value::Object(m) => {
             m.retain(|_, x| !x.is_null());
             for (k, x) in m.iter_mut() {
+                internal |= INTERNAL.contains(&k.as_str());
                 if !USER_DATA.contains(&k.as_str()) {
-                    strip_at(x, depth + 1);
+                    internal |= strip_at(x, depth + 1);
                 }
             }
         }
-        Value::Array(a) => a.iter_mut().for_each(|x| strip_at(x, depth + 1)),
+        Value::Array(a) => {
+            for x in a.iter_mut() {
+                internal |= strip_at(x, depth + 1);
+            }
+        }
         _ => {}
     }
+    internal
 }
 
 /// The kind of request body, for the aliases that hold only in some bodies.
@@ -59,10 +74,21 @@ pub enum Body {
     Other,
 }
 
-/// Strip nulls and apply the aliases for `kind`.
-pub fn request(kind: Body, v: &mut Value) {
-    strip_nulls(v);
+/// Strip nulls and apply the aliases for `kind`; an internal member outside user data is
+/// an error (its message).
+pub fn request(kind: Body, v: &mut Value) -> Result<(), String> {
+    if strip_nulls(v) {
+        return Err(format!(
+            "{} is not part of the public API (unknown filter condition)",
+            INTERNAL
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     aliases(kind, v);
+    Ok(())
 }
 
 fn rename(m: &mut Map<String, Value>, alias: &str, canonical: &str) {
@@ -176,7 +202,7 @@ mod tests {
             "metadata": {"k": null},
             "list": [null, {"z": null}],
         });
-        strip_nulls(&mut v);
+        assert!(!strip_nulls(&mut v));
         assert_eq!(
             v,
             json!({
@@ -190,14 +216,30 @@ mod tests {
     }
 
     #[test]
+    fn internal_conditions_are_refused_outside_user_data() {
+        let scope = segment::filter::shard_scope(2, &[0]);
+        for mut v in [
+            json!({"filter": {"must": [scope.clone()]}}),
+            json!({"prefetch": [{"filter": {"should": scope.clone()}}]}),
+            json!({"filter": {"must_not": [{"must": [scope.clone()]}]}}),
+        ] {
+            let e = request(Body::Other, &mut v).unwrap_err();
+            assert!(e.contains("`__shards`"), "{e}");
+        }
+        // the same key inside a payload is the user's data
+        let mut v = json!({"points": [{"id": 1, "vector": [1.0], "payload": scope}]});
+        request(Body::Upsert, &mut v).unwrap();
+    }
+
+    #[test]
     fn aliases_only_where_they_are_aliases() {
         let mut v = json!({"top": 3, "with_vectors": true, "vector": [1.0]});
-        request(Body::SearchLike, &mut v);
+        request(Body::SearchLike, &mut v).unwrap();
         assert_eq!(v, json!({"limit": 3, "with_vector": true, "vector": [1.0]}));
 
         // `limit` wins over `top`; `top` is left for the parser to refuse
         let mut v = json!({"top": 3, "limit": 5});
-        request(Body::SearchLike, &mut v);
+        request(Body::SearchLike, &mut v).unwrap();
         assert_eq!(v, json!({"top": 3, "limit": 5}));
 
         // a vector named `top` in a collection config is a name, not an alias
@@ -207,7 +249,7 @@ mod tests {
             "optimizer_config": {"indexing_threshold_kb": 10, "memmap_threshold_kb": null},
             "hnsw_config": {"full_scan_threshold_kb": 100},
         });
-        request(Body::CollectionConfig, &mut v);
+        request(Body::CollectionConfig, &mut v).unwrap();
         assert_eq!(
             v,
             json!({
@@ -219,7 +261,7 @@ mod tests {
         );
 
         let mut v = json!({"operations": [{"upsert": {"points": [{"id": 1, "vectors": [1.0], "payload": {"vectors": 1}}]}}]});
-        request(Body::UpdateBatch, &mut v);
+        request(Body::UpdateBatch, &mut v).unwrap();
         assert_eq!(
             v,
             json!({"operations": [{"upsert": {"points": [{"id": 1, "vector": [1.0], "payload": {"vectors": 1}}]}}]})

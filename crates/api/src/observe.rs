@@ -329,32 +329,16 @@ pub async fn telemetry(
             let peers = node.peers();
             let mut peer_metadata = serde_json::Map::new();
             let mut tasks = tokio::task::JoinSet::new();
-            for (id, uri) in peers.clone() {
-                let node = node.clone();
+            for id in peers.keys().copied() {
+                let (node, st) = (node.clone(), st.clone());
                 tasks.spawn(async move {
                     if id == node.id {
                         return (id, Some(env!("CARGO_PKG_VERSION").to_string()));
                     }
-                    let r = node
-                        .call_peer(
-                            &uri,
-                            "GET",
-                            "/",
-                            "",
-                            vec![],
-                            std::time::Duration::from_secs(2),
-                        )
-                        .await;
-                    let v = r.ok().and_then(|(s, b)| {
-                        (s == 200)
-                            .then(|| serde_json::from_slice::<Value>(&b).ok())
-                            .flatten()
-                            .and_then(|v| {
-                                v.get("sextant_version")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string)
-                            })
-                    });
+                    let v = match crate::dist::peer(&st, id) {
+                        Ok(peer) => peer.status().await.ok().map(|s| s.version),
+                        Err(_) => None,
+                    };
                     (id, v)
                 });
             }

@@ -24,6 +24,7 @@ use crate::envelope::ApiError;
 use crate::AppState;
 use cluster::state::{ClusterOp, ReplicaState, Transfer, TransferKind, TransferMethod};
 use collection::operations::{to_stored, LoggedOp, OpMeta, PointInsert, UpdateMode, UpdateOp};
+use distributed::peer::ApplyRequest;
 use parking_lot::Mutex;
 use segment::filter::Filter;
 use serde_json::json;
@@ -51,8 +52,7 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const RECOVERY_RETRY: Duration = Duration::from_secs(2);
 /// The Raft leader checks every peer holding an Active replica this often...
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
-/// ...with this timeout (`GET /readyz` through the peer channel)...
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// (a status request, `distributed::peer::STATUS_TIMEOUT`)...
 /// ...and marks its replicas Dead after this many consecutive failures (a killed or
 /// paused peer stops receiving reads within ~4-12 s, instead of each read waiting for it).
 const HEALTH_FAILURES: u32 = 4;
@@ -166,7 +166,7 @@ pub async fn forward(st: &AppState, collection: &str, op: &UpdateOp, op_id: Opti
     }
 }
 
-/// Apply `op` on `peer`'s local collection (durably). Only a 200 means the peer holds it.
+/// Apply `op` on `peer`'s local collection (durably). Only an `Ok` means the peer holds it.
 async fn remote_apply(
     st: &AppState,
     collection: &str,
@@ -174,54 +174,15 @@ async fn remote_apply(
     op: &UpdateOp,
     meta: OpMeta,
 ) -> Result<(), ApiError> {
-    let mut path = format!(
-        "/collections/{}/points/apply?wait=true&applied={}",
-        dist::urlencode(collection),
-        dist::applied_index(st)
-    );
-    if let Some(id) = meta.id {
-        path += &format!("&op_id={id}");
-    }
-    if let Some(s) = meta.fill {
-        path += &format!("&fill={s}");
-    }
-    if let Some(list) = &meta.shards {
-        let list: Vec<String> = list.iter().map(u32::to_string).collect();
-        path += &format!("&shards={}", list.join(","));
-    }
-    remote_call(st, collection, peer, "POST", &path, op.encode()).await
-}
-
-/// An internal request to `peer` about `collection`. Any answer but 200 is a failure: a
-/// 4xx (a refused, undecodable or oversized message) never counts as processed.
-async fn remote_call(
-    st: &AppState,
-    collection: &str,
-    peer: u64,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<(), ApiError> {
-    remote_value(st, collection, peer, method, path, body)
-        .await
-        .map(|_| ())
-}
-
-async fn remote_value(
-    st: &AppState,
-    collection: &str,
-    peer: u64,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<serde_json::Value, ApiError> {
-    let p = dist::placement_of(st, collection).ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            format!("Not found: Collection `{collection}` doesn't exist!"),
-        )
-    })?;
-    dist::call(st, &p, peer, method, path, "application/msgpack", body).await
+    let req = ApplyRequest {
+        collection: collection.to_string(),
+        applied: dist::applied_index(st),
+        op: op.clone(),
+        wait: true,
+        meta,
+    };
+    dist::peer(st, peer)?.apply(req).await?;
+    Ok(())
 }
 
 async fn propose(st: &AppState, op: ClusterOp) -> Result<(), String> {
@@ -268,9 +229,8 @@ fn check_health(st: &AppState, node: &Arc<cluster::node::ClusterNode>) {
             holders.extend(meta.active_replicas(shard).into_iter().filter(|p| *p != me));
         }
     }
-    let peers = node.peers();
     for peer in holders {
-        let Some(uri) = peers.get(&peer).cloned() else {
+        let Ok(service) = dist::peer(st, peer) else {
             continue;
         };
         {
@@ -286,11 +246,7 @@ fn check_health(st: &AppState, node: &Arc<cluster::node::ClusterNode>) {
         }
         let (st, node) = (st.clone(), node.clone());
         tokio::spawn(async move {
-            let ok = matches!(
-                node.call_peer(&uri, "GET", "/readyz", "", vec![], HEALTH_TIMEOUT)
-                    .await,
-                Ok((200, _))
-            );
+            let ok = matches!(service.status().await, Ok(s) if s.ready);
             let failures = {
                 let mut h = st.repl.health.lock();
                 let e = h.entry(peer).or_insert((0, Instant::now(), false));
@@ -545,13 +501,9 @@ async fn wal_delta(
     if !still_running(st, collection, t) {
         return Ok(None);
     }
-    let path = format!(
-        "/collections/{}/points/op_ids?shard={}",
-        dist::urlencode(collection),
-        t.shard
-    );
-    let known: HashSet<u64> = match remote_value(st, collection, t.to, "GET", &path, vec![]).await {
-        Ok(v) => serde_json::from_value(v).map_err(|e| format!("op ids: {e}"))?,
+    let target = dist::peer(st, t.to).map_err(|e| e.message)?;
+    let known: HashSet<u64> = match target.op_ids(collection.to_string(), t.shard).await {
+        Ok(ids) => ids.into_iter().collect(),
         Err(e) => return Err(format!("asking the target for its log: {}", e.message)),
     };
     let c = st.storage.get(collection).map_err(|e| e.to_string())?;
@@ -576,17 +528,18 @@ async fn wal_delta(
         })
         .collect();
     let total = ops.len() as u64;
-    let path = format!(
-        "/collections/{}/points/apply_batch",
-        dist::urlencode(collection)
-    );
-    let path = format!("{path}?applied={}", dist::applied_index(st));
-    for (n, body) in delta_messages(&ops) {
-        remote_call(st, collection, t.to, "POST", &path, body)
+    for range in delta_batches(&ops) {
+        let n = range.len() as u64;
+        target
+            .apply_batch(
+                collection.to_string(),
+                dist::applied_index(st),
+                ops[range].to_vec(),
+            )
             .await
             .map_err(|e| format!("sending a delta batch: {}", e.message))?;
         let key = (collection.to_string(), t.shard);
-        *st.repl.progress.lock().entry(key).or_default() += n as u64;
+        *st.repl.progress.lock().entry(key).or_default() += n;
     }
     st.repl.set_forward(
         collection,
@@ -615,17 +568,11 @@ async fn verify_digests(
     })
     .await
     .map_err(|e| e.to_string())?;
-    let path = format!(
-        "/collections/{}/points/digest?shard={}&applied={}",
-        dist::urlencode(collection),
-        t.shard,
-        dist::applied_index(st)
-    );
-    let theirs: segment::digest::Digest =
-        match remote_value(st, collection, t.to, "GET", &path, vec![]).await {
-            Ok(v) => serde_json::from_value(v).map_err(|e| format!("target digest: {e}"))?,
-            Err(e) => return Err(format!("asking the target for its digest: {}", e.message)),
-        };
+    let target = dist::peer(st, t.to).map_err(|e| e.message)?;
+    let theirs = target
+        .digest(collection.to_string(), t.shard, dist::applied_index(st))
+        .await
+        .map_err(|e| format!("asking the target for its digest: {}", e.message))?;
     if theirs != mine {
         return Err(format!(
             "{DIGEST_MISMATCH} after the transfer: source holds {} points ({:016x}), target {} ({:016x})",
@@ -659,30 +606,22 @@ fn record_bytes(r: &segment::store::Record) -> usize {
     vectors + payload + 32
 }
 
-/// WAL-delta messages: MessagePack arrays of `LoggedOp` (what `apply_batch` decodes), at
-/// most `DELTA_BATCH_OPS` operations and `DELTA_BATCH_BYTES` each (an operation larger than
-/// that goes alone), with the operation count. Each operation is encoded once; its bytes
-/// both size the message and form it.
-fn delta_messages(ops: &[LoggedOp]) -> Vec<(usize, Vec<u8>)> {
-    fn message(parts: &[Vec<u8>]) -> (usize, Vec<u8>) {
-        let mut body = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 5);
-        rmp::encode::write_array_len(&mut body, parts.len() as u32)
-            .expect("writing to a Vec cannot fail");
-        parts.iter().for_each(|p| body.extend_from_slice(p));
-        (parts.len(), body)
-    }
-    let encoded: Vec<Vec<u8>> = ops.iter().map(LoggedOp::encode).collect();
+/// WAL-delta messages: consecutive runs of `ops`, at most `DELTA_BATCH_OPS` operations and
+/// `DELTA_BATCH_BYTES` of encoded operations each (an operation larger than that goes
+/// alone).
+fn delta_batches(ops: &[LoggedOp]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0usize);
-    for (i, e) in encoded.iter().enumerate() {
-        if i > start && (bytes + e.len() > DELTA_BATCH_BYTES || i - start == DELTA_BATCH_OPS) {
-            out.push(message(&encoded[start..i]));
+    for (i, op) in ops.iter().enumerate() {
+        let size = op.encode().len();
+        if i > start && (bytes + size > DELTA_BATCH_BYTES || i - start == DELTA_BATCH_OPS) {
+            out.push(start..i);
             (start, bytes) = (i, 0);
         }
-        bytes += e.len();
+        bytes += size;
     }
-    if start < encoded.len() {
-        out.push(message(&encoded[start..]));
+    if start < ops.len() {
+        out.push(start..ops.len());
     }
     out
 }
@@ -811,8 +750,8 @@ mod tests {
     use collection::operations::Selector;
 
     #[test]
-    fn delta_messages_are_the_encoded_chunks() {
-        let ops: Vec<LoggedOp> = (0..1200u64)
+    fn delta_batches_cut_by_count_and_bytes() {
+        let small: Vec<LoggedOp> = (0..1200u64)
             .map(|i| LoggedOp {
                 op: UpdateOp::Delete(Selector::Ids(vec![segment::PointId::Num(i)])),
                 meta: OpMeta {
@@ -821,16 +760,22 @@ mod tests {
                 },
             })
             .collect();
-        let msgs = delta_messages(&ops);
-        assert_eq!(
-            msgs.iter().map(|m| m.0).collect::<Vec<_>>(),
-            vec![512, 512, 176]
-        );
-        let mut start = 0;
-        for (n, body) in msgs {
-            let chunk = &ops[start..start + n];
-            assert_eq!(body, rmp_serde::to_vec_named(chunk).unwrap());
-            start += n;
-        }
+        assert_eq!(delta_batches(&small), vec![0..512, 512..1024, 1024..1200]);
+        // operations of 0.4 of the limit: two fit in a message; one over it goes alone
+        let big = |n: usize| LoggedOp {
+            op: UpdateOp::Delete(Selector::Ids(
+                (0..n as u64)
+                    .map(|i| segment::PointId::Num((1 << 40) + i))
+                    .collect(),
+            )),
+            meta: OpMeta::default(),
+        };
+        let per_id = big(10_000).encode().len() as f64 / 10_000.0;
+        let ids = |share: f64| (share * DELTA_BATCH_BYTES as f64 / per_id) as usize;
+        let ops = vec![big(ids(0.4)), big(ids(0.4)), big(ids(0.4)), big(ids(1.2))];
+        let sizes: Vec<usize> = ops.iter().map(|o| o.encode().len()).collect();
+        assert!(sizes[0] > DELTA_BATCH_BYTES / 3 && sizes[0] < DELTA_BATCH_BYTES / 2);
+        assert!(sizes[3] > DELTA_BATCH_BYTES);
+        assert_eq!(delta_batches(&ops), vec![0..2, 2..3, 3..4]);
     }
 }

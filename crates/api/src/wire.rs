@@ -26,29 +26,6 @@ pub struct WriteParams {
     pub wait: Option<String>,
     pub ordering: Option<String>,
     pub timeout: Option<String>,
-    /// Internal (peer to peer): the coordinator's id of this client write.
-    pub op_id: Option<u64>,
-    /// Internal (peer to peer): this write fills shard `fill` for a transfer.
-    pub fill: Option<u32>,
-    /// Internal (peer to peer): the shards this part of a client write is for (`0,2`).
-    pub shards: Option<String>,
-    /// Internal (peer to peer): the coordinator's applied Raft index; the receiver waits
-    /// until it has applied as much (e.g. the creation of the collection) before acting.
-    pub applied: Option<u64>,
-}
-
-impl WriteParams {
-    /// Replication metadata of an internal apply.
-    pub fn op_meta(&self) -> collection::operations::OpMeta {
-        collection::operations::OpMeta {
-            id: self.op_id,
-            fill: self.fill,
-            shards: self
-                .shards
-                .as_deref()
-                .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect()),
-        }
-    }
 }
 
 /// Qdrant's write `ordering`.

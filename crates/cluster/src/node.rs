@@ -2,6 +2,7 @@
 //! and metadata proposals that return once applied locally.
 
 use crate::network::{self, decode, encode, Network};
+use crate::proto;
 use crate::proto::p2p_server::{P2p, P2pServer};
 use crate::proto::{AddPeerReply, AddPeerRequest, Peer, RaftMessage};
 use crate::state::ClusterOp;
@@ -61,15 +62,20 @@ enum ForwardReply {
     Failed(String),
 }
 
-/// Executes a `LocalRequest` on this peer's own data (implemented over the REST router).
-pub trait LocalExecutor: Send + Sync + 'static {
-    fn execute(
-        &self,
-        method: String,
-        path: String,
-        content_type: String,
-        body: Vec<u8>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, Vec<u8>)> + Send>>;
+/// A boxed future of a data-plane call.
+pub type DataFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, tonic::Status>> + Send>>;
+
+/// The data plane a peer serves to other peers on the p2p port: typed requests executed on
+/// its own data (implemented by the `distributed` crate; this crate only carries them).
+pub trait DataService: Send + Sync + 'static {
+    fn apply(&self, r: proto::ApplyRequest) -> DataFuture<proto::ApplyReply>;
+    fn apply_batch(&self, r: proto::ApplyBatchRequest) -> DataFuture<proto::ApplyReply>;
+    fn ordered(&self, r: proto::ApplyRequest) -> DataFuture<proto::ApplyReply>;
+    fn op_ids(&self, r: proto::ShardRequest) -> DataFuture<proto::OpIdsReply>;
+    fn digest(&self, r: proto::ShardRequest) -> DataFuture<proto::DigestReply>;
+    fn read(&self, r: proto::ReadRequest) -> DataFuture<proto::ReadReply>;
+    fn status(&self) -> DataFuture<proto::StatusReply>;
 }
 
 pub struct ClusterNode {
@@ -78,7 +84,7 @@ pub struct ClusterNode {
     pub id: NodeId,
     pub raft: Raft,
     pub uri: String,
-    executor: std::sync::OnceLock<Arc<dyn LocalExecutor>>,
+    data: std::sync::OnceLock<Arc<dyn DataService>>,
     state: watch::Receiver<Arc<SmData>>,
     membership_lock: Mutex<()>,
     tick: Duration,
@@ -164,7 +170,7 @@ impl ClusterNode {
             id,
             raft,
             uri: uri.clone(),
-            executor: std::sync::OnceLock::new(),
+            data: std::sync::OnceLock::new(),
             send_failures: failures,
             state,
             membership_lock: Mutex::new(()),
@@ -312,36 +318,40 @@ impl ClusterNode {
         )))
     }
 
-    /// Install the executor for `Local` requests from other peers (once, at start-up).
-    pub fn set_executor(&self, e: Arc<dyn LocalExecutor>) {
-        let _ = self.executor.set(e);
+    /// Install the data plane served to other peers (once, at start-up).
+    pub fn set_data_service(&self, d: Arc<dyn DataService>) {
+        let _ = self.data.set(d);
     }
 
-    /// Send a local-only request to peer `uri`; returns (HTTP status, body).
-    pub async fn call_peer(
-        &self,
-        uri: &str,
-        method: &str,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> CResult<(u16, Vec<u8>)> {
+    fn data(&self) -> Result<Arc<dyn DataService>, tonic::Status> {
+        self.data
+            .get()
+            .cloned()
+            .ok_or_else(|| tonic::Status::unavailable("peer is starting"))
+    }
+
+    /// Remove `peer` from the cluster: on the leader directly, otherwise by asking the
+    /// leader (`remove_peer` there).
+    pub async fn remove_peer_via_leader(&self, peer: NodeId, force: bool) -> CResult<()> {
+        const TIMEOUT: Duration = Duration::from_secs(60);
+        if self.is_leader() {
+            return self.remove_peer(peer, force, TIMEOUT / 2).await;
+        }
+        let leader = self
+            .leader_uri()
+            .ok_or_else(|| ClusterError::NoLeader("none elected".into()))?;
         let mut c =
-            network::client(uri, timeout).map_err(|e| ClusterError::Internal(e.to_string()))?;
-        let req = crate::proto::LocalRequest {
-            method: method.into(),
-            path: path.into(),
-            body,
-            content_type: content_type.into(),
-        };
-        match c.local(req).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                Ok((r.status as u16, r.body))
+            network::client(&leader, TIMEOUT).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        match c
+            .remove_peer(proto::RemovePeerRequest { peer, force })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                Err(ClusterError::Rejected(s.message().to_string()))
             }
-            Err(s) => Err(ClusterError::Internal(format!(
-                "peer {uri} failed: {}",
+            Err(s) => Err(ClusterError::NoLeader(format!(
+                "the leader could not remove the peer: {}",
                 s.message()
             ))),
         }
@@ -634,19 +644,81 @@ fn bad(e: impl std::fmt::Display) -> tonic::Status {
 
 #[tonic::async_trait]
 impl P2p for Service {
-    async fn local(
+    async fn apply(
         &self,
-        req: tonic::Request<crate::proto::LocalRequest>,
-    ) -> Result<tonic::Response<crate::proto::LocalReply>, tonic::Status> {
+        req: tonic::Request<proto::ApplyRequest>,
+    ) -> Result<tonic::Response<proto::ApplyReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.apply(req.into_inner()).await.map(tonic::Response::new)
+    }
+
+    async fn apply_batch(
+        &self,
+        req: tonic::Request<proto::ApplyBatchRequest>,
+    ) -> Result<tonic::Response<proto::ApplyReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.apply_batch(req.into_inner())
+            .await
+            .map(tonic::Response::new)
+    }
+
+    async fn ordered(
+        &self,
+        req: tonic::Request<proto::ApplyRequest>,
+    ) -> Result<tonic::Response<proto::ApplyReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.ordered(req.into_inner()).await.map(tonic::Response::new)
+    }
+
+    async fn op_ids(
+        &self,
+        req: tonic::Request<proto::ShardRequest>,
+    ) -> Result<tonic::Response<proto::OpIdsReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.op_ids(req.into_inner()).await.map(tonic::Response::new)
+    }
+
+    async fn digest(
+        &self,
+        req: tonic::Request<proto::ShardRequest>,
+    ) -> Result<tonic::Response<proto::DigestReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.digest(req.into_inner()).await.map(tonic::Response::new)
+    }
+
+    async fn read(
+        &self,
+        req: tonic::Request<proto::ReadRequest>,
+    ) -> Result<tonic::Response<proto::ReadReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.read(req.into_inner()).await.map(tonic::Response::new)
+    }
+
+    async fn status(
+        &self,
+        _req: tonic::Request<proto::StatusRequest>,
+    ) -> Result<tonic::Response<proto::StatusReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.status().await.map(tonic::Response::new)
+    }
+
+    async fn remove_peer(
+        &self,
+        req: tonic::Request<proto::RemovePeerRequest>,
+    ) -> Result<tonic::Response<proto::RemovePeerReply>, tonic::Status> {
         let r = req.into_inner();
-        let Some(exec) = self.node.executor.get().cloned() else {
-            return Err(tonic::Status::unavailable("peer is starting"));
-        };
-        let (status, body) = exec.execute(r.method, r.path, r.content_type, r.body).await;
-        Ok(tonic::Response::new(crate::proto::LocalReply {
-            status: status as u32,
-            body,
-        }))
+        if !self.node.is_leader() {
+            return Err(tonic::Status::unavailable("not the Raft leader"));
+        }
+        match self
+            .node
+            .remove_peer(r.peer, r.force, Duration::from_secs(30))
+            .await
+        {
+            Ok(()) => Ok(tonic::Response::new(proto::RemovePeerReply {})),
+            Err(ClusterError::Rejected(m)) => Err(tonic::Status::failed_precondition(m)),
+            Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        }
     }
 
     async fn append_entries(

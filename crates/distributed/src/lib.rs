@@ -8,6 +8,7 @@
 //! table-tested here. The drivers (fan-out, transfers, supervisor loop) move into this
 //! crate next, behind a typed `PeerClient` (see ARCHITECTURE.md).
 
+pub mod peer;
 pub mod placement;
 pub mod recovery;
 pub mod write;

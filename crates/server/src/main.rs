@@ -200,6 +200,7 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let state = api::AppState {
         cluster,
         local_router: Default::default(),
+        peers: Default::default(),
         repl: Default::default(),
         storage: storage.clone(),
         settings: api::ApiSettings {

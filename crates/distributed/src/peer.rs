@@ -1,0 +1,644 @@
+//! The typed peer protocol. A coordinator, a transfer source or the leader's health check
+//! reaches another peer only through [`PeerClient`], which hands out a [`PeerService`] per
+//! peer: this peer's own service in-process, any other over tonic on the p2p port
+//! ([`TonicPeers`]). The receiving side serves its `PeerService` to the network through
+//! [`Served`] (`cluster::node::DataService`).
+//!
+//! Every answer is typed; an error is a [`PeerError`] with the HTTP status the public API
+//! would answer, so nothing but an `Ok` counts as applied.
+
+use cluster::network;
+use cluster::node::{ClusterNode, DataFuture, DataService};
+use cluster::proto;
+use collection::operations::{LoggedOp, OpMeta, UpdateOp};
+use segment::digest::Digest;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Timeout of one data-plane request to another peer.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of a status request (health checks, applied-index waits).
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A refused or failed peer request: the HTTP status the public API answers for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl PeerError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        PeerError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn unavailable(message: impl std::fmt::Display) -> Self {
+        PeerError::new(503, format!("Service unavailable: {message}"))
+    }
+
+    fn bad_message(what: &str, e: impl std::fmt::Display) -> Self {
+        PeerError::new(400, format!("Bad request: undecodable {what}: {e}"))
+    }
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+pub type PeerResult<T> = Result<T, PeerError>;
+pub type PeerFuture<'a, T> = Pin<Box<dyn Future<Output = PeerResult<T>> + Send + 'a>>;
+
+/// Apply an already validated operation to a peer's local replicas.
+#[derive(Clone, Debug)]
+pub struct ApplyRequest {
+    pub collection: String,
+    /// The sender's applied Raft index: the receiver waits until it has applied as much.
+    pub applied: u64,
+    pub op: UpdateOp,
+    pub wait: bool,
+    pub meta: OpMeta,
+}
+
+/// A peer's answer to an apply: the write is in its log and applied.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    pub operation_id: u64,
+    pub completed: bool,
+    /// A per-point error (a missing point: the rest was applied), for the client.
+    pub point_error: Option<PeerError>,
+}
+
+/// The reads a coordinator sends to the peers holding a collection's shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadKind {
+    Retrieve,
+    Search,
+    Recommend,
+    Query,
+    Scroll,
+    Count,
+}
+
+/// Answer for these shards only (of `shard_number`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    pub shard_number: u32,
+    pub shards: Vec<u32>,
+}
+
+/// A read executed on a peer's local points.
+#[derive(Clone, Debug)]
+pub struct ReadRequest {
+    pub collection: String,
+    pub applied: u64,
+    pub kind: ReadKind,
+    /// The read's JSON body, as the public API takes it.
+    pub body: Value,
+    /// `None`: every local point (the peer's replicas are exactly what was asked for).
+    pub scope: Option<Scope>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub ready: bool,
+    /// Last applied Raft index.
+    pub applied: u64,
+    pub version: String,
+}
+
+/// What a peer executes on its own data, for a coordinator or a transfer source.
+pub trait PeerService: Send + Sync + 'static {
+    fn apply(&self, req: ApplyRequest) -> PeerFuture<'_, Applied>;
+    /// Logged operations of a WAL-delta transfer, applied in order, durable at the end.
+    fn apply_batch(
+        &self,
+        collection: String,
+        applied: u64,
+        ops: Vec<LoggedOp>,
+    ) -> PeerFuture<'_, Applied>;
+    /// Coordinate a write as the shard leader of `ordering` medium/strong.
+    fn ordered(&self, req: ApplyRequest) -> PeerFuture<'_, Applied>;
+    /// Ids of the newest logged client writes of `shard`, oldest first.
+    fn op_ids(&self, collection: String, shard: u32) -> PeerFuture<'_, Vec<u64>>;
+    fn digest(&self, collection: String, shard: u32, applied: u64) -> PeerFuture<'_, Digest>;
+    /// The `result` of the read's answer (JSON, as the public API shapes it).
+    fn read(&self, req: ReadRequest) -> PeerFuture<'_, Value>;
+    fn status(&self) -> PeerFuture<'_, PeerStatus>;
+}
+
+/// How a peer reaches the others: a `PeerService` per peer id.
+pub trait PeerClient: Send + Sync + 'static {
+    fn peer(&self, id: u64) -> PeerResult<Arc<dyn PeerService>>;
+}
+
+// ------------------------------------------------------------------ over tonic
+
+/// The `PeerClient` of a cluster peer: itself in-process, the others over tonic (one
+/// HTTP/2 channel per peer address, reused by every request).
+pub struct TonicPeers {
+    node: Arc<ClusterNode>,
+    local: Arc<dyn PeerService>,
+    channels: parking_lot::Mutex<HashMap<String, network::Client>>,
+}
+
+impl TonicPeers {
+    pub fn new(node: Arc<ClusterNode>, local: Arc<dyn PeerService>) -> Self {
+        TonicPeers {
+            node,
+            local,
+            channels: Default::default(),
+        }
+    }
+
+    fn channel(&self, uri: &str) -> PeerResult<network::Client> {
+        let mut ch = self.channels.lock();
+        if let Some(c) = ch.get(uri) {
+            return Ok(c.clone());
+        }
+        // the per-request deadline is ours (`TonicPeer::call`); the channel's is a backstop
+        let c = network::client(uri, PEER_TIMEOUT * 2)
+            .map_err(|e| PeerError::unavailable(format!("peer address {uri}: {e}")))?;
+        ch.insert(uri.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+impl PeerClient for TonicPeers {
+    fn peer(&self, id: u64) -> PeerResult<Arc<dyn PeerService>> {
+        if id == self.node.id {
+            return Ok(self.local.clone());
+        }
+        let uri =
+            self.node.peers().get(&id).cloned().ok_or_else(|| {
+                PeerError::unavailable(format!("peer {id} is not in the cluster"))
+            })?;
+        Ok(Arc::new(TonicPeer {
+            id,
+            client: self.channel(&uri)?,
+        }))
+    }
+}
+
+/// One remote peer over tonic.
+struct TonicPeer {
+    id: u64,
+    client: network::Client,
+}
+
+impl TonicPeer {
+    async fn call<T, F>(&self, timeout: Duration, f: F) -> PeerResult<T>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match tokio::time::timeout(timeout, f).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(from_status(self.id, &s)),
+            Err(_) => Err(PeerError::new(
+                504,
+                format!(
+                    "Timeout: peer {} did not answer within {} s",
+                    self.id,
+                    timeout.as_secs()
+                ),
+            )),
+        }
+    }
+}
+
+impl PeerService for TonicPeer {
+    fn apply(&self, req: ApplyRequest) -> PeerFuture<'_, Applied> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let r = self
+                .call(PEER_TIMEOUT, c.apply(apply_to_proto(&req)))
+                .await?;
+            Ok(applied_from_proto(r))
+        })
+    }
+
+    fn apply_batch(
+        &self,
+        collection: String,
+        applied: u64,
+        ops: Vec<LoggedOp>,
+    ) -> PeerFuture<'_, Applied> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let req = proto::ApplyBatchRequest {
+                collection,
+                applied,
+                ops: encode_logged(&ops),
+            };
+            let r = self.call(PEER_TIMEOUT, c.apply_batch(req)).await?;
+            Ok(applied_from_proto(r))
+        })
+    }
+
+    fn ordered(&self, req: ApplyRequest) -> PeerFuture<'_, Applied> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let r = self
+                .call(PEER_TIMEOUT, c.ordered(apply_to_proto(&req)))
+                .await?;
+            Ok(applied_from_proto(r))
+        })
+    }
+
+    fn op_ids(&self, collection: String, shard: u32) -> PeerFuture<'_, Vec<u64>> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let req = proto::ShardRequest {
+                collection,
+                shard,
+                applied: 0,
+            };
+            Ok(self.call(PEER_TIMEOUT, c.op_ids(req)).await?.ids)
+        })
+    }
+
+    fn digest(&self, collection: String, shard: u32, applied: u64) -> PeerFuture<'_, Digest> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let req = proto::ShardRequest {
+                collection,
+                shard,
+                applied,
+            };
+            let r = self.call(PEER_TIMEOUT, c.digest(req)).await?;
+            Ok(Digest {
+                count: r.count,
+                sum: r.sum,
+            })
+        })
+    }
+
+    fn read(&self, req: ReadRequest) -> PeerFuture<'_, Value> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let r = self.call(PEER_TIMEOUT, c.read(read_to_proto(&req))).await?;
+            serde_json::from_slice(&r.result).map_err(|e| {
+                PeerError::new(500, format!("Service internal error: bad peer answer: {e}"))
+            })
+        })
+    }
+
+    fn status(&self) -> PeerFuture<'_, PeerStatus> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let r = self
+                .call(STATUS_TIMEOUT, c.status(proto::StatusRequest {}))
+                .await?;
+            Ok(PeerStatus {
+                ready: r.ready,
+                applied: r.applied,
+                version: r.version,
+            })
+        })
+    }
+}
+
+// ------------------------------------------------------------------ the receiving side
+
+/// Serves a `PeerService` to other peers (installed with `ClusterNode::set_data_service`).
+pub struct Served(pub Arc<dyn PeerService>);
+
+impl DataService for Served {
+    fn apply(&self, r: proto::ApplyRequest) -> DataFuture<proto::ApplyReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let req = apply_from_proto(r).map_err(to_status)?;
+            s.apply(req).await.map(applied_to_proto).map_err(to_status)
+        })
+    }
+
+    fn apply_batch(&self, r: proto::ApplyBatchRequest) -> DataFuture<proto::ApplyReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let ops: Vec<LoggedOp> = rmp_serde::from_slice(&r.ops)
+                .map_err(|e| to_status(PeerError::bad_message("batch", e)))?;
+            s.apply_batch(r.collection, r.applied, ops)
+                .await
+                .map(applied_to_proto)
+                .map_err(to_status)
+        })
+    }
+
+    fn ordered(&self, r: proto::ApplyRequest) -> DataFuture<proto::ApplyReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let req = apply_from_proto(r).map_err(to_status)?;
+            s.ordered(req)
+                .await
+                .map(applied_to_proto)
+                .map_err(to_status)
+        })
+    }
+
+    fn op_ids(&self, r: proto::ShardRequest) -> DataFuture<proto::OpIdsReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let ids = s.op_ids(r.collection, r.shard).await.map_err(to_status)?;
+            Ok(proto::OpIdsReply { ids })
+        })
+    }
+
+    fn digest(&self, r: proto::ShardRequest) -> DataFuture<proto::DigestReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let d = s
+                .digest(r.collection, r.shard, r.applied)
+                .await
+                .map_err(to_status)?;
+            Ok(proto::DigestReply {
+                count: d.count,
+                sum: d.sum,
+            })
+        })
+    }
+
+    fn read(&self, r: proto::ReadRequest) -> DataFuture<proto::ReadReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let req = read_from_proto(r).map_err(to_status)?;
+            let v = s.read(req).await.map_err(to_status)?;
+            let result = serde_json::to_vec(&v).map_err(|e| {
+                to_status(PeerError::new(500, format!("Service internal error: {e}")))
+            })?;
+            Ok(proto::ReadReply { result })
+        })
+    }
+
+    fn status(&self) -> DataFuture<proto::StatusReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let st = s.status().await.map_err(to_status)?;
+            Ok(proto::StatusReply {
+                ready: st.ready,
+                applied: st.applied,
+                version: st.version,
+            })
+        })
+    }
+}
+
+// ------------------------------------------------------------------ wire conversions
+
+/// A `PeerError` as a gRPC status: the HTTP status travels in the details.
+fn to_status(e: PeerError) -> tonic::Status {
+    let code = match e.status {
+        400 | 413 | 422 => tonic::Code::InvalidArgument,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::NotFound,
+        409 => tonic::Code::AlreadyExists,
+        503 => tonic::Code::Unavailable,
+        504 => tonic::Code::DeadlineExceeded,
+        _ => tonic::Code::Internal,
+    };
+    tonic::Status::with_details(
+        code,
+        e.message,
+        tonic::codegen::Bytes::from(e.status.to_string()),
+    )
+}
+
+/// The `PeerError` of a gRPC status from peer `id`: the HTTP status from the details when
+/// the peer answered, 503 for a transport failure (the peer is unreachable or gone).
+fn from_status(id: u64, s: &tonic::Status) -> PeerError {
+    let status = std::str::from_utf8(s.details())
+        .ok()
+        .and_then(|d| d.parse::<u16>().ok());
+    match status {
+        Some(status) => PeerError::new(status, s.message()),
+        None => match s.code() {
+            tonic::Code::Unauthenticated => PeerError::new(
+                403,
+                format!(
+                    "Forbidden: peer {id} refused this peer's key: {}",
+                    s.message()
+                ),
+            ),
+            tonic::Code::DeadlineExceeded => PeerError::new(
+                504,
+                format!("Timeout: peer {id} did not answer: {}", s.message()),
+            ),
+            _ => PeerError::unavailable(format!("peer {id}: {}", s.message())),
+        },
+    }
+}
+
+fn apply_to_proto(r: &ApplyRequest) -> proto::ApplyRequest {
+    proto::ApplyRequest {
+        collection: r.collection.clone(),
+        applied: r.applied,
+        op: r.op.encode(),
+        wait: r.wait,
+        op_id: r.meta.id,
+        fill: r.meta.fill,
+        shards: r.meta.shards.clone().unwrap_or_default(),
+        has_shards: r.meta.shards.is_some(),
+    }
+}
+
+fn apply_from_proto(r: proto::ApplyRequest) -> PeerResult<ApplyRequest> {
+    let op = UpdateOp::decode(&r.op).map_err(|e| PeerError::bad_message("operation", e))?;
+    Ok(ApplyRequest {
+        collection: r.collection,
+        applied: r.applied,
+        op,
+        wait: r.wait,
+        meta: OpMeta {
+            id: r.op_id,
+            fill: r.fill,
+            shards: r.has_shards.then_some(r.shards),
+        },
+    })
+}
+
+fn applied_to_proto(a: Applied) -> proto::ApplyReply {
+    let (status, message) = a
+        .point_error
+        .map_or((0, String::new()), |e| (e.status as u32, e.message));
+    proto::ApplyReply {
+        operation_id: a.operation_id,
+        completed: a.completed,
+        point_error_status: status,
+        point_error: message,
+    }
+}
+
+fn applied_from_proto(r: proto::ApplyReply) -> Applied {
+    Applied {
+        operation_id: r.operation_id,
+        completed: r.completed,
+        point_error: (r.point_error_status != 0)
+            .then(|| PeerError::new(r.point_error_status as u16, r.point_error)),
+    }
+}
+
+/// A MessagePack array of logged operations (what `apply_batch` decodes).
+pub fn encode_logged(ops: &[LoggedOp]) -> Vec<u8> {
+    let mut body = Vec::new();
+    rmp::encode::write_array_len(&mut body, ops.len() as u32)
+        .expect("writing to a Vec cannot fail");
+    for op in ops {
+        body.extend_from_slice(&op.encode());
+    }
+    body
+}
+
+fn read_to_proto(r: &ReadRequest) -> proto::ReadRequest {
+    let kind = match r.kind {
+        ReadKind::Retrieve => proto::ReadKind::Retrieve,
+        ReadKind::Search => proto::ReadKind::Search,
+        ReadKind::Recommend => proto::ReadKind::Recommend,
+        ReadKind::Query => proto::ReadKind::Query,
+        ReadKind::Scroll => proto::ReadKind::Scroll,
+        ReadKind::Count => proto::ReadKind::Count,
+    };
+    proto::ReadRequest {
+        collection: r.collection.clone(),
+        applied: r.applied,
+        kind: kind as i32,
+        body: serde_json::to_vec(&r.body).expect("JSON values encode"),
+        shards: r.scope.as_ref().map_or(vec![], |s| s.shards.clone()),
+        scoped: r.scope.is_some(),
+        shard_number: r.scope.as_ref().map_or(0, |s| s.shard_number),
+    }
+}
+
+fn read_from_proto(r: proto::ReadRequest) -> PeerResult<ReadRequest> {
+    let kind = match proto::ReadKind::try_from(r.kind) {
+        Ok(proto::ReadKind::Retrieve) => ReadKind::Retrieve,
+        Ok(proto::ReadKind::Search) => ReadKind::Search,
+        Ok(proto::ReadKind::Recommend) => ReadKind::Recommend,
+        Ok(proto::ReadKind::Query) => ReadKind::Query,
+        Ok(proto::ReadKind::Scroll) => ReadKind::Scroll,
+        Ok(proto::ReadKind::Count) => ReadKind::Count,
+        Err(_) => return Err(PeerError::bad_message("read", format!("kind {}", r.kind))),
+    };
+    if r.scoped && r.shard_number == 0 {
+        return Err(PeerError::bad_message(
+            "read",
+            "scope without a shard count",
+        ));
+    }
+    let body = serde_json::from_slice(&r.body).map_err(|e| PeerError::bad_message("read", e))?;
+    Ok(ReadRequest {
+        collection: r.collection,
+        applied: r.applied,
+        kind,
+        body,
+        scope: r.scoped.then_some(Scope {
+            shard_number: r.shard_number,
+            shards: r.shards,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use collection::operations::Selector;
+
+    #[test]
+    fn errors_keep_their_http_status_across_the_wire() {
+        for status in [400u16, 404, 409, 413, 422, 500, 503, 504] {
+            let e = PeerError::new(status, format!("m{status}"));
+            assert_eq!(from_status(7, &to_status(e.clone())), e);
+        }
+        // a transport failure (no details) is the peer being unavailable
+        let e = from_status(7, &tonic::Status::unavailable("connection refused"));
+        assert_eq!(e.status, 503);
+        assert!(e.message.contains("peer 7"), "{}", e.message);
+    }
+
+    #[test]
+    fn apply_requests_round_trip() {
+        let req = ApplyRequest {
+            collection: "c".into(),
+            applied: 42,
+            op: UpdateOp::Delete(Selector::Ids(vec![segment::PointId::Num(3)])),
+            wait: true,
+            meta: OpMeta {
+                id: Some(9),
+                fill: None,
+                shards: Some(vec![]),
+            },
+        };
+        let back = apply_from_proto(apply_to_proto(&req)).unwrap();
+        assert_eq!(back.meta, req.meta); // an empty shard list stays a list, not None
+        assert_eq!(back.op.encode(), req.op.encode());
+        assert_eq!((back.applied, back.wait), (42, true));
+        let none = ApplyRequest {
+            meta: OpMeta::default(),
+            ..req
+        };
+        assert_eq!(
+            apply_from_proto(apply_to_proto(&none)).unwrap().meta,
+            none.meta
+        );
+    }
+
+    #[test]
+    fn applied_point_errors_round_trip() {
+        let a = Applied {
+            operation_id: 5,
+            completed: true,
+            point_error: Some(PeerError::new(404, "No point with id 3 found")),
+        };
+        assert_eq!(applied_from_proto(applied_to_proto(a.clone())), a);
+        let ok = Applied::default();
+        assert_eq!(applied_from_proto(applied_to_proto(ok.clone())), ok);
+    }
+
+    #[test]
+    fn reads_round_trip_and_bad_scopes_are_refused() {
+        let req = ReadRequest {
+            collection: "c".into(),
+            applied: 1,
+            kind: ReadKind::Scroll,
+            body: serde_json::json!({"limit": 3}),
+            scope: Some(Scope {
+                shard_number: 4,
+                shards: vec![1, 3],
+            }),
+        };
+        let back = read_from_proto(read_to_proto(&req)).unwrap();
+        assert_eq!(
+            (back.kind, &back.body, &back.scope),
+            (req.kind, &req.body, &req.scope)
+        );
+        let mut p = read_to_proto(&req);
+        p.shard_number = 0;
+        assert_eq!(read_from_proto(p).unwrap_err().status, 400);
+        let mut p = read_to_proto(&req);
+        p.kind = 99;
+        assert_eq!(read_from_proto(p).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn logged_batches_decode_as_a_list() {
+        let ops: Vec<LoggedOp> = (0..3u64)
+            .map(|i| LoggedOp {
+                op: UpdateOp::Delete(Selector::Ids(vec![segment::PointId::Num(i)])),
+                meta: OpMeta {
+                    id: Some(i),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        let back: Vec<LoggedOp> = rmp_serde::from_slice(&encode_logged(&ops)).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[2].meta.id, Some(2));
+    }
+}
