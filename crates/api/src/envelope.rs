@@ -90,6 +90,36 @@ impl From<cluster::node::ClusterError> for ApiError {
     }
 }
 
+/// A peer's answer keeps the status it gave.
+impl From<distributed::peer::PeerError> for ApiError {
+    fn from(e: distributed::peer::PeerError) -> Self {
+        ApiError::new(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            e.message,
+        )
+    }
+}
+
+impl From<distributed::DistError> for ApiError {
+    fn from(e: distributed::DistError) -> Self {
+        use distributed::DistError as E;
+        match e {
+            E::Format(m) => ApiError::format(m),
+            E::BadRequest(m) => ApiError::bad_request(m),
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+            E::Timeout(m) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, m),
+            E::Collection(e) => e.into(),
+            E::Cluster(e) => e.into(),
+            E::Peer(e) => e.into(),
+            E::Internal(m) => {
+                tracing::error!(error = %m, "distributed task failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+            }
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         tracing::error!(error = %e, "request task failed");

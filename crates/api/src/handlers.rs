@@ -26,7 +26,7 @@ type St = State<AppState>;
 
 /// The `consistency` query parameter of a read (`all`, `majority`, `quorum` or a number;
 /// default one replica per shard). Only coordinators use it.
-pub struct ReadOpts(pub crate::dist::ReadConsistency);
+pub struct ReadOpts(pub distributed::placement::ReadConsistency);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadOpts {
     type Rejection = ApiError;
@@ -36,10 +36,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadOpts {
     ) -> Result<Self, Self::Rejection> {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
-        let mut out = crate::dist::ReadConsistency::One;
+        let mut out = distributed::placement::ReadConsistency::One;
         for (k, v) in pairs {
             if k == "consistency" {
-                out = crate::dist::ReadConsistency::parse(&v).ok_or_else(|| {
+                out = distributed::placement::ReadConsistency::parse(&v).ok_or_else(|| {
                     ApiError::bad_request(format!("Query string error: `consistency` must be `all`, `majority`, `quorum` or a positive integer, got `{v}`"))
                 })?;
             }
@@ -282,7 +282,7 @@ async fn propose(st: &AppState, op: ClusterOp) -> Result<(), ApiError> {
     node.propose(op, std::time::Duration::from_secs(30))
         .await
         .map_err(ApiError::from)?;
-    crate::dist::wait_all_applied(st, node.applied_index()).await
+    Ok(distributed::coordinator::wait_all_applied(&st.dist, node.applied_index()).await?)
 }
 
 // ------------------------------------------------------------------ collections
@@ -502,7 +502,7 @@ async fn collection_cluster(State(st): St, Path(name): Path<String>) -> ApiResul
         .transfers
         .iter()
         .map(|tr| {
-            let sent = st.repl.progress(c.name(), tr.shard);
+            let sent = st.dist.repl.progress(c.name(), tr.shard);
             json!({"shard_id": tr.shard, "from": tr.from, "to": tr.to,
                    "sync": tr.kind != cluster::state::TransferKind::Move,
                    "method": tr.method.name(),
@@ -519,7 +519,7 @@ async fn collection_cluster(State(st): St, Path(name): Path<String>) -> ApiResul
 /// source, with the method actually used, what was sent and how long it took.
 async fn transfer_history(State(st): St) -> ApiResult<Value> {
     let t = Instant::now();
-    Ok(Timed(t, json!(st.repl.history())))
+    Ok(Timed(t, json!(st.dist.repl.history())))
 }
 
 /// `POST /collections/{name}/cluster`: move_shard, replicate_shard, abort_transfer,
@@ -737,13 +737,13 @@ async fn run_update(
     let params = parse_query::<WriteParams>(q)?;
     let (wait, ordering) = (params.wait()?, params.ordering()?);
     let c = coll(&st, &name)?;
-    if let Some(p) = crate::dist::placement(&st, c.name()) {
+    if let Some(p) = distributed::coordinator::placement(&st.dist, c.name()) {
         // validate against the schema here so bad input fails before any peer applies it
         let op = op.prepare(&c.read())?;
         let (id, completed) = if ordering == crate::wire::Ordering::Weak {
-            crate::dist::update(&st, &p, op, wait).await?
+            distributed::coordinator::update(&st.dist, &p, op, wait).await?
         } else {
-            crate::dist::ordered_update(&st, &p, op, wait, ordering).await?
+            distributed::coordinator::ordered_update(&st.dist, &p, op, wait, ordering).await?
         };
         return Ok(Timed(
             t,
@@ -1526,16 +1526,18 @@ pub(crate) async fn local_read(
 fn dist_for(
     st: &AppState,
     name: &str,
-    read: crate::dist::ReadConsistency,
-) -> Result<Option<crate::dist::Placement>, ApiError> {
+    read: distributed::placement::ReadConsistency,
+) -> Result<Option<distributed::placement::Placement>, ApiError> {
     if st.cluster.is_none() {
         return Ok(None);
     }
     let c = coll(st, name)?;
-    Ok(crate::dist::placement(st, c.name()).map(|mut p| {
-        p.read = read;
-        p
-    }))
+    Ok(
+        distributed::coordinator::placement(&st.dist, c.name()).map(|mut p| {
+            p.read = read;
+            p
+        }),
+    )
 }
 
 async fn retrieve_points(
@@ -1565,7 +1567,7 @@ async fn retrieve_points(
             .collect();
         return Ok(Timed(
             t,
-            Value::Array(crate::dist::retrieve(&st, &p, &ids, wp, wv).await?),
+            Value::Array(distributed::coordinator::retrieve(&st.dist, &p, &ids, wp, wv).await?),
         ));
     }
     to_json(retrieve_points_local(State(st), Path(name), QJson(body)).await)
@@ -1584,7 +1586,9 @@ async fn get_point(
             ))
         })?;
         let idv = serde_json::to_value(pid).expect("id encodes");
-        let mut recs = crate::dist::retrieve(&st, &p, &[idv], json!(true), json!(true)).await?;
+        let mut recs =
+            distributed::coordinator::retrieve(&st.dist, &p, &[idv], json!(true), json!(true))
+                .await?;
         return match recs.pop() {
             Some(r) => Ok(Timed(t, r)),
             None => Err(CollectionError::PointNotFound(pid.to_string()).into()),
@@ -1601,7 +1605,10 @@ async fn scroll_points(
 ) -> ApiResult<Value> {
     let t = Instant::now();
     if let Some(p) = dist_for(&st, &name, read)? {
-        return Ok(Timed(t, crate::dist::scroll(&st, &p, &body).await?));
+        return Ok(Timed(
+            t,
+            distributed::coordinator::scroll(&st.dist, &p, &body).await?,
+        ));
     }
     scroll_points_local(State(st), Path(name), QJson(body)).await
 }
@@ -1614,7 +1621,10 @@ async fn count_points(
 ) -> ApiResult<Value> {
     let t = Instant::now();
     if let Some(p) = dist_for(&st, &name, read)? {
-        return Ok(Timed(t, crate::dist::count(&st, &p, &body).await?));
+        return Ok(Timed(
+            t,
+            distributed::coordinator::count(&st.dist, &p, &body).await?,
+        ));
     }
     count_points_local(State(st), Path(name), QJson(body)).await
 }
@@ -1631,7 +1641,9 @@ async fn search_points(
         parse_search(&body)?; // same validation as a single node
         return Ok(Timed(
             t,
-            Value::Array(crate::dist::search_like(&st, &p, "search", &body).await?),
+            Value::Array(
+                distributed::coordinator::search_like(&st.dist, &p, "search", &body).await?,
+            ),
         ));
     }
     to_json(search_points_local(State(st), Path(name), QJson(body)).await)
@@ -1650,7 +1662,7 @@ async fn search_batch(
         for item in batch_items(&body)? {
             parse_search(&item)?;
             out.push(Value::Array(
-                crate::dist::search_like(&st, &p, "search", &item).await?,
+                distributed::coordinator::search_like(&st.dist, &p, "search", &item).await?,
             ));
         }
         return Ok(Timed(t, Value::Array(out)));
@@ -1670,7 +1682,9 @@ async fn recommend_points(
         parse_reco(&body)?;
         return Ok(Timed(
             t,
-            Value::Array(crate::dist::search_like(&st, &p, "recommend", &body).await?),
+            Value::Array(
+                distributed::coordinator::search_like(&st.dist, &p, "recommend", &body).await?,
+            ),
         ));
     }
     to_json(recommend_points_local(State(st), Path(name), QJson(body)).await)
@@ -1689,7 +1703,7 @@ async fn recommend_batch(
         for item in batch_items(&body)? {
             parse_reco(&item)?;
             out.push(Value::Array(
-                crate::dist::search_like(&st, &p, "recommend", &item).await?,
+                distributed::coordinator::search_like(&st.dist, &p, "recommend", &item).await?,
             ));
         }
         return Ok(Timed(t, Value::Array(out)));
@@ -1709,7 +1723,7 @@ async fn query_points(
         let m = obj(&body)?.clone();
         return Ok(Timed(
             t,
-            json!({"points": crate::dist::query(&st, &p, m, None, true).await?}),
+            json!({"points": distributed::coordinator::query(&st.dist, &p, m, None, true).await?}),
         ));
     }
     query_points_local(State(st), Path(name), QJson(body)).await
@@ -1727,7 +1741,7 @@ async fn query_batch(
         for item in batch_items(&body)? {
             parse_query_req(&item)?;
             let m = obj(&item)?.clone();
-            out.push(json!({"points": crate::dist::query(&st, &p, m, None, true).await?}));
+            out.push(json!({"points": distributed::coordinator::query(&st.dist, &p, m, None, true).await?}));
         }
         return Ok(Timed(t, Value::Array(out)));
     }
@@ -1741,7 +1755,7 @@ async fn get_collection(State(st): St, Path(name): Path<String>) -> ApiResult<Va
     if let Some(p) = p {
         // points live on several peers: report the cluster-wide count of the peers that
         // answer (collection info must stay available while a peer is down)
-        info["points_count"] = json!(crate::dist::count_available(&st, &p).await);
+        info["points_count"] = json!(distributed::coordinator::count_available(&st.dist, &p).await);
     }
     Ok(Timed(t, info))
 }
@@ -1759,7 +1773,7 @@ async fn search_groups(
         parse_groups(&m, None)?;
         return Ok(Timed(
             t,
-            crate::dist::groups(&st, &p, "search", &body).await?,
+            distributed::coordinator::groups(&st.dist, &p, "search", &body).await?,
         ));
     }
     search_groups_local(State(st), Path(name), QJson(body)).await
@@ -1777,7 +1791,7 @@ async fn query_groups(
         parse_groups(&m, Some(10))?;
         return Ok(Timed(
             t,
-            crate::dist::groups(&st, &p, "query", &body).await?,
+            distributed::coordinator::groups(&st.dist, &p, "query", &body).await?,
         ));
     }
     query_groups_local(State(st), Path(name), QJson(body)).await
@@ -1796,7 +1810,7 @@ async fn recommend_groups(
         parse_groups(&m, None)?;
         return Ok(Timed(
             t,
-            crate::dist::groups(&st, &p, "recommend", &body).await?,
+            distributed::coordinator::groups(&st.dist, &p, "recommend", &body).await?,
         ));
     }
     recommend_groups_local(State(st), Path(name), QJson(body)).await

@@ -3,14 +3,11 @@
 //! one place (`envelope::ApiError`), and wraps every answer in Qdrant's envelope.
 
 pub mod auth;
-pub mod cluster_sink;
-pub mod dist;
 pub mod envelope;
 mod handlers;
 pub mod local_peer;
 pub mod normalize;
 pub mod observe;
-pub mod replication;
 pub mod wire;
 
 use axum::Router;
@@ -38,10 +35,8 @@ pub struct AppState {
     pub cluster: Option<Arc<cluster::node::ClusterNode>>,
     /// The router itself (without the auth layer), for the token checks that count points.
     pub local_router: Arc<std::sync::OnceLock<Router>>,
-    /// Cluster mode: how this peer reaches the others (and itself), set by `router`.
-    pub peers: Arc<std::sync::OnceLock<Arc<dyn distributed::peer::PeerClient>>>,
-    /// Cluster mode: write serialization, forwarding and shard transfers of this peer.
-    pub repl: Arc<replication::Replication>,
+    /// The distributed layer of this peer (coordinator, replica maintenance, peers).
+    pub dist: distributed::Ctx,
     /// REST request metrics (`/metrics`).
     pub metrics: Arc<observe::Metrics>,
 }
@@ -84,7 +79,7 @@ async fn value_exists_holds(st: &AppState, c: &auth::ValueExists) -> bool {
         .method("POST")
         .uri(format!(
             "/collections/{}/points/count",
-            dist::urlencode(&c.collection)
+            distributed::coordinator::urlencode(&c.collection)
         ))
         .header("content-type", "application/json")
         .body(axum::body::Body::from(body))
@@ -125,15 +120,8 @@ pub fn router(state: AppState) -> Router {
                 .allow_headers(tower_http::cors::Any),
         );
     }
-    if let Some(node) = &state.cluster {
-        let local: Arc<dyn distributed::peer::PeerService> =
-            Arc::new(local_peer::LocalPeer { st: state.clone() });
-        let _ = state.peers.set(Arc::new(distributed::peer::TonicPeers::new(
-            node.clone(),
-            local.clone(),
-        )));
-        node.set_data_service(Arc::new(distributed::peer::Served(local)));
-        replication::spawn_supervisor(state.clone());
-    }
+    state
+        .dist
+        .start(Arc::new(local_peer::LocalApi { st: state.clone() }));
     r
 }

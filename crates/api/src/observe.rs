@@ -335,7 +335,7 @@ pub async fn telemetry(
                     if id == node.id {
                         return (id, Some(env!("CARGO_PKG_VERSION").to_string()));
                     }
-                    let v = match crate::dist::peer(&st, id) {
+                    let v = match distributed::coordinator::peer(&st.dist, id) {
                         Ok(peer) => peer.status().await.ok().map(|s| s.version),
                         Err(_) => None,
                     };

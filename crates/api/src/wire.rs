@@ -28,19 +28,7 @@ pub struct WriteParams {
     pub timeout: Option<String>,
 }
 
-/// Qdrant's write `ordering`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Ordering {
-    /// Straight to the replicas (concurrent writes to one point may apply in different
-    /// orders on different replicas).
-    #[default]
-    Weak,
-    /// Through the shard's first Active replica, which serializes them.
-    Medium,
-    /// Through the shard's first replica (its permanent leader); unavailable while it is
-    /// not Active.
-    Strong,
-}
+pub use distributed::write::Ordering;
 
 impl WriteParams {
     pub fn ordering(&self) -> WResult<Ordering> {

@@ -18,8 +18,22 @@ use serde::Serialize;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
-/// Largest gRPC message between peers (snapshots and batches).
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Smallest limit of a gRPC message between peers (snapshots and batches).
+pub const MIN_MESSAGE_BYTES: usize = 256 << 20;
+
+static MESSAGE_LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Set the largest message between peers (first call wins): at least `MIN_MESSAGE_BYTES`,
+/// and enough for any write the public API accepts once re-encoded (MessagePack can be
+/// ~2.5x the JSON of small numbers), so every accepted request replicates.
+pub fn set_max_request_bytes(max_request_bytes: usize) {
+    let _ = MESSAGE_LIMIT.set(max_request_bytes.saturating_mul(4).max(MIN_MESSAGE_BYTES));
+}
+
+/// The largest gRPC message between peers, in bytes.
+pub fn max_message_bytes() -> usize {
+    *MESSAGE_LIMIT.get().unwrap_or(&MIN_MESSAGE_BYTES)
+}
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(v).expect("raft messages always encode")
@@ -114,8 +128,8 @@ pub fn client(uri: &str, timeout: Duration) -> Result<Client, tonic::transport::
         .and_then(|k| k.parse().ok());
     Ok(
         P2pClient::with_interceptor(ep.connect_lazy(), KeyInterceptor(key))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(max_message_bytes())
+            .max_encoding_message_size(max_message_bytes()),
     )
 }
 

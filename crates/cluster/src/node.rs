@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub enforce_internal_auth: bool,
     /// `cluster.p2p.enable_tls`: mutual TLS between peers (URIs are `https://`).
     pub tls: Option<network::P2pTls>,
+    /// `service.max_request_size_mb` in bytes: sizes the p2p message limit.
+    pub max_request_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,7 @@ impl ClusterNode {
     pub async fn start(cfg: NodeConfig, sink: Arc<dyn EffectSink>) -> CResult<Arc<ClusterNode>> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| ClusterError::Internal(e.to_string()))?;
         network::set_internal_key(cfg.api_key.clone());
+        network::set_max_request_bytes(cfg.max_request_bytes);
         network::set_tls(cfg.tls.as_ref());
         let id = load_or_create_id(&cfg.dir)?;
         let db = open_db(&cfg.dir.join("raft.redb"))
@@ -184,8 +187,8 @@ impl ClusterNode {
             .await
             .map_err(|e| ClusterError::Config(format!("cannot listen on p2p port {addr}: {e}")))?;
         let svc = P2pServer::new(Service { node: node.clone() })
-            .max_decoding_message_size(network::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(network::MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(network::max_message_bytes())
+            .max_encoding_message_size(network::max_message_bytes());
         let (key, enforce) = (cfg.api_key.clone(), cfg.enforce_internal_auth);
         let server_tls = cfg.tls.clone();
         let svc = tonic::service::interceptor::InterceptedService::new(

@@ -1,16 +1,81 @@
-//! `distributed`: the policies of Sextant's distributed layer as pure functions over the
-//! agreed cluster state — where a collection's shards live and which replicas to read
-//! ([`placement`]), when a replicated write may be acknowledged and which replicas failed
-//! it ([`write`]), and which replica a Dead one recovers from ([`recovery`]).
+//! `distributed`: Sextant's distributed layer.
 //!
-//! No I/O, no clock, no network: the `api` crate's drivers gather the inputs (the Raft
-//! state, the answers of the peers) and act on the decisions, and the decisions are
-//! table-tested here. The drivers (fan-out, transfers, supervisor loop) move into this
-//! crate next, behind a typed `PeerClient` (see ARCHITECTURE.md).
+//! - Pure policies over the agreed cluster state, table-tested: where a collection's shards
+//!   live and which replicas to read ([`placement`]), when a replicated write may be
+//!   acknowledged and which replicas failed it ([`write`]), and which replica a Dead one
+//!   recovers from ([`recovery`]).
+//! - The typed peer protocol ([`peer`]): the `PeerService` a peer executes on its own data
+//!   and the `PeerClient` that reaches the others (over tonic, or in-process for itself).
+//! - The local side of consensus effects ([`cluster_sink`]).
+//! - The drivers: the coordinator of distributed reads and writes ([`coordinator`]), this
+//!   peer's side of the protocol ([`service`]), and replica maintenance — transfers,
+//!   forwarding, health checks, Dead-marking ([`replication`]).
+//!
+//! `api` calls the coordinator and maps [`error::DistError`] to HTTP; it provides only the
+//! execution of a read on local points ([`service::LocalReads`]).
 
+pub mod cluster_sink;
+pub mod coordinator;
+pub mod error;
+pub mod faults;
 pub mod peer;
 pub mod placement;
 pub mod recovery;
+pub mod replication;
+pub mod service;
 pub mod write;
 
 pub use cluster::state::PeerId;
+pub use error::{DistError, DistResult};
+
+use cluster::node::ClusterNode;
+use collection::Storage;
+use std::sync::{Arc, OnceLock};
+
+/// What the distributed layer of this peer works with.
+#[derive(Clone)]
+pub struct Ctx {
+    pub storage: Arc<Storage>,
+    /// Present in cluster mode.
+    pub cluster: Option<Arc<ClusterNode>>,
+    /// Write serialization, forwarding and shard transfers of this peer.
+    pub repl: Arc<replication::Replication>,
+    /// How this peer reaches the others (and itself); set by [`Ctx::start`].
+    pub peers: Arc<OnceLock<Arc<dyn peer::PeerClient>>>,
+}
+
+impl Ctx {
+    pub fn new(storage: Arc<Storage>, cluster: Option<Arc<ClusterNode>>) -> Ctx {
+        Ctx {
+            storage,
+            cluster,
+            repl: Default::default(),
+            peers: Default::default(),
+        }
+    }
+
+    /// Cluster mode: serve this peer's side of the protocol, reach the others over tonic,
+    /// and start replica maintenance. `reads` executes reads on local points.
+    pub fn start(&self, reads: Arc<dyn service::LocalReads>) {
+        let Some(node) = &self.cluster else { return };
+        let local: Arc<dyn peer::PeerService> = Arc::new(service::LocalService {
+            ctx: self.clone(),
+            reads,
+        });
+        let mut peers: Arc<dyn peer::PeerClient> =
+            Arc::new(peer::TonicPeers::new(node.clone(), local.clone()));
+        if let Ok(spec) = std::env::var("SEXTANT_PEER_FAULTS") {
+            // tests only: a malformed rule list is a start-up error, never ignored
+            let rules = faults::parse(&spec).unwrap_or_else(|e| panic!("SEXTANT_PEER_FAULTS: {e}"));
+            let seed = std::env::var("SEXTANT_PEER_FAULTS_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            tracing::warn!(%spec, seed, "fault injection at the peer layer is active (SEXTANT_PEER_FAULTS)");
+            peers = Arc::new(faults::Faulty::new(peers, node.id, rules, seed));
+        }
+        let _ = self.peers.set(peers);
+        node.set_data_service(Arc::new(peer::Served(local)));
+        replication::spawn_supervisor(self.clone());
+    }
+}

@@ -9,6 +9,20 @@
 
 use crate::PeerId;
 
+/// Qdrant's write `ordering`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ordering {
+    /// Straight to the replicas (concurrent writes to one point may apply in different
+    /// orders on different replicas).
+    #[default]
+    Weak,
+    /// Through the shard's first Active replica, which serializes them.
+    Medium,
+    /// Through the shard's first replica (its permanent leader); unavailable while it is
+    /// not Active.
+    Strong,
+}
+
 /// One replica peer's answer for the shards it was sent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplicaAnswer {

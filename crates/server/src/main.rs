@@ -161,6 +161,7 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             uri: args.uri.clone(),
             bootstrap: args.bootstrap.clone(),
             tick_ms: settings.cluster.consensus.tick_period_ms,
+            max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),
             api_key: settings.auth().api_key,
             enforce_internal_auth: settings.service.enforce_internal_auth == Some(true),
             tls: if settings.cluster.p2p.enable_tls == Some(true) {
@@ -179,7 +180,7 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
                 None
             },
         };
-        let sink = Arc::new(api::cluster_sink::StorageSink {
+        let sink = Arc::new(distributed::cluster_sink::StorageSink {
             storage: storage.clone(),
             me: Default::default(),
         });
@@ -198,10 +199,9 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         None
     };
     let state = api::AppState {
-        cluster,
+        cluster: cluster.clone(),
         local_router: Default::default(),
-        peers: Default::default(),
-        repl: Default::default(),
+        dist: distributed::Ctx::new(storage.clone(), cluster.clone()),
         storage: storage.clone(),
         settings: api::ApiSettings {
             max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),

@@ -19,12 +19,12 @@
 //! after a restart: a stream simply starts over), and asks for recovery of this peer's Dead
 //! replicas from an Active replica. Coordinators never write to Partial or Dead replicas.
 
-use crate::dist::{self, Placement};
-use crate::envelope::ApiError;
-use crate::AppState;
+use crate::coordinator::{self as dist, Placement};
+use crate::error::DistError;
+use crate::peer::ApplyRequest;
+use crate::Ctx;
 use cluster::state::{ClusterOp, ReplicaState, Transfer, TransferKind, TransferMethod};
 use collection::operations::{to_stored, LoggedOp, OpMeta, PointInsert, UpdateMode, UpdateOp};
-use distributed::peer::ApplyRequest;
 use parking_lot::Mutex;
 use segment::filter::Filter;
 use serde_json::json;
@@ -52,7 +52,7 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const RECOVERY_RETRY: Duration = Duration::from_secs(2);
 /// The Raft leader checks every peer holding an Active replica this often...
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
-/// (a status request, `distributed::peer::STATUS_TIMEOUT`)...
+/// (a status request, `crate::peer::STATUS_TIMEOUT`)...
 /// ...and marks its replicas Dead after this many consecutive failures (a killed or
 /// paused peer stops receiving reads within ~4-12 s, instead of each read waiting for it).
 const HEALTH_FAILURES: u32 = 4;
@@ -146,7 +146,7 @@ type NamedLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
 /// Forward a locally applied write to the replicas this peer is filling (called with the
 /// collection's lock held). A target that cannot take it ends its transfer.
-pub async fn forward(st: &AppState, collection: &str, op: &UpdateOp, op_id: Option<u64>) {
+pub async fn forward(st: &Ctx, collection: &str, op: &UpdateOp, op_id: Option<u64>) {
     for fw in st.repl.forwards_of(collection) {
         let Some(part) = op.scoped(fw.shard_number, &[fw.transfer.shard]) else {
             continue;
@@ -157,7 +157,7 @@ pub async fn forward(st: &AppState, collection: &str, op: &UpdateOp, op_id: Opti
             shards: Some(vec![fw.transfer.shard]),
         };
         if let Err(e) = remote_apply(st, collection, fw.transfer.to, &part, meta).await {
-            tracing::warn!(collection, shard = fw.transfer.shard, to = fw.transfer.to, error = %e.message, "forward failed: aborting transfer");
+            tracing::warn!(collection, shard = fw.transfer.shard, to = fw.transfer.to, error = %e, "forward failed: aborting transfer");
             st.repl.set_forward(collection, None, &fw.transfer);
             if fw.until.is_none() {
                 abort(st, collection, &fw.transfer).await;
@@ -168,12 +168,12 @@ pub async fn forward(st: &AppState, collection: &str, op: &UpdateOp, op_id: Opti
 
 /// Apply `op` on `peer`'s local collection (durably). Only an `Ok` means the peer holds it.
 async fn remote_apply(
-    st: &AppState,
+    st: &Ctx,
     collection: &str,
     peer: u64,
     op: &UpdateOp,
     meta: OpMeta,
-) -> Result<(), ApiError> {
+) -> Result<(), DistError> {
     let req = ApplyRequest {
         collection: collection.to_string(),
         applied: dist::applied_index(st),
@@ -185,14 +185,14 @@ async fn remote_apply(
     Ok(())
 }
 
-async fn propose(st: &AppState, op: ClusterOp) -> Result<(), String> {
+async fn propose(st: &Ctx, op: ClusterOp) -> Result<(), String> {
     let node = st.cluster.as_ref().ok_or("not in cluster mode")?;
     node.propose(op, PROPOSE_TIMEOUT)
         .await
         .map_err(|e| e.to_string())
 }
 
-async fn abort(st: &AppState, collection: &str, t: &Transfer) {
+async fn abort(st: &Ctx, collection: &str, t: &Transfer) {
     let op = ClusterOp::AbortTransfer {
         collection: collection.to_string(),
         transfer: t.clone(),
@@ -203,7 +203,7 @@ async fn abort(st: &AppState, collection: &str, t: &Transfer) {
 }
 
 /// Start the background loop that runs this peer's transfers and recoveries.
-pub fn spawn_supervisor(st: AppState) {
+pub fn spawn_supervisor(st: Ctx) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -216,7 +216,7 @@ pub fn spawn_supervisor(st: AppState) {
 /// consecutive failures mark its Active replicas Dead through consensus (the state machine
 /// never lets a shard lose its last Active replica). A returning peer then asks for
 /// recovery of its Dead replicas like after any failed write.
-fn check_health(st: &AppState, node: &Arc<cluster::node::ClusterNode>) {
+fn check_health(st: &Ctx, node: &Arc<cluster::node::ClusterNode>) {
     if !node.is_leader() {
         st.repl.health.lock().clear();
         return;
@@ -286,7 +286,7 @@ fn check_health(st: &AppState, node: &Arc<cluster::node::ClusterNode>) {
     }
 }
 
-async fn supervise(st: &AppState) {
+async fn supervise(st: &Ctx) {
     let Some(node) = st.cluster.clone() else {
         return;
     };
@@ -324,7 +324,7 @@ async fn supervise(st: &AppState) {
             {
                 continue;
             }
-            let Some(from) = distributed::recovery::source(meta, shard, me) else {
+            let Some(from) = crate::recovery::source(meta, shard, me) else {
                 continue;
             };
             let key = (name.clone(), shard);
@@ -357,7 +357,7 @@ async fn supervise(st: &AppState) {
 }
 
 /// Whether `t` is still an ongoing transfer of the agreed state.
-fn still_running(st: &AppState, collection: &str, t: &Transfer) -> bool {
+fn still_running(st: &Ctx, collection: &str, t: &Transfer) -> bool {
     st.cluster.as_ref().is_some_and(|n| {
         n.state()
             .state
@@ -368,12 +368,7 @@ fn still_running(st: &AppState, collection: &str, t: &Transfer) -> bool {
 }
 
 /// Run one transfer as its source (see the module docs).
-async fn stream(
-    st: &AppState,
-    collection: &str,
-    t: &Transfer,
-    shard_number: u32,
-) -> Result<(), String> {
+async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> Result<(), String> {
     let started = Instant::now();
     let lock = st.repl.lock_for(collection);
     let key = (collection.to_string(), t.shard);
@@ -416,7 +411,7 @@ async fn stream(
         }
         remote_apply(st, collection, t.to, &clear, fill.clone())
             .await
-            .map_err(|e| format!("clearing the target: {}", e.message))?;
+            .map_err(|e| format!("clearing the target: {e}"))?;
         st.repl.set_forward(
             collection,
             Some(Forward {
@@ -468,7 +463,7 @@ async fn stream(
         if !(after.is_none() && fail_point("transfer_drop_batch")) {
             remote_apply(st, collection, t.to, &op, fill.clone())
                 .await
-                .map_err(|e| format!("sending a batch: {}", e.message))?;
+                .map_err(|e| format!("sending a batch: {e}"))?;
         }
         after = Some(last);
         *st.repl.progress.lock().entry(key.clone()).or_default() += n;
@@ -491,7 +486,7 @@ async fn stream(
 /// to the shard, and start forwarding. `None` if the log cannot tell (see
 /// `Collection::ops_missing_from`); the caller then streams records instead.
 async fn wal_delta(
-    st: &AppState,
+    st: &Ctx,
     collection: &str,
     t: &Transfer,
     shard_number: u32,
@@ -501,7 +496,7 @@ async fn wal_delta(
     if !still_running(st, collection, t) {
         return Ok(None);
     }
-    let target = dist::peer(st, t.to).map_err(|e| e.message)?;
+    let target = dist::peer(st, t.to).map_err(|e| e.message())?;
     let known: HashSet<u64> = match target.op_ids(collection.to_string(), t.shard).await {
         Ok(ids) => ids.into_iter().collect(),
         Err(e) => return Err(format!("asking the target for its log: {}", e.message)),
@@ -556,7 +551,7 @@ async fn wal_delta(
 /// Compare the content digest of the shard on this peer (the source) and on the target;
 /// a mismatch fails the transfer (it is aborted and, for a recovery, requested again).
 async fn verify_digests(
-    st: &AppState,
+    st: &Ctx,
     collection: &str,
     t: &Transfer,
     shard_number: u32,
@@ -568,7 +563,7 @@ async fn verify_digests(
     })
     .await
     .map_err(|e| e.to_string())?;
-    let target = dist::peer(st, t.to).map_err(|e| e.message)?;
+    let target = dist::peer(st, t.to).map_err(|e| e.message())?;
     let theirs = target
         .digest(collection.to_string(), t.shard, dist::applied_index(st))
         .await
@@ -628,7 +623,7 @@ fn delta_batches(ops: &[LoggedOp]) -> Vec<std::ops::Range<usize>> {
 
 /// Switch the target to Active through consensus and keep forwarding for the grace period.
 async fn finish(
-    st: &AppState,
+    st: &Ctx,
     collection: &str,
     t: &Transfer,
     shard_number: u32,
@@ -682,7 +677,7 @@ async fn finish(
 /// write). Returns the (shard, peer) pairs that are still Active afterwards: replicas that
 /// missed the write and could not be marked (no Raft quorum, or every Active replica of the
 /// shard failed). Those are remembered and marked by the supervisor once consensus is back.
-pub async fn mark_dead(st: &AppState, p: &Placement, failed: &[(u32, u64)]) -> Vec<(u32, u64)> {
+pub async fn mark_dead(st: &Ctx, p: &Placement, failed: &[(u32, u64)]) -> Vec<(u32, u64)> {
     let op = ClusterOp::MarkDead {
         collection: p.name.clone(),
         replicas: failed.to_vec(),
@@ -700,7 +695,7 @@ pub async fn mark_dead(st: &AppState, p: &Placement, failed: &[(u32, u64)]) -> V
     unmarked
 }
 
-fn still_active(st: &AppState, collection: &str, replicas: &[(u32, u64)]) -> Vec<(u32, u64)> {
+fn still_active(st: &Ctx, collection: &str, replicas: &[(u32, u64)]) -> Vec<(u32, u64)> {
     let Some(node) = &st.cluster else {
         return vec![];
     };
@@ -717,7 +712,7 @@ fn still_active(st: &AppState, collection: &str, replicas: &[(u32, u64)]) -> Vec
 
 /// Retry marking the replicas that missed a write while consensus was unavailable; forget
 /// those that are no longer Active (marked, dropped, or their collection deleted).
-async fn retry_pending_dead(st: &AppState) {
+async fn retry_pending_dead(st: &Ctx) {
     let pending: Vec<(String, u32, u64)> = st.repl.pending_dead.lock().iter().cloned().collect();
     let mut by_collection: HashMap<String, Vec<(u32, u64)>> = HashMap::new();
     for (c, shard, peer) in pending {

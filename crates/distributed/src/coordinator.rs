@@ -2,19 +2,18 @@
 //! coordinator. Writes are split by owning peer (`routing::shard_of` + the agreed shard
 //! placement) and sent as `UpdateOp`s; reads fan out to every peer holding shards and the
 //! answers are merged exactly as a single node would order them. Peers are reached only
-//! through the typed `distributed::peer::PeerClient` (this peer in-process, the others over
+//! through the typed `crate::peer::PeerClient` (this peer in-process, the others over
 //! tonic); they execute the sub-requests on local data only (`crate::local_peer`).
 //!
 //! Current scope: each peer keeps its shards' points in one local store (per-shard stores
 //! arrive with shard transfer); replicas (`replication_factor` > 1) receive every write
 //! for their shards, and reads deduplicate by id.
 
-use crate::envelope::ApiError;
-use crate::AppState;
-use axum::http::StatusCode;
+use crate::error::DistError;
+use crate::peer::{ApplyRequest, PeerService, ReadKind, ReadRequest, Scope};
+use crate::Ctx;
 use collection::operations::{OpMeta, UpdateOp};
 use collection::routing::shard_of;
-use distributed::peer::{ApplyRequest, PeerService, ReadKind, ReadRequest, Scope};
 use segment::PointId;
 use serde_json::{json, Value};
 use std::cmp::Ordering;
@@ -31,7 +30,7 @@ pub const ALL_APPLIED_WAIT: Duration = Duration::from_secs(10);
 
 /// Wait until every reachable peer has applied the Raft log up to `index` (each peer's
 /// `raft_info.commit` is its applied index). A peer that does not answer counts as down.
-pub async fn wait_all_applied(st: &AppState, index: u64) -> Result<(), ApiError> {
+pub async fn wait_all_applied(st: &Ctx, index: u64) -> Result<(), DistError> {
     let Some(node) = st.cluster.clone() else {
         return Ok(());
     };
@@ -58,9 +57,7 @@ pub async fn wait_all_applied(st: &AppState, index: u64) -> Result<(), ApiError>
     }
     while let Some(r) = waits.join_next().await {
         if let Ok(Err(peer)) = r {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("Timeout: the operation was committed, but peer {peer} did not apply it within {} s", ALL_APPLIED_WAIT.as_secs()),
+            return Err(DistError::timeout(format!("Timeout: the operation was committed, but peer {peer} did not apply it within {} s", ALL_APPLIED_WAIT.as_secs()),
             ));
         }
     }
@@ -68,22 +65,20 @@ pub async fn wait_all_applied(st: &AppState, index: u64) -> Result<(), ApiError>
 }
 
 /// This peer's applied Raft index, sent with internal writes (`applied=`).
-pub fn applied_index(st: &AppState) -> u64 {
+pub fn applied_index(st: &Ctx) -> u64 {
     st.cluster.as_ref().map_or(0, |n| n.applied_index())
 }
 
 /// The service of peer `id` (this peer's own, in-process, or a remote one over tonic).
-pub fn peer(st: &AppState, id: u64) -> Result<Arc<dyn PeerService>, ApiError> {
-    let peers = st.peers.get().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service unavailable: peer is starting",
-        )
-    })?;
+pub fn peer(st: &Ctx, id: u64) -> Result<Arc<dyn PeerService>, DistError> {
+    let peers = st
+        .peers
+        .get()
+        .ok_or_else(|| DistError::unavailable("Service unavailable: peer is starting"))?;
     Ok(peers.peer(id)?)
 }
 
-pub use distributed::placement::{Placement, ReadConsistency};
+pub use crate::placement::{Placement, ReadConsistency};
 
 /// A counter that spreads reads over a shard's replicas (`Placement::read_order`).
 fn rotation() -> usize {
@@ -93,7 +88,7 @@ fn rotation() -> usize {
 }
 
 /// The agreed placement of `collection` (cluster mode), even when all of it is local.
-pub fn placement_of(st: &AppState, collection: &str) -> Option<Placement> {
+pub fn placement_of(st: &Ctx, collection: &str) -> Option<Placement> {
     let node = st.cluster.as_ref()?;
     let state = node.state();
     let meta = state.state.collections.get(collection)?;
@@ -109,7 +104,7 @@ pub fn placement_of(st: &AppState, collection: &str) -> Option<Placement> {
 }
 
 /// The placement when this request must be distributed, `None` to execute locally.
-pub fn placement(st: &AppState, collection: &str) -> Option<Placement> {
+pub fn placement(st: &Ctx, collection: &str) -> Option<Placement> {
     let p = placement_of(st, collection)?;
     if p.data_peers().iter().all(|x| *x == p.me) {
         return None; // everything is here
@@ -120,13 +115,13 @@ pub fn placement(st: &AppState, collection: &str) -> Option<Placement> {
 /// One read sub-request to `peer`, scoped to `shards` unless the peer holds no other
 /// replica. Returns the answer's `result`.
 async fn read_call(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     id: u64,
     kind: ReadKind,
     body: &Value,
     shards: &[u32],
-) -> Result<Value, ApiError> {
+) -> Result<Value, DistError> {
     let scope = (!p.holds_only(id, shards)).then(|| Scope {
         shard_number: p.shard_number,
         shards: shards.to_vec(),
@@ -148,12 +143,12 @@ async fn read_call(
 /// retrieves — never counts) a peer whose replicas are all Active answers for all of them
 /// unscoped (`Placement::widen_unscoped`).
 pub async fn fan_out(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     kind: ReadKind,
     body: &Value,
     merged_by_id: bool,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<Value>, DistError> {
     if p.read != ReadConsistency::One {
         // callers of this function merge one answer per shard: with a read consistency
         // they go through `fan_out_rounds`; this keeps the first round only
@@ -165,20 +160,18 @@ pub async fn fan_out(
     let mut next = vec![0usize; n as usize];
     let mut pending: Vec<u32> = (0..n).collect();
     let mut out = Vec::new();
-    let mut last_err: Option<ApiError> = None;
+    let mut last_err: Option<DistError> = None;
     while !pending.is_empty() {
         let mut by_peer: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         for s in pending.drain(..) {
             match orders[s as usize].get(next[s as usize]) {
                 Some(&peer) => by_peer.entry(peer).or_default().push(s),
-                None => {
-                    return Err(last_err.unwrap_or_else(|| {
-                        ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("Service unavailable: no active replica of shard {s} of collection `{}`", p.name),
-                        )
-                    }))
-                }
+                None => return Err(last_err.unwrap_or_else(|| {
+                    DistError::unavailable(format!(
+                        "Service unavailable: no active replica of shard {s} of collection `{}`",
+                        p.name
+                    ))
+                })),
             }
         }
         // what each peer is responsible for (retried elsewhere if it fails), and what it is
@@ -197,10 +190,10 @@ pub async fn fan_out(
             });
         }
         while let Some(r) = set.join_next().await {
-            let (shards, r) = r.map_err(ApiError::from)?;
+            let (shards, r) = r.map_err(DistError::from)?;
             match r {
                 Ok(v) => out.push(v),
-                Err(e) if e.status.is_client_error() => return Err(e),
+                Err(e) if e.is_client_error() => return Err(e),
                 Err(e) => {
                     for s in shards {
                         next[s as usize] += 1;
@@ -220,11 +213,11 @@ pub async fn fan_out(
 /// rounds `0..min(need)` cover every shard.
 /// No failover: a replica that cannot answer fails the read (the consistency asked for it).
 pub async fn fan_out_rounds(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     kind: ReadKind,
     body: &Value,
-) -> Result<(Vec<Vec<Value>>, Vec<usize>), ApiError> {
+) -> Result<(Vec<Vec<Value>>, Vec<usize>), DistError> {
     let n = p.shard_number;
     let mut plan = Vec::with_capacity(n as usize);
     for s in 0..n {
@@ -232,15 +225,11 @@ pub async fn fan_out_rounds(
         match p.read.plan(order.len()) {
             Ok((k, need)) if k > 0 => plan.push((order, k, need)),
             Ok(_) => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("Service unavailable: no active replica of shard {s} of collection `{}`", p.name),
+                return Err(DistError::unavailable(format!("Service unavailable: no active replica of shard {s} of collection `{}`", p.name),
                 ))
             }
             Err(required) => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("Service unavailable: read consistency needs {required} replicas of shard {s} of collection `{}`, {} are active", p.name, order.len()),
+                return Err(DistError::unavailable(format!("Service unavailable: read consistency needs {required} replicas of shard {s} of collection `{}`, {} are active", p.name, order.len()),
                 ))
             }
         }
@@ -261,7 +250,7 @@ pub async fn fan_out_rounds(
     }
     let mut out = vec![Vec::new(); rounds];
     while let Some(res) = set.join_next().await {
-        let (r, res) = res.map_err(ApiError::from)?;
+        let (r, res) = res.map_err(DistError::from)?;
         out[r].push(res?);
     }
     Ok((out, plan.iter().map(|x| x.2).collect()))
@@ -270,12 +259,12 @@ pub async fn fan_out_rounds(
 /// A read whose per-peer answers `merge` turns into one point list: with the default
 /// consistency a plain fan-out; otherwise each round is merged and the rounds resolved.
 async fn read_points(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     kind: ReadKind,
     body: &Value,
     merge: impl Fn(Vec<Value>) -> Vec<Value>,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<Value>, DistError> {
     if p.read == ReadConsistency::One {
         return Ok(merge(fan_out(st, p, kind, body, true).await?));
     }
@@ -316,18 +305,18 @@ pub fn resolve_rounds(p: &Placement, rounds: &[Vec<Value>], need: &[usize]) -> V
 /// replica), which coordinates it under its ordering lock, so writes to a shard reach its
 /// replicas one at a time, in the same order everywhere.
 pub async fn ordered_update(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     op: UpdateOp,
     wait: bool,
-    ordering: crate::wire::Ordering,
-) -> Result<(u64, bool), ApiError> {
+    ordering: crate::write::Ordering,
+) -> Result<(u64, bool), DistError> {
     let n = p.shard_number;
     let mut by_leader: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     for s in op.touched_shards(n) {
         let active = p.meta.active_replicas(s);
         let leader = match ordering {
-            crate::wire::Ordering::Strong => p.shards[s as usize]
+            crate::write::Ordering::Strong => p.shards[s as usize]
                 .first()
                 .copied()
                 .filter(|l| active.contains(l)),
@@ -337,9 +326,7 @@ pub async fn ordered_update(
                 .find(|l| active.contains(l)),
         };
         let Some(leader) = leader else {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("Service unavailable: the leader replica of shard {s} of collection `{}` is not active (ordering {ordering:?})", p.name),
+            return Err(DistError::unavailable(format!("Service unavailable: the leader replica of shard {s} of collection `{}` is not active (ordering {ordering:?})", p.name),
             ));
         };
         by_leader.entry(leader).or_default().push(s);
@@ -371,7 +358,7 @@ pub async fn ordered_update(
     }
     let (mut id, mut completed) = (0, true);
     while let Some(r) = set.join_next().await {
-        let (i, c) = r.map_err(ApiError::from)??;
+        let (i, c) = r.map_err(DistError::from)??;
         id = id.max(i);
         completed &= c;
     }
@@ -381,11 +368,11 @@ pub async fn ordered_update(
 /// Coordinate a write as shard leader: one ordered write of the collection at a time. Runs
 /// to completion (lock held throughout) even if the caller goes away.
 pub async fn lead_update(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     op: UpdateOp,
     wait: bool,
-) -> Result<(u64, bool), ApiError> {
+) -> Result<(u64, bool), DistError> {
     let (st, p) = (st.clone(), p.clone());
     tokio::spawn(async move {
         let lock = st.repl.order_lock_for(&p.name);
@@ -403,21 +390,21 @@ pub async fn lead_update(
 /// The fan-out and the Dead-marking run in a task of their own: once a write is accepted
 /// it is carried out to the end even if the client disconnects (dropping this future).
 pub async fn update(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     op: UpdateOp,
     wait: bool,
-) -> Result<(u64, bool), ApiError> {
+) -> Result<(u64, bool), DistError> {
     let (st, p) = (st.clone(), p.clone());
     tokio::spawn(async move { update_replicas(&st, &p, op, wait).await }).await?
 }
 
 async fn update_replicas(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     op: UpdateOp,
     wait: bool,
-) -> Result<(u64, bool), ApiError> {
+) -> Result<(u64, bool), DistError> {
     let n = p.shard_number;
     let touched = op.touched_shards(n);
     let only_filter_delete = matches!(
@@ -430,9 +417,7 @@ async fn update_replicas(
         .filter(|s| p.meta.active_replicas(*s).is_empty())
         .collect();
     if !missing.is_empty() && !only_filter_delete {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("Service unavailable: shard(s) {missing:?} of collection `{}` have no replica in state Active (no replica to write to); the write was not applied", p.name),
+        return Err(DistError::unavailable(format!("Service unavailable: shard(s) {missing:?} of collection `{}` have no replica in state Active (no replica to write to); the write was not applied", p.name),
         ));
     }
     let wcf = st
@@ -471,7 +456,7 @@ async fn update_replicas(
         let st = st.clone();
         set.spawn(async move {
             let r = match peer(&st, id) {
-                Ok(service) => service.apply(req).await.map_err(ApiError::from),
+                Ok(service) => service.apply(req).await.map_err(DistError::from),
                 Err(e) => Err(e),
             };
             (id, shards, r)
@@ -479,10 +464,10 @@ async fn update_replicas(
     }
     let mut max_id = 0;
     let mut answers = Vec::new();
-    let mut first_err: Option<ApiError> = None;
-    let mut hard_err: Option<ApiError> = None;
+    let mut first_err: Option<DistError> = None;
+    let mut hard_err: Option<DistError> = None;
     while let Some(r) = set.join_next().await {
-        let (peer, shards, r) = r.map_err(ApiError::from)?;
+        let (peer, shards, r) = r.map_err(DistError::from)?;
         let applied = r.is_ok();
         match r {
             // the replica logged and applied it; a per-point error (a missing point: the
@@ -497,20 +482,18 @@ async fn update_replicas(
             // collection, a body over the limit) means the replica does not hold the write
             Err(e) => hard_err = Some(e),
         }
-        answers.push(distributed::write::ReplicaAnswer {
+        answers.push(crate::write::ReplicaAnswer {
             peer,
             shards,
             applied,
         });
     }
-    let tally = distributed::write::tally(n, &answers);
+    let tally = crate::write::tally(n, &answers);
     if !tally.failed.is_empty() {
         let unmarked = crate::replication::mark_dead(st, p, &tally.failed).await;
         if !unmarked.is_empty() {
             // a replica that missed the write is still Active: do not acknowledge
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("Service unavailable: replicas {unmarked:?} (shard, peer) of collection `{}` failed the write and could not be marked Dead (no consensus); the write may be applied on some replicas only, retry it", p.name),
+            return Err(DistError::unavailable(format!("Service unavailable: replicas {unmarked:?} (shard, peer) of collection `{}` failed the write and could not be marked Dead (no consensus); the write may be applied on some replicas only, retry it", p.name),
             ));
         }
     }
@@ -521,14 +504,11 @@ async fn update_replicas(
         .filter(|s| !(only_filter_delete && missing.contains(s)))
         .collect();
     let replicas: Vec<usize> = p.shards.iter().map(Vec::len).collect();
-    if let Some((s, got, need)) = distributed::write::short_shard(&tally, &checked, &replicas, wcf)
-    {
+    if let Some((s, got, need)) = crate::write::short_shard(&tally, &checked, &replicas, wcf) {
         let why = hard_err
             .as_ref()
-            .map_or(String::new(), |e| format!(": {}", e.message));
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("Service unavailable: the write reached {got} of the {need} replicas of shard {s} that write_consistency_factor requires{why}"),
+            .map_or(String::new(), |e| format!(": {e}"));
+        return Err(DistError::unavailable(format!("Service unavailable: the write reached {got} of the {need} replicas of shard {s} that write_consistency_factor requires{why}"),
         ));
     }
     match first_err {
@@ -630,12 +610,12 @@ fn attach_selected(hit: &mut Value, rec: &Value, wp: &Value, wv: &Value) {
 
 /// Fetch records by id from their owners (payload/vector selectors as given), in `ids` order.
 pub async fn retrieve(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     ids: &[Value],
     with_payload: Value,
     with_vector: Value,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<Value>, DistError> {
     if ids.is_empty() {
         return Ok(vec![]);
     }
@@ -659,7 +639,7 @@ pub async fn retrieve(
 // ------------------------------------------------------------------ coordinator reads
 
 /// Whether the named dense vector ranks smaller scores first (Euclid/Manhattan distances).
-fn distance_order(st: &AppState, collection: &str, using: &str) -> Order {
+fn distance_order(st: &Ctx, collection: &str, using: &str) -> Order {
     let Ok(c) = st.storage.get(collection) else {
         return Order::BiggerFirst;
     };
@@ -770,12 +750,12 @@ fn input_slots(q: &mut Value) -> Vec<&mut Value> {
 /// collection or in `lookup_from` (`{collection, vector?}`); returns the ids to exclude from
 /// results: those that name points of this collection (as on a single node).
 async fn resolve_inputs(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     q: &mut Value,
     using: &str,
     lookup: Option<&Value>,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<Value>, DistError> {
     let ids: Vec<Value> = input_slots(q).into_iter().map(|v| v.clone()).collect();
     if ids.is_empty() {
         return Ok(vec![]);
@@ -787,10 +767,10 @@ async fn resolve_inputs(
             let name = l
                 .get("collection")
                 .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::format("lookup_from needs `collection`"))?;
+                .ok_or_else(|| DistError::format("lookup_from needs `collection`"))?;
             let c = st.storage.get(name)?;
             let src = placement_of(st, c.name()).ok_or_else(|| {
-                ApiError::not_found(format!("Not found: Collection `{name}` doesn't exist!"))
+                DistError::not_found(format!("Not found: Collection `{name}` doesn't exist!"))
             })?;
             let vector = l.get("vector").and_then(Value::as_str).unwrap_or(using);
             (src, vector.to_string())
@@ -802,21 +782,23 @@ async fn resolve_inputs(
         let rec = recs
             .iter()
             .find(|r| r.get("id") == Some(&*v))
-            .ok_or_else(|| ApiError::not_found(format!("Not found: No point with id {v} found")))?;
+            .ok_or_else(|| {
+                DistError::not_found(format!("Not found: No point with id {v} found"))
+            })?;
         let vec = match rec.get("vector") {
             Some(Value::Object(m)) => m.get(using).cloned(),
             Some(x @ Value::Array(_)) if using.is_empty() => Some(x.clone()),
             _ => None,
         };
         *v = vec.ok_or_else(|| {
-            ApiError::bad_request(format!("Wrong input: point {v} has no vector `{using}`"))
+            DistError::bad_request(format!("Wrong input: point {v} has no vector `{using}`"))
         })?;
     }
     Ok(if src.name == p.name { ids } else { vec![] })
 }
 
 fn order_of_query(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     level: &serde_json::Map<String, Value>,
     using: &str,
@@ -854,12 +836,12 @@ fn order_of_query(
 
 /// Distributed universal query at one level (top level: `offset`, selectors apply).
 pub fn query<'a>(
-    st: &'a AppState,
+    st: &'a Ctx,
     p: &'a Placement,
     level: serde_json::Map<String, Value>,
     inherited: Option<Value>,
     top: bool,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Value>, ApiError>> + Send + 'a>>
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Value>, DistError>> + Send + 'a>>
 {
     Box::pin(async move {
         let mut level = level;
@@ -892,7 +874,7 @@ pub fn query<'a>(
                 .filter_map(|x| x.as_object().cloned())
                 .collect(),
             Some(Value::Object(o)) => vec![o],
-            Some(_) => return Err(ApiError::format("prefetch must be an object or a list")),
+            Some(_) => return Err(DistError::format("prefetch must be an object or a list")),
         };
         let (wp, wv) = if top {
             (
@@ -1020,20 +1002,20 @@ pub fn query<'a>(
 
 /// Legacy search / recommend (`/points/search`, `/points/recommend`): fan out and merge.
 pub async fn search_like(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     endpoint: &str,
     body: &Value,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<Value>, DistError> {
     let mut m = body
         .as_object()
         .cloned()
-        .ok_or_else(|| ApiError::format("request body must be a JSON object"))?;
+        .ok_or_else(|| DistError::format("request body must be a JSON object"))?;
     let lookup = m.remove("lookup_from");
     let limit = m
         .get("limit")
         .and_then(Value::as_u64)
-        .ok_or_else(|| ApiError::format("missing field `limit`"))? as usize;
+        .ok_or_else(|| DistError::format("missing field `limit`"))? as usize;
     let offset = m.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
     let (using, order) = if endpoint == "recommend" {
         let using = m
@@ -1092,7 +1074,7 @@ pub async fn search_like(
 }
 
 /// Distributed scroll: every peer returns `limit + 1` from `offset`; merge by id.
-pub async fn scroll(st: &AppState, p: &Placement, body: &Value) -> Result<Value, ApiError> {
+pub async fn scroll(st: &Ctx, p: &Placement, body: &Value) -> Result<Value, DistError> {
     let mut m = body.as_object().cloned().unwrap_or_default();
     let limit = m.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     let ob = m.get("order_by").cloned().filter(|v| !v.is_null());
@@ -1121,7 +1103,7 @@ pub async fn scroll(st: &AppState, p: &Placement, body: &Value) -> Result<Value,
 }
 
 /// Number of points over all shards, 0 when some shard cannot be read (collection info).
-pub async fn count_available(st: &AppState, p: &Placement) -> u64 {
+pub async fn count_available(st: &Ctx, p: &Placement) -> u64 {
     count(st, p, &json!({"exact": true}))
         .await
         .ok()
@@ -1130,7 +1112,7 @@ pub async fn count_available(st: &AppState, p: &Placement) -> u64 {
 }
 
 /// Distributed count: sum of the per-shard counts (one replica per shard).
-pub async fn count(st: &AppState, p: &Placement, body: &Value) -> Result<Value, ApiError> {
+pub async fn count(st: &Ctx, p: &Placement, body: &Value) -> Result<Value, DistError> {
     let sum = |lists: &[Value]| -> u64 {
         lists
             .iter()
@@ -1175,20 +1157,20 @@ fn widen_prefetch(m: &mut serde_json::Map<String, Value>, n: u64) {
 }
 
 pub async fn groups(
-    st: &AppState,
+    st: &Ctx,
     p: &Placement,
     endpoint: &str,
     body: &Value,
-) -> Result<Value, ApiError> {
+) -> Result<Value, DistError> {
     let mut m = body
         .as_object()
         .cloned()
-        .ok_or_else(|| ApiError::format("request body must be a JSON object"))?;
+        .ok_or_else(|| DistError::format("request body must be a JSON object"))?;
     let group_by = m
         .remove("group_by")
         .and_then(|v| v.as_str().map(str::to_string))
-        .ok_or_else(|| ApiError::format("missing field `group_by`"))?;
-    let path = segment::json_path::JsonPath::parse(&group_by).map_err(ApiError::bad_request)?;
+        .ok_or_else(|| DistError::format("missing field `group_by`"))?;
+    let path = segment::json_path::JsonPath::parse(&group_by).map_err(DistError::bad_request)?;
     let group_size = m.remove("group_size").and_then(|v| v.as_u64()).unwrap_or(3) as usize;
     let limit = m.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     let with_lookup = m.remove("with_lookup");
@@ -1251,7 +1233,7 @@ pub async fn groups(
         Some(Value::Object(l)) => Some((
             l.get("collection")
                 .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::format("with_lookup needs `collection`"))?
+                .ok_or_else(|| DistError::format("with_lookup needs `collection`"))?
                 .to_string(),
             l.get("with_payload").cloned().unwrap_or(json!(true)),
             l.get("with_vectors")
@@ -1260,7 +1242,7 @@ pub async fn groups(
                 .unwrap_or(json!(false)),
         )),
         Some(_) => {
-            return Err(ApiError::format(
+            return Err(DistError::format(
                 "with_lookup must be a collection name or an object",
             ))
         }

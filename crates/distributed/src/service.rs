@@ -1,0 +1,303 @@
+//! This peer's `PeerService`: what it executes on its own data for a coordinator, a
+//! transfer source or the leader's health check (typed requests over the p2p port, or
+//! in-process when the coordinator is this peer). Reads run through [`LocalReads`], which
+//! `api` implements with the same code that answers a single node.
+
+use crate::error::DistError;
+use crate::peer::{
+    Applied, ApplyRequest, PeerError, PeerFuture, PeerService, PeerStatus, ReadKind, ReadRequest,
+    Scope,
+};
+use crate::{coordinator, replication, Ctx};
+use collection::collection::UpdateResult;
+use collection::operations::LoggedOp;
+use collection::CollectionError;
+use segment::digest::Digest;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// What `api` provides to this layer.
+pub trait LocalReads: Send + Sync + 'static {
+    /// Execute a read on this peer's local points only (the body is already scoped to the
+    /// shards asked for); the answer's `result`.
+    fn read(&self, kind: ReadKind, collection: String, body: Value) -> PeerFuture<'_, Value>;
+    /// The status and message the public API answers for `e` (the one error mapping).
+    fn describe(&self, e: DistError) -> PeerError;
+}
+
+pub struct LocalService {
+    pub ctx: Ctx,
+    pub reads: Arc<dyn LocalReads>,
+}
+
+/// Wait (bounded) until this peer has applied the sender's Raft index, so metadata the
+/// request depends on (the collection, its placement) exists here too.
+async fn wait_applied(ctx: &Ctx, applied: u64) -> Result<(), DistError> {
+    if let (true, Some(node)) = (applied > 0, &ctx.cluster) {
+        node.wait_applied_index(applied, coordinator::APPLIED_WAIT)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DistError> + Send + 'static,
+) -> Result<T, DistError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+impl LocalService {
+    fn applied_of(&self, (r, point_error): (UpdateResult, Option<CollectionError>)) -> Applied {
+        Applied {
+            operation_id: r.operation_id,
+            completed: r.completed,
+            point_error: point_error.map(|e| self.reads.describe(e.into())),
+        }
+    }
+
+    async fn apply_local(&self, req: ApplyRequest) -> Result<Applied, DistError> {
+        let ctx = self.ctx.clone();
+        wait_applied(&ctx, req.applied).await?;
+        let c = ctx.storage.get(&req.collection)?;
+        let (op, wait, meta) = (req.op, req.wait, req.meta);
+        if ctx.cluster.is_none() {
+            let outcome = blocking(move || Ok(c.update_logged_outcome(op, wait, meta)?)).await?;
+            return Ok(self.applied_of(outcome));
+        }
+        // Local applies of a collection are serialized with shard transfers and forwarded
+        // to replicas this peer is filling (`replication`). Apply and forward run to the
+        // end even if the coordinator goes away meanwhile.
+        let outcome = tokio::spawn(async move {
+            let lock = ctx.repl.lock_for(c.name());
+            let _g = lock.lock().await;
+            let local_op = op.clone();
+            let op_id = meta.id;
+            let r = blocking(move || Ok(c.update_logged_outcome(local_op, wait, meta)?)).await;
+            replication::forward(&ctx, &req.collection, &op, op_id).await;
+            r
+        })
+        .await??;
+        Ok(self.applied_of(outcome))
+    }
+
+    async fn apply_batch_local(
+        &self,
+        collection: String,
+        applied: u64,
+        ops: Vec<LoggedOp>,
+    ) -> Result<Applied, DistError> {
+        let ctx = self.ctx.clone();
+        wait_applied(&ctx, applied).await?;
+        let c = ctx.storage.get(&collection)?;
+        let r = tokio::spawn(async move {
+            let lock = ctx.repl.lock_for(c.name());
+            let _g = lock.lock().await;
+            let forwarded = ops.clone();
+            let r = blocking(move || {
+                let mut last = None;
+                for l in ops {
+                    // per-op errors (e.g. a missing point) were reported at the original write
+                    match c.update_logged(l.op, false, l.meta) {
+                        Ok(r) => last = Some(r),
+                        Err(e) if e.is_client_error() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                c.flush_all()?;
+                Ok(last.unwrap_or(UpdateResult {
+                    operation_id: 0,
+                    completed: true,
+                }))
+            })
+            .await;
+            for l in &forwarded {
+                replication::forward(&ctx, &collection, &l.op, l.meta.id).await;
+            }
+            r
+        })
+        .await??;
+        Ok(self.applied_of((r, None)))
+    }
+
+    async fn ordered_local(&self, req: ApplyRequest) -> Result<Applied, DistError> {
+        let ctx = &self.ctx;
+        wait_applied(ctx, req.applied).await?;
+        let c = ctx.storage.get(&req.collection)?;
+        let p = coordinator::placement_of(ctx, c.name())
+            .ok_or_else(|| DistError::not_found("Not found: collection is not distributed"))?;
+        let (id, completed) = coordinator::lead_update(ctx, &p, req.op, req.wait).await?;
+        Ok(self.applied_of((
+            UpdateResult {
+                operation_id: id,
+                completed,
+            },
+            None,
+        )))
+    }
+
+    async fn op_ids_local(&self, collection: String, shard: u32) -> Result<Vec<u64>, DistError> {
+        let c = self.ctx.storage.get(&collection)?;
+        let limit = collection::collection::WAL_RETAIN_OPS as usize;
+        blocking(move || Ok(c.recent_op_ids(limit, shard)?)).await
+    }
+
+    async fn digest_local(
+        &self,
+        collection: String,
+        shard: u32,
+        applied: u64,
+    ) -> Result<Digest, DistError> {
+        let ctx = &self.ctx;
+        wait_applied(ctx, applied).await?;
+        let c = ctx.storage.get(&collection)?;
+        let shard_number = coordinator::placement_of(ctx, c.name())
+            .map(|p| p.shard_number)
+            .ok_or_else(|| DistError::not_found("Not found: collection is not distributed"))?;
+        blocking(move || {
+            Ok(segment::digest::shard_digest(
+                &c.read(),
+                shard_number,
+                shard,
+            ))
+        })
+        .await
+    }
+
+    async fn read_local(&self, req: ReadRequest) -> Result<Value, PeerError> {
+        wait_applied(&self.ctx, req.applied)
+            .await
+            .map_err(|e| self.reads.describe(e))?;
+        let body = match &req.scope {
+            Some(scope) => scoped_body(scope, req.body),
+            None => req.body,
+        };
+        self.reads.read(req.kind, req.collection, body).await
+    }
+}
+
+/// Restrict a read body to the scope's shards: retrieve ids are cut to those shards;
+/// otherwise every filter (top level and prefetches) gains the shard-scope condition.
+fn scoped_body(scope: &Scope, mut b: Value) -> Value {
+    let n = scope.shard_number;
+    if let Some(ids) = b.get_mut("ids").and_then(Value::as_array_mut) {
+        ids.retain(|v| {
+            coordinator::bare_pid(v)
+                .is_some_and(|id| scope.shards.contains(&collection::routing::shard_of(id, n)))
+        });
+        return b;
+    }
+    let cond = json!({"must": [segment::filter::shard_scope(n, &scope.shards)]});
+    fn add(v: &mut Value, cond: &Value) {
+        let Some(o) = v.as_object_mut() else { return };
+        let f = coordinator::and_filter(o.get("filter"), Some(cond));
+        o.insert("filter".into(), f.unwrap_or(Value::Null));
+        match o.get_mut("prefetch") {
+            Some(Value::Array(list)) => list.iter_mut().for_each(|x| add(x, cond)),
+            Some(x @ Value::Object(_)) => add(x, cond),
+            _ => {}
+        }
+    }
+    add(&mut b, &cond);
+    b
+}
+
+impl PeerService for LocalService {
+    fn apply(&self, req: ApplyRequest) -> PeerFuture<'_, Applied> {
+        Box::pin(async move {
+            self.apply_local(req)
+                .await
+                .map_err(|e| self.reads.describe(e))
+        })
+    }
+
+    fn apply_batch(
+        &self,
+        collection: String,
+        applied: u64,
+        ops: Vec<LoggedOp>,
+    ) -> PeerFuture<'_, Applied> {
+        Box::pin(async move {
+            self.apply_batch_local(collection, applied, ops)
+                .await
+                .map_err(|e| self.reads.describe(e))
+        })
+    }
+
+    fn ordered(&self, req: ApplyRequest) -> PeerFuture<'_, Applied> {
+        Box::pin(async move {
+            self.ordered_local(req)
+                .await
+                .map_err(|e| self.reads.describe(e))
+        })
+    }
+
+    fn op_ids(&self, collection: String, shard: u32) -> PeerFuture<'_, Vec<u64>> {
+        Box::pin(async move {
+            self.op_ids_local(collection, shard)
+                .await
+                .map_err(|e| self.reads.describe(e))
+        })
+    }
+
+    fn digest(&self, collection: String, shard: u32, applied: u64) -> PeerFuture<'_, Digest> {
+        Box::pin(async move {
+            self.digest_local(collection, shard, applied)
+                .await
+                .map_err(|e| self.reads.describe(e))
+        })
+    }
+
+    fn read(&self, req: ReadRequest) -> PeerFuture<'_, Value> {
+        Box::pin(self.read_local(req))
+    }
+
+    fn status(&self) -> PeerFuture<'_, PeerStatus> {
+        Box::pin(async move {
+            Ok(PeerStatus {
+                ready: true,
+                applied: coordinator::applied_index(&self.ctx),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_reads_cut_ids_or_add_the_scope_to_every_filter() {
+        let scope = Scope {
+            shard_number: 3,
+            shards: vec![1],
+        };
+        let ids: Vec<u64> = (0..50).collect();
+        let cut = scoped_body(&scope, json!({"ids": ids, "with_payload": true}));
+        let kept: Vec<u64> = cut["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert!(!kept.is_empty() && kept.len() < 50);
+        for id in &kept {
+            assert_eq!(
+                collection::routing::shard_of(segment::PointId::Num(*id), 3),
+                1
+            );
+        }
+        assert!(cut.get("filter").is_none());
+
+        let scoped = scoped_body(
+            &scope,
+            json!({"filter": {"must": [{"key": "a", "match": {"value": 1}}]},
+                   "prefetch": [{"limit": 3}, {"prefetch": {"limit": 2}}]}),
+        );
+        let has_scope = |f: &Value| f.to_string().contains("__shards");
+        assert!(has_scope(&scoped["filter"]));
+        assert!(scoped["filter"].to_string().contains("\"key\":\"a\""));
+        assert!(has_scope(&scoped["prefetch"][0]["filter"]));
+        assert!(has_scope(&scoped["prefetch"][1]["prefetch"]["filter"]));
+    }
+}
