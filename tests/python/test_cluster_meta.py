@@ -150,3 +150,104 @@ def test_transfer_that_lost_a_batch_never_activates(tmp_path, monkeypatch):
         assert r.json()["result"]["count"] == 300
     finally:
         c.cleanup()
+
+
+def test_collection_config_is_resolved_once_by_the_proposer(tmp_path, monkeypatch):
+    """Typed, resolved Raft entries (issue #13): the proposer fills in the defaults, so
+    every peer creates the collection with the same config even when the peers' own
+    defaults differ (here `storage.hnsw_index` and `storage.optimizers` of one peer)."""
+    c = Cluster(tmp_path)
+    try:
+        a = c.start_first()
+        peers = [a]
+        for i in range(2):
+            if i == 1:
+                monkeypatch.setenv("QDRANT__STORAGE__HNSW_INDEX__M", "48")
+                monkeypatch.setenv("QDRANT__STORAGE__HNSW_INDEX__EF_CONSTRUCT", "300")
+                monkeypatch.setenv("QDRANT__STORAGE__OPTIMIZERS__DEFAULT_SEGMENT_NUMBER", "7")
+            p = c.spawn_joiner(a)
+            p.wait_ready()
+            peers.append(p)
+        for k in ("M", "EF_CONSTRUCT"):
+            monkeypatch.delenv(f"QDRANT__STORAGE__HNSW_INDEX__{k}")
+        monkeypatch.delenv("QDRANT__STORAGE__OPTIMIZERS__DEFAULT_SEGMENT_NUMBER")
+        c.wait_converged(60)
+        for i, via in enumerate(peers):
+            name = f"resolved_{i}"
+            r = via.request("PUT", f"/collections/{name}",
+                            json={"vectors": {"size": 1536, "distance": "Cosine"}, "replication_factor": 2})
+            assert r.status_code == 200, r.text
+            configs = {p.name: p.get(f"/collections/{name}").json()["result"]["config"] for p in peers}
+            first = configs[peers[0].name]
+            assert all(cfg == first for cfg in configs.values()), (via.name, configs)
+            # the proposer's defaults, not the odd peer's, and the agreed placement
+            expected_m = 48 if via is peers[2] else 16
+            assert first["hnsw_config"]["m"] == expected_m, first
+            assert first["params"]["shard_number"] == 3, first
+            assert first["params"]["replication_factor"] == 2, first
+    finally:
+        c.cleanup()
+
+
+def test_replicate_onto_an_existing_replica_resyncs_it(tmp_path):
+    """Manual recovery (issues #13/#15): `replicate_shard` onto a peer that already holds a
+    replica resyncs that replica from the source, as in Qdrant (it used to answer 400).
+    The replica here lost its data (storage wiped while the peer was down), so it holds
+    nothing until the resync; afterwards it holds exactly the source's points."""
+    import shutil
+    import time
+
+    from cluster_harness import wait_until
+
+    c, peers = three_peers(tmp_path)
+    a = peers[0]
+    try:
+        r = a.request("PUT", "/collections/rs", json={"vectors": {"size": 1536, "distance": "Cosine"},
+                                                     "shard_number": 1, "replication_factor": 2})
+        assert r.status_code == 200, r.text
+        pts = [{"id": i, "vector": [((i * 7 + j) % 13) / 13.0 + 0.01 for j in range(1536)],
+                "payload": {"n": i, "text": "x" * 2048}} for i in range(1, 201)]
+        for k in range(0, len(pts), 50):
+            assert a.request("PUT", "/collections/rs/points?wait=true", json={"points": pts[k:k + 50]}).ok
+
+        info = a.get("/collections/rs/cluster").json()["result"]
+        holders = [s["peer_id"] for s in info["remote_shards"]] + ([a.peer_id] if info["local_shards"] else [])
+        assert len(holders) == 2, info
+        by_id = {p.peer_id: p for p in peers}
+        target = by_id[holders[0]]
+        source = by_id[holders[1]]
+
+        def local_count(p):
+            loc = p.get("/collections/rs/cluster").json()["result"]["local_shards"]
+            return loc[0]["points_count"] if loc else None
+
+        assert local_count(target) == 200
+        target.sigkill()
+        shutil.rmtree(target.storage / "collections" / "rs")
+        target.spawn()
+        target.wait_ready()
+        wait_until(lambda: local_count(target) is not None, 60, what="the wiped peer re-creates its replica")
+        assert local_count(target) == 0  # nothing resyncs it by itself yet (issue #15)
+
+        r = a.request("POST", "/collections/rs/cluster", json={
+            "replicate_shard": {"shard_id": 0, "from_peer_id": source.peer_id, "to_peer_id": target.peer_id}})
+        assert r.status_code == 200, r.text
+
+        def resynced():
+            res = a.get("/collections/rs/cluster").json()["result"]
+            states = {s["peer_id"]: s["state"] for s in res["remote_shards"]}
+            if res["local_shards"]:
+                states[a.peer_id] = res["local_shards"][0]["state"]
+            return not res["shard_transfers"] and states.get(target.peer_id) == "Active" and local_count(target) == 200
+
+        wait_until(resynced, 90, what="the replica is resynced and Active again")
+        got = target.request("POST", "/collections/rs/points/scroll",
+                             json={"limit": 500, "with_payload": True, "with_vector": False}).json()["result"]["points"]
+        assert sorted(p["id"] for p in got) == list(range(1, 201))
+        # a resync request for a replica the peer does not hold is still a new replica, and
+        # one from a peer without an Active replica is refused
+        r = a.request("POST", "/collections/rs/cluster", json={
+            "replicate_shard": {"shard_id": 0, "from_peer_id": 999, "to_peer_id": target.peer_id}})
+        assert r.status_code in (400, 404), r.text
+    finally:
+        c.cleanup()

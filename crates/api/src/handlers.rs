@@ -53,7 +53,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(root))
         .route("/healthz", get(|| async { "healthz check passed" }))
         .route("/livez", get(|| async { "healthz check passed" }))
-        .route("/readyz", get(|| async { "all shards are ready" }))
+        .route("/readyz", get(readyz))
         .route("/cluster", get(cluster_info))
         .route("/telemetry", get(crate::observe::telemetry))
         .route("/metrics", get(crate::observe::metrics))
@@ -230,6 +230,15 @@ struct RemovePeerParams {
     timeout: Option<String>,
 }
 
+/// `GET /readyz`: 200 once this peer can serve (see `distributed::readiness`), else 503
+/// with the reason.
+async fn readyz(State(st): St) -> Response {
+    match distributed::readiness::check(&st.dist).await {
+        Ok(()) => "all shards are ready".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response(),
+    }
+}
+
 /// `DELETE /cluster/peer/{peer_id}`: refused while the peer holds shards unless `force=true`.
 /// Runs on the leader (other peers forward the request to it).
 async fn remove_peer(
@@ -252,22 +261,13 @@ async fn remove_peer(
     Ok(Timed(t, true))
 }
 
-/// `POST /cluster/recover`: in Qdrant this asks the leader for a fresh snapshot. openraft
-/// already catches lagging peers up by log or snapshot on its own, so this checks that a
-/// leader exists.
+/// `POST /cluster/recover`: asks again for everything consensus places on this peer: each
+/// of its replicas is resynced from another Active replica (`distributed::replication::
+/// resync_all`; cheap when the replica is in sync: a WAL delta with nothing to send, then
+/// equal digests).
 async fn cluster_recover(State(st): St) -> ApiResult<bool> {
     let t = Instant::now();
-    let Some(node) = st.cluster.clone() else {
-        return Err(ApiError::bad_request(
-            "Wrong input: Distributed mode is not enabled",
-        ));
-    };
-    if node.leader_uri().is_none() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service unavailable: no Raft leader is available; try again later",
-        ));
-    }
+    distributed::replication::resync_all(&st.dist).await?;
     Ok(Timed(t, true))
 }
 
@@ -365,16 +365,23 @@ async fn create_collection(
         // validate here so bad input never reaches the log
         collection::storage::validate_name(&name)?;
         let (shard_number, rf) = (req.shard_number, req.replication_factor);
-        req.into_config(&Default::default())?;
         if st.storage.exists(&name) {
             return Err(CollectionError::AlreadyExists(name).into());
         }
         let peers: Vec<u64> = node.peers().into_keys().collect();
+        let shard_number = shard_number.unwrap_or(peers.len() as u32).max(1);
+        let replication_factor = rf.unwrap_or(1);
+        // resolve the config here, once: every peer creates exactly this one, whatever
+        // its own defaults
+        let mut config = st.storage.resolve(req)?;
+        config.params.shard_number = shard_number;
+        config.params.replication_factor = replication_factor;
         let op = ClusterOp::CreateCollection {
             name,
             create: body,
-            shard_number: shard_number.unwrap_or(peers.len() as u32).max(1),
-            replication_factor: rf.unwrap_or(1),
+            config: Some(serde_json::to_value(&config).expect("configs encode")),
+            shard_number,
+            replication_factor,
             peers,
         };
         propose(&st, op).await?;
@@ -626,6 +633,10 @@ async fn update_collection_cluster(
                         to,
                         kind: if kind == "move_shard" {
                             TransferKind::Move
+                        } else if meta.replica_state(shard, to).is_some() {
+                            // onto a peer that holds a replica: resync it from `from`
+                            // (Qdrant's manual recovery path)
+                            TransferKind::Recovery
                         } else {
                             TransferKind::Replicate
                         },

@@ -528,6 +528,11 @@ impl ClusterNode {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
+    /// The current leader's id, if one is known.
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
     /// URI of the current leader, if one is known.
     pub fn leader_uri(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();

@@ -16,6 +16,12 @@ pub type PeerId = u64;
 pub struct CollectionMeta {
     /// The `CreateCollection` body as given by the user (JSON), validated before proposing.
     pub create: Value,
+    /// The full collection config the proposer resolved from `create` (its defaults filled
+    /// in, shard count and replication factor as agreed): every peer creates the collection
+    /// with exactly this. Absent in entries written before it existed (then `create` is
+    /// resolved with each peer's defaults).
+    #[serde(default)]
+    pub config: Option<Value>,
     /// `shards[s]` = peers holding a replica of shard `s`.
     pub shards: Vec<Vec<PeerId>>,
     /// Config patches applied after creation, in order (`PATCH /collections/{name}`).
@@ -158,6 +164,9 @@ pub enum ClusterOp {
     CreateCollection {
         name: String,
         create: Value,
+        /// The resolved config (see `CollectionMeta::config`).
+        #[serde(default)]
+        config: Option<Value>,
         shard_number: u32,
         replication_factor: u32,
         peers: Vec<PeerId>,
@@ -304,6 +313,7 @@ impl ClusterState {
             ClusterOp::CreateCollection {
                 name,
                 create,
+                config,
                 shard_number,
                 replication_factor,
                 peers,
@@ -324,6 +334,7 @@ impl ClusterState {
                     name.clone(),
                     CollectionMeta {
                         create: create.clone(),
+                        config: config.clone(),
                         shards,
                         updates: vec![],
                         payload_indexes: BTreeMap::new(),
@@ -523,10 +534,12 @@ impl ClusterState {
                     ));
                 }
                 match (t.kind, c.replica_state(t.shard, t.to)) {
-                    (TransferKind::Recovery, Some(ReplicaState::Dead)) => {}
+                    // a Dead replica catches up; an Active one is resynced on request (the
+                    // manual recovery path: `replicate_shard` onto a peer holding a replica)
+                    (TransferKind::Recovery, Some(ReplicaState::Dead | ReplicaState::Active)) => {}
                     (TransferKind::Recovery, s) => {
                         return Err(format!(
-                            "Bad request: replica {}@{} is {} (recovery needs a Dead replica)",
+                            "Bad request: replica {}@{} is {} (recovery needs an existing replica)",
                             t.shard,
                             t.to,
                             s.map_or("absent", |s| s.name())
@@ -652,6 +665,7 @@ mod tests {
         ClusterOp::CreateCollection {
             name: name.into(),
             create: json!({}),
+            config: None,
             shard_number: shards,
             replication_factor: rf,
             peers: peers.to_vec(),
@@ -876,6 +890,44 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&st).unwrap();
         let back: ClusterState = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, st);
+    }
+
+    #[test]
+    fn resync_of_an_active_replica() {
+        use ReplicaState::*;
+        let mut st = ClusterState::default();
+        st.apply(&create("c", 1, 2, &[1, 2, 3])).unwrap();
+        let t = |from, to| Transfer {
+            shard: 0,
+            from,
+            to,
+            kind: TransferKind::Recovery,
+            method: TransferMethod::WalDelta,
+        };
+        let start = |tr: Transfer| ClusterOp::StartTransfer {
+            collection: "c".into(),
+            transfer: tr,
+        };
+        // an Active replica may be resynced from another Active one: it is Partial meanwhile
+        st.apply(&start(t(1, 2))).unwrap();
+        let c = st.collections["c"].clone();
+        assert_eq!(
+            (c.replica_state(0, 1), c.replica_state(0, 2)),
+            (Some(Active), Some(Partial))
+        );
+        // an aborted resync leaves the replica Dead (its content is unknown): recovered later
+        st.apply(&ClusterOp::AbortTransfer {
+            collection: "c".into(),
+            transfer: t(1, 2),
+        })
+        .unwrap();
+        let c = st.collections["c"].clone();
+        assert_eq!(c.shards, vec![vec![1, 2]]);
+        assert_eq!(c.replica_state(0, 2), Some(Dead));
+        // a peer without a replica is not "recovered" (that is replicate_shard), and the
+        // source must be Active
+        assert!(st.apply(&start(t(1, 3))).is_err());
+        assert!(st.apply(&start(t(2, 1))).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! readable `collection.json` is a creation interrupted by a crash and is removed at start.
 
 use crate::collection::Collection;
-use crate::config::{CollectionDefaults, CreateCollection};
+use crate::config::{CollectionConfig, CollectionDefaults, CreateCollection};
 use crate::error::{CResult, CollectionError};
 use crate::fsutil::{atomic_write, sync_dir};
 use parking_lot::{Mutex, RwLock};
@@ -140,7 +140,18 @@ impl Storage {
 
     pub fn create_collection(&self, name: &str, req: CreateCollection) -> CResult<()> {
         validate_name(name)?;
-        let config = req.into_config(&self.defaults)?;
+        let config = self.resolve(req)?;
+        self.create_with_config(name, config)
+    }
+
+    /// The full config of a create request under this node's defaults (validated).
+    pub fn resolve(&self, req: CreateCollection) -> CResult<CollectionConfig> {
+        req.into_config(&self.defaults)
+    }
+
+    /// Create `name` with exactly `config` (cluster mode: the config the proposer resolved).
+    pub fn create_with_config(&self, name: &str, config: CollectionConfig) -> CResult<()> {
+        validate_name(name)?;
         let _g = self.meta_lock.lock();
         if self.collections.read().contains_key(name) {
             return Err(CollectionError::AlreadyExists(name.to_string()));
@@ -243,7 +254,13 @@ impl Storage {
 
     /// Create `name` unless it exists (cluster effects are idempotent).
     pub fn ensure_collection(&self, name: &str, req: CreateCollection) -> CResult<bool> {
-        match self.create_collection(name, req) {
+        let config = self.resolve(req)?;
+        self.ensure_collection_config(name, config)
+    }
+
+    /// Create `name` with exactly `config` unless it exists.
+    pub fn ensure_collection_config(&self, name: &str, config: CollectionConfig) -> CResult<bool> {
+        match self.create_with_config(name, config) {
             Ok(()) => Ok(true),
             Err(CollectionError::AlreadyExists(_)) => Ok(false),
             Err(e) => Err(e),

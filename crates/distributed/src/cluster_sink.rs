@@ -3,7 +3,7 @@
 
 use cluster::state::{ClusterState, CollectionMeta, Effect};
 use cluster::store::EffectSink;
-use collection::config::CreateCollection;
+use collection::config::{CollectionConfig, CreateCollection};
 use collection::Storage;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -12,18 +12,37 @@ pub struct StorageSink {
     pub storage: Arc<Storage>,
     /// This peer's id, once known (effects about other peers' replicas are skipped).
     pub me: std::sync::OnceLock<u64>,
+    /// Collections the agreed state has but this peer's storage lacked at start-up (or
+    /// when a snapshot was installed): their local replicas lost their data and must not
+    /// serve until resynced (`crate::replication` marks them Dead).
+    pub lost: Lost,
 }
 
+/// Shared set of collections whose local data was found missing.
+pub type Lost = Arc<parking_lot::Mutex<BTreeSet<String>>>;
+
 impl StorageSink {
-    fn create(&self, name: &str, meta: &CollectionMeta) {
-        let req: CreateCollection = match serde_json::from_value(meta.create.clone()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(collection = name, error = %e, "agreed collection config does not parse");
-                return;
-            }
+    /// Create the agreed collection unless it exists; whether it was created now.
+    fn create(&self, name: &str, meta: &CollectionMeta) -> bool {
+        let created = match &meta.config {
+            // the config the proposer resolved: identical on every peer
+            Some(config) => match serde_json::from_value::<CollectionConfig>(config.clone()) {
+                Ok(config) => self.storage.ensure_collection_config(name, config),
+                Err(e) => {
+                    tracing::error!(collection = name, error = %e, "agreed collection config does not parse");
+                    return false;
+                }
+            },
+            // an entry from before resolved configs: resolved with this peer's defaults
+            None => match serde_json::from_value::<CreateCollection>(meta.create.clone()) {
+                Ok(req) => self.storage.ensure_collection(name, req),
+                Err(e) => {
+                    tracing::error!(collection = name, error = %e, "agreed collection request does not parse");
+                    return false;
+                }
+            },
         };
-        match self.storage.ensure_collection(name, req) {
+        match created {
             Ok(true) => {
                 if let Ok(c) = self.storage.get(name) {
                     for p in &meta.updates {
@@ -35,10 +54,12 @@ impl StorageSink {
                         let _ = c.set_payload_index(f, Some(s.clone()));
                     }
                 }
+                true
             }
-            Ok(false) => {}
+            Ok(false) => false,
             Err(e) => {
-                tracing::error!(collection = name, error = %e, "could not create agreed collection")
+                tracing::error!(collection = name, error = %e, "could not create agreed collection");
+                false
             }
         }
     }
@@ -126,7 +147,12 @@ impl EffectSink for StorageSink {
             }
         }
         for (name, m) in &state.collections {
-            self.create(name, m);
+            if self.create(name, m) {
+                // agreed earlier, yet not here: whatever replicas this peer holds of it
+                // lost their data (wiped storage, or created while this peer was away)
+                tracing::warn!(collection = %name, "collection missing from local storage: its local replicas will be resynced");
+                self.lost.lock().insert(name.clone());
+            }
         }
         let _ = self.storage.set_aliases(state.aliases.clone());
     }

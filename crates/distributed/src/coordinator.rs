@@ -166,12 +166,14 @@ pub async fn fan_out(
         for s in pending.drain(..) {
             match orders[s as usize].get(next[s as usize]) {
                 Some(&peer) => by_peer.entry(peer).or_default().push(s),
-                None => return Err(last_err.unwrap_or_else(|| {
-                    DistError::unavailable(format!(
+                None => {
+                    return Err(last_err.unwrap_or_else(|| {
+                        DistError::unavailable(format!(
                         "Service unavailable: no active replica of shard {s} of collection `{}`",
                         p.name
                     ))
-                })),
+                    }))
+                }
             }
         }
         // what each peer is responsible for (retried elsewhere if it fails), and what it is

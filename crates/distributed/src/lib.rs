@@ -20,6 +20,7 @@ pub mod error;
 pub mod faults;
 pub mod peer;
 pub mod placement;
+pub mod readiness;
 pub mod recovery;
 pub mod replication;
 pub mod service;
@@ -42,15 +43,22 @@ pub struct Ctx {
     pub repl: Arc<replication::Replication>,
     /// How this peer reaches the others (and itself); set by [`Ctx::start`].
     pub peers: Arc<OnceLock<Arc<dyn peer::PeerClient>>>,
+    /// Collections whose local data was found missing (shared with the effect sink).
+    pub lost: cluster_sink::Lost,
 }
 
 impl Ctx {
-    pub fn new(storage: Arc<Storage>, cluster: Option<Arc<ClusterNode>>) -> Ctx {
+    pub fn new(
+        storage: Arc<Storage>,
+        cluster: Option<Arc<ClusterNode>>,
+        lost: cluster_sink::Lost,
+    ) -> Ctx {
         Ctx {
             storage,
             cluster,
             repl: Default::default(),
             peers: Default::default(),
+            lost,
         }
     }
 

@@ -291,6 +291,9 @@ async fn supervise(st: &Ctx) {
         return;
     };
     check_health(st, &node);
+    if !st.lost.lock().is_empty() {
+        mark_lost_dead(st, &node).await;
+    }
     if !st.repl.pending_dead.lock().is_empty() {
         retry_pending_dead(st).await;
     }
@@ -352,6 +355,95 @@ async fn supervise(st: &Ctx) {
                     tracing::debug!(collection = %name2, shard, error = %e, "recovery request refused");
                 }
             });
+        }
+    }
+}
+
+/// `POST /cluster/recover`: resync every replica this peer holds from another Active
+/// replica of its shard (WAL delta, verified by digests, streaming records when the log
+/// cannot tell), e.g. after its data was lost or is suspect. Shards in a transfer, and
+/// shards with no other Active replica, are left alone. Returns how many were requested.
+pub async fn resync_all(st: &Ctx) -> Result<usize, DistError> {
+    let node = st
+        .cluster
+        .clone()
+        .ok_or_else(|| DistError::bad_request("Wrong input: Distributed mode is not enabled"))?;
+    if node.leader_id().is_none() {
+        return Err(DistError::unavailable(
+            "Service unavailable: no Raft leader is available; try again later",
+        ));
+    }
+    let me = node.id;
+    let state = node.state();
+    let mut requested = 0;
+    for (name, meta) in &state.state.collections {
+        for shard in 0..meta.shards.len() as u32 {
+            if meta.replica_state(shard, me).is_none() || meta.transfer_of(shard).is_some() {
+                continue;
+            }
+            let Some(from) = crate::recovery::source(meta, shard, me) else {
+                continue;
+            };
+            let op = ClusterOp::StartTransfer {
+                collection: name.clone(),
+                transfer: Transfer {
+                    shard,
+                    from,
+                    to: me,
+                    kind: TransferKind::Recovery,
+                    method: TransferMethod::WalDelta,
+                },
+            };
+            match propose(st, op).await {
+                Ok(()) => requested += 1,
+                Err(e) => {
+                    tracing::warn!(collection = %name, shard, error = %e, "resync request refused")
+                }
+            }
+        }
+    }
+    tracing::info!(requested, "resync of this peer's replicas requested");
+    Ok(requested)
+}
+
+/// Replicas whose local data was found missing at start-up (`cluster_sink::Lost`): mark
+/// them Dead through consensus, so no read is routed to them and they recover like any
+/// Dead replica. Until then this peer refuses reads of them (`service`) and is not ready.
+/// A shard whose only Active replica lost its data cannot be recovered: that is logged and
+/// the replica left Active (empty).
+async fn mark_lost_dead(st: &Ctx, node: &Arc<cluster::node::ClusterNode>) {
+    let lost: Vec<String> = st.lost.lock().iter().cloned().collect();
+    let state = node.state();
+    for name in lost {
+        let Some(meta) = state.state.collections.get(&name) else {
+            st.lost.lock().remove(&name);
+            continue;
+        };
+        let me = node.id;
+        let active: Vec<u32> = (0..meta.shards.len() as u32)
+            .filter(|&s| meta.replica_state(s, me) == Some(ReplicaState::Active))
+            .collect();
+        let (recoverable, alone): (Vec<u32>, Vec<u32>) = active
+            .into_iter()
+            .partition(|&s| meta.active_replicas(s).len() > 1);
+        if recoverable.is_empty() {
+            if !alone.is_empty() {
+                tracing::error!(collection = %name, shards = ?alone, "local data lost and no other Active replica holds these shards: they stay Active, empty");
+            }
+            st.lost.lock().remove(&name);
+            continue;
+        }
+        let op = ClusterOp::MarkDead {
+            collection: name.clone(),
+            replicas: recoverable.iter().map(|&s| (s, me)).collect(),
+        };
+        match propose(st, op).await {
+            Ok(()) => {
+                tracing::warn!(collection = %name, shards = ?recoverable, "replicas that lost their data marked Dead: recovering")
+            }
+            Err(e) => {
+                tracing::debug!(collection = %name, error = %e, "marking lost replicas Dead deferred")
+            }
         }
     }
 }

@@ -167,6 +167,13 @@ impl LocalService {
         wait_applied(&self.ctx, req.applied)
             .await
             .map_err(|e| self.reads.describe(e))?;
+        if self.ctx.lost.lock().contains(&req.collection) {
+            // the coordinator fails over to another replica
+            return Err(PeerError::unavailable(format!(
+                "this peer's replicas of collection `{}` lost their data and are being resynced",
+                req.collection
+            )));
+        }
         let body = match &req.scope {
             Some(scope) => scoped_body(scope, req.body),
             None => req.body,

@@ -154,6 +154,7 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let storage: Arc<Storage> =
         tokio::task::spawn_blocking(move || Storage::open(&storage_path, defaults)).await??;
     let maintenance = storage.start_maintenance();
+    let lost: distributed::cluster_sink::Lost = Default::default();
     let cluster = if settings.cluster.enabled {
         let cfg = cluster::node::NodeConfig {
             dir: PathBuf::from(&settings.storage.storage_path).join("raft"),
@@ -183,6 +184,7 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         let sink = Arc::new(distributed::cluster_sink::StorageSink {
             storage: storage.clone(),
             me: Default::default(),
+            lost: lost.clone(),
         });
         match cluster::node::ClusterNode::start(cfg, sink.clone()).await {
             Ok(n) => {
@@ -201,7 +203,7 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let state = api::AppState {
         cluster: cluster.clone(),
         local_router: Default::default(),
-        dist: distributed::Ctx::new(storage.clone(), cluster.clone()),
+        dist: distributed::Ctx::new(storage.clone(), cluster.clone(), lost),
         storage: storage.clone(),
         settings: api::ApiSettings {
             max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),
