@@ -262,11 +262,15 @@ def test_internal_auth_between_peers(tmp_path):
         b.spawn()
         def b_up():
             try:
-                return requests.get(f"{b.url}/readyz", timeout=2).status_code == 200
+                return requests.get(f"{b.url}/healthz", timeout=2).status_code == 200
             except requests.RequestException:
                 return False
 
         wait_until(b_up, 45, what="b back up")
+        # cut off from the cluster (its calls are refused), it never reports itself ready
+        time.sleep(2)
+        r = requests.get(f"{b.url}/readyz", timeout=5)
+        assert r.status_code == 503, r.text
         more = [{"id": i, "vector": [i, 1, 0, 0]} for i in range(100, 140)]
         r = requests.put(f"{b.url}/collections/ia/points?wait=true", headers={"api-key": "not-the-key"},
                          json={"points": more}, timeout=60)

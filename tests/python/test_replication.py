@@ -294,10 +294,13 @@ def test_invalid_cluster_operations(procs):
     for body, status, text in cases:
         r = p1.call("POST", "/collections/bad/cluster", body)
         assert r.status_code == status and text in r.json()["status"]["error"], f"{body} -> {r.status_code} {r.text}"
-    # replicate onto a peer that already holds the shard
+    # replicate onto a peer that already holds the shard: a resync of that replica (Qdrant's
+    # manual recovery path), not a second replica; moving onto it is refused
     p0.ok("POST", "/collections/bad/cluster", {"replicate_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": other}})
     wait_transfers_done(p0, "bad")
-    r = p0.call("POST", "/collections/bad/cluster", {"replicate_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": other}})
+    p0.ok("POST", "/collections/bad/cluster", {"replicate_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": other}})
+    wait_transfers_done(p0, "bad")
+    r = p0.call("POST", "/collections/bad/cluster", {"move_shard": {"shard_id": 0, "from_peer_id": owner, "to_peer_id": other}})
     assert r.status_code == 400 and "already holds" in r.text, r.text
     # now two Active replicas: dropping one is fine, the last one is refused
     p0.ok("POST", "/collections/bad/cluster", {"drop_replica": {"shard_id": 0, "peer_id": owner}})

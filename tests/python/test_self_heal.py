@@ -82,6 +82,7 @@ def test_wiped_peer_is_never_wrong_and_resyncs_itself(tmp_path):
         x.sigkill()
         shutil.rmtree(x.storage / "collections" / "w")
         x.spawn()
+        started = time.monotonic()
         # from the moment it listens: every count through it is right or refused, and it
         # is not ready until its replicas are whole again
         wrong, answers, ready_at, unready_after_ready = [], 0, None, 0
@@ -105,6 +106,8 @@ def test_wiped_peer_is_never_wrong_and_resyncs_itself(tmp_path):
             if ready_at is not None and time.monotonic() - ready_at > 3:
                 break
             time.sleep(0.05)
+        print(f"wiped peer: {answers} counts answered, {len(wrong)} wrong; ready "
+              f"{ready_at - started:.1f} s after restart" if ready_at else "never ready")
         assert not wrong, f"{len(wrong)} wrong counts through the wiped peer: {wrong[:10]}\n{c.logs()}"
         assert ready_at is not None, f"the wiped peer never became ready\n{c.logs()}"
         assert answers > 0
@@ -140,5 +143,126 @@ def test_cluster_recover_resyncs_this_peers_replicas(tmp_path):
         hist = [t for p in peers for t in p.get("/cluster/transfers").json()["result"] if t["to"] == x.peer_id]
         assert len(hist) >= len(mine), hist
         assert x.get("/readyz").status_code == 200
+    finally:
+        c.cleanup()
+
+
+def test_peer_lost_for_good_is_replaced_and_the_extra_replica_goes_when_it_returns(tmp_path, monkeypatch):
+    """Automatic re-replication (`cluster.self_heal`, beyond Qdrant OSS): with
+    `dead_peer_timeout_sec=10`, a peer SIGKILLed for good has each of its replicas
+    re-created on a live peer, so every shard is back to `replication_factor` Active
+    replicas on live peers and every count is right. When the peer comes back, its
+    replicas recover and the replicas self-heal added are dropped again."""
+    monkeypatch.setenv("QDRANT__CLUSTER__SELF_HEAL__DEAD_PEER_TIMEOUT_SEC", "10")
+    c = Cluster(tmp_path)
+    try:
+        a = c.start_first()
+        peers = [a]
+        for _ in range(3):
+            p = c.spawn_joiner(a)
+            p.wait_ready()
+            peers.append(p)
+        c.wait_converged(60)
+        fill(a, "h")
+        placement = {}
+        for p in peers:
+            for (shard, peer), _ in local_counts([p], "h").items():
+                placement.setdefault(shard, set()).add(peer)
+        assert all(len(v) == 2 for v in placement.values()), placement
+        # the victim: a follower holding replicas
+        victim = next(p for p in peers[1:] if any(p.peer_id in v for v in placement.values()))
+        live = [p for p in peers if p is not victim]
+        victim.sigkill()
+        killed = time.monotonic()
+
+        def healed():
+            counts = local_counts(live, "h")
+            per_shard: dict[int, list] = {}
+            for (shard, _), (state, n) in counts.items():
+                if state == "Active":
+                    per_shard.setdefault(shard, []).append(n)
+            return len(per_shard) == 3 and all(len(v) == 2 and len(set(v)) == 1 for v in per_shard.values()) \
+                and sum(v[0] for v in per_shard.values()) == POINTS
+
+        wait_until(healed, 120, what="every shard back to 2 Active replicas on live peers")
+        took = time.monotonic() - killed
+        print(f"self-heal: every shard back to replication_factor {took:.1f} s after the SIGKILL")
+        assert took >= 10, "nothing may be re-replicated before dead_peer_timeout_sec"
+        for p in live:
+            r = p.request("POST", "/collections/h/points/count", json={"exact": True})
+            assert r.status_code == 200 and r.json()["result"]["count"] == POINTS, (p.name, r.text)
+
+        # the peer returns: its replicas recover, then the added ones are dropped
+        victim.spawn()
+        victim.wait_ready()
+
+        def back_to_placement():
+            counts = local_counts(peers, "h")
+            holders: dict[int, set] = {}
+            for (shard, peer), (state, n) in counts.items():
+                if state != "Active":
+                    return False
+                holders.setdefault(shard, set()).add((peer, n))
+            return len(holders) == 3 and all(len(v) == 2 for v in holders.values()) \
+                and {s: {p for p, _ in v} for s, v in holders.items()} == placement
+
+        wait_until(back_to_placement, 120, what="the added replicas dropped once the victim is back")
+        for p in peers:
+            r = p.request("POST", "/collections/h/points/count", json={"exact": True})
+            assert r.status_code == 200 and r.json()["result"]["count"] == POINTS, (p.name, r.text)
+    finally:
+        c.cleanup()
+
+
+def test_injected_apply_errors_never_count_as_applied(tmp_path, monkeypatch):
+    """Fault injection at the peer layer (issue #13): the coordinator's applies to other
+    peers fail at random with 413 or 500 (`SEXTANT_PEER_FAULTS`, seeded). No such error
+    counts as applied: every replica that failed a write is marked Dead and recovers, so
+    afterwards every replica of every shard holds exactly the acknowledged points."""
+    monkeypatch.setenv("SEXTANT_PEER_FAULTS", "apply:error=413:0.1,apply:error=500:0.05")
+    monkeypatch.setenv("SEXTANT_PEER_FAULTS_SEED", "11")
+    c = Cluster(tmp_path)
+    try:
+        a = c.start_first()  # only the first peer injects faults
+        monkeypatch.delenv("SEXTANT_PEER_FAULTS")
+        peers = [a]
+        for _ in range(2):
+            p = c.spawn_joiner(a)
+            p.wait_ready()
+            peers.append(p)
+        c.wait_converged(60)
+        r = a.request("PUT", "/collections/f", json={
+            "vectors": {"size": 1536, "distance": "Dot"}, "shard_number": 3, "replication_factor": 2})
+        assert r.status_code == 200, r.text
+        rng = random.Random(3)
+        acked, failed = set(), 0
+        for b in range(30):
+            ids = list(range(b * 20 + 1, b * 20 + 21))
+            pts = [{"id": i, "vector": [rng.random() for _ in range(1536)], "payload": {"b": b}} for i in ids]
+            r = a.request("PUT", "/collections/f/points?wait=true", json={"points": pts})
+            if r.status_code == 200:
+                acked.update(ids)
+            else:
+                failed += 1
+        assert len(acked) >= 300, f"only {len(acked)} points acknowledged, {failed} writes failed"
+        print(f"injected faults: {len(acked)} points acknowledged, {failed} writes failed")
+
+        def equal_replicas():
+            counts = local_counts(peers, "f")
+            per_shard: dict[int, set] = {}
+            for (shard, _), (state, n) in counts.items():
+                if state != "Active":
+                    return False
+                per_shard.setdefault(shard, set()).add(n)
+            return len(per_shard) == 3 and all(len(v) == 1 for v in per_shard.values())
+
+        wait_until(equal_replicas, 120, what="every replica Active with equal counts")
+        for p in peers:
+            got = p.request("POST", "/collections/f/points/scroll",
+                            json={"limit": 1000, "with_payload": False}).json()["result"]["points"]
+            ids = {x["id"] for x in got}
+            assert acked <= ids, (p.name, sorted(acked - ids)[:10])
+            r = p.request("POST", "/collections/f/points/count", json={"exact": True})
+            assert r.json()["result"]["count"] == len(ids)
     finally:
         c.cleanup()

@@ -36,6 +36,9 @@ pub struct CollectionMeta {
     /// Shard transfers in progress (at most one per shard).
     #[serde(default)]
     pub transfers: Vec<Transfer>,
+    /// Replicas (shard, peer) self-heal added (a finished `Heal` transfer), until dropped.
+    #[serde(default)]
+    pub healed: BTreeSet<(u32, PeerId)>,
 }
 
 /// State of one replica of a shard, agreed through consensus.
@@ -59,12 +62,15 @@ impl ReplicaState {
     }
 }
 
-/// Why a transfer runs: refill a Dead replica, copy to a new peer, or move.
+/// Why a transfer runs: refill (or resync) an existing replica, copy to a new peer, move,
+/// or copy to a new peer for self-heal (like `Replicate`; the new replica is remembered in
+/// `CollectionMeta::healed`, so it can be dropped once the lost replica is back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TransferKind {
     Recovery,
     Replicate,
     Move,
+    Heal,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +346,7 @@ impl ClusterState {
                         payload_indexes: BTreeMap::new(),
                         replica_states: BTreeMap::new(),
                         transfers: vec![],
+                        healed: BTreeSet::new(),
                     },
                 );
                 Ok(vec![Effect::CreateCollection { name: name.clone() }])
@@ -414,6 +421,7 @@ impl ClusterState {
                         replicas.retain(|p| p != peer);
                     }
                     c.replica_states.retain(|(_, p), _| p != peer);
+                    c.healed.retain(|(_, p)| p != peer);
                     // a transfer from the removed peer cannot finish; one to it is moot
                     let (gone, keep): (Vec<Transfer>, Vec<Transfer>) = c
                         .transfers
@@ -570,12 +578,16 @@ impl ClusterState {
                 }
                 c.transfers.retain(|x| x != t);
                 c.set_state(t.shard, t.to, ReplicaState::Active);
+                if t.kind == TransferKind::Heal {
+                    c.healed.insert((t.shard, t.to));
+                }
                 let mut fx = vec![];
                 if t.kind == TransferKind::Move {
                     if let Some(r) = c.shards.get_mut(t.shard as usize) {
                         r.retain(|p| *p != t.from);
                     }
                     c.replica_states.remove(&(t.shard, t.from));
+                    c.healed.remove(&(t.shard, t.from));
                     fx.push(Effect::ReplicaDropped {
                         collection: collection.clone(),
                         shard: t.shard,
@@ -610,6 +622,7 @@ impl ClusterState {
                     r.retain(|p| p != peer);
                 }
                 c.replica_states.remove(&(*shard, *peer));
+                c.healed.remove(&(*shard, *peer));
                 Ok(vec![Effect::ReplicaDropped {
                     collection: collection.clone(),
                     shard: *shard,

@@ -18,6 +18,7 @@ pub mod cluster_sink;
 pub mod coordinator;
 pub mod error;
 pub mod faults;
+pub mod heal;
 pub mod peer;
 pub mod placement;
 pub mod readiness;
@@ -45,6 +46,8 @@ pub struct Ctx {
     pub peers: Arc<OnceLock<Arc<dyn peer::PeerClient>>>,
     /// Collections whose local data was found missing (shared with the effect sink).
     pub lost: cluster_sink::Lost,
+    /// `cluster.self_heal`.
+    pub heal: heal::HealConfig,
 }
 
 impl Ctx {
@@ -59,6 +62,7 @@ impl Ctx {
             repl: Default::default(),
             peers: Default::default(),
             lost,
+            heal: Default::default(),
         }
     }
 

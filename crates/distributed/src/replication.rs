@@ -28,7 +28,7 @@ use collection::operations::{to_stored, LoggedOp, OpMeta, PointInsert, UpdateMod
 use parking_lot::Mutex;
 use segment::filter::Filter;
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,17 @@ struct Forward {
     until: Option<Instant>,
 }
 
+/// The leader's view of one peer.
+#[derive(Clone, Copy, Debug)]
+struct Health {
+    /// Consecutive failed checks.
+    failures: u32,
+    last_check: Instant,
+    running: bool,
+    /// Since when the checks fail (`None` while it answers).
+    down_since: Option<Instant>,
+}
+
 #[derive(Default)]
 pub struct Replication {
     locks: NamedLocks,
@@ -74,8 +85,8 @@ pub struct Replication {
     last_recovery: Mutex<HashMap<(String, u32), Instant>>,
     history: Mutex<std::collections::VecDeque<serde_json::Value>>,
     order_locks: NamedLocks,
-    /// Leader's health checks: peer -> (consecutive failures, last check, check running).
-    health: Mutex<HashMap<u64, (u32, Instant, bool)>>,
+    /// Leader's health checks, per peer.
+    health: Mutex<HashMap<u64, Health>>,
     /// Replicas (collection, shard, peer) that missed a write and are still to be marked
     /// Dead (consensus was unavailable when the write failed).
     pending_dead: Mutex<HashSet<(String, u32, u64)>>,
@@ -221,38 +232,41 @@ fn check_health(st: &Ctx, node: &Arc<cluster::node::ClusterNode>) {
         st.repl.health.lock().clear();
         return;
     }
-    let me = node.id;
-    let state = node.state();
-    let mut holders: HashSet<u64> = HashSet::new();
-    for meta in state.state.collections.values() {
-        for shard in 0..meta.shards.len() as u32 {
-            holders.extend(meta.active_replicas(shard).into_iter().filter(|p| *p != me));
-        }
-    }
-    for peer in holders {
+    // every member, not only holders of Active replicas: self-heal needs to know for how
+    // long a peer whose replicas are all Dead has been gone
+    for peer in node.peers().into_keys().filter(|p| *p != node.id) {
         let Ok(service) = dist::peer(st, peer) else {
             continue;
         };
         {
             let mut h = st.repl.health.lock();
-            let e = h
-                .entry(peer)
-                .or_insert((0, Instant::now() - HEALTH_EVERY, false));
-            if e.2 || e.1.elapsed() < HEALTH_EVERY {
+            let e = h.entry(peer).or_insert(Health {
+                failures: 0,
+                last_check: Instant::now() - HEALTH_EVERY,
+                running: false,
+                down_since: None,
+            });
+            if e.running || e.last_check.elapsed() < HEALTH_EVERY {
                 continue;
             }
-            e.1 = Instant::now();
-            e.2 = true;
+            e.last_check = Instant::now();
+            e.running = true;
         }
         let (st, node) = (st.clone(), node.clone());
         tokio::spawn(async move {
             let ok = matches!(service.status().await, Ok(s) if s.ready);
             let failures = {
                 let mut h = st.repl.health.lock();
-                let e = h.entry(peer).or_insert((0, Instant::now(), false));
-                e.2 = false;
-                e.0 = if ok { 0 } else { e.0 + 1 };
-                e.0
+                let Some(e) = h.get_mut(&peer) else { return };
+                e.running = false;
+                if ok {
+                    e.failures = 0;
+                    e.down_since = None;
+                } else {
+                    e.failures += 1;
+                    e.down_since.get_or_insert_with(Instant::now);
+                }
+                e.failures
             };
             if failures < HEALTH_FAILURES {
                 return;
@@ -291,6 +305,7 @@ async fn supervise(st: &Ctx) {
         return;
     };
     check_health(st, &node);
+    self_heal(st, &node);
     if !st.lost.lock().is_empty() {
         mark_lost_dead(st, &node).await;
     }
@@ -445,6 +460,67 @@ async fn mark_lost_dead(st: &Ctx, node: &Arc<cluster::node::ClusterNode>) {
                 tracing::debug!(collection = %name, error = %e, "marking lost replicas Dead deferred")
             }
         }
+    }
+}
+
+/// Leader only: run the self-heal planner (`crate::heal`) over the agreed state and the
+/// health checks, and propose its decisions (each logged with its reason). A decision
+/// proposed twice (the first still in flight) is refused by the state machine.
+fn self_heal(st: &Ctx, node: &Arc<cluster::node::ClusterNode>) {
+    if !st.heal.enabled || !node.is_leader() {
+        return;
+    }
+    let members: BTreeSet<u64> = node.peers().into_keys().collect();
+    let down_for: BTreeMap<u64, Duration> = st
+        .repl
+        .health
+        .lock()
+        .iter()
+        .filter(|(p, _)| members.contains(p))
+        .filter_map(|(p, h)| h.down_since.map(|d| (*p, d.elapsed())))
+        .collect();
+    let state = node.state();
+    for action in crate::heal::plan(&state.state, &members, &down_for, &st.heal) {
+        let op = match &action {
+            crate::heal::Action::Replicate {
+                collection,
+                shard,
+                from,
+                to,
+                reason,
+            } => {
+                tracing::warn!(collection = %collection, shard, from, to, reason = %reason, "self-heal: new replica");
+                ClusterOp::StartTransfer {
+                    collection: collection.clone(),
+                    transfer: Transfer {
+                        shard: *shard,
+                        from: *from,
+                        to: *to,
+                        kind: TransferKind::Heal,
+                        method: TransferMethod::StreamRecords,
+                    },
+                }
+            }
+            crate::heal::Action::Drop {
+                collection,
+                shard,
+                peer,
+                reason,
+            } => {
+                tracing::info!(collection = %collection, shard, peer, reason = %reason, "self-heal: dropping the added replica");
+                ClusterOp::DropReplica {
+                    collection: collection.clone(),
+                    shard: *shard,
+                    peer: *peer,
+                }
+            }
+        };
+        let st = st.clone();
+        tokio::spawn(async move {
+            if let Err(e) = propose(&st, op).await {
+                tracing::debug!(error = %e, "self-heal decision not applied");
+            }
+        });
     }
 }
 

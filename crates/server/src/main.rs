@@ -203,7 +203,16 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let state = api::AppState {
         cluster: cluster.clone(),
         local_router: Default::default(),
-        dist: distributed::Ctx::new(storage.clone(), cluster.clone(), lost),
+        dist: distributed::Ctx {
+            heal: distributed::heal::HealConfig {
+                enabled: settings.cluster.self_heal.enabled,
+                dead_peer_timeout: std::time::Duration::from_secs(
+                    settings.cluster.self_heal.dead_peer_timeout_sec,
+                ),
+                ..Default::default()
+            },
+            ..distributed::Ctx::new(storage.clone(), cluster.clone(), lost)
+        },
         storage: storage.clone(),
         settings: api::ApiSettings {
             max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),

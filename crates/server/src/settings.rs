@@ -147,6 +147,14 @@ pub struct ClusterConfig {
     pub enabled: bool,
     pub p2p: P2pConfig,
     pub consensus: ConsensusConfig,
+    pub self_heal: SelfHealConfig,
+}
+
+/// `cluster.self_heal` (Sextant's own section).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SelfHealConfig {
+    pub enabled: bool,
+    pub dead_peer_timeout_sec: u64,
 }
 
 /// Keys Sextant reads (dotted paths; a key ending in `.` covers everything below it).
@@ -179,6 +187,7 @@ const IMPLEMENTED: &[&str] = &[
     "cluster.p2p.port",
     "cluster.p2p.enable_tls",
     "cluster.consensus.tick_period_ms",
+    "cluster.self_heal.",
     // accepted: Sextant writes its temporary files next to their targets, and sends no
     // telemetry anywhere
     "storage.temp_path",
@@ -344,6 +353,12 @@ impl Settings {
         if self.storage.wal.wal_capacity_mb == 0 {
             return Err(
                 "invalid configuration: storage.wal.wal_capacity_mb must be at least 1".into(),
+            );
+        }
+        if self.cluster.self_heal.dead_peer_timeout_sec == 0 {
+            return Err(
+                "invalid configuration: cluster.self_heal.dead_peer_timeout_sec must be at least 1"
+                    .into(),
             );
         }
         if self.cluster.consensus.tick_period_ms == 0 {
