@@ -266,3 +266,84 @@ def test_injected_apply_errors_never_count_as_applied(tmp_path, monkeypatch):
             assert r.json()["result"]["count"] == len(ids)
     finally:
         c.cleanup()
+
+
+def test_rolling_restart_with_a_writer_that_waits_on_readyz(tmp_path):
+    """A rolling restart (issue #15): each of 3 peers in turn is SIGKILLed and restarted
+    while a writer keeps upserting through peers whose `/readyz` is 200. No write fails,
+    and after each restart an exact count through every ready peer equals the number of
+    acknowledged points."""
+    import threading
+
+    c, peers = three_peers(tmp_path)
+    a = peers[0]
+    try:
+        r = a.request("PUT", "/collections/rr", json={
+            "vectors": {"size": 128, "distance": "Dot"}, "shard_number": 3, "replication_factor": 2})
+        assert r.status_code == 200, r.text
+        lock = threading.Lock()
+        restarting: set[str] = set()
+        acked: set[int] = set()
+        failures: list = []
+        stop = threading.Event()
+        rng = random.Random(9)
+
+        def ready(p) -> bool:
+            try:
+                return requests.get(f"{p.url}/readyz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        def writer():
+            next_id = 1
+            while not stop.is_set():
+                with lock:
+                    targets = [p for p in peers if p.name not in restarting and ready(p)]
+                    if not targets:
+                        time.sleep(0.05)
+                        continue
+                    p = targets[next_id % len(targets)]
+                    ids = list(range(next_id, next_id + 20))
+                    pts = [{"id": i, "vector": [rng.random() for _ in range(128)]} for i in ids]
+                    try:
+                        r = p.request("PUT", "/collections/rr/points?wait=true", json={"points": pts}, timeout=60)
+                        if r.status_code == 200:
+                            acked.update(ids)
+                        else:
+                            failures.append((p.name, r.status_code, r.text[:200]))
+                    except requests.RequestException as e:
+                        failures.append((p.name, "exception", repr(e)[:200]))
+                    next_id += 20
+                time.sleep(0.02)
+
+        w = threading.Thread(target=writer, daemon=True)
+        w.start()
+        wrong = []
+        try:
+            time.sleep(2)
+            for victim in peers:
+                with lock:
+                    restarting.add(victim.name)
+                victim.sigkill()
+                time.sleep(3)
+                victim.spawn()
+                wait_until(lambda: ready(victim), 90, what=f"{victim.name} ready again")
+                with lock:
+                    restarting.discard(victim.name)
+                    for p in peers:
+                        if not ready(p):
+                            continue
+                        r = p.request("POST", "/collections/rr/points/count", json={"exact": True})
+                        if r.status_code != 200 or r.json()["result"]["count"] != len(acked):
+                            wrong.append((victim.name, p.name, r.status_code, r.text[:200], len(acked)))
+                time.sleep(2)
+        finally:
+            stop.set()
+            w.join(60)
+        print(f"rolling restart: {len(acked)} points acknowledged, {len(failures)} failed writes, "
+              f"{len(wrong)} wrong counts")
+        assert not failures, failures[:5]
+        assert not wrong, wrong[:5]
+        assert len(acked) >= 200
+    finally:
+        c.cleanup()

@@ -212,6 +212,17 @@ pub trait EffectSink: Send + Sync + 'static {
     fn reconcile(&self, state: &ClusterState);
 }
 
+/// Run blocking effect work (file system, fsync) without stalling the async workers: on a
+/// multi-threaded runtime the worker hands its other tasks over first. Effects still run
+/// in log order, before the index counts as applied, so "applied" keeps meaning "the
+/// collection exists here" for the requests that wait on it.
+fn off_the_runtime(f: impl FnOnce()) {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Sink that does nothing (tests of consensus alone).
 pub struct NoEffects;
 impl EffectSink for NoEffects {
@@ -329,7 +340,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         self.persist()?;
         if !effects.is_empty() {
-            self.sink.execute(&self.data.state, &effects);
+            let (sink, state) = (&self.sink, &self.data.state);
+            off_the_runtime(|| sink.execute(state, &effects));
         }
         self.published.send_replace(Arc::new(self.data.clone()));
         Ok(out)
@@ -369,7 +381,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             },
         )
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
-        self.sink.reconcile(&self.data.state);
+        let (sink, state) = (&self.sink, &self.data.state);
+        off_the_runtime(|| sink.reconcile(state));
         self.published.send_replace(Arc::new(self.data.clone()));
         Ok(())
     }

@@ -273,13 +273,17 @@ mod tests {
         assert_eq!((tos.len(), froms.len()), (t.len(), t.len()), "{t:?}");
         // a transfer already running into peer 4 keeps it out of this plan
         let mut busy = st.clone();
-        busy.collections.get_mut("c").unwrap().transfers.push(Transfer {
-            shard: 99,
-            from: 1,
-            to: 4,
-            kind: TransferKind::Replicate,
-            method: TransferMethod::StreamRecords,
-        });
+        busy.collections
+            .get_mut("c")
+            .unwrap()
+            .transfers
+            .push(Transfer {
+                shard: 99,
+                from: 1,
+                to: 4,
+                kind: TransferKind::Replicate,
+                method: TransferMethod::StreamRecords,
+            });
         let t = targets(&plan(&busy, &m, &down(&[(2, 10)]), &cfg()));
         assert!(t.iter().all(|x| x.2 != 4 && x.1 != 1), "{t:?}");
         // with higher limits every shard that lost a replica gets one
