@@ -347,3 +347,80 @@ def test_rolling_restart_with_a_writer_that_waits_on_readyz(tmp_path):
         assert len(acked) >= 200
     finally:
         c.cleanup()
+
+
+def _stop_gracefully(p) -> None:
+    """SIGTERM and wait: the shutdown writes a checkpoint of every collection."""
+    import os
+    import signal
+
+    os.kill(p.proc.pid, signal.SIGTERM)
+    p.proc.wait(timeout=60)
+
+
+def _flip_a_byte_in_the_vectors(p, name: str) -> str:
+    ckpts = sorted((p.storage / "collections" / name).glob("checkpoint-*"))
+    ckpts = [c for c in ckpts if not c.name.endswith(".tmp")]
+    assert ckpts, "the graceful stop wrote a checkpoint"
+    f = ckpts[-1] / "dense-0.f32"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x40  # same length, still a valid float: only a checksum tells
+    f.write_bytes(bytes(data))
+    return str(f)
+
+
+def test_corrupted_checkpoint_single_node_refuses_to_start(tmp_path):
+    """Checksums on every checkpoint file (issue #15): a single node whose vector file was
+    corrupted on disk refuses to start, naming the file, instead of serving wrong vectors."""
+    c = Cluster(tmp_path)
+    try:
+        p = c.new_peer()
+        p.spawn([], cluster_enabled=False)
+        wait_until(lambda: requests.get(f"{p.url}/readyz", timeout=2).ok, 30, what="single node up")
+        assert p.request("PUT", "/collections/k", json={"vectors": {"size": 64, "distance": "Dot"}}).ok
+        pts = [{"id": i, "vector": [float((i + j) % 5) for j in range(64)]} for i in range(1, 101)]
+        assert p.request("PUT", "/collections/k/points?wait=true", json={"points": pts}).ok
+        _stop_gracefully(p)
+        _flip_a_byte_in_the_vectors(p, "k")
+        p.spawn([], cluster_enabled=False)
+        code = p.proc.wait(timeout=60)
+        assert code != 0
+        assert "fails its checksum" in p.log_text(), p.log_text()
+    finally:
+        c.cleanup()
+
+
+def test_corrupted_replica_is_quarantined_and_rebuilt(tmp_path):
+    """In a cluster, a peer whose local copy fails its checksum starts without it (the
+    directory is moved under `quarantine/`), never answers from it, and rebuilds its
+    replicas from the other peers."""
+    c, peers = three_peers(tmp_path)
+    a, x = peers[0], peers[1]
+    try:
+        fill(a, "q")
+        _stop_gracefully(x)
+        _flip_a_byte_in_the_vectors(x, "q")
+        x.spawn()
+        wrong = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                r = requests.post(f"{x.url}/collections/q/points/count", json={"exact": True}, timeout=5)
+                if r.status_code == 200 and r.json()["result"]["count"] != POINTS:
+                    wrong.append(r.json()["result"]["count"])
+                if requests.get(f"{x.url}/readyz", timeout=5).status_code == 200 and all_whole(peers, "q"):
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        assert not wrong, wrong[:10]
+        wait_until(lambda: all_whole(peers, "q"), 60, what="replicas rebuilt")
+        assert list((x.storage / "quarantine").iterdir()), "the corrupted copy is kept aside"
+        # the rebuilt replica has the right vectors: search through x equals search through a
+        q = [0.5] * DIM
+        body = {"vector": q, "limit": 10, "with_vector": True}
+        ra = a.request("POST", "/collections/q/points/search", json=body).json()["result"]
+        rx = x.request("POST", "/collections/q/points/search", json=body).json()["result"]
+        assert [h["id"] for h in ra] == [h["id"] for h in rx]
+    finally:
+        c.cleanup()

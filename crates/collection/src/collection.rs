@@ -82,6 +82,22 @@ struct Manifest {
     /// checkpoint slots as u32 LE, then its graph).
     #[serde(default)]
     blocks: Vec<BlockMeta>,
+    /// CRC32C of every other file of the checkpoint, by file name (absent in checkpoints
+    /// written before checksums: those files are not verified).
+    #[serde(default)]
+    checksums: BTreeMap<String, u32>,
+}
+
+/// A checkpoint file's bytes, verified against the manifest's checksum when it has one.
+fn read_checked(dir: &Path, name: &str, sums: &BTreeMap<String, u32>) -> CResult<Vec<u8>> {
+    let bytes = fs::read(dir.join(name))?;
+    match sums.get(name) {
+        Some(&want) if crc32c::crc32c(&bytes) != want => Err(CollectionError::Service(format!(
+            "checkpoint {}: {name} fails its checksum (corrupted on disk)",
+            dir.display()
+        ))),
+        _ => Ok(bytes),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -701,13 +717,19 @@ impl Collection {
         let tmp = self.dir.join(format!("{name}.tmp"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp)?;
+        let mut checksums = BTreeMap::new();
+        let mut put = |name: String, bytes: &[u8]| -> CResult<()> {
+            write_synced(&tmp.join(&name), bytes)?;
+            checksums.insert(name, crc32c::crc32c(bytes));
+            Ok(())
+        };
         let mut graph_meta = Vec::new();
         for g in &graphs {
             let Some(k) = dense_names.iter().position(|(n, _)| *n == g.name) else {
                 continue;
             };
             let Some(bytes) = g.encode() else { continue };
-            write_synced(&tmp.join(format!("graph-{k}.hnsw")), &bytes)?;
+            put(format!("graph-{k}.hnsw"), &bytes)?;
             graph_meta.push(GraphMeta {
                 dense: k,
                 covered: g.covered,
@@ -722,7 +744,7 @@ impl Collection {
             };
             let mut bytes: Vec<u8> = b.slots.iter().flat_map(|s| s.to_le_bytes()).collect();
             bytes.extend(b.graph_bytes());
-            write_synced(&tmp.join(format!("block-{}.bin", block_meta.len())), &bytes)?;
+            put(format!("block-{}.bin", block_meta.len()), &bytes)?;
             block_meta.push(BlockMeta {
                 dense: k,
                 field: b.field.clone(),
@@ -732,21 +754,22 @@ impl Collection {
                 ef_construct: Self::hnsw_params(&cfg, &b.name).ef_construct,
             });
         }
+        put(
+            "points.msgpack".into(),
+            &rmp_serde::to_vec_named(&points)
+                .map_err(|e| CollectionError::Service(e.to_string()))?,
+        )?;
+        for (k, row) in dense_rows.iter().enumerate() {
+            put(format!("dense-{k}.f32"), row)?;
+        }
         let manifest = Manifest {
             seq,
             points: points.len(),
             dense: dense_names,
             graphs: graph_meta,
             blocks: block_meta,
+            checksums,
         };
-        write_synced(
-            &tmp.join("points.msgpack"),
-            &rmp_serde::to_vec_named(&points)
-                .map_err(|e| CollectionError::Service(e.to_string()))?,
-        )?;
-        for (k, row) in dense_rows.iter().enumerate() {
-            write_synced(&tmp.join(format!("dense-{k}.f32")), row)?;
-        }
         write_synced(
             &tmp.join("manifest.json"),
             &serde_json::to_vec(&manifest).expect("manifest encodes"),
@@ -876,15 +899,16 @@ fn load_checkpoint(
     let bad = |e: String| CollectionError::Service(format!("checkpoint {}: {e}", path.display()));
     let manifest: Manifest = serde_json::from_slice(&fs::read(path.join("manifest.json"))?)
         .map_err(|e| bad(e.to_string()))?;
+    let sums = &manifest.checksums;
     let points: Vec<CheckpointPoint> =
-        rmp_serde::from_slice(&fs::read(path.join("points.msgpack"))?)
+        rmp_serde::from_slice(&read_checked(path, "points.msgpack", sums)?)
             .map_err(|e| bad(e.to_string()))?;
     if points.len() != manifest.points {
         return Err(bad("point count mismatch".into()));
     }
     let mut rows = Vec::new();
     for (k, (_, dim)) in manifest.dense.iter().enumerate() {
-        let bytes = fs::read(path.join(format!("dense-{k}.f32")))?;
+        let bytes = read_checked(path, &format!("dense-{k}.f32"), sums)?;
         if bytes.len() != points.len() * dim * 4 {
             return Err(bad(format!(
                 "dense-{k}.f32 has {} bytes, expected {}",
@@ -921,7 +945,7 @@ fn load_checkpoint(
             continue;
         }
         let file = path.join(format!("graph-{}.hnsw", g.dense));
-        let loaded = fs::read(&file)
+        let loaded = read_checked(path, &format!("graph-{}.hnsw", g.dense), sums)
             .ok()
             .and_then(|b| segment::hnsw::Hnsw::from_bytes(&b));
         let installed =
@@ -935,7 +959,7 @@ fn load_checkpoint(
         let file = path.join(format!("block-{i}.bin"));
         let decoded = (|| {
             let (name, _) = manifest.dense.get(b.dense)?;
-            let bytes = fs::read(&file).ok()?;
+            let bytes = read_checked(path, &format!("block-{i}.bin"), sums).ok()?;
             let split = b.nodes.checked_mul(4).filter(|&s| s <= bytes.len())?;
             let slots = bytes[..split]
                 .chunks_exact(4)
@@ -1105,6 +1129,39 @@ mod tests {
             s.get(PointId::Num(79)).unwrap().vectors[""],
             Vector::Dense(vec![79.0, 1.0, 0.0])
         );
+    }
+
+    #[test]
+    fn corrupted_checkpoint_files_are_detected() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("k");
+        {
+            let c = Collection::create(&dir, "k", cfg()).unwrap();
+            c.update(upsert(0..40), true).unwrap();
+            c.checkpoint().unwrap();
+        }
+        let (_, _, ckpt) = latest_checkpoint(&dir).unwrap().unwrap();
+        let flip = |name: &str| {
+            let f = ckpt.join(name);
+            let mut bytes = fs::read(&f).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40; // same length: only a checksum can tell
+            fs::write(&f, bytes).unwrap();
+        };
+        flip("dense-0.f32");
+        let e = Collection::open(&dir, "k")
+            .err()
+            .expect("a corrupted vector file must not load");
+        assert!(
+            e.to_string().contains("dense-0.f32 fails its checksum"),
+            "{e}"
+        );
+        flip("dense-0.f32"); // restored
+        let c = Collection::open(&dir, "k").unwrap();
+        assert_eq!(c.read().len(), 40);
+        drop(c);
+        flip("points.msgpack");
+        assert!(Collection::open(&dir, "k").is_err());
     }
 
     #[test]

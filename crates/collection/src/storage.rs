@@ -79,6 +79,18 @@ pub fn validate_name(name: &str) -> CResult<()> {
 
 impl Storage {
     pub fn open(root: &Path, defaults: CollectionDefaults) -> CResult<Arc<Storage>> {
+        Self::open_with(root, defaults, false)
+    }
+
+    /// Open the storage. A collection that cannot be opened (a file missing, truncated or
+    /// failing its checksum) fails the whole start, unless `quarantine` (cluster mode: its
+    /// replicas can be rebuilt from other peers): then its directory is moved under
+    /// `quarantine/` (kept for inspection, never served) and the collection is absent.
+    pub fn open_with(
+        root: &Path,
+        defaults: CollectionDefaults,
+        quarantine: bool,
+    ) -> CResult<Arc<Storage>> {
         let cdir = root.join("collections");
         fs::create_dir_all(&cdir)?;
         let mut collections = BTreeMap::new();
@@ -92,7 +104,25 @@ impl Storage {
                 fs::remove_dir_all(e.path())?;
                 continue;
             }
-            let c = Collection::open(&e.path(), &name)?;
+            let c = match Collection::open(&e.path(), &name) {
+                Ok(c) => c,
+                Err(err) if quarantine => {
+                    let stamp = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let to = root.join("quarantine").join(format!("{name}-{stamp}"));
+                    fs::create_dir_all(root.join("quarantine"))?;
+                    fs::rename(e.path(), &to)?;
+                    sync_dir(&cdir)?;
+                    tracing::error!(collection = %name, error = %err, moved_to = %to.display(), "collection cannot be opened: quarantined; its replicas will be rebuilt from other peers");
+                    continue;
+                }
+                Err(err) => {
+                    return Err(CollectionError::Service(format!(
+                        "collection `{name}` cannot be opened: {err}"
+                    )))
+                }
+            };
             tracing::info!(collection = %name, points = c.read().len(), "collection loaded");
             collections.insert(name, Arc::new(c));
         }

@@ -151,8 +151,13 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&storage_path)?;
     std::fs::create_dir_all(&settings.storage.snapshots_path)?;
     let defaults = settings.collection_defaults();
-    let storage: Arc<Storage> =
-        tokio::task::spawn_blocking(move || Storage::open(&storage_path, defaults)).await??;
+    // cluster mode: a collection that cannot be opened is quarantined and its replicas are
+    // rebuilt from other peers; a single node refuses to start instead
+    let quarantine = settings.cluster.enabled;
+    let storage: Arc<Storage> = tokio::task::spawn_blocking(move || {
+        Storage::open_with(&storage_path, defaults, quarantine)
+    })
+    .await??;
     let maintenance = storage.start_maintenance();
     let lost: distributed::cluster_sink::Lost = Default::default();
     let cluster = if settings.cluster.enabled {
