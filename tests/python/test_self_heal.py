@@ -424,3 +424,74 @@ def test_corrupted_replica_is_quarantined_and_rebuilt(tmp_path):
         assert [h["id"] for h in ra] == [h["id"] for h in rx]
     finally:
         c.cleanup()
+
+
+def test_anti_entropy_repairs_lost_writes(tmp_path, monkeypatch):
+    """Anti-entropy (issue #15): a transport that loses some writes yet reports them
+    applied (`SEXTANT_PEER_FAULTS=apply:lose`, on the coordinator's link to one peer) leaves
+    replicas silently different; the periodic digest comparison finds them and a verified
+    resync repairs them within 60 s, with the counts in `GET /collections/{c}/cluster`."""
+    monkeypatch.setenv("QDRANT__CLUSTER__ANTI_ENTROPY__INTERVAL_SEC", "3")
+    ids = [1001, 1002, 1003]
+    c = Cluster(tmp_path)
+    try:
+        def make(i):
+            p = c.new_peer()
+            (p.storage / "raft").mkdir(parents=True, exist_ok=True)
+            (p.storage / "raft" / "peer_id").write_text(str(ids[i]))
+            return p
+
+        a = make(0)
+        monkeypatch.setenv("SEXTANT_PEER_FAULTS", "apply:lose:0.3@1003")
+        monkeypatch.setenv("SEXTANT_PEER_FAULTS_SEED", "5")
+        a.spawn(["--uri", a.p2p_uri])
+        a.wait_ready()
+        monkeypatch.delenv("SEXTANT_PEER_FAULTS")
+        peers = [a]
+        for i in (1, 2):
+            p = make(i)
+            p.spawn(["--bootstrap", a.p2p_uri, "--uri", p.p2p_uri])
+            p.wait_ready()
+            peers.append(p)
+        c.wait_converged(60)
+        assert {p.peer_id for p in peers} == set(ids)
+        r = a.request("PUT", "/collections/ae", json={
+            "vectors": {"size": DIM, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 2})
+        assert r.status_code == 200, r.text
+        rng = random.Random(8)
+        n = 0
+        for b in range(20):
+            pts = [{"id": n + k + 1, "vector": [rng.random() + 0.01 for _ in range(DIM)],
+                    "payload": {"b": b, "blob": "e" * 2048}} for k in range(20)]
+            r = a.request("PUT", "/collections/ae/points?wait=true", json={"points": pts})
+            assert r.status_code == 200, r.text
+            n += 20
+        counts = local_counts(peers, "ae")
+        per_shard: dict[int, set] = {}
+        for (shard, _), (_, cnt) in counts.items():
+            per_shard.setdefault(shard, set()).add(cnt)
+        assert any(len(v) > 1 for v in per_shard.values()), f"the lost writes left no difference: {counts}"
+        started = time.monotonic()
+
+        def repaired():
+            cs = local_counts(peers, "ae")
+            ps: dict[int, set] = {}
+            for (shard, _), (state, cnt) in cs.items():
+                if state != "Active":
+                    return False
+                ps.setdefault(shard, set()).add(cnt)
+            return len(ps) == 3 and all(len(v) == 1 for v in ps.values()) \
+                and sum(next(iter(v)) for v in ps.values()) == n
+
+        wait_until(repaired, 60, what="anti-entropy repaired every replica")
+        print(f"anti-entropy: replicas equal again {time.monotonic() - started:.1f} s after the writes")
+        stats = [p.get("/collections/ae/cluster").json()["result"]["anti_entropy"] for p in peers]
+        assert sum(s["mismatches"] for s in stats) >= 1 and sum(s["repairs"] for s in stats) >= 1, stats
+        assert sum(s["unrepairable"] for s in stats) == 0, stats
+        metrics = a.get("/metrics").text
+        assert "anti_entropy_comparisons_total" in metrics
+        for p in peers:
+            r = p.request("POST", "/collections/ae/points/count", json={"exact": True})
+            assert r.json()["result"]["count"] == n
+    finally:
+        c.cleanup()

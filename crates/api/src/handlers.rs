@@ -518,7 +518,9 @@ async fn collection_cluster(State(st): St, Path(name): Path<String>) -> ApiResul
         .collect();
     Ok(Timed(
         t,
-        json!({"peer_id": node.id, "shard_count": shard_number, "local_shards": local, "remote_shards": remote, "shard_transfers": transfers}),
+        json!({"peer_id": node.id, "shard_count": shard_number, "local_shards": local, "remote_shards": remote, "shard_transfers": transfers,
+               // Sextant-only: the replica comparisons this peer led (docs/operations.md)
+               "anti_entropy": st.dist.repl.anti_entropy.counters(c.name())}),
     ))
 }
 

@@ -255,6 +255,30 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
                     "",
                     transfers as f64,
                 );
+                // anti-entropy comparisons this peer led, per collection
+                let ae = st.dist.repl.anti_entropy.all_counters();
+                for (name, help) in [
+                    ("comparisons", "replica digest comparisons this peer led"),
+                    ("mismatches", "confirmed replica differences found"),
+                    ("repairs", "resyncs started to repair a difference"),
+                    ("unrepairable", "differences where each replica lacks writes of the other"),
+                ] {
+                    out.push_str(&format!(
+                        "# HELP {p}anti_entropy_{name}_total {help}\n# TYPE {p}anti_entropy_{name}_total counter\n"
+                    ));
+                    for (c, n) in &ae {
+                        let v = match name {
+                            "comparisons" => n.comparisons,
+                            "mismatches" => n.mismatches,
+                            "repairs" => n.repairs,
+                            _ => n.unrepairable,
+                        };
+                        out.push_str(&format!(
+                            "{p}anti_entropy_{name}_total{{collection=\"{}\"}} {v}\n",
+                            c.replace('\\', "\\\\").replace('"', "\\\"")
+                        ));
+                    }
+                }
             }
         }
         out

@@ -797,6 +797,11 @@ impl Collection {
         &self.dir
     }
 
+    /// The sequence number the next logged operation gets: changes with every write.
+    pub fn next_seq(&self) -> u64 {
+        self.wal.lock().next_seq()
+    }
+
     /// Ids of the newest `limit` client writes this log holds (oldest first) that describe
     /// the current copy of `shard`: only those after the last reset of the shard (a
     /// transfer filling it, or a dropped replica), since what came before was replaced.

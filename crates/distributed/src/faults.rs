@@ -6,7 +6,8 @@
 //! - `request`: `apply`, `apply_batch`, `ordered`, `op_ids`, `digest`, `read`, `status` or
 //!   `*`;
 //! - `action`: `drop` (never sent; the caller sees the peer as unavailable), `lose` (never
-//!   sent, yet reported as applied: a transport that lies — only for `apply`), `delay=MS`
+//!   sent, yet reported as applied: a transport that lies — only for `apply`, never for a
+//!   transfer's own writes), `delay=MS`
 //!   (sent after MS milliseconds) or `error=STATUS` (never sent; the caller gets STATUS);
 //! - `probability`: 0..1, default 1;
 //! - `@peer`: only requests to that peer id (a partitioned link: `*:drop@7`).
@@ -185,18 +186,6 @@ impl FaultyPeer {
     ) -> PeerResult<T> {
         match self.draw(request) {
             None => call.await,
-            Some(Action::Delay(d)) => {
-                tokio::time::sleep(d).await;
-                call.await
-            }
-            Some(Action::Drop) => Err(PeerError::unavailable(format!(
-                "peer {}: request dropped (injected fault)",
-                self.id
-            ))),
-            Some(Action::Error(status)) => Err(PeerError::new(
-                status,
-                format!("injected fault: peer {} answered {status}", self.id),
-            )),
             Some(Action::Lose) => {
                 tracing::warn!(
                     peer = self.id,
@@ -205,6 +194,26 @@ impl FaultyPeer {
                 );
                 Ok(lost())
             }
+            Some(other) => self.act(other, call).await,
+        }
+    }
+
+    /// Carry out a drop, delay or error (a `Lose` is the caller's: here it sends).
+    async fn act<T>(&self, action: Action, call: PeerFuture<'_, T>) -> PeerResult<T> {
+        match action {
+            Action::Delay(d) => {
+                tokio::time::sleep(d).await;
+                call.await
+            }
+            Action::Drop => Err(PeerError::unavailable(format!(
+                "peer {}: request dropped (injected fault)",
+                self.id
+            ))),
+            Action::Error(status) => Err(PeerError::new(
+                status,
+                format!("injected fault: peer {} answered {status}", self.id),
+            )),
+            Action::Lose => call.await,
         }
     }
 }
@@ -212,6 +221,17 @@ impl FaultyPeer {
 impl PeerService for FaultyPeer {
     fn apply(&self, req: ApplyRequest) -> PeerFuture<'_, Applied> {
         let wait = req.wait;
+        if req.meta.fill.is_some() {
+            // a transfer's own writes are never lost silently (their loss is what the
+            // verified switch catches: `SEXTANT_FAILPOINT=transfer_drop_batch`)
+            let call = self.inner.apply(req);
+            return Box::pin(async move {
+                match self.draw(Request::Apply) {
+                    Some(Action::Lose) | None => call.await,
+                    Some(other) => self.act(other, call).await,
+                }
+            });
+        }
         Box::pin(
             self.run(Request::Apply, self.inner.apply(req), move || Applied {
                 operation_id: 0,

@@ -14,6 +14,7 @@
 //! `api` calls the coordinator and maps [`error::DistError`] to HTTP; it provides only the
 //! execution of a read on local points ([`service::LocalReads`]).
 
+pub mod anti_entropy;
 pub mod cluster_sink;
 pub mod coordinator;
 pub mod error;
@@ -48,6 +49,8 @@ pub struct Ctx {
     pub lost: cluster_sink::Lost,
     /// `cluster.self_heal`.
     pub heal: heal::HealConfig,
+    /// `cluster.anti_entropy.interval_sec` (`None`: off).
+    pub anti_entropy_interval: Option<std::time::Duration>,
 }
 
 impl Ctx {
@@ -63,6 +66,7 @@ impl Ctx {
             peers: Default::default(),
             lost,
             heal: Default::default(),
+            anti_entropy_interval: Some(std::time::Duration::from_secs(60)),
         }
     }
 

@@ -87,6 +87,8 @@ pub struct Replication {
     order_locks: NamedLocks,
     /// Leader's health checks, per peer.
     health: Mutex<HashMap<u64, Health>>,
+    /// Periodic comparison of replicas (`crate::anti_entropy`).
+    pub anti_entropy: crate::anti_entropy::AntiEntropy,
     /// Replicas (collection, shard, peer) that missed a write and are still to be marked
     /// Dead (consensus was unavailable when the write failed).
     pending_dead: Mutex<HashSet<(String, u32, u64)>>,
@@ -306,6 +308,7 @@ async fn supervise(st: &Ctx) {
     };
     check_health(st, &node);
     self_heal(st, &node);
+    crate::anti_entropy::round(st, &node);
     if !st.lost.lock().is_empty() {
         mark_lost_dead(st, &node).await;
     }
@@ -724,13 +727,9 @@ async fn verify_digests(
     t: &Transfer,
     shard_number: u32,
 ) -> Result<(), String> {
-    let c = st.storage.get(collection).map_err(|e| e.to_string())?;
-    let shard = t.shard;
-    let mine = tokio::task::spawn_blocking(move || {
-        segment::digest::shard_digest(&c.read(), shard_number, shard)
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let mine = crate::anti_entropy::local_digest(st, collection, t.shard, shard_number)
+        .await
+        .map_err(|e| e.message())?;
     let target = dist::peer(st, t.to).map_err(|e| e.message())?;
     let theirs = target
         .digest(collection.to_string(), t.shard, dist::applied_index(st))

@@ -59,6 +59,7 @@ impl LocalService {
         let ctx = self.ctx.clone();
         wait_applied(&ctx, req.applied).await?;
         let c = ctx.storage.get(&req.collection)?;
+        ctx.repl.anti_entropy.touched(&req.collection);
         let (op, wait, meta) = (req.op, req.wait, req.meta);
         if ctx.cluster.is_none() {
             let outcome = blocking(move || Ok(c.update_logged_outcome(op, wait, meta)?)).await?;
@@ -89,6 +90,7 @@ impl LocalService {
         let ctx = self.ctx.clone();
         wait_applied(&ctx, applied).await?;
         let c = ctx.storage.get(&collection)?;
+        ctx.repl.anti_entropy.touched(&collection);
         let r = tokio::spawn(async move {
             let lock = ctx.repl.lock_for(c.name());
             let _g = lock.lock().await;
@@ -149,18 +151,10 @@ impl LocalService {
     ) -> Result<Digest, DistError> {
         let ctx = &self.ctx;
         wait_applied(ctx, applied).await?;
-        let c = ctx.storage.get(&collection)?;
-        let shard_number = coordinator::placement_of(ctx, c.name())
+        let shard_number = coordinator::placement_of(ctx, &collection)
             .map(|p| p.shard_number)
             .ok_or_else(|| DistError::not_found("Not found: collection is not distributed"))?;
-        blocking(move || {
-            Ok(segment::digest::shard_digest(
-                &c.read(),
-                shard_number,
-                shard,
-            ))
-        })
-        .await
+        crate::anti_entropy::local_digest(ctx, &collection, shard, shard_number).await
     }
 
     async fn read_local(&self, req: ReadRequest) -> Result<Value, PeerError> {

@@ -216,6 +216,9 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
                 ),
                 ..Default::default()
             },
+            anti_entropy_interval: (settings.cluster.anti_entropy.interval_sec > 0).then(|| {
+                std::time::Duration::from_secs(settings.cluster.anti_entropy.interval_sec)
+            }),
             ..distributed::Ctx::new(storage.clone(), cluster.clone(), lost)
         },
         storage: storage.clone(),

@@ -148,6 +148,14 @@ pub struct ClusterConfig {
     pub p2p: P2pConfig,
     pub consensus: ConsensusConfig,
     pub self_heal: SelfHealConfig,
+    pub anti_entropy: AntiEntropyConfig,
+}
+
+/// `cluster.anti_entropy` (Sextant's own section).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AntiEntropyConfig {
+    /// 0: off.
+    pub interval_sec: u64,
 }
 
 /// `cluster.self_heal` (Sextant's own section).
@@ -188,6 +196,7 @@ const IMPLEMENTED: &[&str] = &[
     "cluster.p2p.enable_tls",
     "cluster.consensus.tick_period_ms",
     "cluster.self_heal.",
+    "cluster.anti_entropy.",
     // accepted: Sextant writes its temporary files next to their targets, and sends no
     // telemetry anywhere
     "storage.temp_path",
