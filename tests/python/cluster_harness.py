@@ -272,3 +272,21 @@ class Cluster:
             if p.peer_id == view["leader"]:
                 return p
         raise AssertionError(f"leader {view['leader']} is none of {self.peers}")
+
+
+def start_cluster(base: Path, n: int = 3) -> tuple[Cluster, list[Peer]]:
+    """A converged cluster of ``n`` peers (the first with --uri, the others joining it):
+    (cluster, [first peer, joiners...]). On failure every started peer is killed."""
+    c = Cluster(base)
+    try:
+        a = c.start_first()
+        peers = [a]
+        for _ in range(n - 1):
+            p = c.spawn_joiner(a)
+            p.wait_ready()
+            peers.append(p)
+        c.wait_converged(60)
+    except BaseException:
+        c.cleanup()
+        raise
+    return c, peers

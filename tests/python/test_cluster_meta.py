@@ -6,24 +6,12 @@ from __future__ import annotations
 
 import requests
 
-from cluster_harness import Cluster
+from cluster_harness import Cluster, start_cluster
 
 
 def three_peers(tmp_path):
     """A converged 3-peer cluster: (cluster, [first peer, joiner, joiner])."""
-    c = Cluster(tmp_path)
-    try:
-        a = c.start_first()
-        peers = [a]
-        for _ in range(2):
-            p = c.spawn_joiner(a)
-            p.wait_ready()
-            peers.append(p)
-        c.wait_converged(60)
-    except BaseException:
-        c.cleanup()
-        raise
-    return c, peers
+    return start_cluster(tmp_path, 3)
 
 
 def test_metadata_ops_are_applied_everywhere_on_return(tmp_path):

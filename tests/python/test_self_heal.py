@@ -10,26 +10,14 @@ import time
 
 import requests
 
-from cluster_harness import Cluster, wait_until
+from cluster_harness import Cluster, start_cluster, wait_until
 
 DIM = 256
 POINTS = 600
 
 
 def three_peers(tmp_path):
-    c = Cluster(tmp_path)
-    try:
-        a = c.start_first()
-        peers = [a]
-        for _ in range(2):
-            p = c.spawn_joiner(a)
-            p.wait_ready()
-            peers.append(p)
-        c.wait_converged(60)
-    except BaseException:
-        c.cleanup()
-        raise
-    return c, peers
+    return start_cluster(tmp_path, 3)
 
 
 def fill(a, name: str) -> None:
@@ -154,15 +142,9 @@ def test_peer_lost_for_good_is_replaced_and_the_extra_replica_goes_when_it_retur
     replicas on live peers and every count is right. When the peer comes back, its
     replicas recover and the replicas self-heal added are dropped again."""
     monkeypatch.setenv("QDRANT__CLUSTER__SELF_HEAL__DEAD_PEER_TIMEOUT_SEC", "10")
-    c = Cluster(tmp_path)
+    c, peers = start_cluster(tmp_path, 4)
+    a = peers[0]
     try:
-        a = c.start_first()
-        peers = [a]
-        for _ in range(3):
-            p = c.spawn_joiner(a)
-            p.wait_ready()
-            peers.append(p)
-        c.wait_converged(60)
         fill(a, "h")
         placement = {}
         for p in peers:

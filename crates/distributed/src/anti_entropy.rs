@@ -16,7 +16,7 @@
 
 use crate::coordinator::{self, placement_of};
 use crate::Ctx;
-use cluster::state::{ClusterOp, ReplicaState, Transfer, TransferKind, TransferMethod};
+use cluster::state::ReplicaState;
 use parking_lot::Mutex;
 use segment::digest::Digest;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -270,16 +270,7 @@ async fn compare(
         return Ok(());
     }
     node.propose(
-        ClusterOp::StartTransfer {
-            collection: collection.to_string(),
-            transfer: Transfer {
-                shard,
-                from,
-                to,
-                kind: TransferKind::Recovery,
-                method: TransferMethod::WalDelta,
-            },
-        },
+        crate::replication::recovery(collection, shard, from, to),
         Duration::from_secs(10),
     )
     .await?;

@@ -356,16 +356,7 @@ async fn supervise(st: &Ctx) {
                 }
                 last.insert(key, Instant::now());
             }
-            let op = ClusterOp::StartTransfer {
-                collection: name.clone(),
-                transfer: Transfer {
-                    shard,
-                    from,
-                    to: me,
-                    kind: TransferKind::Recovery,
-                    method: TransferMethod::WalDelta,
-                },
-            };
+            let op = recovery(name, shard, from, me);
             let st2 = st.clone();
             let name2 = name.clone();
             tokio::spawn(async move {
@@ -402,16 +393,7 @@ pub async fn resync_all(st: &Ctx) -> Result<usize, DistError> {
             let Some(from) = crate::recovery::source(meta, shard, me) else {
                 continue;
             };
-            let op = ClusterOp::StartTransfer {
-                collection: name.clone(),
-                transfer: Transfer {
-                    shard,
-                    from,
-                    to: me,
-                    kind: TransferKind::Recovery,
-                    method: TransferMethod::WalDelta,
-                },
-            };
+            let op = recovery(name, shard, from, me);
             match propose(st, op).await {
                 Ok(()) => requested += 1,
                 Err(e) => {
@@ -524,6 +506,21 @@ fn self_heal(st: &Ctx, node: &Arc<cluster::node::ClusterNode>) {
                 tracing::debug!(error = %e, "self-heal decision not applied");
             }
         });
+    }
+}
+
+/// The proposal that refills (or resyncs) `to`'s replica of `shard` from `from`: WAL
+/// delta first, records when the log cannot tell, switched only on equal digests.
+pub fn recovery(collection: &str, shard: u32, from: u64, to: u64) -> ClusterOp {
+    ClusterOp::StartTransfer {
+        collection: collection.to_string(),
+        transfer: Transfer {
+            shard,
+            from,
+            to,
+            kind: TransferKind::Recovery,
+            method: TransferMethod::WalDelta,
+        },
     }
 }
 
