@@ -546,7 +546,7 @@ fn read_from_proto(r: proto::ReadRequest) -> PeerResult<ReadRequest> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use collection::operations::Selector;
 
@@ -626,9 +626,9 @@ mod tests {
         assert_eq!(read_from_proto(p).unwrap_err().status, 400);
     }
 
-    #[test]
-    fn logged_batches_decode_as_a_list() {
-        let ops: Vec<LoggedOp> = (0..3u64)
+    /// `n` logged client writes (deletes of one point each, op id = point id).
+    pub(crate) fn logged_deletes(n: u64) -> Vec<LoggedOp> {
+        (0..n)
             .map(|i| LoggedOp {
                 op: UpdateOp::Delete(Selector::Ids(vec![segment::PointId::Num(i)])),
                 meta: OpMeta {
@@ -636,7 +636,12 @@ mod tests {
                     ..Default::default()
                 },
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn logged_batches_decode_as_a_list() {
+        let ops = logged_deletes(3);
         let back: Vec<LoggedOp> = rmp_serde::from_slice(&encode_logged(&ops)).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back[2].meta.id, Some(2));

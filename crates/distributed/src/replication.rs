@@ -910,15 +910,7 @@ mod tests {
 
     #[test]
     fn delta_batches_cut_by_count_and_bytes() {
-        let small: Vec<LoggedOp> = (0..1200u64)
-            .map(|i| LoggedOp {
-                op: UpdateOp::Delete(Selector::Ids(vec![segment::PointId::Num(i)])),
-                meta: OpMeta {
-                    id: Some(i),
-                    ..Default::default()
-                },
-            })
-            .collect();
+        let small = crate::peer::tests::logged_deletes(1200);
         assert_eq!(delta_batches(&small), vec![0..512, 512..1024, 1024..1200]);
         // operations of 0.4 of the limit: two fit in a message; one over it goes alone
         let big = |n: usize| LoggedOp {
