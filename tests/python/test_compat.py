@@ -513,3 +513,20 @@ def test_patch_strict_mode_config_merges(server, fresh):
     assert after.get("enabled") is True, f"enabled lost by a partial PATCH: {after}"
     assert after.get("search_max_hnsw_ef") == 100, f"search_max_hnsw_ef lost by a partial PATCH: {after}"
     assert after.get("max_query_limit") == 10, after
+
+
+def test_internal_shard_scope_is_not_a_public_filter_condition(server, coll):
+    """The shard-scope condition peers use between themselves is not part of the public
+    filter grammar (issue #13): a client filter naming it is refused with 400, in any
+    filter position; the same key inside a payload is just data."""
+    scope = {"__shards": {"shard_number": 1, "shards": [0]}}
+    for path, body in [
+        ("points/scroll", {"filter": {"must": [scope]}}),
+        ("points/count", {"filter": {"should": [scope]}}),
+        ("points/query", {"prefetch": [{"query": vec(1), "filter": {"must": [scope]}}], "query": {"fusion": "rrf"}}),
+    ]:
+        r = call(server, "POST", f"/collections/{coll}/{path}", body)
+        err = assert_error_response(r, 400, path)
+        assert "__shards" in err["status"]["error"], err
+    r = call(server, "POST", f"/collections/{coll}/points/count", {"filter": {"must": [{"key": "__shards", "match": {"value": 1}}]}})
+    assert r.status_code == 200, r.text  # a payload key of that name is fine
