@@ -63,6 +63,11 @@ log "cluster benchmark smoke (bench/cluster.py --smoke, debug build; the full ru
   || { tail -40 target/cluster-bench-smoke.log; echo "cluster benchmark smoke failed" >&2; exit 1; }
 tail -3 target/cluster-bench-smoke.log
 
+log "anti-entropy cost smoke (bench/anti_entropy.py --smoke, debug build; the full run is in docs/reliability.md)"
+SEXTANT_BIN="$ROOT/target/debug/sextant" "$VENV/bin/python" bench/anti_entropy.py --smoke > target/anti-entropy-smoke.log 2>&1 \
+  || { tail -40 target/anti-entropy-smoke.log; echo "anti-entropy smoke failed" >&2; exit 1; }
+tail -3 target/anti-entropy-smoke.log
+
 # --- end-to-end ------------------------------------------------------------------
 log "pytest tests/python (qdrant-client against sextant)"
 export SEXTANT_BIN="$ROOT/target/debug/sextant"
