@@ -41,14 +41,19 @@ def procs(tmp_path):
         p.cleanup()
 
 
-def create(peer, name, rf, wcf, shards=3):
+# The size of OpenAI's text-embedding-3-small vectors: the tests below that move few points
+# use it, so transfers, recoveries and replica writes carry realistic messages (issue #13).
+WIDE = 1536
+
+
+def create(peer, name, rf, wcf, shards=3, dim=4):
     peer.ok("PUT", f"/collections/{name}", {
-        "vectors": {"size": 4, "distance": "Dot"},
+        "vectors": {"size": dim, "distance": "Dot"},
         "shard_number": shards, "replication_factor": rf, "write_consistency_factor": wcf})
 
 
-def points(ids, rng):
-    return [{"id": i, "vector": [rng.random() for _ in range(4)], "payload": {"k": i % 7, "tag": f"t{i}"}}
+def points(ids, rng, dim=4):
+    return [{"id": i, "vector": [rng.random() for _ in range(dim)], "payload": {"k": i % 7, "tag": f"t{i}"}}
             for i in ids]
 
 
@@ -91,14 +96,14 @@ def all_points(peer, name):
 def test_peer_loss_reads_and_writes_continue(procs):
     rng = random.Random(7)
     p0, p1, p2 = procs.nodes
-    create(p0, "r1", rf=2, wcf=1)
+    create(p0, "r1", rf=2, wcf=1, dim=WIDE)
     for p in (p0, p1, p2):  # the collection is visible everywhere before writing
         for _ in range(50):
             if p.call("GET", "/collections/r1").status_code == 200:
                 break
             time.sleep(0.1)
     acked = set(range(300))
-    p0.ok("PUT", "/collections/r1/points?wait=true", {"points": points(range(300), rng)})
+    p0.ok("PUT", "/collections/r1/points?wait=true", {"points": points(range(300), rng, WIDE)})
     for p in (p0, p1, p2):
         assert p.ok("POST", "/collections/r1/points/count", {"exact": True})["count"] == 300, \
             f"{p}: count must not double-count replicas"
@@ -110,8 +115,9 @@ def test_peer_loss_reads_and_writes_continue(procs):
         peer = (p0, p1)[i % 2]
         ids = range(1000 + 5 * i, 1005 + 5 * i)
         for method, path, body in [
-            ("PUT", "/collections/r1/points?wait=true", {"points": points(ids, rng)}),
-            ("POST", "/collections/r1/points/search", {"vector": [0.5, 0.1, 0.2, 0.3], "limit": 5}),
+            ("PUT", "/collections/r1/points?wait=true", {"points": points(ids, rng, WIDE)}),
+            ("POST", "/collections/r1/points/search", {"vector": [0.5, 0.1, 0.2, 0.3] + [0.0] * (WIDE - 4),
+                                                       "limit": 5}),
             ("POST", "/collections/r1/points/count", {"exact": True}),
         ]:
             total += 1
@@ -313,9 +319,9 @@ def test_recreate_lost_node(procs):
     """docs/operations.md, 'Recreate a lost node', step by step."""
     import shutil
     p0, p1, p2 = procs.nodes
-    create(p0, "lost", rf=2, wcf=1, shards=3)
+    create(p0, "lost", rf=2, wcf=1, shards=3, dim=WIDE)
     time.sleep(0.3)
-    p0.ok("PUT", "/collections/lost/points?wait=true", {"points": points(range(500), random.Random(3))})
+    p0.ok("PUT", "/collections/lost/points?wait=true", {"points": points(range(500), random.Random(3), WIDE)})
     expected = all_points(p0, "lost")
     assert len(expected) == 500
     dead = p2.peer_id
@@ -522,9 +528,9 @@ def test_paused_peer_is_marked_dead_by_health_checks(procs):
     recovers its replicas by itself."""
     import signal
     p0, p1, p2 = procs.nodes
-    create(p0, "hp", rf=2, wcf=1)
+    create(p0, "hp", rf=2, wcf=1, dim=WIDE)
     wait_all_active([p0, p1, p2], "hp")
-    p0.ok("PUT", "/collections/hp/points?wait=true", {"points": points(range(100), random.Random(4))})
+    p0.ok("PUT", "/collections/hp/points?wait=true", {"points": points(range(100), random.Random(4), WIDE)})
     os.kill(p2.proc.pid, signal.SIGSTOP)
     try:
         deadline = time.monotonic() + 45
