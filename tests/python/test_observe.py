@@ -55,6 +55,18 @@ def test_metrics_count_requests_and_data(tmp_path):
         assert "nope" not in t
         # no unprefixed names
         assert not re.search(r"^(app_info|rest_responses_total)", t, re.M)
+        # counts follow every write (a scrape may reuse a count only while nothing changed)
+        assert requests.post(f"{u}/collections/m/points/delete?wait=true", json={"points": [1, 2]}, timeout=10).ok
+        t = requests.get(f"{u}/metrics", timeout=10).text
+        assert (metric(t, "sx_points_total"), metric(t, "sx_vectors_total")) == (3, 3)
+        assert requests.get(f"{u}/metrics", timeout=10).ok  # unchanged: the same counts again
+        t = requests.get(f"{u}/metrics", timeout=10).text
+        assert (metric(t, "sx_points_total"), metric(t, "sx_vectors_total")) == (3, 3)
+        assert requests.delete(f"{u}/collections/m", timeout=10).ok
+        assert requests.put(f"{u}/collections/m", json={"vectors": {"size": 3, "distance": "Dot"}}, timeout=10).ok
+        assert requests.put(f"{u}/collections/m/points?wait=true", json={"points": pts[:1]}, timeout=10).ok
+        t = requests.get(f"{u}/metrics", timeout=10).text
+        assert (metric(t, "sx_points_total"), metric(t, "sx_vectors_total")) == (1, 1)
     finally:
         srv.stop()
 

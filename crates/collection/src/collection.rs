@@ -178,7 +178,12 @@ pub struct Collection {
     last_flush: Mutex<Instant>,
     /// When the last write was applied (idle detection for indexing the tail).
     last_write: Mutex<Instant>,
+    /// Unique among the collections this process opened (see [`Collection::instance`]).
+    instance: u64,
 }
+
+/// Source of `Collection::instance` values.
+static INSTANCES: AtomicU64 = AtomicU64::new(1);
 
 fn wal_capacity(cfg: &CollectionConfig) -> u64 {
     cfg.wal_config.wal_capacity_mb.clamp(1, 4096) << 20
@@ -282,7 +287,15 @@ impl Collection {
             checkpoint_lock: Mutex::new(()),
             last_flush: Mutex::new(Instant::now()),
             last_write: Mutex::new(Instant::now()),
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// An id no other collection opened by this process has (a re-created collection of
+    /// the same name gets a new one): with [`Collection::next_seq`], the key of anything
+    /// derived from the content (cached digests, counts).
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     pub fn name(&self) -> &str {

@@ -50,8 +50,8 @@ pub struct AntiEntropy {
 /// A shard's digest and what it was computed from.
 #[derive(Clone, Copy)]
 struct CachedDigest {
-    /// The `Collection`'s address: a re-created collection never reuses an entry.
-    identity: usize,
+    /// `Collection::instance`: a re-created collection never reuses an entry.
+    identity: u64,
     /// The collection's next WAL seq then: any write changes it.
     seq: u64,
     shard_number: u32,
@@ -102,7 +102,7 @@ pub async fn local_digest(
     shard_number: u32,
 ) -> Result<Digest, crate::DistError> {
     let c = ctx.storage.get(collection)?;
-    let identity = Arc::as_ptr(&c) as usize;
+    let identity = c.instance();
     let key = (collection.to_string(), shard);
     let seq = c.next_seq();
     if let Some(d) = ctx.repl.anti_entropy.digests.lock().get(&key) {
