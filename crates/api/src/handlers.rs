@@ -151,13 +151,13 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await?
 }
 
-pub(crate) fn coll(st: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
+fn coll(st: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
     Ok(st.storage.get(name)?)
 }
 

@@ -20,9 +20,10 @@ pub struct Metrics {
     responses: IntCounterVec,
     durations: HistogramVec,
     started: String,
-    /// Vectors per collection as last counted, with the collection's identity and next
-    /// WAL seq then: a scrape recounts (O(points x vector names)) only after a write.
-    vector_counts: parking_lot::Mutex<std::collections::HashMap<String, (u64, u64, u64)>>,
+    /// Vectors per collection as last counted, with the collection's content version
+    /// then: a scrape recounts (O(points x vector names)) only after a write.
+    vector_counts:
+        parking_lot::Mutex<std::collections::HashMap<String, (collection::ContentVersion, u64)>>,
 }
 
 impl Default for Metrics {
@@ -123,18 +124,18 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         for n in &names {
             if let Ok(c) = st.storage.get(n) {
                 wal += dir_bytes(&c.dir().join("wal"));
-                let (identity, seq) = (c.instance(), c.next_seq());
+                let version = c.content_version();
                 let cached = st.metrics.vector_counts.lock().get(n).copied();
                 let s = c.read();
                 points += s.len() as u64;
                 vectors += match cached {
-                    Some((i, q, count)) if (i, q) == (identity, seq) => count,
+                    Some((v, count)) if v == version => count,
                     _ => {
                         let count = s.vector_count() as u64;
                         st.metrics
                             .vector_counts
                             .lock()
-                            .insert(n.clone(), (identity, seq, count));
+                            .insert(n.clone(), (version, count));
                         count
                     }
                 };

@@ -178,9 +178,12 @@ pub struct Collection {
     last_flush: Mutex<Instant>,
     /// When the last write was applied (idle detection for indexing the tail).
     last_write: Mutex<Instant>,
-    /// Unique among the collections this process opened (see [`Collection::instance`]).
+    /// Unique among the collections this process opened (see `content_version`).
     instance: u64,
 }
+
+/// `Collection::content_version`: (collection instance, next WAL seq).
+pub type ContentVersion = (u64, u64);
 
 /// Source of `Collection::instance` values.
 static INSTANCES: AtomicU64 = AtomicU64::new(1);
@@ -289,13 +292,6 @@ impl Collection {
             last_write: Mutex::new(Instant::now()),
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
         })
-    }
-
-    /// An id no other collection opened by this process has (a re-created collection of
-    /// the same name gets a new one): with [`Collection::next_seq`], the key of anything
-    /// derived from the content (cached digests, counts).
-    pub fn instance(&self) -> u64 {
-        self.instance
     }
 
     pub fn name(&self) -> &str {
@@ -810,9 +806,13 @@ impl Collection {
         &self.dir
     }
 
-    /// The sequence number the next logged operation gets: changes with every write.
-    pub fn next_seq(&self) -> u64 {
-        self.wal.lock().next_seq()
+    /// The version of this collection's content: changes with every write (the WAL's next
+    /// seq, read under the WAL lock, which every write holds until it is applied to the
+    /// store) and differs between collections this process opened (a re-created one
+    /// too). The key of anything derived from the content: a value computed after reading
+    /// the version is valid for that version.
+    pub fn content_version(&self) -> ContentVersion {
+        (self.instance, self.wal.lock().next_seq())
     }
 
     /// Ids of the newest `limit` client writes this log holds (oldest first) that describe

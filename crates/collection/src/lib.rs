@@ -14,6 +14,6 @@ pub mod query;
 pub mod routing;
 pub mod storage;
 
-pub use collection::Collection;
+pub use collection::{Collection, ContentVersion};
 pub use error::CollectionError;
 pub use storage::Storage;

@@ -50,10 +50,9 @@ pub struct AntiEntropy {
 /// A shard's digest and what it was computed from.
 #[derive(Clone, Copy)]
 struct CachedDigest {
-    /// `Collection::instance`: a re-created collection never reuses an entry.
-    identity: u64,
-    /// The collection's next WAL seq then: any write changes it.
-    seq: u64,
+    /// `Collection::content_version` when computed: any write, or a re-created
+    /// collection, makes the entry stale.
+    version: collection::ContentVersion,
     shard_number: u32,
     digest: Digest,
 }
@@ -102,31 +101,21 @@ pub async fn local_digest(
     shard_number: u32,
 ) -> Result<Digest, crate::DistError> {
     let c = ctx.storage.get(collection)?;
-    let identity = c.instance();
+    let version = c.content_version();
     let key = (collection.to_string(), shard);
-    let seq = c.next_seq();
     if let Some(d) = ctx.repl.anti_entropy.digests.lock().get(&key) {
-        if (d.identity, d.seq, d.shard_number) == (identity, seq, shard_number) {
+        if (d.version, d.shard_number) == (version, shard_number) {
             return Ok(d.digest);
         }
     }
-    let c2 = c.clone();
-    let (seq, digest) = tokio::task::spawn_blocking(move || {
-        // cached only if no write came in while digesting (the seq did not move); the WAL
-        // lock is never taken while the store is locked
-        let before = c2.next_seq();
-        let digest = segment::digest::shard_digest(&c2.read(), shard_number, shard);
-        ((c2.next_seq() == before).then_some(before), digest)
+    let digest = tokio::task::spawn_blocking(move || {
+        segment::digest::shard_digest(&c.read(), shard_number, shard)
     })
     .await?;
-    let Some(seq) = seq else {
-        return Ok(digest);
-    };
     ctx.repl.anti_entropy.digests.lock().insert(
         key,
         CachedDigest {
-            identity,
-            seq,
+            version,
             shard_number,
             digest,
         },
@@ -213,7 +202,11 @@ async fn compare(
         return Ok(()); // a write was in flight
     }
     ae.count(collection, |c| c.mismatches += 1);
-    let me = ctx.cluster.as_ref().map_or(0, |n| n.id);
+    let node = ctx
+        .cluster
+        .clone()
+        .ok_or_else(|| crate::DistError::bad_request("not in cluster mode"))?;
+    let me = node.id;
     let c = ctx.storage.get(collection)?;
     let limit = collection::collection::WAL_RETAIN_OPS as usize;
     let mine: HashSet<u64> = tokio::task::spawn_blocking(move || c.recent_op_ids(limit, shard))
@@ -256,10 +249,6 @@ async fn compare(
         lacking_there = lack_theirs,
         "anti-entropy: replicas differ: resyncing"
     );
-    let node = ctx
-        .cluster
-        .clone()
-        .ok_or_else(|| crate::DistError::bad_request("not in cluster mode"))?;
     if node
         .state()
         .state
@@ -269,11 +258,12 @@ async fn compare(
     {
         return Ok(());
     }
-    node.propose(
+    crate::replication::propose(
+        ctx,
         crate::replication::recovery(collection, shard, from, to),
-        Duration::from_secs(10),
     )
-    .await?;
+    .await
+    .map_err(crate::DistError::unavailable)?;
     ae.count(collection, |c| c.repairs += 1);
     Ok(())
 }

@@ -321,35 +321,41 @@ mod tests {
         assert!(plan(&st, &members(&[1, 2, 3, 4]), &down(&[(2, 60)]), &cfg()).is_empty());
     }
 
-    #[test]
-    fn the_added_replica_is_dropped_once_the_lost_peer_is_back_in_sync() {
-        let mut st = state(1, 2, &[1, 2]);
-        let heal = Transfer {
+    /// Copy shard 0 of collection `c` from peer 1 onto peer 3 (start and finish a transfer).
+    fn copy_1_to_3(st: &mut ClusterState, kind: TransferKind) {
+        let t = Transfer {
             shard: 0,
             from: 1,
             to: 3,
-            kind: TransferKind::Heal,
+            kind,
             method: TransferMethod::StreamRecords,
         };
         for op in [
-            ClusterOp::SetReplicaState {
-                collection: "c".into(),
-                shard: 0,
-                peer: 2,
-                state: ReplicaState::Dead,
-                expect: None,
-            },
             ClusterOp::StartTransfer {
                 collection: "c".into(),
-                transfer: heal.clone(),
+                transfer: t.clone(),
             },
             ClusterOp::FinishTransfer {
                 collection: "c".into(),
-                transfer: heal,
+                transfer: t,
             },
         ] {
             st.apply(&op).unwrap();
         }
+    }
+
+    #[test]
+    fn the_added_replica_is_dropped_once_the_lost_peer_is_back_in_sync() {
+        let mut st = state(1, 2, &[1, 2]);
+        st.apply(&ClusterOp::SetReplicaState {
+            collection: "c".into(),
+            shard: 0,
+            peer: 2,
+            state: ReplicaState::Dead,
+            expect: None,
+        })
+        .unwrap();
+        copy_1_to_3(&mut st, TransferKind::Heal);
         let m = members(&[1, 2, 3]);
         // peer 2 is back but its replica is still Dead (recovering): keep the added one
         assert!(plan(&st, &m, &down(&[]), &cfg()).is_empty());
@@ -375,23 +381,7 @@ mod tests {
         );
         // a replica the operator added (not by self-heal) is never dropped
         let mut st = state(1, 2, &[1, 2]);
-        let manual = Transfer {
-            shard: 0,
-            from: 1,
-            to: 3,
-            kind: TransferKind::Replicate,
-            method: TransferMethod::StreamRecords,
-        };
-        st.apply(&ClusterOp::StartTransfer {
-            collection: "c".into(),
-            transfer: manual.clone(),
-        })
-        .unwrap();
-        st.apply(&ClusterOp::FinishTransfer {
-            collection: "c".into(),
-            transfer: manual,
-        })
-        .unwrap();
+        copy_1_to_3(&mut st, TransferKind::Replicate);
         assert!(plan(&st, &m, &down(&[]), &cfg()).is_empty());
     }
 

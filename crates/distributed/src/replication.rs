@@ -198,7 +198,7 @@ async fn remote_apply(
     Ok(())
 }
 
-async fn propose(st: &Ctx, op: ClusterOp) -> Result<(), String> {
+pub(crate) async fn propose(st: &Ctx, op: ClusterOp) -> Result<(), String> {
     let node = st.cluster.as_ref().ok_or("not in cluster mode")?;
     node.propose(op, PROPOSE_TIMEOUT)
         .await

@@ -61,10 +61,6 @@ impl LocalService {
         let c = ctx.storage.get(&req.collection)?;
         ctx.repl.anti_entropy.touched(&req.collection);
         let (op, wait, meta) = (req.op, req.wait, req.meta);
-        if ctx.cluster.is_none() {
-            let outcome = blocking(move || Ok(c.update_logged_outcome(op, wait, meta)?)).await?;
-            return Ok(self.applied_of(outcome));
-        }
         // Local applies of a collection are serialized with shard transfers and forwarded
         // to replicas this peer is filling (`replication`). Apply and forward run to the
         // end even if the coordinator goes away meanwhile.
