@@ -311,6 +311,12 @@ impl Collection {
         self.store.read()
     }
 
+    /// Read access to the points if no writer holds or waits for them (an async caller
+    /// that must not block falls back to the blocking pool otherwise).
+    pub fn try_read(&self) -> Option<parking_lot::RwLockReadGuard<'_, PointStore>> {
+        self.store.try_read()
+    }
+
     /// Validate, log and apply one operation. With `wait`, returns once it is durable.
     pub fn update(&self, op: UpdateOp, wait: bool) -> CResult<UpdateResult> {
         self.update_logged(op, wait, OpMeta::default())

@@ -1266,6 +1266,30 @@ impl PointStore {
         )
     }
 
+    /// An upper estimate of the vector components an unfiltered dense search of `name`
+    /// reads: the graph walk (about `ef × 2m` scored vectors; 25-35 per unit of ef were
+    /// measured, see [`search_with`](Self::search_with)) plus the exact scan of the slots the graph does
+    /// not cover, or the whole arena for an exact search. `None` for an unknown or sparse
+    /// vector name. Used to decide whether a search is cheap enough to run inline.
+    pub fn dense_search_cost(
+        &self,
+        name: &str,
+        exact: bool,
+        hnsw_ef: Option<usize>,
+    ) -> Option<usize> {
+        let arena = self.dense.get(name)?;
+        let slots = self.slot_id.len();
+        let cost = match self.graphs.get(name).filter(|_| !exact) {
+            Some(g) => {
+                let ef = hnsw_ef.unwrap_or(g.ef_construct);
+                let walk = ef.saturating_mul(2 * g.graph.m());
+                walk.saturating_add(slots.saturating_sub(g.covered))
+            }
+            None => slots,
+        };
+        Some(cost.saturating_mul(arena.dim))
+    }
+
     pub fn search_with(
         &self,
         name: &str,

@@ -1,6 +1,10 @@
 //! `sextant`: the server binary. Parses the CLI, loads configuration, opens storage and
 //! serves the REST API until SIGINT/SIGTERM, then flushes every WAL.
 
+/// mimalloc: measured against glibc malloc in bench/cluster.py (docs/benchmarks-cluster.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod settings;
 mod tls;
 
