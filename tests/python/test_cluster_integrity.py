@@ -45,7 +45,6 @@ import os
 import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -59,6 +58,7 @@ import pytest
 import requests
 
 from cluster_data_harness import Node, Procs
+from routing import shard_of
 
 SEED = int(os.environ.get("SEXTANT_INTEGRITY_SEED") or random.SystemRandom().randrange(1, 2**31))
 print(f"\n[test_cluster_integrity] SEXTANT_INTEGRITY_SEED={SEED}")
@@ -71,42 +71,6 @@ WORDS = (
     "semantic neighbour quantization compression benchmark dataset customer invoice contract policy summary "
     "chapter section paragraph article research engineering product release feature bug regression"
 ).split()
-
-
-# ---------------------------------------------------------------------------
-# routing (port of crates/segment/src/routing.rs, checked against its pinned values)
-# ---------------------------------------------------------------------------
-_M64 = (1 << 64) - 1
-
-
-def _fnv1a_fmix(data: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for b in data:
-        h ^= b
-        h = (h * 0x00000100000001B3) & _M64
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & _M64
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & _M64
-    return h ^ (h >> 33)
-
-
-def _jump_hash(key: int, buckets: int) -> int:
-    b, j = -1, 0
-    while j < buckets:
-        b = j
-        key = (key * 2862933555777941757 + 1) & _M64
-        j = int(float(b + 1) * (float(1 << 31) / float((key >> 33) + 1)))
-    return b
-
-
-def shard_of(pid: int, shard_number: int) -> int:
-    assert isinstance(pid, int), "these tests use integer ids only"
-    return _jump_hash(_fnv1a_fmix(struct.pack("<Q", pid)), max(1, shard_number))
-
-
-assert [shard_of(i, 6) for i in range(8)] == [5, 2, 3, 1, 0, 1, 3, 2], "routing port out of date"
-assert shard_of(42, 1) == 0
 
 
 # ---------------------------------------------------------------------------

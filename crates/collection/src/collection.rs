@@ -172,6 +172,9 @@ pub struct Collection {
     wal_bytes: AtomicU64,
     /// A graph was installed after the last checkpoint.
     graphs_dirty: std::sync::atomic::AtomicBool,
+    /// Set once the collection's directory was deleted or replaced: no write or checkpoint
+    /// may touch the files at its old path any more.
+    retired: std::sync::atomic::AtomicBool,
     last_checkpoint: Mutex<Instant>,
     last_seq: AtomicU64,
     checkpoint_lock: Mutex<()>,
@@ -285,6 +288,7 @@ impl Collection {
             checkpoint_seq: AtomicU64::new(checkpoint_seq),
             wal_bytes: AtomicU64::new(0),
             graphs_dirty: Default::default(),
+            retired: Default::default(),
             last_checkpoint: Mutex::new(Instant::now()),
             last_seq: AtomicU64::new(last),
             checkpoint_lock: Mutex::new(()),
@@ -347,6 +351,12 @@ impl Collection {
         let op = logged.op;
         let (seq, result) = {
             let mut wal = self.wal.lock();
+            if self.retired.load(Ordering::Acquire) {
+                return Err(CollectionError::Service(format!(
+                    "collection {} was deleted or replaced meanwhile",
+                    self.name
+                )));
+            }
             let seq = wal.append(&bytes)?;
             self.wal_bytes
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -363,6 +373,12 @@ impl Collection {
             completed: wait,
         };
         Ok((r, result.err()))
+    }
+
+    /// Wait until operation `seq` (an `operation_id` this collection returned) is durable.
+    /// Concurrent waiters share one fsync (group commit).
+    pub fn wait_durable(&self, seq: u64) -> CResult<()> {
+        Ok(self.flusher.flush_upto(seq)?)
     }
 
     /// Replace the config (PATCH). Vector schema changes are not allowed here.
@@ -661,9 +677,35 @@ impl Collection {
         Ok(())
     }
 
+    /// Stop every later write and checkpoint (waiting for one in progress): the directory
+    /// is about to be deleted or replaced.
+    pub fn retire(&self) {
+        let _checkpoint = self.checkpoint_lock.lock();
+        let _wal = self.wal.lock();
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Write a checkpoint, then run `f` on this collection's directory and the newest
+    /// checkpoint (`None` for a collection that never had an operation) with its seq, while
+    /// no other checkpoint can be written or removed. Writes are not held off.
+    pub fn with_checkpoint<T>(
+        &self,
+        f: impl FnOnce(&Path, Option<&Path>, u64) -> CResult<T>,
+    ) -> CResult<T> {
+        self.checkpoint()?;
+        let _guard = self.checkpoint_lock.lock();
+        match latest_checkpoint(&self.dir)? {
+            Some((seq, _, path)) => f(&self.dir, Some(&path), seq),
+            None => f(&self.dir, None, 0),
+        }
+    }
+
     /// Write a checkpoint of the current state and drop WAL segments it covers.
     pub fn checkpoint(&self) -> CResult<()> {
         let _guard = self.checkpoint_lock.lock();
+        if self.retired.load(Ordering::Acquire) {
+            return Ok(());
+        }
         // Consistent cut: hold the WAL lock while copying the state out.
         let cfg = self.config();
         let (seq, points, dense_names, dense_rows, graphs, blocks) = {

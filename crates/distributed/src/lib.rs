@@ -20,6 +20,7 @@ pub mod coordinator;
 pub mod error;
 pub mod faults;
 pub mod heal;
+pub mod outbox;
 pub mod peer;
 pub mod placement;
 pub mod readiness;

@@ -1,19 +1,27 @@
 //! Replica maintenance on this peer (cluster mode): shard transfers and write forwarding.
 //!
 //! A transfer fills the target's replica of one shard from an Active source replica
-//! (`stream_records`). The source does all the work, under its per-collection write lock:
+//! (`stream_records`). The source does all the work. Everything it sends goes through the
+//! transfer's ordered outbox (`crate::outbox`), whose order is fixed under the
+//! collection's order lock, a short synchronous section that no network call, fsync or
+//! consensus round ever runs in:
 //!
-//! 1. clear the target's stale points of the shard, and start forwarding every write this
-//!    peer applies for that shard to the target (synchronously, before the write is acked);
-//! 2. stream the shard's current points in id order, one batch per lock acquisition;
-//! 3. propose `FinishTransfer` (the target becomes Active) and keep forwarding for a grace
-//!    period, for writes that coordinators routed before they saw the switch.
+//! 1. queue the clearing of the target's stale points of the shard, and start forwarding
+//!    every write this peer applies for that shard (each write is acked only once its
+//!    forward was);
+//! 2. queue the shard's current points in id order, one batch per lock hold, each once the
+//!    previous one was applied;
+//! 3. at a cut (a lock hold), take this peer's digest of the shard and queue a request for
+//!    the target's: equal digests prove the copies identical at that cut (the verified
+//!    switch); then propose `FinishTransfer` (the target becomes Active) and keep
+//!    forwarding for a grace period, for writes that coordinators routed before they saw
+//!    the switch.
 //!
-//! Because local applies, forwards and batch reads take the same lock, the target sees the
-//! source's history in the source's order: every point it holds was copied from the
-//! source's current state and every later write reached it afterwards, so at the switch
-//! both copies are identical (filter-based writes included: they are forwarded with a
-//! shard scope, so they only touch the shard being filled).
+//! Because local applies and batch reads queue their messages under the same lock, the
+//! target sees the source's history in the source's order: every point it holds was copied
+//! from the source's state and every later write reached it afterwards (filter-based
+//! writes included: they are forwarded with a shard scope, so they only touch the shard
+//! being filled).
 //!
 //! The supervisor loop (every 500 ms) starts the streams this peer is the source of (also
 //! after a restart: a stream simply starts over), and asks for recovery of this peer's Dead
@@ -21,7 +29,7 @@
 
 use crate::coordinator::{self as dist, Placement};
 use crate::error::DistError;
-use crate::peer::ApplyRequest;
+use crate::outbox::{outcome, Outbox, Outcome};
 use crate::Ctx;
 use cluster::state::{ClusterOp, ReplicaState, Transfer, TransferKind, TransferMethod};
 use collection::operations::{to_stored, LoggedOp, OpMeta, PointInsert, UpdateMode, UpdateOp};
@@ -57,13 +65,19 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// paused peer stops receiving reads within ~4-12 s, instead of each read waiting for it).
 const HEALTH_FAILURES: u32 = 4;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Forward {
     transfer: Transfer,
     shard_number: u32,
     /// `None` while the transfer runs; the end of the grace period after it finished.
     until: Option<Instant>,
+    /// Where everything sent to the target goes, in order.
+    outbox: Outbox,
 }
+
+/// Times a transfer's switch tries to reuse a digest taken outside the order lock before
+/// it takes one under the lock (writes of the collection wait meanwhile).
+const CUT_ATTEMPTS: usize = 3;
 
 /// The leader's view of one peer.
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +92,7 @@ struct Health {
 
 #[derive(Default)]
 pub struct Replication {
-    locks: NamedLocks,
+    locks: Mutex<HashMap<String, OrderLock>>,
     forwards: Mutex<HashMap<String, Vec<Forward>>>,
     running: Mutex<HashSet<(String, u32)>>,
     progress: Mutex<HashMap<(String, u32), u64>>,
@@ -95,9 +109,15 @@ pub struct Replication {
 }
 
 impl Replication {
-    /// The lock serializing local applies, forwards and transfer batches of a collection.
-    pub fn lock_for(&self, collection: &str) -> Arc<tokio::sync::Mutex<()>> {
-        named_lock(&self.locks, collection)
+    /// The lock that orders a collection's local applies with the messages its transfers
+    /// queue. Held only in short synchronous sections: never across an await, a network
+    /// call or an fsync.
+    pub fn lock_for(&self, collection: &str) -> OrderLock {
+        self.locks
+            .lock()
+            .entry(collection.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The lock a shard leader holds while coordinating one `ordering` medium/strong write.
@@ -136,6 +156,22 @@ impl Replication {
         list.clone()
     }
 
+    fn outbox_of(&self, collection: &str, transfer: &Transfer) -> Option<Outbox> {
+        self.forwards_of(collection)
+            .into_iter()
+            .find(|f| &f.transfer == transfer)
+            .map(|f| f.outbox)
+    }
+
+    /// Keep forwarding a finished transfer's writes until `until`.
+    fn extend_forward(&self, collection: &str, transfer: &Transfer, until: Instant) {
+        if let Some(list) = self.forwards.lock().get_mut(collection) {
+            for f in list.iter_mut().filter(|f| &f.transfer == transfer) {
+                f.until = Some(until);
+            }
+        }
+    }
+
     fn set_forward(&self, collection: &str, fw: Option<Forward>, transfer: &Transfer) {
         let mut f = self.forwards.lock();
         let list = f.entry(collection.to_string()).or_default();
@@ -157,9 +193,18 @@ fn named_lock(table: &NamedLocks, collection: &str) -> Arc<tokio::sync::Mutex<()
 
 type NamedLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
-/// Forward a locally applied write to the replicas this peer is filling (called with the
-/// collection's lock held). A target that cannot take it ends its transfer.
-pub async fn forward(st: &Ctx, collection: &str, op: &UpdateOp, op_id: Option<u64>) {
+/// See [`Replication::lock_for`].
+pub type OrderLock = Arc<Mutex<()>>;
+
+/// Writes queued for the replicas this peer is filling; see [`queue_forwards`].
+#[must_use = "a write is acked only once its forwards were"]
+pub struct Forwarded(Vec<(Transfer, Outcome<()>)>);
+
+/// Queue a locally applied write for the replicas this peer is filling. Call it in the
+/// same hold of the collection's order lock as the local apply, then await the result
+/// with [`forwarded`] (without the lock).
+pub fn queue_forwards(st: &Ctx, collection: &str, op: &UpdateOp, op_id: Option<u64>) -> Forwarded {
+    let mut out = Vec::new();
     for fw in st.repl.forwards_of(collection) {
         let Some(part) = op.scoped(fw.shard_number, &[fw.transfer.shard]) else {
             continue;
@@ -169,33 +214,41 @@ pub async fn forward(st: &Ctx, collection: &str, op: &UpdateOp, op_id: Option<u6
             fill: None,
             shards: Some(vec![fw.transfer.shard]),
         };
-        if let Err(e) = remote_apply(st, collection, fw.transfer.to, &part, meta).await {
-            tracing::warn!(collection, shard = fw.transfer.shard, to = fw.transfer.to, error = %e, "forward failed: aborting transfer");
-            st.repl.set_forward(collection, None, &fw.transfer);
-            if fw.until.is_none() {
-                abort(st, collection, &fw.transfer).await;
+        out.push((fw.transfer.clone(), fw.outbox.apply(part, meta)));
+    }
+    Forwarded(out)
+}
+
+/// Wait until the queued forwards were applied. A target that could not take one ends its
+/// transfer (the write itself stands: the target was not a replica yet).
+pub async fn forwarded(st: &Ctx, collection: &str, f: Forwarded) {
+    for (t, rx) in f.0 {
+        if let Err(e) = outcome(rx).await {
+            let Some(fw) = st
+                .repl
+                .forwards_of(collection)
+                .into_iter()
+                .find(|f| f.transfer == t)
+            else {
+                continue; // already ended (by another write's failed forward)
+            };
+            let running = fw.until.is_none();
+            tracing::warn!(collection, shard = t.shard, to = t.to, error = %e, "forward failed: aborting transfer");
+            st.repl.set_forward(collection, None, &t);
+            if running {
+                abort(st, collection, &t).await;
             }
         }
     }
 }
 
-/// Apply `op` on `peer`'s local collection (durably). Only an `Ok` means the peer holds it.
-async fn remote_apply(
-    st: &Ctx,
-    collection: &str,
-    peer: u64,
-    op: &UpdateOp,
-    meta: OpMeta,
-) -> Result<(), DistError> {
-    let req = ApplyRequest {
+fn outbox_to(st: &Ctx, collection: &str, t: &Transfer) -> Outbox {
+    Outbox::start(crate::outbox::Target {
+        ctx: st.clone(),
+        peer: t.to,
         collection: collection.to_string(),
-        applied: dist::applied_index(st),
-        op: op.clone(),
-        wait: true,
-        meta,
-    };
-    dist::peer(st, peer)?.apply(req).await?;
-    Ok(())
+        shard: t.shard,
+    })
 }
 
 pub(crate) async fn propose(st: &Ctx, op: ClusterOp) -> Result<(), String> {
@@ -538,7 +591,7 @@ fn still_running(st: &Ctx, collection: &str, t: &Transfer) -> bool {
 /// Run one transfer as its source (see the module docs).
 async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> Result<(), String> {
     let started = Instant::now();
-    let lock = st.repl.lock_for(collection);
+    let order = st.repl.lock_for(collection);
     let key = (collection.to_string(), t.shard);
     st.repl.progress.lock().insert(key.clone(), 0);
     if t.method == TransferMethod::WalDelta {
@@ -565,6 +618,7 @@ async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> 
             ),
         }
     }
+    let c = st.storage.get(collection).map_err(|e| e.to_string())?;
     let scope = segment::filter::shard_scope(shard_number, &[t.shard]);
     let filter = Filter::from_json(&json!({"must": [scope]})).map_err(|e| e.to_string())?;
     let clear = UpdateOp::delete_shards(shard_number, &[t.shard]);
@@ -572,64 +626,51 @@ async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> 
         fill: Some(t.shard),
         ..Default::default()
     };
-    {
-        let _g = lock.lock().await;
+    let outbox = outbox_to(st, collection, t);
+    let cleared = {
+        let _g = order.lock();
         if !still_running(st, collection, t) {
             return Ok(());
         }
-        remote_apply(st, collection, t.to, &clear, fill.clone())
-            .await
-            .map_err(|e| format!("clearing the target: {e}"))?;
+        let cleared = outbox.apply(clear, fill.clone());
         st.repl.set_forward(
             collection,
             Some(Forward {
                 transfer: t.clone(),
                 shard_number,
                 until: None,
+                outbox: outbox.clone(),
             }),
             t,
         );
-    }
+        cleared
+    };
+    outcome(cleared)
+        .await
+        .map_err(|e| format!("clearing the target: {e}"))?;
     let mut after: Option<segment::PointId> = None;
     loop {
-        let _g = lock.lock().await;
-        if !still_running(st, collection, t) {
-            st.repl.set_forward(collection, None, t);
-            return Ok(());
-        }
-        let points: Vec<PointInsert> = {
-            let c = st.storage.get(collection).map_err(|e| e.to_string())?;
-            let store = c.read();
-            let mut bytes = 0usize;
-            let mut out = Vec::new();
-            for id in store.scroll(after, BATCH_POINTS + 1, Some(&filter)) {
-                if Some(id) == after {
-                    continue;
-                }
-                if out.len() == BATCH_POINTS || (!out.is_empty() && bytes >= BATCH_BYTES) {
-                    break;
-                }
-                let Some(r) = store.get(id) else { continue };
-                bytes += record_bytes(&r);
-                out.push(PointInsert {
-                    id: r.id,
-                    vectors: to_stored(r.vectors),
-                    payload: Some(r.payload),
-                });
+        let (sent, last, n) = {
+            let _g = order.lock();
+            if !still_running(st, collection, t) {
+                st.repl.set_forward(collection, None, t);
+                return Ok(());
             }
-            out
+            let points = read_batch(&c.read(), after, &filter);
+            let Some(last) = points.last().map(|p| p.id) else {
+                break;
+            };
+            let n = points.len() as u64;
+            let op = UpdateOp::Upsert {
+                points,
+                update_filter: None,
+                mode: UpdateMode::Upsert,
+            };
+            let dropped = after.is_none() && fail_point("transfer_drop_batch");
+            ((!dropped).then(|| outbox.apply(op, fill.clone())), last, n)
         };
-        let Some(last) = points.last().map(|p| p.id) else {
-            break;
-        };
-        let n = points.len() as u64;
-        let op = UpdateOp::Upsert {
-            points,
-            update_filter: None,
-            mode: UpdateMode::Upsert,
-        };
-        if !(after.is_none() && fail_point("transfer_drop_batch")) {
-            remote_apply(st, collection, t.to, &op, fill.clone())
+        if let Some(sent) = sent {
+            outcome(sent)
                 .await
                 .map_err(|e| format!("sending a batch: {e}"))?;
         }
@@ -649,9 +690,36 @@ async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> 
     .await
 }
 
-/// WAL delta (under the collection lock, so no local write interleaves): ask the target
-/// which client writes it logged, replay the ones this peer's log has after them, scoped
-/// to the shard, and start forwarding. `None` if the log cannot tell (see
+/// The shard's next points after `after` (in id order), at most `BATCH_POINTS` and about
+/// `BATCH_BYTES`.
+fn read_batch(
+    store: &segment::store::PointStore,
+    after: Option<segment::PointId>,
+    filter: &Filter,
+) -> Vec<PointInsert> {
+    let mut bytes = 0usize;
+    let mut out = Vec::new();
+    for id in store.scroll(after, BATCH_POINTS + 1, Some(filter)) {
+        if Some(id) == after {
+            continue;
+        }
+        if out.len() == BATCH_POINTS || (!out.is_empty() && bytes >= BATCH_BYTES) {
+            break;
+        }
+        let Some(r) = store.get(id) else { continue };
+        bytes += record_bytes(&r);
+        out.push(PointInsert {
+            id: r.id,
+            vectors: to_stored(r.vectors),
+            payload: Some(r.payload),
+        });
+    }
+    out
+}
+
+/// WAL delta: ask the target which client writes it logged; then, in one hold of the order
+/// lock (so no local write interleaves), queue the ones this peer's log has after them,
+/// scoped to the shard, and start forwarding. `None` if the log cannot tell (see
 /// `Collection::ops_missing_from`); the caller then streams records instead.
 async fn wal_delta(
     st: &Ctx,
@@ -659,86 +727,131 @@ async fn wal_delta(
     t: &Transfer,
     shard_number: u32,
 ) -> Result<Option<u64>, String> {
-    let lock = st.repl.lock_for(collection);
-    let _g = lock.lock().await;
     if !still_running(st, collection, t) {
         return Ok(None);
     }
     let target = dist::peer(st, t.to).map_err(|e| e.message())?;
+    // nothing else writes to the target's replica (it is not Active), so this stays true
     let known: HashSet<u64> = match target.op_ids(collection.to_string(), t.shard).await {
         Ok(ids) => ids.into_iter().collect(),
         Err(e) => return Err(format!("asking the target for its log: {}", e.message)),
     };
     let c = st.storage.get(collection).map_err(|e| e.to_string())?;
-    let shard = t.shard;
-    let missing = tokio::task::spawn_blocking(move || c.ops_missing_from(&known, shard))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let Some(missing) = missing else {
+    let outbox = outbox_to(st, collection, t);
+    let (st2, name, t2, order) = (
+        st.clone(),
+        collection.to_string(),
+        t.clone(),
+        st.repl.lock_for(collection),
+    );
+    // the log is read from disk: off the async workers
+    let queued = tokio::task::spawn_blocking(move || {
+        let _g = order.lock();
+        if !still_running(&st2, &name, &t2) {
+            return Ok(None);
+        }
+        let Some(missing) = c.ops_missing_from(&known, t2.shard)? else {
+            return Ok(None);
+        };
+        let ops: Vec<LoggedOp> = missing
+            .into_iter()
+            .filter_map(|(meta, op)| {
+                op.scoped(shard_number, &[t2.shard]).map(|op| LoggedOp {
+                    op,
+                    meta: OpMeta {
+                        shards: Some(vec![t2.shard]),
+                        ..meta
+                    },
+                })
+            })
+            .collect();
+        let sent: Vec<(u64, Outcome<()>)> = delta_batches(&ops)
+            .into_iter()
+            .map(|range| (range.len() as u64, outbox.batch(ops[range].to_vec())))
+            .collect();
+        st2.repl.set_forward(
+            &name,
+            Some(Forward {
+                transfer: t2.clone(),
+                shard_number,
+                until: None,
+                outbox,
+            }),
+            &t2,
+        );
+        Ok::<_, collection::CollectionError>(Some((ops.len() as u64, sent)))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let Some((total, sent)) = queued else {
         return Ok(None);
     };
-    let ops: Vec<LoggedOp> = missing
-        .into_iter()
-        .filter_map(|(meta, op)| {
-            op.scoped(shard_number, &[t.shard]).map(|op| LoggedOp {
-                op,
-                meta: OpMeta {
-                    shards: Some(vec![t.shard]),
-                    ..meta
-                },
-            })
-        })
-        .collect();
-    let total = ops.len() as u64;
-    for range in delta_batches(&ops) {
-        let n = range.len() as u64;
-        target
-            .apply_batch(
-                collection.to_string(),
-                dist::applied_index(st),
-                ops[range].to_vec(),
-            )
+    for (n, rx) in sent {
+        outcome(rx)
             .await
-            .map_err(|e| format!("sending a delta batch: {}", e.message))?;
+            .map_err(|e| format!("sending a delta batch: {e}"))?;
         let key = (collection.to_string(), t.shard);
         *st.repl.progress.lock().entry(key).or_default() += n;
     }
-    st.repl.set_forward(
-        collection,
-        Some(Forward {
-            transfer: t.clone(),
-            shard_number,
-            until: None,
-        }),
-        t,
-    );
     Ok(Some(total))
 }
 
-/// Compare the content digest of the shard on this peer (the source) and on the target;
-/// a mismatch fails the transfer (it is aborted and, for a recovery, requested again).
+/// Compare the content digest of the shard on this peer (the source) and on the target at
+/// one cut of the transfer's message order; a mismatch fails the transfer (it is aborted
+/// and, for a recovery, requested again).
+///
+/// The cut is a hold of the order lock: this peer's digest at that moment, and a digest
+/// request queued behind every message sent so far. A digest taken just before (cached
+/// per content version) is reused when no write came in between, so the lock is held for
+/// the digest itself only while writes keep coming, after `CUT_ATTEMPTS` tries.
 async fn verify_digests(
     st: &Ctx,
     collection: &str,
     t: &Transfer,
     shard_number: u32,
 ) -> Result<(), String> {
-    let mine = crate::anti_entropy::local_digest(st, collection, t.shard, shard_number)
+    let c = st.storage.get(collection).map_err(|e| e.to_string())?;
+    let outbox = st
+        .repl
+        .outbox_of(collection, t)
+        .ok_or("the transfer stopped forwarding")?;
+    for attempt in 0..=CUT_ATTEMPTS {
+        let version = c.content_version();
+        let taken = crate::anti_entropy::local_digest(st, collection, t.shard, shard_number)
+            .await
+            .map_err(|e| e.message())?;
+        let (c2, order, outbox2, shard) = (
+            c.clone(),
+            st.repl.lock_for(collection),
+            outbox.clone(),
+            t.shard,
+        );
+        let last = attempt == CUT_ATTEMPTS;
+        let cut = tokio::task::spawn_blocking(move || {
+            let _g = order.lock();
+            let mine = if c2.content_version() == version {
+                taken
+            } else if last {
+                segment::digest::shard_digest(&c2.read(), shard_number, shard)
+            } else {
+                return None;
+            };
+            Some((mine, outbox2.digest()))
+        })
         .await
-        .map_err(|e| e.message())?;
-    let target = dist::peer(st, t.to).map_err(|e| e.message())?;
-    let theirs = target
-        .digest(collection.to_string(), t.shard, dist::applied_index(st))
-        .await
-        .map_err(|e| format!("asking the target for its digest: {}", e.message))?;
-    if theirs != mine {
-        return Err(format!(
-            "{DIGEST_MISMATCH} after the transfer: source holds {} points ({:016x}), target {} ({:016x})",
-            mine.count, mine.sum, theirs.count, theirs.sum
-        ));
+        .map_err(|e| e.to_string())?;
+        let Some((mine, theirs)) = cut else { continue };
+        let theirs = outcome(theirs).await?;
+        if theirs != mine {
+            return Err(format!(
+                "{DIGEST_MISMATCH} after the transfer: source holds {} points ({:016x}), target {} ({:016x})",
+                mine.count, mine.sum, theirs.count, theirs.sum
+            ));
+        }
+        return Ok(());
     }
-    Ok(())
+    unreachable!("the last attempt always takes its digest under the lock")
 }
 
 /// Start of the error of a transfer whose replicas differ at the switch.
@@ -795,10 +908,8 @@ async fn finish(
     sent: u64,
     started: Instant,
 ) -> Result<(), String> {
-    let lock = st.repl.lock_for(collection);
-    let _g = lock.lock().await;
-    // Verified switch: under the lock no local write interleaves and every forwarded write
-    // has reached the target, so both replicas of the shard must hold the same content.
+    // Verified switch: both replicas of the shard held the same content at one cut, and
+    // every later write reaches the target through the same ordered outbox.
     verify_digests(st, collection, t, shard_number).await?;
     propose(
         st,
@@ -808,15 +919,8 @@ async fn finish(
         },
     )
     .await?;
-    st.repl.set_forward(
-        collection,
-        Some(Forward {
-            transfer: t.clone(),
-            shard_number,
-            until: Some(Instant::now() + FORWARD_GRACE),
-        }),
-        t,
-    );
+    st.repl
+        .extend_forward(collection, t, Instant::now() + FORWARD_GRACE);
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         collection,

@@ -61,17 +61,28 @@ impl LocalService {
         let c = ctx.storage.get(&req.collection)?;
         ctx.repl.anti_entropy.touched(&req.collection);
         let (op, wait, meta) = (req.op, req.wait, req.meta);
-        // Local applies of a collection are serialized with shard transfers and forwarded
-        // to replicas this peer is filling (`replication`). Apply and forward run to the
-        // end even if the coordinator goes away meanwhile.
+        // The local apply and the queueing of its forwards to replicas this peer is
+        // filling (`replication`) share one hold of the collection's order lock; the
+        // fsync and the forwards are awaited after it, so concurrent writes share fsyncs
+        // and none waits on another's network call. All of it runs to the end even if the
+        // coordinator goes away meanwhile.
         let outcome = tokio::spawn(async move {
-            let lock = ctx.repl.lock_for(c.name());
-            let _g = lock.lock().await;
-            let local_op = op.clone();
-            let op_id = meta.id;
-            let r = blocking(move || Ok(c.update_logged_outcome(local_op, wait, meta)?)).await;
-            replication::forward(&ctx, &req.collection, &op, op_id).await;
-            r
+            let order = ctx.repl.lock_for(c.name());
+            let (ctx2, c2, name) = (ctx.clone(), c.clone(), req.collection.clone());
+            let (mut r, forwards) = blocking(move || {
+                let _g = order.lock();
+                let op_id = meta.id;
+                let r = c2.update_logged_outcome(op.clone(), false, meta)?;
+                Ok((r, replication::queue_forwards(&ctx2, &name, &op, op_id)))
+            })
+            .await?;
+            if wait {
+                let seq = r.0.operation_id;
+                blocking(move || Ok(c.wait_durable(seq)?)).await?;
+                r.0.completed = true;
+            }
+            replication::forwarded(&ctx, &req.collection, forwards).await;
+            Ok::<_, DistError>(r)
         })
         .await??;
         Ok(self.applied_of(outcome))
@@ -88,30 +99,33 @@ impl LocalService {
         let c = ctx.storage.get(&collection)?;
         ctx.repl.anti_entropy.touched(&collection);
         let r = tokio::spawn(async move {
-            let lock = ctx.repl.lock_for(c.name());
-            let _g = lock.lock().await;
-            let forwarded = ops.clone();
-            let r = blocking(move || {
+            let order = ctx.repl.lock_for(c.name());
+            let (ctx2, c2, name) = (ctx.clone(), c.clone(), collection.clone());
+            let (last, forwards) = blocking(move || {
+                let _g = order.lock();
                 let mut last = None;
+                let mut forwards = Vec::new();
                 for l in ops {
-                    // per-op errors (e.g. a missing point) were reported at the original write
-                    match c.update_logged(l.op, false, l.meta) {
-                        Ok(r) => last = Some(r),
-                        Err(e) if e.is_client_error() => {}
+                    // per-point errors (e.g. a missing point) were reported at the original
+                    // write; an operation this peer refuses was not applied here either
+                    match c2.update_logged_outcome(l.op.clone(), false, l.meta.clone()) {
+                        Ok((r, _)) => last = Some(r),
+                        Err(e) if e.is_client_error() => continue,
                         Err(e) => return Err(e.into()),
                     }
+                    forwards.push(replication::queue_forwards(&ctx2, &name, &l.op, l.meta.id));
                 }
-                c.flush_all()?;
-                Ok(last.unwrap_or(UpdateResult {
-                    operation_id: 0,
-                    completed: true,
-                }))
+                Ok((last, forwards))
             })
-            .await;
-            for l in &forwarded {
-                replication::forward(&ctx, &collection, &l.op, l.meta.id).await;
+            .await?;
+            blocking(move || Ok(c.flush_all()?)).await?;
+            for f in forwards {
+                replication::forwarded(&ctx, &collection, f).await;
             }
-            r
+            Ok::<_, DistError>(last.unwrap_or(UpdateResult {
+                operation_id: 0,
+                completed: true,
+            }))
         })
         .await??;
         Ok(self.applied_of((r, None)))

@@ -263,6 +263,18 @@ impl Wal {
     }
 
     /// Sequence number the next append will get.
+    /// Create an empty log in `dir` (which must not hold one) whose first record will be
+    /// `first_seq` (a log restored beside a checkpoint of `first_seq - 1`).
+    pub fn create_empty(dir: &Path, first_seq: u64) -> Result<()> {
+        fs::create_dir_all(dir)?;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(seg_path(dir, first_seq.max(1)))?
+            .sync_all()?;
+        sync_dir(dir)
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
