@@ -8,6 +8,7 @@ mod handlers;
 pub mod local_peer;
 pub mod normalize;
 pub mod observe;
+mod snapshots;
 pub mod wire;
 
 use axum::Router;
@@ -25,6 +26,10 @@ pub struct ApiSettings {
     pub enable_cors: bool,
     /// `service.metrics_prefix`: prepended to every `/metrics` name.
     pub metrics_prefix: String,
+    /// `storage.snapshots_path`: where snapshot files live (and only there).
+    pub snapshots_path: std::path::PathBuf,
+    /// `service.enable_snapshot_url_recovery`.
+    pub snapshot_url_recovery: bool,
 }
 
 #[derive(Clone)]
@@ -101,7 +106,9 @@ async fn value_exists_holds(st: &AppState, c: &auth::ValueExists) -> bool {
 
 /// Build the REST router.
 pub fn router(state: AppState) -> Router {
-    let r = handlers::routes().with_state(state.clone());
+    let r = handlers::routes()
+        .merge(snapshots::routes())
+        .with_state(state.clone());
     // token checks count points through the router without the auth layer
     let _ = state.local_router.set(r.clone());
     let r = r.layer(axum::middleware::from_fn_with_state(

@@ -12,6 +12,7 @@ pub use fsutil::tune_allocator;
 pub mod operations;
 pub mod query;
 pub mod routing;
+pub mod snapshot;
 pub mod storage;
 
 pub use collection::{Collection, ContentVersion};

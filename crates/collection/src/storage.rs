@@ -77,6 +77,9 @@ pub fn validate_name(name: &str) -> CResult<()> {
     Ok(())
 }
 
+/// The previous copy of a collection while a snapshot recovery replaces it.
+const REPLACED_PREFIX: &str = ".replaced-";
+
 impl Storage {
     pub fn open(root: &Path, defaults: CollectionDefaults) -> CResult<Arc<Storage>> {
         Self::open_with(root, defaults, false)
@@ -94,6 +97,21 @@ impl Storage {
         let cdir = root.join("collections");
         fs::create_dir_all(&cdir)?;
         let mut collections = BTreeMap::new();
+        // A snapshot recovery interrupted between moving the old copy aside and moving the
+        // new one in: the old copy comes back (see `restore_collection`).
+        for e in fs::read_dir(&cdir)?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(orig) = name.strip_prefix(REPLACED_PREFIX) {
+                if !cdir.join(orig).exists() {
+                    tracing::warn!(
+                        collection = orig,
+                        "interrupted snapshot recovery: keeping the previous data"
+                    );
+                    fs::rename(e.path(), cdir.join(orig))?;
+                    sync_dir(&cdir)?;
+                }
+            }
+        }
         for e in fs::read_dir(&cdir)?.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if !e.path().is_dir() {
@@ -218,11 +236,81 @@ impl Storage {
             name,
             uuid::Uuid::new_v4()
         ));
+        c.retire();
         fs::rename(c.dir(), &trash)?;
         sync_dir(&self.root.join("collections"))?;
         drop(c);
         let _ = fs::remove_dir_all(&trash);
         Ok(true)
+    }
+
+    /// A new staging directory for a collection being restored (removed at the next
+    /// start if the restore does not complete).
+    pub fn staging_dir(&self, name: &str) -> PathBuf {
+        self.root
+            .join("collections")
+            .join(format!(".recover-{name}-{}", uuid::Uuid::new_v4()))
+    }
+
+    /// Install the collection directory `staging` (an unpacked snapshot, see
+    /// `crate::snapshot::unpack`) as collection `name`, replacing the current one if any.
+    /// The staging copy is opened first (verifying its checksums): a snapshot that does not
+    /// open changes nothing. Crash analysis: until the old directory is renamed aside,
+    /// nothing changed (the staging directory is removed at the next start); between the
+    /// two renames the next start moves the old copy back; after the second rename the new
+    /// copy is the collection.
+    pub fn restore_collection(&self, name: &str, staging: &Path) -> CResult<()> {
+        validate_name(name)?;
+        // a copy that does not open is a bad snapshot, not a failure of this node
+        drop(Collection::open(staging, name).map_err(|e| match e {
+            CollectionError::Service(m) => CollectionError::BadInput(format!("Bad snapshot: {m}")),
+            other => other,
+        })?);
+        let _g = self.meta_lock.lock();
+        if self.aliases.read().contains_key(name) {
+            return Err(CollectionError::BadInput(format!(
+                "Alias with name {name} already exists"
+            )));
+        }
+        let cdir = self.root.join("collections");
+        let dir = self.collection_dir(name);
+        let aside = cdir.join(format!("{REPLACED_PREFIX}{name}"));
+        let old = self.collections.write().remove(name);
+        if let Some(old) = &old {
+            old.flush_all()?;
+            old.retire();
+            fs::rename(&dir, &aside)?;
+            sync_dir(&cdir)?;
+        }
+        let installed = fs::rename(staging, &dir)
+            .map_err(CollectionError::from)
+            .and_then(|()| Ok(sync_dir(&cdir)?))
+            .and_then(|()| Collection::open(&dir, name));
+        match installed {
+            Ok(c) => {
+                self.collections
+                    .write()
+                    .insert(name.to_string(), Arc::new(c));
+                drop(old);
+                let _ = fs::remove_dir_all(&aside);
+                Ok(())
+            }
+            Err(e) => {
+                // put the previous copy back
+                if old.is_some() {
+                    let _ = fs::rename(&dir, staging);
+                    if fs::rename(&aside, &dir).is_ok() {
+                        let _ = sync_dir(&cdir);
+                        if let Ok(c) = Collection::open(&dir, name) {
+                            self.collections
+                                .write()
+                                .insert(name.to_string(), Arc::new(c));
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     fn save_aliases(&self, aliases: &BTreeMap<String, String>) -> CResult<()> {

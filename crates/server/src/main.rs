@@ -231,6 +231,11 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
             auth: settings.auth(),
             enable_cors: settings.service.enable_cors.unwrap_or(true),
             metrics_prefix: settings.service.metrics_prefix.clone().unwrap_or_default(),
+            snapshots_path: PathBuf::from(&settings.storage.snapshots_path),
+            snapshot_url_recovery: settings
+                .service
+                .enable_snapshot_url_recovery
+                .unwrap_or(true),
         },
         metrics: Default::default(),
     };

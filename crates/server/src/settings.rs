@@ -88,6 +88,9 @@ pub struct ServiceConfig {
     pub enable_tls: Option<bool>,
     #[serde(default)]
     pub verify_https_client_certificate: Option<bool>,
+    /// Recovery of snapshots from http(s) URLs (default true).
+    #[serde(default)]
+    pub enable_snapshot_url_recovery: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +191,7 @@ const IMPLEMENTED: &[&str] = &[
     "service.metrics_prefix",
     "service.enable_tls",
     "service.verify_https_client_certificate",
+    "service.enable_snapshot_url_recovery",
     "tls.cert",
     "tls.key",
     "tls.ca_cert",
