@@ -51,6 +51,7 @@ class SextantServer:
         self.proc: subprocess.Popen | None = None
         self._start_count = 0
         self._stderr_path: Path | None = None
+        self.args: list[str] = []  # extra command-line arguments
 
     # -- lifecycle -----------------------------------------------------
     def env(self) -> dict:
@@ -78,7 +79,7 @@ class SextantServer:
         stdout_path = self.workdir / f"stdout.{self._start_count}.log"
         with open(self._stderr_path, "wb") as err, open(stdout_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [str(binary)],
+                [str(binary), *self.args],
                 cwd=str(self.workdir),
                 env=self.env(),
                 stdout=out,

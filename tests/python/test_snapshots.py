@@ -12,13 +12,14 @@ import io
 import json
 import random
 import tarfile
+import subprocess
 import threading
 import time
 
 import pytest
 import requests
 
-from conftest import SextantServer
+from conftest import SextantServer, sextant_bin
 
 DIM = 1536
 N = 300
@@ -295,3 +296,47 @@ def test_snapshot_during_writes_restores_whole_points(srv: SextantServer):
         assert payload["i"] == pid and payload["blob"] == "w" * 3000
         assert len(vector) == DIM
     print(f"snapshot during writes: {before} acked before, {len(pts)} restored, {after} acked after; took {took:.2f} s")
+
+
+def test_full_storage_snapshot_and_startup_flags(make_server):
+    a = make_server().start()
+    _create(a.url, "one")
+    _fill(a.url, "one", list(range(1, 61)), random.Random(6))
+    _create(a.url, "two")
+    _fill(a.url, "two", list(range(100, 131)), random.Random(7))
+    r = requests.post(f"{a.url}/collections/aliases", json={"actions": [
+        {"create_alias": {"collection_name": "two", "alias_name": "deux"}}]})
+    assert r.status_code == 200, r.text
+    r = requests.post(f"{a.url}/snapshots?wait=true", timeout=120)
+    assert r.status_code == 200, r.text
+    full = r.json()["result"]
+    assert full["name"].startswith("full-snapshot-") and len(full["checksum"]) == 64
+    assert [s["name"] for s in requests.get(f"{a.url}/snapshots").json()["result"]] == [full["name"]]
+    blob = requests.get(f"{a.url}/snapshots/{full['name']}").content
+    assert hashlib.sha256(blob).hexdigest() == full["checksum"]
+    one = _snapshot(a.url, "one")
+
+    # a new node started from the full-storage snapshot
+    b = make_server()
+    b.args = ["--storage-snapshot", str(a.snapshots / full["name"])]
+    b.start()
+    assert _all_points(b.url, "one") == _all_points(a.url, "one")
+    assert _all_points(b.url, "deux") == _all_points(a.url, "two")
+
+    # a new node started with --snapshot <path>:<name>; again: refused without --force-snapshot
+    c = make_server()
+    c.args = ["--snapshot", f"{a.snapshots / 'one' / one['name']}:copy"]
+    c.start()
+    assert _all_points(c.url, "copy") == _all_points(a.url, "one")
+    _fill(c.url, "copy", [999], random.Random(8))
+    c.stop()
+    proc = subprocess.run([str(sextant_bin()), *c.args], env=c.env(), cwd=str(c.workdir),
+                          capture_output=True, timeout=60)
+    assert proc.returncode != 0 and b"--force-snapshot" in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    c.args.append("--force-snapshot")
+    c.start()
+    assert _all_points(c.url, "copy") == _all_points(a.url, "one")  # point 999 replaced away
+
+    r = requests.delete(f"{a.url}/snapshots/{full['name']}")
+    assert r.status_code == 200, r.text
+    assert requests.get(f"{a.url}/snapshots").json()["result"] == []

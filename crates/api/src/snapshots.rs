@@ -14,6 +14,7 @@ use axum::extract::{Multipart, Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use collection::snapshot::{self, SnapshotInfo};
+use distributed::snapshot_install::Priority;
 use serde::Deserialize;
 use serde_json::json;
 use std::path::{Path as FsPath, PathBuf};
@@ -34,6 +35,11 @@ pub fn routes() -> axum::Router<AppState> {
         .route(
             "/collections/{name}/snapshots/{snapshot}",
             get(download).delete(delete),
+        )
+        .route("/snapshots", get(list_full).post(create_full))
+        .route(
+            "/snapshots/{snapshot}",
+            get(download_full).delete(delete_full),
         )
 }
 
@@ -75,12 +81,13 @@ fn wait_default_true(wait: Option<String>) -> Result<bool, ApiError> {
     .wait()
 }
 
-fn new_name(dir: &FsPath, collection: &str, peer: u64) -> String {
+/// `{prefix}-{YYYY-MM-DD-HH-MM-SS}.snapshot`, not yet used in `dir` (two snapshots in the
+/// same second get a counter).
+fn new_name(dir: &FsPath, prefix: &str) -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let base = format!("{collection}-{peer}-{}", snapshot::name_timestamp(secs));
-    // two snapshots in the same second get a counter
+    let base = format!("{prefix}-{}", snapshot::name_timestamp(secs));
     (0..)
         .map(|i| match i {
             0 => format!("{base}{}", snapshot::SUFFIX),
@@ -97,9 +104,15 @@ async fn create(State(st): St, Path(name): Path<String>, RawQuery(q): RawQuery) 
         let c = st.storage.get(&name)?;
         let dir = collection_dir(&st, c.name());
         let peer = st.cluster.as_ref().map_or(0, |n| n.id);
+        // in cluster mode the snapshot holds this peer's local shards
+        let shards = distributed::coordinator::placement_of(&st.dist, c.name()).map(|p| {
+            (0..p.shard_number)
+                .filter(|s| p.shards[*s as usize].contains(&peer))
+                .collect::<Vec<u32>>()
+        });
         let work = tokio::task::spawn_blocking(move || -> Result<SnapshotInfo, ApiError> {
-            let file = new_name(&dir, c.name(), peer);
-            Ok(snapshot::create(&c, &dir, &file)?)
+            let file = new_name(&dir, &format!("{}-{peer}", c.name()));
+            Ok(snapshot::create(&c, &dir, &file, shards)?)
         });
         if !wait {
             // the snapshot is written whether or not anyone waits for it
@@ -121,12 +134,12 @@ async fn list(State(st): St, Path(name): Path<String>) -> ApiResult<Vec<Snapshot
     Ok(Timed(t, blocking(move || Ok(snapshot::list(&dir)?)).await?))
 }
 
-fn snapshot_path(st: &AppState, collection: &str, file: &str) -> Result<PathBuf, ApiError> {
+fn snapshot_path(dir: &FsPath, file: &str) -> Result<PathBuf, ApiError> {
     snapshot::check_file_name(file)?;
-    let path = collection_dir(st, collection).join(file);
+    let path = dir.join(file);
     if !file.ends_with(snapshot::SUFFIX) || !path.is_file() {
         return Err(ApiError::not_found(format!(
-            "Not found: Snapshot {file} of collection {collection} does not exist"
+            "Not found: Snapshot {file} does not exist"
         )));
     }
     Ok(path)
@@ -137,13 +150,20 @@ async fn download(
     Path((name, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let c = st.storage.get(&name)?;
-    let path = snapshot_path(&st, c.name(), &file)?;
-    let f = tokio::fs::File::open(&path).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("Service internal error: {e}"),
-        )
-    })?;
+    stream_file(
+        &snapshot_path(&collection_dir(&st, c.name()), &file)?,
+        &file,
+    )
+    .await
+}
+
+async fn download_full(State(st): St, Path(file): Path<String>) -> Result<Response, ApiError> {
+    stream_file(&snapshot_path(&st.settings.snapshots_path, &file)?, &file).await
+}
+
+/// A snapshot file as the answer body, read and sent in 1 MiB chunks.
+async fn stream_file(path: &FsPath, file: &str) -> Result<Response, ApiError> {
+    let f = tokio::fs::File::open(path).await.map_err(io_err)?;
     let len = f.metadata().await.map(|m| m.len()).ok();
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
     let mut r = Response::new(body);
@@ -166,10 +186,22 @@ async fn delete(
     Path((name, file)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<bool> {
+    let c = st.storage.get(&name)?;
+    remove_file(collection_dir(&st, c.name()), file, q).await
+}
+
+async fn delete_full(
+    State(st): St,
+    Path(file): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<bool> {
+    remove_file(st.settings.snapshots_path.clone(), file, q).await
+}
+
+async fn remove_file(dir: PathBuf, file: String, q: Option<String>) -> ApiResult<bool> {
     let t = Instant::now();
     let _ = wait_of(q)?; // deleting a file is immediate either way
-    let c = st.storage.get(&name)?;
-    let path = snapshot_path(&st, c.name(), &file)?;
+    let path = snapshot_path(&dir, &file)?;
     blocking(move || {
         std::fs::remove_file(&path).map_err(collection::CollectionError::from)?;
         let sum = path.with_file_name(format!("{file}{}", snapshot::CHECKSUM_SUFFIX));
@@ -178,6 +210,34 @@ async fn delete(
     })
     .await?;
     Ok(Timed(t, true))
+}
+
+async fn list_full(State(st): St) -> ApiResult<Vec<SnapshotInfo>> {
+    let t = Instant::now();
+    let dir = st.settings.snapshots_path.clone();
+    Ok(Timed(t, blocking(move || Ok(snapshot::list(&dir)?)).await?))
+}
+
+async fn create_full(State(st): St, RawQuery(q): RawQuery) -> Response {
+    let t = Instant::now();
+    let run = async move {
+        let wait = wait_of(q)?;
+        let dir = st.settings.snapshots_path.clone();
+        let storage = st.storage.clone();
+        let work = tokio::task::spawn_blocking(move || -> Result<SnapshotInfo, ApiError> {
+            let file = new_name(&dir, "full-snapshot");
+            Ok(snapshot::create_full(&storage, &dir, &file)?)
+        });
+        if !wait {
+            return Ok::<_, ApiError>(None);
+        }
+        Ok(Some(work.await??))
+    };
+    match run.await {
+        Ok(Some(info)) => Timed(t, info).into_response(),
+        Ok(None) => accepted(t),
+        Err(e) => e.into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -192,24 +252,15 @@ struct RecoverBody {
     api_key: Option<String>,
 }
 
-/// `priority`: `no_sync`, `snapshot` or `replica`. A single node has no other replica, so
-/// all three restore the snapshot as it is.
-fn check_priority(p: Option<&str>) -> Result<(), ApiError> {
-    match p {
-        None | Some("no_sync" | "snapshot" | "replica") => Ok(()),
-        Some(other) => Err(ApiError::format(format!(
-            "unknown variant `{other}`, expected one of `no_sync`, `snapshot`, `replica`"
-        ))),
-    }
-}
-
-fn check_cluster(st: &AppState) -> Result<(), ApiError> {
-    if st.cluster.is_some() {
-        return Err(ApiError::bad_request(
-            "Bad request: recovering a collection snapshot in cluster mode is not supported yet",
-        ));
-    }
-    Ok(())
+/// `priority`: `no_sync`, `snapshot` or `replica` (see `distributed::snapshot_install`). A
+/// single node has no other replica, so all three restore the snapshot as it is.
+fn priority_of(p: Option<&str>) -> Result<Priority, ApiError> {
+    Priority::parse(p).ok_or_else(|| {
+        ApiError::format(format!(
+            "unknown variant `{}`, expected one of `no_sync`, `snapshot`, `replica`",
+            p.unwrap_or_default()
+        ))
+    })
 }
 
 /// The local file a `file://` location names; it must be inside `snapshots_path`.
@@ -247,8 +298,7 @@ async fn recover(
     let run = async move {
         let wait = wait_of(q)?;
         collection::storage::validate_name(&name)?;
-        check_priority(body.priority.as_deref())?;
-        check_cluster(&st)?;
+        let priority = priority_of(body.priority.as_deref())?;
         let loc = body.location.trim().to_string();
         let (path, temporary) = if loc.starts_with("file://") {
             (local_location(&st, &loc)?, false)
@@ -265,7 +315,7 @@ async fn recover(
                 "Bad request: snapshot location must be a file:// path or an http(s) URL, got {loc:?}"
             )));
         };
-        let job = tokio::spawn(restore(st, name, path, body.checksum, temporary));
+        let job = tokio::spawn(restore(st, name, path, body.checksum, priority, temporary));
         if !wait {
             return Ok::<_, ApiError>(false);
         }
@@ -297,8 +347,7 @@ async fn upload(
         let p: UploadParams = parse_query(q)?;
         let wait = wait_default_true(p.wait)?;
         collection::storage::validate_name(&name)?;
-        check_priority(p.priority.as_deref())?;
-        check_cluster(&st)?;
+        let priority = priority_of(p.priority.as_deref())?;
         let path = temp_file(&st, "upload").await?;
         let mut got = false;
         let copied =
@@ -331,7 +380,7 @@ async fn upload(
             let _ = tokio::fs::remove_file(&path).await;
             return Err(e);
         }
-        let job = tokio::spawn(restore(st, name, path, p.checksum, true));
+        let job = tokio::spawn(restore(st, name, path, p.checksum, priority, true));
         if !wait {
             return Ok::<_, ApiError>(false);
         }
@@ -362,44 +411,64 @@ async fn temp_file(st: &AppState, what: &str) -> Result<PathBuf, ApiError> {
     )))
 }
 
-/// Verify the checksum, unpack into a staging directory, and install it as `name`. A
-/// temporary download or upload is removed afterwards, whatever the outcome.
+/// Verify the checksum, unpack into a staging directory, and install it as `name` (cluster
+/// mode: as this peer's copy of the shards the snapshot holds). A temporary download or
+/// upload is removed afterwards, whatever the outcome.
 async fn restore(
     st: AppState,
     name: String,
     path: PathBuf,
     checksum: Option<String>,
+    priority: Priority,
     temporary: bool,
 ) -> Result<(), ApiError> {
     let storage = st.storage.clone();
-    let r = blocking(move || {
-        let r = (|| {
-            if let Some(want) = checksum {
-                let got = snapshot::sha256_file(&path)?;
-                if !got.eq_ignore_ascii_case(want.trim()) {
-                    return Err(ApiError::bad_request(format!(
-                        "Bad request: snapshot checksum mismatch: expected {}, got {got}",
-                        want.trim()
-                    )));
-                }
-            }
-            let staging = storage.staging_dir(&name);
-            let installed = snapshot::unpack(&path, &staging)
-                .and_then(|_| storage.restore_collection(&name, &staging));
-            if installed.is_err() {
-                let _ = std::fs::remove_dir_all(&staging);
-            }
-            Ok(installed?)
-        })();
-        if temporary {
-            let _ = std::fs::remove_file(&path);
-        }
-        r
-    })
-    .await;
+    let r = if st.cluster.is_none() {
+        let p = path.clone();
+        blocking(move || Ok(snapshot::recover(&storage, &name, &p, checksum.as_deref())?)).await
+    } else {
+        restore_on_peer(&st, name, path.clone(), checksum, priority).await
+    };
+    if temporary {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
     if let Err(e) = &r {
         tracing::warn!(error = %e.message, "snapshot recovery failed");
     }
+    r
+}
+
+async fn restore_on_peer(
+    st: &AppState,
+    name: String,
+    path: PathBuf,
+    checksum: Option<String>,
+    priority: Priority,
+) -> Result<(), ApiError> {
+    let staging = st.storage.staging_dir(&name);
+    let (dir, n) = (staging.clone(), name.clone());
+    let opened = blocking(move || {
+        snapshot::verify_checksum(&path, checksum.as_deref())?;
+        let m = snapshot::unpack(&path, &dir)?;
+        let c = collection::collection::Collection::open(&dir, &n)
+            .map_err(|e| collection::CollectionError::BadInput(format!("Bad snapshot: {e}")))?;
+        Ok((std::sync::Arc::new(c), m))
+    })
+    .await;
+    let r = match opened {
+        Ok((snap, m)) => {
+            let r =
+                distributed::snapshot_install::install(&st.dist, &name, snap, m.shards, priority)
+                    .await
+                    .map_err(ApiError::from);
+            if let Ok(done) = &r {
+                tracing::info!(collection = %name, adopted = ?done.adopted, installed = ?done.installed, "snapshot recovered on this peer");
+            }
+            r.map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_dir_all(&staging).await;
     r
 }
 

@@ -221,6 +221,14 @@ pub enum ClusterOp {
         collection: String,
         transfer: Transfer,
     },
+    /// Give `peer` an Active replica of each of `shards`, which must have no replica at
+    /// all (every holder was removed with `force`): the peer recovers their data from a
+    /// snapshot (the seed's last line of defence).
+    AdoptShards {
+        collection: String,
+        peer: PeerId,
+        shards: Vec<u32>,
+    },
     /// Remove `peer`'s replica of `shard` (never the last Active one).
     DropReplica {
         collection: String,
@@ -596,6 +604,29 @@ impl ClusterState {
                 }
                 Ok(fx)
             }
+            ClusterOp::AdoptShards {
+                collection,
+                peer,
+                shards,
+            } => {
+                let c = collection_mut(&mut self.collections, collection)?;
+                for s in shards {
+                    match c.shards.get(*s as usize) {
+                        None => return Err(format!("Bad request: shard {s} does not exist")),
+                        Some(r) if !r.is_empty() => {
+                            return Err(format!(
+                                "Bad request: shard {s} of collection `{collection}` still has replicas"
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for s in shards {
+                    c.shards[*s as usize].push(*peer);
+                    c.set_state(*s, *peer, ReplicaState::Active);
+                }
+                Ok(vec![])
+            }
             ClusterOp::DropReplica {
                 collection,
                 shard,
@@ -903,6 +934,41 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&st).unwrap();
         let back: ClusterState = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, st);
+    }
+
+    #[test]
+    fn orphaned_shards_are_adopted_only_when_no_replica_is_left() {
+        let mut st = ClusterState::default();
+        st.apply(&create("c", 3, 1, &[1, 2, 3])).unwrap();
+        let holder = |st: &ClusterState, s: usize| st.collections["c"].shards[s].clone();
+        let lost: Vec<u32> = (0..3u32)
+            .filter(|s| holder(&st, *s as usize) == vec![1])
+            .collect();
+        assert!(!lost.is_empty());
+        let adopt = |shards: Vec<u32>| ClusterOp::AdoptShards {
+            collection: "c".into(),
+            peer: 4,
+            shards,
+        };
+        // shards that still have a replica are not up for adoption
+        assert!(st.apply(&adopt(vec![0, 1, 2])).is_err());
+        st.apply(&ClusterOp::RemovePeerReplicas { peer: 1 })
+            .unwrap();
+        let before = st.clone();
+        // all or nothing: one shard with a replica refuses the whole op
+        let with_held = (0..3u32).find(|s| !lost.contains(s)).unwrap();
+        assert!(st.apply(&adopt(vec![lost[0], with_held])).is_err());
+        assert!(st.apply(&adopt(vec![7])).is_err());
+        assert_eq!(st, before);
+        st.apply(&adopt(lost.clone())).unwrap();
+        for s in &lost {
+            assert_eq!(holder(&st, *s as usize), vec![4]);
+            assert_eq!(
+                st.collections["c"].replica_state(*s, 4),
+                Some(ReplicaState::Active)
+            );
+        }
+        assert!(st.apply(&adopt(lost)).is_err(), "adopted twice");
     }
 
     #[test]

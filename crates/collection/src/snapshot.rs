@@ -22,8 +22,10 @@
 
 use crate::collection::Collection;
 use crate::error::{CResult, CollectionError};
+use crate::storage::{validate_name, Storage};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -45,6 +47,9 @@ pub struct Manifest {
     pub collection: String,
     /// The checkpoint's last operation (0: an empty collection without a checkpoint).
     pub seq: u64,
+    /// The shards whose points it holds (a cluster peer's local shards); `None`: all.
+    #[serde(default)]
+    pub shards: Option<Vec<u32>>,
 }
 
 /// A snapshot file as the API lists it.
@@ -58,7 +63,12 @@ pub struct SnapshotInfo {
 }
 
 /// Write a snapshot of `c` to `dir/name` (and its checksum beside it).
-pub fn create(c: &Collection, dir: &Path, name: &str) -> CResult<SnapshotInfo> {
+pub fn create(
+    c: &Collection,
+    dir: &Path,
+    name: &str,
+    shards: Option<Vec<u32>>,
+) -> CResult<SnapshotInfo> {
     check_file_name(name)?;
     fs::create_dir_all(dir)?;
     let path = dir.join(name);
@@ -76,6 +86,7 @@ pub fn create(c: &Collection, dir: &Path, name: &str) -> CResult<SnapshotInfo> {
                 version: FORMAT_VERSION,
                 collection: c.name().into(),
                 seq,
+                shards: shards.clone(),
             };
             let m = serde_json::to_vec_pretty(&manifest).expect("manifest encodes");
             append_bytes(&mut tar, "snapshot.json", &m)?;
@@ -348,6 +359,205 @@ pub fn unpack(archive: &Path, staging: &Path) -> CResult<Manifest> {
         .map_err(|e| CollectionError::Service(format!("creating the log: {e}")))?;
     crate::fsutil::sync_dir(staging)?;
     Ok(manifest)
+}
+
+// ------------------------------------------------------------------ full-storage snapshots
+
+pub const FULL_FORMAT: &str = "sextant-full-snapshot";
+
+/// `full-snapshot.json` of a full-storage snapshot: a tar of one collection snapshot per
+/// collection (`collections/<name>.snapshot`, each as above) and the aliases.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FullManifest {
+    pub format: String,
+    pub version: u32,
+    pub collections: Vec<String>,
+    pub aliases: BTreeMap<String, String>,
+}
+
+fn part_entry(collection: &str) -> String {
+    format!("collections/{collection}{SUFFIX}")
+}
+
+/// Write a snapshot of every collection of `storage` (each consistent on its own) and its
+/// aliases to `dir/name`.
+pub fn create_full(storage: &Storage, dir: &Path, name: &str) -> CResult<SnapshotInfo> {
+    check_file_name(name)?;
+    fs::create_dir_all(dir)?;
+    let parts = dir.join(format!(".{name}.parts"));
+    let _ = fs::remove_dir_all(&parts);
+    fs::create_dir_all(&parts)?;
+    let r = (|| {
+        let mut names = Vec::new();
+        for cname in storage.list() {
+            let Ok(c) = storage.get(&cname) else { continue }; // deleted meanwhile
+            create(&c, &parts, &format!("{cname}{SUFFIX}"), None)?;
+            names.push(cname);
+        }
+        let manifest = FullManifest {
+            format: FULL_FORMAT.into(),
+            version: FORMAT_VERSION,
+            collections: names.clone(),
+            aliases: storage.aliases(None).into_iter().collect(),
+        };
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let file = File::create(&tmp)?;
+        let mut out = HashingWriter {
+            inner: io::BufWriter::with_capacity(1 << 20, file),
+            hash: Sha256::new(),
+        };
+        {
+            let mut tar = tar::Builder::new(&mut out);
+            let m = serde_json::to_vec_pretty(&manifest).expect("manifest encodes");
+            append_bytes(&mut tar, "full-snapshot.json", &m)?;
+            for cname in &names {
+                let mut f = File::open(parts.join(format!("{cname}{SUFFIX}")))?;
+                let mut h = tar::Header::new_gnu();
+                h.set_size(f.metadata()?.len());
+                h.set_mode(0o644);
+                h.set_entry_type(tar::EntryType::Regular);
+                tar.append_data(&mut h, part_entry(cname), &mut f)?;
+            }
+            tar.finish()?;
+        }
+        let HashingWriter { inner, hash } = out;
+        inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&tmp, dir.join(name))?;
+        crate::fsutil::atomic_write(
+            &dir.join(format!("{name}{CHECKSUM_SUFFIX}")),
+            hex(&hash.finalize()).as_bytes(),
+        )?;
+        info(&dir.join(name))
+    })();
+    let _ = fs::remove_dir_all(&parts);
+    r
+}
+
+/// Unpack a full-storage snapshot's collection archives into `work` (created), refusing
+/// anything else; each archive is then recovered like a collection snapshot.
+pub fn unpack_full(archive: &Path, work: &Path) -> CResult<FullManifest> {
+    fs::create_dir(work)?;
+    let mut tar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, File::open(archive)?));
+    let entries = tar
+        .entries()
+        .map_err(|e| bad(format!("unreadable archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("truncated or corrupted archive: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| bad(format!("bad entry name: {e}")))?
+            .to_path_buf();
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(bad(format!("entry {path:?} is not a regular file")));
+        }
+        let file = match path.to_str() {
+            Some("full-snapshot.json") => "full-snapshot.json".to_string(),
+            Some(p) => {
+                let c = p
+                    .strip_prefix("collections/")
+                    .and_then(|x| x.strip_suffix(SUFFIX))
+                    .filter(|c| validate_name(c).is_ok())
+                    .ok_or_else(|| bad(format!("unexpected entry {path:?}")))?;
+                format!("{c}{SUFFIX}")
+            }
+            None => return Err(bad(format!("unexpected entry {path:?}"))),
+        };
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(work.join(&file))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => bad(format!("entry {path:?} appears twice")),
+                _ => e.into(),
+            })?;
+        io::copy(&mut entry, &mut out)
+            .map_err(|e| bad(format!("truncated or corrupted archive at {path:?}: {e}")))?;
+    }
+    let m: FullManifest = serde_json::from_slice(
+        &fs::read(work.join("full-snapshot.json"))
+            .map_err(|_| bad("no full-snapshot.json: not a Sextant full-storage snapshot"))?,
+    )
+    .map_err(|e| bad(format!("full-snapshot.json: {e}")))?;
+    if m.format != FULL_FORMAT || m.version != FORMAT_VERSION {
+        return Err(bad(format!(
+            "format {} version {} (this build reads {FULL_FORMAT} version {FORMAT_VERSION})",
+            m.format, m.version
+        )));
+    }
+    for c in &m.collections {
+        validate_name(c)?;
+        if !work.join(format!("{c}{SUFFIX}")).is_file() {
+            return Err(bad(format!("collection {c} is listed but missing")));
+        }
+    }
+    Ok(m)
+}
+
+/// Verify `archive`'s SHA-256 against `want` (hex, any case).
+pub fn verify_checksum(archive: &Path, want: Option<&str>) -> CResult<()> {
+    if let Some(want) = want {
+        let got = sha256_file(archive)?;
+        if !got.eq_ignore_ascii_case(want.trim()) {
+            return Err(CollectionError::BadInput(format!(
+                "snapshot checksum mismatch: expected {}, got {got}",
+                want.trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Recover collection `name` from the collection snapshot at `archive` (checksum verified
+/// first when given), replacing it if it exists.
+pub fn recover(
+    storage: &Storage,
+    name: &str,
+    archive: &Path,
+    checksum: Option<&str>,
+) -> CResult<()> {
+    validate_name(name)?;
+    verify_checksum(archive, checksum)?;
+    let staging = storage.staging_dir(name);
+    let r = unpack(archive, &staging).and_then(|_| storage.restore_collection(name, &staging));
+    if r.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    r
+}
+
+/// Recover every collection of a full-storage snapshot (and its aliases). With `replace`
+/// false, a collection that already exists is an error before anything changes.
+pub fn recover_full(
+    storage: &Storage,
+    archive: &Path,
+    work: &Path,
+    replace: bool,
+) -> CResult<Vec<String>> {
+    let r = (|| {
+        let m = unpack_full(archive, work)?;
+        if !replace {
+            if let Some(c) = m.collections.iter().find(|c| storage.exists(c)) {
+                return Err(CollectionError::AlreadyExists(c.clone()));
+            }
+        }
+        for c in &m.collections {
+            recover(storage, c, &work.join(format!("{c}{SUFFIX}")), None)?;
+        }
+        let mut aliases: BTreeMap<String, String> = storage.aliases(None).into_iter().collect();
+        for (a, c) in &m.aliases {
+            if m.collections.contains(c) {
+                aliases.insert(a.clone(), c.clone());
+            }
+        }
+        storage.set_aliases(aliases)?;
+        Ok(m.collections)
+    })();
+    let _ = fs::remove_dir_all(work);
+    r
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod readiness;
 pub mod recovery;
 pub mod replication;
 pub mod service;
+pub mod snapshot_install;
 pub mod write;
 
 pub use cluster::state::PeerId;

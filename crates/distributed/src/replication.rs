@@ -692,7 +692,7 @@ async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> 
 
 /// The shard's next points after `after` (in id order), at most `BATCH_POINTS` and about
 /// `BATCH_BYTES`.
-fn read_batch(
+pub(crate) fn read_batch(
     store: &segment::store::PointStore,
     after: Option<segment::PointId>,
     filter: &Filter,

@@ -31,11 +31,14 @@ struct Args {
     /// Extra configuration file, applied after config/*.yaml and before env variables.
     #[arg(long)]
     config_path: Option<String>,
-    /// Accepted for compatibility; snapshot recovery is not implemented yet.
+    /// Recover a collection from a snapshot file before serving: `<path>:<collection>`
+    /// (repeatable; single node).
     #[arg(long)]
     snapshot: Vec<String>,
+    /// Recover every collection of a full-storage snapshot file before serving (single node).
     #[arg(long)]
     storage_snapshot: Option<String>,
+    /// Let `--snapshot` / `--storage-snapshot` replace collections that already exist.
     #[arg(long, default_value_t = false)]
     force_snapshot: bool,
     #[arg(long, default_value_t = false)]
@@ -109,13 +112,7 @@ fn main() -> anyhow::Result<()> {
     for key in &unimplemented.ignored {
         tracing::warn!(key = %key, "configuration key is not implemented by Sextant and is ignored");
     }
-    for (flag, used) in [
-        ("--snapshot", !args.snapshot.is_empty()),
-        ("--storage-snapshot", args.storage_snapshot.is_some()),
-        ("--force-snapshot", args.force_snapshot),
-        ("--stacktrace", args.stacktrace),
-        ("--reinit", args.reinit),
-    ] {
+    for (flag, used) in [("--stacktrace", args.stacktrace), ("--reinit", args.reinit)] {
         if used {
             tracing::warn!(
                 flag,
@@ -150,6 +147,50 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(settings, args))
 }
 
+/// `--snapshot <path>:<collection>` and `--storage-snapshot <path>`: recover before serving.
+/// A collection that exists is replaced only with `--force-snapshot`; any failure stops
+/// start-up (nothing is served from a half-recovered storage).
+fn recover_at_start(
+    storage: &Storage,
+    snapshots: &[String],
+    full: Option<&str>,
+    force: bool,
+    snapshots_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use collection::snapshot;
+    if let Some(path) = full {
+        let work = snapshots_path
+            .join(".tmp")
+            .join(format!("start-{}", std::process::id()));
+        std::fs::create_dir_all(snapshots_path.join(".tmp"))?;
+        let _ = std::fs::remove_dir_all(&work);
+        let names = snapshot::recover_full(storage, std::path::Path::new(path), &work, force)
+            .map_err(|e| anyhow::anyhow!("--storage-snapshot {path}: {e}{}", exists_hint(&e)))?;
+        tracing::info!(path, collections = ?names, "storage snapshot recovered");
+    }
+    for arg in snapshots {
+        let (path, name) = arg
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--snapshot {arg}: expected <path>:<collection>"))?;
+        if storage.exists(name) && !force {
+            anyhow::bail!(
+                "--snapshot {arg}: collection {name} already exists (add --force-snapshot to replace it)"
+            );
+        }
+        snapshot::recover(storage, name, std::path::Path::new(path), None)
+            .map_err(|e| anyhow::anyhow!("--snapshot {arg}: {e}"))?;
+        tracing::info!(path, collection = name, "collection snapshot recovered");
+    }
+    Ok(())
+}
+
+fn exists_hint(e: &collection::CollectionError) -> &'static str {
+    match e {
+        collection::CollectionError::AlreadyExists(_) => " (add --force-snapshot to replace it)",
+        _ => "",
+    }
+}
+
 async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     let storage_path = PathBuf::from(&settings.storage.storage_path);
     std::fs::create_dir_all(&storage_path)?;
@@ -158,8 +199,26 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
     // cluster mode: a collection that cannot be opened is quarantined and its replicas are
     // rebuilt from other peers; a single node refuses to start instead
     let quarantine = settings.cluster.enabled;
+    let snapshots_path = PathBuf::from(&settings.storage.snapshots_path);
+    let (snapshots, full, force) = (
+        args.snapshot.clone(),
+        args.storage_snapshot.clone(),
+        args.force_snapshot,
+    );
+    if settings.cluster.enabled && (!snapshots.is_empty() || full.is_some()) {
+        eprintln!("sextant: --snapshot / --storage-snapshot are not supported in cluster mode yet");
+        std::process::exit(2);
+    }
     let storage: Arc<Storage> = tokio::task::spawn_blocking(move || {
-        Storage::open_with(&storage_path, defaults, quarantine)
+        let storage = Storage::open_with(&storage_path, defaults, quarantine)?;
+        recover_at_start(
+            &storage,
+            &snapshots,
+            full.as_deref(),
+            force,
+            &snapshots_path,
+        )?;
+        Ok::<_, anyhow::Error>(storage)
     })
     .await??;
     let maintenance = storage.start_maintenance();

@@ -1,0 +1,163 @@
+//! Recovering a collection snapshot on a cluster peer (issue #16): the seed's last line of
+//! defence, for shards whose every copy is gone.
+//!
+//! The snapshot (unpacked and opened, not registered in storage) records which shards it
+//! holds (`Manifest::shards`; all of them for a single node's snapshot). On this peer:
+//!
+//! 1. shards of the collection with no replica left (every holder was removed with
+//!    `force`) and present in the snapshot are adopted through consensus
+//!    (`ClusterOp::AdoptShards`): this peer becomes their Active replica;
+//! 2. every shard this peer then holds and the snapshot covers is replaced by the
+//!    snapshot's points, through this peer's own apply path (so writes being forwarded
+//!    to a replica in transfer stay ordered), logged as a reset of the shard (`fill`);
+//! 3. `priority`: `snapshot` marks the other replicas of those shards Dead, so they
+//!    recover from this one; `replica` marks this peer's copies Dead where another Active
+//!    replica exists, so they recover from it; `no_sync` leaves the replicas as they are.
+
+use crate::coordinator::{self as dist};
+use crate::error::DistError;
+use crate::peer::ApplyRequest;
+use crate::Ctx;
+use cluster::state::ClusterOp;
+use collection::collection::Collection;
+use collection::operations::{OpMeta, UpdateMode, UpdateOp};
+use segment::filter::Filter;
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    NoSync,
+    Snapshot,
+    Replica,
+}
+
+impl Priority {
+    /// Qdrant's names; unset is `replica` (where no other replica exists, the snapshot's
+    /// data stays either way).
+    pub fn parse(s: Option<&str>) -> Option<Priority> {
+        match s {
+            None | Some("replica") => Some(Priority::Replica),
+            Some("snapshot") => Some(Priority::Snapshot),
+            Some("no_sync") => Some(Priority::NoSync),
+            Some(_) => None,
+        }
+    }
+}
+
+/// What an install did: shards adopted and shards whose data came from the snapshot.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub adopted: Vec<u32>,
+    pub installed: Vec<u32>,
+}
+
+pub async fn install(
+    ctx: &Ctx,
+    name: &str,
+    snap: Arc<Collection>,
+    covered: Option<Vec<u32>>,
+    priority: Priority,
+) -> Result<Installed, DistError> {
+    let node = ctx
+        .cluster
+        .as_ref()
+        .ok_or_else(|| DistError::Internal("not in cluster mode".into()))?;
+    let me = node.id;
+    let meta = |ctx: &Ctx| {
+        dist::placement_of(ctx, name).ok_or_else(|| {
+            DistError::not_found(format!(
+                "Not found: Collection `{name}` doesn't exist! (create it first: in cluster mode a snapshot restores shards of an existing collection)"
+            ))
+        })
+    };
+    let p = meta(ctx)?;
+    let n = p.shard_number;
+    let covers = |s: u32| covered.as_ref().is_none_or(|c| c.contains(&s));
+    let orphans: Vec<u32> = (0..n)
+        .filter(|s| p.shards[*s as usize].is_empty() && covers(*s))
+        .collect();
+    if !orphans.is_empty() {
+        crate::replication::propose(
+            ctx,
+            ClusterOp::AdoptShards {
+                collection: name.to_string(),
+                peer: me,
+                shards: orphans.clone(),
+            },
+        )
+        .await
+        .map_err(DistError::Internal)?;
+        tracing::info!(collection = name, shards = ?orphans, "adopted shards with no replica left");
+    }
+    let p = meta(ctx)?;
+    let mine: Vec<u32> = (0..n)
+        .filter(|s| p.shards[*s as usize].contains(&me) && covers(*s))
+        .collect();
+    let local = dist::peer(ctx, me)?;
+    for &s in &mine {
+        let fill = OpMeta {
+            fill: Some(s),
+            ..Default::default()
+        };
+        let apply = |op: UpdateOp| ApplyRequest {
+            collection: name.to_string(),
+            applied: dist::applied_index(ctx),
+            op,
+            wait: true,
+            meta: fill.clone(),
+        };
+        local.apply(apply(UpdateOp::delete_shards(n, &[s]))).await?;
+        let scope = segment::filter::shard_scope(n, &[s]);
+        let filter = Filter::from_json(&json!({"must": [scope]}))
+            .map_err(|e| DistError::Internal(e.to_string()))?;
+        let mut after = None;
+        loop {
+            let points = crate::replication::read_batch(&snap.read(), after, &filter);
+            let Some(last) = points.last().map(|p| p.id) else {
+                break;
+            };
+            after = Some(last);
+            local
+                .apply(apply(UpdateOp::Upsert {
+                    points,
+                    update_filter: None,
+                    mode: UpdateMode::Upsert,
+                }))
+                .await?;
+        }
+    }
+    let resync: Vec<(u32, u64)> = match priority {
+        Priority::NoSync => vec![],
+        Priority::Snapshot => mine
+            .iter()
+            .flat_map(|&s| {
+                p.meta
+                    .active_replicas(s)
+                    .into_iter()
+                    .filter(|x| *x != me)
+                    .map(move |x| (s, x))
+            })
+            .collect(),
+        Priority::Replica => mine
+            .iter()
+            .filter(|&&s| p.meta.active_replicas(s).iter().any(|x| *x != me))
+            .map(|&s| (s, me))
+            .collect(),
+    };
+    if !resync.is_empty() {
+        crate::replication::propose(
+            ctx,
+            ClusterOp::MarkDead {
+                collection: name.to_string(),
+                replicas: resync,
+            },
+        )
+        .await
+        .map_err(DistError::Internal)?;
+    }
+    Ok(Installed {
+        adopted: orphans,
+        installed: mine,
+    })
+}
