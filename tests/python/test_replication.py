@@ -149,7 +149,7 @@ def test_peer_loss_reads_and_writes_continue(procs):
 def test_kill_loop_wcf2(procs):
     rng = random.Random(11)
     p0, p1, p2 = procs.nodes
-    create(p0, "r2", rf=2, wcf=2)
+    create(p0, "r2", rf=2, wcf=2, dim=WIDE)
     time.sleep(0.5)
     acked: set[int] = set()
     stop = threading.Event()
@@ -165,7 +165,7 @@ def test_kill_loop_wcf2(procs):
             attempts[0] += 1
             try:
                 r = s.put(peer.url + "/collections/r2/points?wait=true",
-                          json={"points": points(ids, random.Random(i))}, timeout=30)
+                          json={"points": points(ids, random.Random(i), dim=WIDE)}, timeout=30)
                 if r.status_code == 200:
                     acked.update(ids)
             except requests.RequestException:
