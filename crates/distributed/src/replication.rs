@@ -110,8 +110,10 @@ pub struct Replication {
 
 impl Replication {
     /// The lock that orders a collection's local applies with the messages its transfers
-    /// queue. Held only in short synchronous sections: never across an await, a network
-    /// call or an fsync.
+    /// queue. Held only while a write is appended and applied in memory and its forwards
+    /// queued (or a batch is read and queued, or a digest taken): never across a network
+    /// call or an fsync. Async, so waiting writes park as tasks, not as blocking threads;
+    /// an owned guard is moved into the blocking section and dropped there.
     pub fn lock_for(&self, collection: &str) -> OrderLock {
         self.locks
             .lock()
@@ -194,7 +196,7 @@ fn named_lock(table: &NamedLocks, collection: &str) -> Arc<tokio::sync::Mutex<()
 type NamedLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
 /// See [`Replication::lock_for`].
-pub type OrderLock = Arc<Mutex<()>>;
+pub type OrderLock = Arc<tokio::sync::Mutex<()>>;
 
 /// Writes queued for the replicas this peer is filling; see [`queue_forwards`].
 #[must_use = "a write is acked only once its forwards were"]
@@ -628,7 +630,7 @@ async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> 
     };
     let outbox = outbox_to(st, collection, t);
     let cleared = {
-        let _g = order.lock();
+        let _g = order.lock().await;
         if !still_running(st, collection, t) {
             return Ok(());
         }
@@ -651,7 +653,7 @@ async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> 
     let mut after: Option<segment::PointId> = None;
     loop {
         let (sent, last, n) = {
-            let _g = order.lock();
+            let _g = order.lock().await;
             if !still_running(st, collection, t) {
                 st.repl.set_forward(collection, None, t);
                 return Ok(());
@@ -738,15 +740,11 @@ async fn wal_delta(
     };
     let c = st.storage.get(collection).map_err(|e| e.to_string())?;
     let outbox = outbox_to(st, collection, t);
-    let (st2, name, t2, order) = (
-        st.clone(),
-        collection.to_string(),
-        t.clone(),
-        st.repl.lock_for(collection),
-    );
+    let (st2, name, t2) = (st.clone(), collection.to_string(), t.clone());
+    let guard = st.repl.lock_for(collection).lock_owned().await;
     // the log is read from disk: off the async workers
     let queued = tokio::task::spawn_blocking(move || {
-        let _g = order.lock();
+        let _g = guard;
         if !still_running(&st2, &name, &t2) {
             return Ok(None);
         }
@@ -821,15 +819,11 @@ async fn verify_digests(
         let taken = crate::anti_entropy::local_digest(st, collection, t.shard, shard_number)
             .await
             .map_err(|e| e.message())?;
-        let (c2, order, outbox2, shard) = (
-            c.clone(),
-            st.repl.lock_for(collection),
-            outbox.clone(),
-            t.shard,
-        );
+        let (c2, outbox2, shard) = (c.clone(), outbox.clone(), t.shard);
+        let guard = st.repl.lock_for(collection).lock_owned().await;
         let last = attempt == CUT_ATTEMPTS;
         let cut = tokio::task::spawn_blocking(move || {
-            let _g = order.lock();
+            let _g = guard;
             let mine = if c2.content_version() == version {
                 taken
             } else if last {

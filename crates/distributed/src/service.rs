@@ -63,24 +63,25 @@ impl LocalService {
         let (op, wait, meta) = (req.op, req.wait, req.meta);
         // The local apply and the queueing of its forwards to replicas this peer is
         // filling (`replication`) share one hold of the collection's order lock; the
-        // fsync and the forwards are awaited after it, so concurrent writes share fsyncs
-        // and none waits on another's network call. All of it runs to the end even if the
-        // coordinator goes away meanwhile.
+        // fsync (in the same blocking call, after the lock is released) and the forwards
+        // are awaited after it, so concurrent writes share fsyncs and none waits on
+        // another's network call. All of it runs to the end even if the coordinator goes
+        // away meanwhile.
         let outcome = tokio::spawn(async move {
-            let order = ctx.repl.lock_for(c.name());
-            let (ctx2, c2, name) = (ctx.clone(), c.clone(), req.collection.clone());
-            let (mut r, forwards) = blocking(move || {
-                let _g = order.lock();
+            let guard = ctx.repl.lock_for(c.name()).lock_owned().await;
+            let (ctx2, name) = (ctx.clone(), req.collection.clone());
+            let (r, forwards) = blocking(move || {
                 let op_id = meta.id;
-                let r = c2.update_logged_outcome(op.clone(), false, meta)?;
-                Ok((r, replication::queue_forwards(&ctx2, &name, &op, op_id)))
+                let mut r = c.update_logged_outcome(op.clone(), false, meta)?;
+                let forwards = replication::queue_forwards(&ctx2, &name, &op, op_id);
+                drop(guard);
+                if wait {
+                    c.wait_durable(r.0.operation_id)?;
+                    r.0.completed = true;
+                }
+                Ok((r, forwards))
             })
             .await?;
-            if wait {
-                let seq = r.0.operation_id;
-                blocking(move || Ok(c.wait_durable(seq)?)).await?;
-                r.0.completed = true;
-            }
             replication::forwarded(&ctx, &req.collection, forwards).await;
             Ok::<_, DistError>(r)
         })
@@ -99,10 +100,10 @@ impl LocalService {
         let c = ctx.storage.get(&collection)?;
         ctx.repl.anti_entropy.touched(&collection);
         let r = tokio::spawn(async move {
-            let order = ctx.repl.lock_for(c.name());
+            let guard = ctx.repl.lock_for(c.name()).lock_owned().await;
             let (ctx2, c2, name) = (ctx.clone(), c.clone(), collection.clone());
             let (last, forwards) = blocking(move || {
-                let _g = order.lock();
+                let _g = guard;
                 let mut last = None;
                 let mut forwards = Vec::new();
                 for l in ops {
