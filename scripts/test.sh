@@ -68,6 +68,11 @@ SEXTANT_BIN="$ROOT/target/debug/sextant" "$VENV/bin/python" bench/anti_entropy.p
   || { tail -40 target/anti-entropy-smoke.log; echo "anti-entropy smoke failed" >&2; exit 1; }
 tail -3 target/anti-entropy-smoke.log
 
+log "snapshot cost smoke (bench/snapshot.py --smoke, debug build; the full run is in docs/benchmarks.md)"
+SEXTANT_BIN="$ROOT/target/debug/sextant" "$VENV/bin/python" bench/snapshot.py --smoke > target/snapshot-smoke.log 2>&1 \
+  || { tail -40 target/snapshot-smoke.log; echo "snapshot smoke failed" >&2; exit 1; }
+tail -3 target/snapshot-smoke.log
+
 # --- end-to-end ------------------------------------------------------------------
 log "pytest tests/python (qdrant-client against sextant)"
 export SEXTANT_BIN="$ROOT/target/debug/sextant"
