@@ -3,8 +3,8 @@
 //! A transfer fills the target's replica of one shard from an Active source replica
 //! (`stream_records`). The source does all the work. Everything it sends goes through the
 //! transfer's ordered outbox (`crate::outbox`), whose order is fixed under the
-//! collection's order lock, a short synchronous section that no network call, fsync or
-//! consensus round ever runs in:
+//! collection's order lock, a short section that no network call, fsync or consensus
+//! round ever runs in:
 //!
 //! 1. queue the clearing of the target's stale points of the shard, and start forwarding
 //!    every write this peer applies for that shard (each write is acked only once its
