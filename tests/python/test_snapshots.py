@@ -315,6 +315,13 @@ def test_full_storage_snapshot_and_startup_flags(make_server):
     blob = requests.get(f"{a.url}/snapshots/{full['name']}").content
     assert hashlib.sha256(blob).hexdigest() == full["checksum"]
     one = _snapshot(a.url, "one")
+    # wait=false: 202 at once, the snapshot appears when written
+    r = requests.post(f"{a.url}/collections/two/snapshots?wait=false")
+    assert r.status_code == 202 and r.json()["status"] == "accepted", r.text
+    deadline = time.monotonic() + 30
+    while not requests.get(f"{a.url}/collections/two/snapshots").json()["result"]:
+        assert time.monotonic() < deadline, "the snapshot asked for with wait=false never appeared"
+        time.sleep(0.1)
 
     # a new node started from the full-storage snapshot
     b = make_server()

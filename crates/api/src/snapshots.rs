@@ -114,17 +114,10 @@ async fn create(State(st): St, Path(name): Path<String>, RawQuery(q): RawQuery) 
             let file = new_name(&dir, &format!("{}-{peer}", c.name()));
             Ok(snapshot::create(&c, &dir, &file, shards)?)
         });
-        if !wait {
-            // the snapshot is written whether or not anyone waits for it
-            return Ok::<_, ApiError>(None);
-        }
-        Ok(Some(work.await??))
+        // the snapshot is written whether or not anyone waits for it
+        waited(work, wait).await
     };
-    match run.await {
-        Ok(Some(info)) => Timed(t, info).into_response(),
-        Ok(None) => accepted(t),
-        Err(e) => e.into_response(),
-    }
+    answer(t, run.await)
 }
 
 async fn list(State(st): St, Path(name): Path<String>) -> ApiResult<Vec<SnapshotInfo>> {
@@ -228,16 +221,9 @@ async fn create_full(State(st): St, RawQuery(q): RawQuery) -> Response {
             let file = new_name(&dir, "full-snapshot");
             Ok(snapshot::create_full(&storage, &dir, &file)?)
         });
-        if !wait {
-            return Ok::<_, ApiError>(None);
-        }
-        Ok(Some(work.await??))
+        waited(work, wait).await
     };
-    match run.await {
-        Ok(Some(info)) => Timed(t, info).into_response(),
-        Ok(None) => accepted(t),
-        Err(e) => e.into_response(),
-    }
+    answer(t, run.await)
 }
 
 #[derive(Deserialize)]
@@ -316,15 +302,28 @@ async fn recover(
             )));
         };
         let job = tokio::spawn(restore(st, name, path, body.checksum, priority, temporary));
-        if !wait {
-            return Ok::<_, ApiError>(false);
-        }
-        job.await??;
-        Ok(true)
+        waited(job, wait).await.map(|done| done.map(|()| true))
     };
-    match run.await {
-        Ok(true) => Timed(t, true).into_response(),
-        Ok(false) => accepted(t),
+    answer(t, run.await)
+}
+
+/// The work runs in a task of its own (a client that goes away does not stop it);
+/// `None`: not waited for.
+async fn waited<T>(
+    job: tokio::task::JoinHandle<Result<T, ApiError>>,
+    wait: bool,
+) -> Result<Option<T>, ApiError> {
+    if !wait {
+        return Ok(None);
+    }
+    Ok(Some(job.await??))
+}
+
+/// 200 with the result, 202 `accepted` when not waited for, or the error.
+fn answer<T: serde::Serialize>(t: Instant, r: Result<Option<T>, ApiError>) -> Response {
+    match r {
+        Ok(Some(v)) => Timed(t, v).into_response(),
+        Ok(None) => accepted(t),
         Err(e) => e.into_response(),
     }
 }
@@ -381,17 +380,9 @@ async fn upload(
             return Err(e);
         }
         let job = tokio::spawn(restore(st, name, path, p.checksum, priority, true));
-        if !wait {
-            return Ok::<_, ApiError>(false);
-        }
-        job.await??;
-        Ok(true)
+        waited(job, wait).await.map(|done| done.map(|()| true))
     };
-    match run.await {
-        Ok(true) => Timed(t, true).into_response(),
-        Ok(false) => accepted(t),
-        Err(e) => e.into_response(),
-    }
+    answer(t, run.await)
 }
 
 fn io_err(e: std::io::Error) -> ApiError {

@@ -284,20 +284,17 @@ fn entry_target(path: &Path) -> CResult<PathBuf> {
     Ok(parts.iter().collect())
 }
 
-/// Unpack the archive at `archive` into `staging` (created; must not exist) as a
-/// collection directory, refusing anything but the snapshot's own entries. Returns the
-/// manifest. The result still has to be opened (which verifies the checkpoint's checksums).
-pub fn unpack(archive: &Path, staging: &Path) -> CResult<Manifest> {
-    fs::create_dir(staging)?;
+/// Write every regular file of the tar at `archive` where `place` says (a path it checked;
+/// an error refuses the archive). Directories are skipped; links, devices, a file that
+/// appears twice, more than `MAX_ENTRIES` entries and a truncated archive are refused.
+fn extract(archive: &Path, mut place: impl FnMut(&Path) -> CResult<PathBuf>) -> CResult<()> {
     let mut tar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, File::open(archive)?));
-    let mut seen = 0usize;
     let entries = tar
         .entries()
         .map_err(|e| bad(format!("unreadable archive: {e}")))?;
-    for entry in entries {
+    for (seen, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|e| bad(format!("truncated or corrupted archive: {e}")))?;
-        seen += 1;
-        if seen > MAX_ENTRIES {
+        if seen >= MAX_ENTRIES {
             return Err(bad("too many entries"));
         }
         let path = entry
@@ -313,8 +310,7 @@ pub fn unpack(archive: &Path, staging: &Path) -> CResult<Manifest> {
                 "entry {path:?} is a {kind:?}, not a regular file (links are refused)"
             )));
         }
-        let rel = entry_target(&path)?;
-        let to = staging.join(&rel);
+        let to = place(&path)?;
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent)?;
         }
@@ -330,6 +326,15 @@ pub fn unpack(archive: &Path, staging: &Path) -> CResult<Manifest> {
             .map_err(|e| bad(format!("truncated or corrupted archive at {path:?}: {e}")))?;
         out.sync_all()?;
     }
+    Ok(())
+}
+
+/// Unpack the archive at `archive` into `staging` (created; must not exist) as a
+/// collection directory, refusing anything but the snapshot's own entries. Returns the
+/// manifest. The result still has to be opened (which verifies the checkpoint's checksums).
+pub fn unpack(archive: &Path, staging: &Path) -> CResult<Manifest> {
+    fs::create_dir(staging)?;
+    extract(archive, |path| Ok(staging.join(entry_target(path)?)))?;
     let manifest: Manifest = serde_json::from_slice(
         &fs::read(staging.join("snapshot.json"))
             .map_err(|_| bad("no snapshot.json: not a Sextant snapshot"))?,
@@ -437,23 +442,7 @@ pub fn create_full(storage: &Storage, dir: &Path, name: &str) -> CResult<Snapsho
 /// anything else; each archive is then recovered like a collection snapshot.
 pub fn unpack_full(archive: &Path, work: &Path) -> CResult<FullManifest> {
     fs::create_dir(work)?;
-    let mut tar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, File::open(archive)?));
-    let entries = tar
-        .entries()
-        .map_err(|e| bad(format!("unreadable archive: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("truncated or corrupted archive: {e}")))?;
-        let path = entry
-            .path()
-            .map_err(|e| bad(format!("bad entry name: {e}")))?
-            .to_path_buf();
-        let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            continue;
-        }
-        if !kind.is_file() {
-            return Err(bad(format!("entry {path:?} is not a regular file")));
-        }
+    extract(archive, |path| {
         let file = match path.to_str() {
             Some("full-snapshot.json") => "full-snapshot.json".to_string(),
             Some(p) => {
@@ -466,17 +455,8 @@ pub fn unpack_full(archive: &Path, work: &Path) -> CResult<FullManifest> {
             }
             None => return Err(bad(format!("unexpected entry {path:?}"))),
         };
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(work.join(&file))
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => bad(format!("entry {path:?} appears twice")),
-                _ => e.into(),
-            })?;
-        io::copy(&mut entry, &mut out)
-            .map_err(|e| bad(format!("truncated or corrupted archive at {path:?}: {e}")))?;
-    }
+        Ok(work.join(file))
+    })?;
     let m: FullManifest = serde_json::from_slice(
         &fs::read(work.join("full-snapshot.json"))
             .map_err(|_| bad("no full-snapshot.json: not a Sextant full-storage snapshot"))?,
