@@ -216,6 +216,12 @@ def test_bad_archives_are_refused_and_change_nothing(srv: SextantServer, tmp_pat
     outside.write_bytes(good)
     r = requests.put(f"{url}/collections/keep/snapshots/recover", json={"location": f"file://{outside}"})
     assert r.status_code == 403, r.text
+    # and the answer does not tell whether a file outside exists
+    r = requests.put(f"{url}/collections/keep/snapshots/recover", json={"location": f"file://{tmp_path}/nope"})
+    assert r.status_code == 403, r.text
+    r = requests.put(f"{url}/collections/keep/snapshots/recover",
+                     json={"location": f"file://{srv.snapshots}/keep/nope.snapshot"})
+    assert r.status_code == 404, r.text
     r = requests.put(f"{url}/collections/keep/snapshots/recover", json={"location": "s3://bucket/x"})
     assert r.status_code == 400, r.text
     r = requests.put(f"{url}/collections/keep/snapshots/recover", json={"location": "file:///x", "priority": "bogus"})

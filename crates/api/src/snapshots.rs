@@ -259,17 +259,25 @@ fn local_location(st: &AppState, location: &str) -> Result<PathBuf, ApiError> {
             format!("Service internal error: snapshots_path: {e}"),
         )
     })?;
-    let real = std::fs::canonicalize(&path).map_err(|_| {
-        ApiError::not_found(format!(
-            "Not found: snapshot file {} does not exist",
-            path.display()
-        ))
-    })?;
-    if !real.starts_with(&root) || !real.is_file() {
-        return Err(ApiError::new(
+    let forbidden = || {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             "Forbidden: a snapshot file to recover from must be inside the snapshots directory (storage.snapshots_path)",
-        ));
+        )
+    };
+    let real = match std::fs::canonicalize(&path) {
+        Ok(real) => real,
+        // a missing file is named only inside the directory: no probing of other paths
+        Err(_) if path.starts_with(&root) || path.starts_with(&st.settings.snapshots_path) => {
+            return Err(ApiError::not_found(format!(
+                "Not found: snapshot file {} does not exist",
+                path.display()
+            )))
+        }
+        Err(_) => return Err(forbidden()),
+    };
+    if !real.starts_with(&root) || !real.is_file() {
+        return Err(forbidden());
     }
     Ok(real)
 }
