@@ -92,7 +92,7 @@ struct Health {
 
 #[derive(Default)]
 pub struct Replication {
-    locks: Mutex<HashMap<String, OrderLock>>,
+    locks: NamedLocks,
     forwards: Mutex<HashMap<String, Vec<Forward>>>,
     running: Mutex<HashSet<(String, u32)>>,
     progress: Mutex<HashMap<(String, u32), u64>>,
@@ -115,11 +115,7 @@ impl Replication {
     /// call or an fsync. Async, so waiting writes park as tasks, not as blocking threads;
     /// an owned guard is moved into the blocking section and dropped there.
     pub fn lock_for(&self, collection: &str) -> OrderLock {
-        self.locks
-            .lock()
-            .entry(collection.to_string())
-            .or_default()
-            .clone()
+        named_lock(&self.locks, collection)
     }
 
     /// The lock a shard leader holds while coordinating one `ordering` medium/strong write.
@@ -621,8 +617,7 @@ async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> 
         }
     }
     let c = st.storage.get(collection).map_err(|e| e.to_string())?;
-    let scope = segment::filter::shard_scope(shard_number, &[t.shard]);
-    let filter = Filter::from_json(&json!({"must": [scope]})).map_err(|e| e.to_string())?;
+    let filter = segment::filter::shard_filter(shard_number, &[t.shard]);
     let clear = UpdateOp::delete_shards(shard_number, &[t.shard]);
     let fill = OpMeta {
         fill: Some(t.shard),

@@ -101,25 +101,25 @@ impl LocalService {
         ctx.repl.anti_entropy.touched(&collection);
         let r = tokio::spawn(async move {
             let guard = ctx.repl.lock_for(c.name()).lock_owned().await;
-            let (ctx2, c2, name) = (ctx.clone(), c.clone(), collection.clone());
+            let (ctx2, name) = (ctx.clone(), collection.clone());
             let (last, forwards) = blocking(move || {
-                let _g = guard;
                 let mut last = None;
                 let mut forwards = Vec::new();
                 for l in ops {
                     // per-point errors (e.g. a missing point) were reported at the original
                     // write; an operation this peer refuses was not applied here either
-                    match c2.update_logged_outcome(l.op.clone(), false, l.meta.clone()) {
+                    match c.update_logged_outcome(l.op.clone(), false, l.meta.clone()) {
                         Ok((r, _)) => last = Some(r),
                         Err(e) if e.is_client_error() => continue,
                         Err(e) => return Err(e.into()),
                     }
                     forwards.push(replication::queue_forwards(&ctx2, &name, &l.op, l.meta.id));
                 }
+                drop(guard);
+                c.flush_all()?;
                 Ok((last, forwards))
             })
             .await?;
-            blocking(move || Ok(c.flush_all()?)).await?;
             for f in forwards {
                 replication::forwarded(&ctx, &collection, f).await;
             }

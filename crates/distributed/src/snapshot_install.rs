@@ -21,8 +21,6 @@ use crate::Ctx;
 use cluster::state::ClusterOp;
 use collection::collection::Collection;
 use collection::operations::{OpMeta, UpdateMode, UpdateOp};
-use segment::filter::Filter;
-use serde_json::json;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,9 +106,7 @@ pub async fn install(
             meta: fill.clone(),
         };
         local.apply(apply(UpdateOp::delete_shards(n, &[s]))).await?;
-        let scope = segment::filter::shard_scope(n, &[s]);
-        let filter = Filter::from_json(&json!({"must": [scope]}))
-            .map_err(|e| DistError::Internal(e.to_string()))?;
+        let filter = segment::filter::shard_filter(n, &[s]);
         let mut after = None;
         loop {
             let points = crate::replication::read_batch(&snap.read(), after, &filter);

@@ -195,6 +195,18 @@ pub fn shard_scope(shard_number: u32, shards: &[u32]) -> Value {
     serde_json::json!({"__shards": {"shard_number": shard_number, "shards": shards}})
 }
 
+/// A filter of the shard-scope condition alone (the parsed form of
+/// `{"must": [shard_scope(..)]}`).
+pub fn shard_filter(shard_number: u32, shards: &[u32]) -> Filter {
+    Filter {
+        must: Some(vec![Condition::ShardScope {
+            shard_number,
+            shards: shards.to_vec(),
+        }]),
+        ..Default::default()
+    }
+}
+
 fn parse_condition(v: &Value, depth: usize) -> PResult<Condition> {
     if depth > MAX_FILTER_DEPTH {
         return Err(format!(
@@ -778,6 +790,13 @@ mod tests {
             payload: &pl,
             has_vector: &hv,
         })
+    }
+
+    #[test]
+    fn shard_filter_is_the_parsed_shard_scope() {
+        let parsed =
+            Filter::from_json(&serde_json::json!({"must": [shard_scope(4, &[1, 3])]})).unwrap();
+        assert_eq!(shard_filter(4, &[1, 3]), parsed);
     }
 
     #[test]

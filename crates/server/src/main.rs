@@ -2,6 +2,8 @@
 //! serves the REST API until SIGINT/SIGTERM, then flushes every WAL.
 
 /// mimalloc: measured against glibc malloc in bench/cluster.py (docs/benchmarks-cluster.md).
+/// `collection::tune_allocator` and the `malloc_trim` after loads only reach glibc's heap
+/// now (allocations of C code); memory was last measured (docs/memory.md) with glibc.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
