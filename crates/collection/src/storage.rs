@@ -425,6 +425,12 @@ impl Storage {
             .expect("spawn maintenance thread")
     }
 
+    /// Stop maintenance and flush nothing: what a crash leaves behind (in-process crash
+    /// tests, after which the caller drops everything that ran on this storage).
+    pub fn halt(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
     /// Flush every WAL and stop maintenance.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);

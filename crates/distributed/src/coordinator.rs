@@ -495,7 +495,12 @@ async fn update_replicas(
         let unmarked = crate::replication::mark_dead(st, p, &tally.failed).await;
         if !unmarked.is_empty() {
             // a replica that missed the write is still Active: do not acknowledge
-            return Err(DistError::unavailable(format!("Service unavailable: replicas {unmarked:?} (shard, peer) of collection `{}` failed the write and could not be marked Dead (no consensus); the write may be applied on some replicas only, retry it", p.name),
+            let why = if crate::replication::all_active_failed(st, &p.name, &tally.failed) {
+                "no Active replica of the shard applied it, and a shard's last Active replica is never marked Dead"
+            } else {
+                "they could not be marked Dead (no consensus)"
+            };
+            return Err(DistError::unavailable(format!("Service unavailable: replicas {unmarked:?} (shard, peer) of collection `{}` failed the write and are still Active: {why}; the write may be applied on some replicas only, retry it", p.name),
             ));
         }
     }

@@ -122,20 +122,59 @@ fn parse_rule(r: &str) -> Result<Rule, String> {
     })
 }
 
+/// The rules in force, shared by a [`Faulty`] client and whoever steers it: a test can
+/// partition a link and heal it again while the peer runs.
+#[derive(Clone, Debug, Default)]
+pub struct Control {
+    rules: Arc<parking_lot::RwLock<Vec<Rule>>>,
+    /// Seeds the draws of the client these rules steer.
+    pub seed: u64,
+}
+
+impl Control {
+    pub fn new(rules: Vec<Rule>) -> Control {
+        Control {
+            rules: Arc::new(parking_lot::RwLock::new(rules)),
+            seed: 0,
+        }
+    }
+
+    pub fn with_seed(mut self, seed: u64) -> Control {
+        self.seed = seed;
+        self
+    }
+
+    /// No rules yet; draws seeded with `seed`.
+    pub fn seeded(seed: u64) -> Control {
+        Control::default().with_seed(seed)
+    }
+
+    /// Replace the rules; requests already past their draw are not affected.
+    pub fn set(&self, rules: Vec<Rule>) {
+        *self.rules.write() = rules;
+    }
+
+    pub fn clear(&self) {
+        self.rules.write().clear();
+    }
+}
+
 /// A `PeerClient` that applies fault rules to the requests sent through it.
 pub struct Faulty {
     inner: Arc<dyn PeerClient>,
     me: u64,
-    rules: Arc<Vec<Rule>>,
+    rules: Control,
     rng: Arc<parking_lot::Mutex<rand::rngs::StdRng>>,
 }
 
 impl Faulty {
-    pub fn new(inner: Arc<dyn PeerClient>, me: u64, rules: Vec<Rule>, seed: u64) -> Self {
+    /// Draws are seeded with `rules.seed`.
+    pub fn new(inner: Arc<dyn PeerClient>, me: u64, rules: Control) -> Self {
+        let seed = rules.seed;
         Faulty {
             inner,
             me,
-            rules: Arc::new(rules),
+            rules,
             rng: Arc::new(parking_lot::Mutex::new(rand::rngs::StdRng::seed_from_u64(
                 seed,
             ))),
@@ -161,7 +200,7 @@ impl PeerClient for Faulty {
 struct FaultyPeer {
     id: u64,
     inner: Arc<dyn PeerService>,
-    rules: Arc<Vec<Rule>>,
+    rules: Control,
     rng: Arc<parking_lot::Mutex<rand::rngs::StdRng>>,
 }
 
@@ -170,6 +209,8 @@ impl FaultyPeer {
     fn draw(&self, request: Request) -> Option<Action> {
         let mut rng = self.rng.lock();
         self.rules
+            .rules
+            .read()
             .iter()
             .filter(|r| r.request.is_none_or(|q| q == request))
             .filter(|r| r.peer.is_none_or(|p| p == self.id))
@@ -412,23 +453,25 @@ mod tests {
         );
         let inner: Arc<dyn PeerClient> = Arc::new(Two(me.clone(), other.clone()));
         // peer 2 is partitioned away; requests to itself (peer 1) are never faulted
-        let f = Faulty::new(inner.clone(), 1, parse("*:drop@2").unwrap(), 1);
-        assert_eq!(
-            f.peer(2)
-                .unwrap()
-                .apply(apply_req())
-                .await
-                .unwrap_err()
-                .status,
-            503
-        );
+        let control = Control::new(parse("*:drop@2").unwrap());
+        let f = Faulty::new(inner.clone(), 1, control.clone());
+        // a service handed out before the rules change follows the new rules
+        let to_2 = f.peer(2).unwrap();
+        assert_eq!(to_2.apply(apply_req()).await.unwrap_err().status, 503);
         assert!(f.peer(1).unwrap().apply(apply_req()).await.is_ok());
         assert_eq!((*me.0.lock(), *other.0.lock()), (1, 0));
+        // healed: the link carries requests again
+        control.clear();
+        assert!(to_2.apply(apply_req()).await.is_ok());
+        assert_eq!((*me.0.lock(), *other.0.lock()), (1, 1));
+        control.set(parse("apply:error=500@2").unwrap());
+        assert_eq!(to_2.apply(apply_req()).await.unwrap_err().status, 500);
+        assert_eq!(*other.0.lock(), 1);
 
         // a lost apply is reported as applied but never reaches the peer
-        let f = Faulty::new(inner.clone(), 1, parse("apply:lose").unwrap(), 1);
+        let f = Faulty::new(inner.clone(), 1, Control::new(parse("apply:lose").unwrap()));
         let a = f.peer(2).unwrap().apply(apply_req()).await.unwrap();
-        assert_eq!((a.completed, *other.0.lock()), (true, 0));
+        assert_eq!((a.completed, *other.0.lock()), (true, 1));
         assert_eq!(f.peer(2).unwrap().status().await.unwrap().version, "t");
 
         // the same seed draws the same faults
@@ -439,8 +482,7 @@ mod tests {
                     Arc::new(Echo(Default::default())),
                 )),
                 1,
-                parse("read:error=500:0.5").unwrap(),
-                seed,
+                Control::new(parse("read:error=500:0.5").unwrap()).with_seed(seed),
             );
             let mut v = vec![];
             for _ in 0..64 {

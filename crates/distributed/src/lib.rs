@@ -53,6 +53,9 @@ pub struct Ctx {
     pub heal: heal::HealConfig,
     /// `cluster.anti_entropy.interval_sec` (`None`: off).
     pub anti_entropy_interval: Option<std::time::Duration>,
+    /// Tests only: fault rules at this peer's `PeerClient`, steerable while it runs (the
+    /// in-process harness). `SEXTANT_PEER_FAULTS` sets them for a whole process instead.
+    pub faults: Option<faults::Control>,
 }
 
 impl Ctx {
@@ -69,6 +72,7 @@ impl Ctx {
             lost,
             heal: Default::default(),
             anti_entropy_interval: Some(std::time::Duration::from_secs(60)),
+            faults: None,
         }
     }
 
@@ -82,6 +86,7 @@ impl Ctx {
         });
         let mut peers: Arc<dyn peer::PeerClient> =
             Arc::new(peer::TonicPeers::new(node.clone(), local.clone()));
+        let mut control = self.faults.clone();
         if let Ok(spec) = std::env::var("SEXTANT_PEER_FAULTS") {
             // tests only: a malformed rule list is a start-up error, never ignored
             let rules = faults::parse(&spec).unwrap_or_else(|e| panic!("SEXTANT_PEER_FAULTS: {e}"));
@@ -90,7 +95,10 @@ impl Ctx {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
             tracing::warn!(%spec, seed, "fault injection at the peer layer is active (SEXTANT_PEER_FAULTS)");
-            peers = Arc::new(faults::Faulty::new(peers, node.id, rules, seed));
+            control = Some(faults::Control::new(rules).with_seed(seed));
+        }
+        if let Some(control) = control {
+            peers = Arc::new(faults::Faulty::new(peers, node.id, control));
         }
         let _ = self.peers.set(peers);
         node.set_data_service(Arc::new(peer::Served(local)));

@@ -952,6 +952,22 @@ pub async fn mark_dead(st: &Ctx, p: &Placement, failed: &[(u32, u64)]) -> Vec<(u
     unmarked
 }
 
+/// Whether, for some shard, every replica still Active is among `failed` (then marking
+/// them Dead is refused: a shard keeps its last Active replica).
+pub fn all_active_failed(st: &Ctx, collection: &str, failed: &[(u32, u64)]) -> bool {
+    let Some(node) = &st.cluster else {
+        return false;
+    };
+    let state = node.state();
+    let Some(meta) = state.state.collections.get(collection) else {
+        return false;
+    };
+    failed.iter().any(|&(shard, _)| {
+        let active = meta.active_replicas(shard);
+        !active.is_empty() && active.iter().all(|p| failed.contains(&(shard, *p)))
+    })
+}
+
 fn still_active(st: &Ctx, collection: &str, replicas: &[(u32, u64)]) -> Vec<(u32, u64)> {
     let Some(node) = &st.cluster else {
         return vec![];

@@ -7,15 +7,10 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod settings;
-mod tls;
-
 use clap::Parser;
-use collection::Storage;
-use settings::Settings;
+use server::settings::Settings;
+use server::{tls, StartError, StartOptions};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -149,158 +144,23 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(settings, args))
 }
 
-/// `--snapshot <path>:<collection>` and `--storage-snapshot <path>`: recover before serving.
-/// A collection that exists is replaced only with `--force-snapshot`; any failure stops
-/// start-up (nothing is served from a half-recovered storage).
-fn recover_at_start(
-    storage: &Storage,
-    snapshots: &[String],
-    full: Option<&str>,
-    force: bool,
-    snapshots_path: &std::path::Path,
-) -> anyhow::Result<()> {
-    use collection::snapshot;
-    if let Some(path) = full {
-        let work = snapshots_path
-            .join(".tmp")
-            .join(format!("start-{}", std::process::id()));
-        std::fs::create_dir_all(snapshots_path.join(".tmp"))?;
-        let _ = std::fs::remove_dir_all(&work);
-        let names = snapshot::recover_full(storage, std::path::Path::new(path), &work, force)
-            .map_err(|e| anyhow::anyhow!("--storage-snapshot {path}: {e}{}", exists_hint(&e)))?;
-        tracing::info!(path, collections = ?names, "storage snapshot recovered");
-    }
-    for arg in snapshots {
-        let (path, name) = arg
-            .rsplit_once(':')
-            .ok_or_else(|| anyhow::anyhow!("--snapshot {arg}: expected <path>:<collection>"))?;
-        if storage.exists(name) && !force {
-            anyhow::bail!(
-                "--snapshot {arg}: collection {name} already exists (add --force-snapshot to replace it)"
-            );
-        }
-        snapshot::recover(storage, name, std::path::Path::new(path), None)
-            .map_err(|e| anyhow::anyhow!("--snapshot {arg}: {e}"))?;
-        tracing::info!(path, collection = name, "collection snapshot recovered");
-    }
-    Ok(())
-}
-
-fn exists_hint(e: &collection::CollectionError) -> &'static str {
-    match e {
-        collection::CollectionError::AlreadyExists(_) => " (add --force-snapshot to replace it)",
-        _ => "",
-    }
-}
-
 async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
-    let storage_path = PathBuf::from(&settings.storage.storage_path);
-    std::fs::create_dir_all(&storage_path)?;
-    std::fs::create_dir_all(&settings.storage.snapshots_path)?;
-    let defaults = settings.collection_defaults();
-    // cluster mode: a collection that cannot be opened is quarantined and its replicas are
-    // rebuilt from other peers; a single node refuses to start instead
-    let quarantine = settings.cluster.enabled;
-    let snapshots_path = PathBuf::from(&settings.storage.snapshots_path);
-    let (snapshots, full, force) = (
-        args.snapshot.clone(),
-        args.storage_snapshot.clone(),
-        args.force_snapshot,
-    );
-    if settings.cluster.enabled && (!snapshots.is_empty() || full.is_some()) {
-        eprintln!("sextant: --snapshot / --storage-snapshot are not supported in cluster mode yet");
-        std::process::exit(2);
-    }
-    let storage: Arc<Storage> = tokio::task::spawn_blocking(move || {
-        let storage = Storage::open_with(&storage_path, defaults, quarantine)?;
-        recover_at_start(
-            &storage,
-            &snapshots,
-            full.as_deref(),
-            force,
-            &snapshots_path,
-        )?;
-        Ok::<_, anyhow::Error>(storage)
-    })
-    .await??;
-    let maintenance = storage.start_maintenance();
-    let lost: distributed::cluster_sink::Lost = Default::default();
-    let cluster = if settings.cluster.enabled {
-        let cfg = cluster::node::NodeConfig {
-            dir: PathBuf::from(&settings.storage.storage_path).join("raft"),
-            p2p_port: settings.cluster.p2p.port,
-            uri: args.uri.clone(),
-            bootstrap: args.bootstrap.clone(),
-            tick_ms: settings.cluster.consensus.tick_period_ms,
-            max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),
-            api_key: settings.auth().api_key,
-            enforce_internal_auth: settings.service.enforce_internal_auth == Some(true),
-            tls: if settings.cluster.p2p.enable_tls == Some(true) {
-                let read = |what: &str, p: &str| {
-                    std::fs::read(p).unwrap_or_else(|e| {
-                        eprintln!("sextant: cluster.p2p.enable_tls: {what} {p}: {e}");
-                        std::process::exit(2);
-                    })
-                };
-                Some(cluster::network::P2pTls {
-                    cert_pem: read("tls.cert", &settings.tls.cert),
-                    key_pem: read("tls.key", &settings.tls.key),
-                    ca_pem: read("tls.ca_cert", &settings.tls.ca_cert),
-                })
-            } else {
-                None
-            },
-        };
-        let sink = Arc::new(distributed::cluster_sink::StorageSink {
-            storage: storage.clone(),
-            me: Default::default(),
-            lost: lost.clone(),
-        });
-        match cluster::node::ClusterNode::start(cfg, sink.clone()).await {
-            Ok(n) => {
-                let _ = sink.me.set(n.id);
-                tracing::info!(peer_id = n.id, uri = %n.uri, "cluster mode: consensus running");
-                Some(n)
-            }
-            Err(e) => {
-                eprintln!("sextant: {e}");
-                std::process::exit(2);
-            }
+    let opts = StartOptions {
+        bootstrap: args.bootstrap.clone(),
+        uri: args.uri.clone(),
+        snapshots: args.snapshot.clone(),
+        storage_snapshot: args.storage_snapshot.clone(),
+        force_snapshot: args.force_snapshot,
+        faults: None,
+    };
+    let peer = match server::start(&settings, opts).await {
+        Ok(p) => p,
+        Err(StartError::Refused(m)) => {
+            eprintln!("sextant: {m}");
+            std::process::exit(2);
         }
-    } else {
-        None
+        Err(StartError::Failed(e)) => return Err(e),
     };
-    let state = api::AppState {
-        cluster: cluster.clone(),
-        local_router: Default::default(),
-        dist: distributed::Ctx {
-            heal: distributed::heal::HealConfig {
-                enabled: settings.cluster.self_heal.enabled,
-                dead_peer_timeout: std::time::Duration::from_secs(
-                    settings.cluster.self_heal.dead_peer_timeout_sec,
-                ),
-                ..Default::default()
-            },
-            anti_entropy_interval: (settings.cluster.anti_entropy.interval_sec > 0).then(|| {
-                std::time::Duration::from_secs(settings.cluster.anti_entropy.interval_sec)
-            }),
-            ..distributed::Ctx::new(storage.clone(), cluster.clone(), lost)
-        },
-        storage: storage.clone(),
-        settings: api::ApiSettings {
-            max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),
-            auth: settings.auth(),
-            enable_cors: settings.service.enable_cors.unwrap_or(true),
-            metrics_prefix: settings.service.metrics_prefix.clone().unwrap_or_default(),
-            snapshots_path: PathBuf::from(&settings.storage.snapshots_path),
-            snapshot_url_recovery: settings
-                .service
-                .enable_snapshot_url_recovery
-                .unwrap_or(true),
-        },
-        metrics: Default::default(),
-    };
-    let app = api::router(state);
     let addr: SocketAddr = format!("{}:{}", settings.service.host, settings.service.http_port)
         .parse()
         .or_else(|_| format!("[{}]:{}", settings.service.host, settings.service.http_port).parse())
@@ -314,7 +174,7 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
         let cfg = tls::server_config(&settings.tls.cert, &settings.tls.key, client_ca)
             .map_err(|e| anyhow::anyhow!("service.enable_tls: {e}"))?;
         tracing::info!(%addr, client_certificates = client_ca.is_some(), "Sextant REST API listening (HTTPS)");
-        axum::serve(tls::TlsListener::new(listener, cfg)?, app)
+        axum::serve(tls::TlsListener::new(listener, cfg)?, peer.app.clone())
             .with_graceful_shutdown(shutdown_signal())
             .await?;
     } else {
@@ -325,12 +185,11 @@ async fn run(settings: Settings, args: Args) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, app)
+        axum::serve(listener, peer.app.clone())
             .with_graceful_shutdown(shutdown_signal())
             .await?;
     }
     tracing::info!("shutting down: flushing write-ahead logs");
-    storage.shutdown();
-    let _ = tokio::task::spawn_blocking(move || maintenance.join()).await;
+    peer.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,9 @@
+//! Cluster behaviour under faults, with every peer in this test process (`harness`): one
+//! module per event, each with realistic data (1536-d vectors, KB payloads).
+
+mod harness;
+
+mod abandoned_clients;
+mod kill_restart;
+mod partition;
+mod replicate;
