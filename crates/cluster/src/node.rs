@@ -123,6 +123,7 @@ impl ClusterNode {
         let id = load_or_create_id(&cfg.dir)?;
         let db = open_db(&cfg.dir.join("raft.redb"))
             .map_err(|e| ClusterError::Internal(e.to_string()))?;
+        sink.started(id);
         let (sm, state) = StateMachineStore::open(db.clone(), sink)
             .map_err(|e| ClusterError::Internal(e.to_string()))?;
         let tick = Duration::from_millis(cfg.tick_ms.max(10));
@@ -476,12 +477,9 @@ impl ClusterNode {
     }
 
     /// Index of the last Raft entry applied on this peer (0 before any).
+    /// The last log index this peer applied, effects included.
     pub fn applied_index(&self) -> u64 {
-        self.raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |l| l.index)
+        self.state.borrow().last_applied.map_or(0, |l| l.index)
     }
 
     /// Wait until this peer has applied the Raft log up to `index` (a coordinator's view of
@@ -494,21 +492,25 @@ impl ClusterNode {
             .await
     }
 
+    /// Wait until the published state (effects carried out) reaches `index`.
     async fn wait_applied(&self, index: u64, deadline: tokio::time::Instant) -> CResult<()> {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(index), "metadata operation")
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                ClusterError::Timeout(format!(
-                    "operation committed but not yet applied on this peer: {e}"
-                ))
-            })
+        let mut rx = self.state.clone();
+        let reached = async {
+            rx.wait_for(|d| d.last_applied.is_some_and(|l| l.index >= index))
+                .await
+                .map(|_| ())
+        };
+        let outcome = tokio::time::timeout_at(deadline, reached).await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_closed)) => Err(ClusterError::Internal("the state machine stopped".into())),
+            Err(_) => Err(ClusterError::Timeout(format!(
+                "operation committed but not yet applied on this peer (applied {} < {index})",
+                self.applied_index()
+            ))),
+        }
     }
 
-    /// Shards (collection, shard id) with a replica on `peer`.
     pub fn shards_on(&self, peer: NodeId) -> Vec<(String, usize)> {
         let st = self.state();
         st.state

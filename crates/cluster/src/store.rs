@@ -208,18 +208,71 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 pub trait EffectSink: Send + Sync + 'static {
     /// Called after `effects` were applied to `state` (log order). Must be idempotent.
     fn execute(&self, state: &ClusterState, effects: &[Effect]);
-    /// Called after a snapshot replaced the whole state, and at start-up.
+    /// Called after a snapshot replaced the whole state, and at start-up: re-derives the
+    /// local side of every effect from the state (idempotent).
     fn reconcile(&self, state: &ClusterState);
+    /// This peer's id, known before the state is opened and reconciled.
+    fn started(&self, _me: NodeId) {}
 }
 
-/// Run blocking effect work (file system, fsync) without stalling the async workers: on a
-/// multi-threaded runtime the worker hands its other tasks over first. Effects still run
-/// in log order, before the index counts as applied, so "applied" keeps meaning "the
-/// collection exists here" for the requests that wait on it.
-fn off_the_runtime(f: impl FnOnce()) {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
+/// Work for the effect runner, in log order.
+enum EffectJob {
+    /// Carry out `effects` (applied to reach `data`), then publish `data`.
+    Execute {
+        data: Arc<SmData>,
+        effects: Vec<Effect>,
+    },
+    /// A snapshot replaced the whole state: reconcile local data with it, then publish.
+    Reconcile { data: Arc<SmData> },
+}
+
+/// Runs consensus effects outside openraft's apply task: one task takes the jobs in log
+/// order and runs each on the blocking pool. The state machine's published state (and so
+/// `ClusterNode::applied_index`) advances only after a batch's effects ran, so "applied"
+/// still means "the collection exists here" for the requests that wait on it, while the
+/// apply task goes on with the next entries. A crash between a commit and its effects is
+/// covered by `EffectSink::reconcile` at start-up, which re-derives them from the state.
+#[derive(Clone)]
+struct EffectRunner {
+    jobs: tokio::sync::mpsc::UnboundedSender<EffectJob>,
+}
+
+impl EffectRunner {
+    fn start(
+        sink: Arc<dyn EffectSink>,
+        published: tokio::sync::watch::Sender<Arc<SmData>>,
+    ) -> EffectRunner {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<EffectJob>();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let sink = sink.clone();
+                let data = match job {
+                    EffectJob::Execute { data, effects } => {
+                        let d = data.clone();
+                        let run = move || sink.execute(&d.state, &effects);
+                        if let Err(e) = tokio::task::spawn_blocking(run).await {
+                            tracing::error!(error = %e, "consensus effects panicked");
+                        }
+                        data
+                    }
+                    EffectJob::Reconcile { data } => {
+                        let d = data.clone();
+                        let run = move || sink.reconcile(&d.state);
+                        if let Err(e) = tokio::task::spawn_blocking(run).await {
+                            tracing::error!(error = %e, "reconciling after a snapshot panicked");
+                        }
+                        data
+                    }
+                };
+                published.send_replace(data);
+            }
+        });
+        EffectRunner { jobs: tx }
+    }
+
+    fn submit(&self, job: EffectJob) {
+        // the runner lives as long as the runtime; after that nothing is applied anyway
+        let _ = self.jobs.send(job);
     }
 }
 
@@ -246,12 +299,14 @@ struct StoredSnapshot {
 pub struct StateMachineStore {
     db: Arc<Database>,
     data: SmData,
-    sink: Arc<dyn EffectSink>,
-    /// Latest applied state, readable without going through Raft.
-    published: tokio::sync::watch::Sender<Arc<SmData>>,
+    /// Carries out effects and publishes the state after them.
+    effects: EffectRunner,
 }
 
 impl StateMachineStore {
+    /// Open the applied state and reconcile local data with it (the effects of entries
+    /// committed before a crash are re-derived here). Needs a tokio runtime: the effect
+    /// runner is spawned on it. The receiver sees the state after its effects ran.
     pub fn open(
         db: Arc<Database>,
         sink: Arc<dyn EffectSink>,
@@ -265,8 +320,7 @@ impl StateMachineStore {
             StateMachineStore {
                 db,
                 data,
-                sink,
-                published: tx,
+                effects: EffectRunner::start(sink, tx),
             },
             rx,
         ))
@@ -339,11 +393,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         self.persist()?;
-        if !effects.is_empty() {
-            let (sink, state) = (&self.sink, &self.data.state);
-            off_the_runtime(|| sink.execute(state, &effects));
-        }
-        self.published.send_replace(Arc::new(self.data.clone()));
+        self.effects.submit(EffectJob::Execute {
+            data: Arc::new(self.data.clone()),
+            effects,
+        });
         Ok(out)
     }
 
@@ -351,8 +404,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         StateMachineStore {
             db: self.db.clone(),
             data: self.data.clone(),
-            sink: self.sink.clone(),
-            published: self.published.clone(),
+            effects: self.effects.clone(),
         }
     }
 
@@ -381,9 +433,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             },
         )
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
-        let (sink, state) = (&self.sink, &self.data.state);
-        off_the_runtime(|| sink.reconcile(state));
-        self.published.send_replace(Arc::new(self.data.clone()));
+        self.effects.submit(EffectJob::Reconcile {
+            data: Arc::new(self.data.clone()),
+        });
         Ok(())
     }
 
@@ -400,6 +452,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::ClusterOp;
     use openraft::testing::{StoreBuilder, Suite};
 
     struct Builder;
@@ -413,6 +466,86 @@ mod tests {
             let (sm, _) = StateMachineStore::open(db.clone(), Arc::new(NoEffects))?;
             Ok((dir, LogStore::new(db), sm))
         }
+    }
+
+    /// A sink whose effects wait until the test lets them run.
+    struct Gated {
+        gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+        ran: std::sync::atomic::AtomicUsize,
+    }
+
+    impl EffectSink for Gated {
+        fn execute(&self, _: &ClusterState, effects: &[Effect]) {
+            if !effects.is_empty() {
+                // bounded: a sink run inside the apply task must not hang the test
+                let _ = self
+                    .gate
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(std::time::Duration::from_secs(3));
+                self.ran
+                    .fetch_add(effects.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        fn reconcile(&self, _: &ClusterState) {}
+    }
+
+    /// Effects run outside openraft's apply task: `apply` returns while a slow effect is
+    /// still running, and the published state (what `applied_index` and every wait on it
+    /// read) moves only once the effect has run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apply_does_not_wait_for_effects_and_publishes_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(&dir.path().join("raft.redb")).unwrap();
+        let (release, gate) = std::sync::mpsc::channel();
+        let sink = Arc::new(Gated {
+            gate: std::sync::Mutex::new(gate),
+            ran: Default::default(),
+        });
+        let (mut sm, mut published) = StateMachineStore::open(db, sink.clone()).unwrap();
+        let create = ClusterOp::CreateCollection {
+            name: "c".into(),
+            create: serde_json::json!({}),
+            config: None,
+            shard_number: 1,
+            replication_factor: 1,
+            peers: vec![1],
+        };
+        let entry = |index, op| Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(op),
+        };
+        let t = std::time::Instant::now();
+        let applied = sm.apply(vec![entry(1, create)]).await.unwrap();
+        assert!(applied[0].error.is_none());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "apply waited {:?} for its effect",
+            t.elapsed()
+        );
+        // the next entry applies too, behind the blocked effect
+        let drop_it = ClusterOp::DeleteCollection { name: "c".into() };
+        sm.apply(vec![entry(2, drop_it)]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            published.borrow().last_applied,
+            None,
+            "published before its effects ran"
+        );
+        assert_eq!(sink.ran.load(std::sync::atomic::Ordering::SeqCst), 0);
+        release.send(()).unwrap();
+        published
+            .wait_for(|d| d.last_applied.is_some_and(|l| l.index == 1))
+            .await
+            .unwrap();
+        assert!(published.borrow().state.collections.contains_key("c"));
+        release.send(()).unwrap();
+        published
+            .wait_for(|d| d.last_applied.is_some_and(|l| l.index == 2))
+            .await
+            .unwrap();
+        assert!(!published.borrow().state.collections.contains_key("c"));
+        assert_eq!(sink.ran.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     /// openraft's own storage conformance suite against our redb store.

@@ -65,6 +65,84 @@ impl StorageSink {
     }
 }
 
+impl StorageSink {
+    /// The agreed config (creation config plus every update), payload indexes, and the
+    /// shards no longer placed here, applied to a collection this peer already has.
+    fn reconcile_existing(&self, name: &str, m: &CollectionMeta) {
+        let Ok(c) = self.storage.get(name) else {
+            return;
+        };
+        if let Some(want) = self.agreed_config(m) {
+            if c.config() != want {
+                tracing::info!(
+                    collection = name,
+                    "local config behind the agreed one: updating"
+                );
+                if let Err(e) = c.set_config(want) {
+                    tracing::error!(collection = name, error = %e, "could not apply the agreed config");
+                }
+            }
+        }
+        let have = c.payload_indexes();
+        for (field, schema) in &m.payload_indexes {
+            if have.get(field) != Some(schema) {
+                let _ = c.set_payload_index(field, Some(schema.clone()));
+            }
+        }
+        for field in have.keys().filter(|f| !m.payload_indexes.contains_key(*f)) {
+            let _ = c.set_payload_index(field, None);
+        }
+        if let Some(&me) = self.me.get() {
+            let shard_number = m.shards.len() as u32;
+            for (shard, holders) in m.shards.iter().enumerate() {
+                let shard = shard as u32;
+                let incoming = m.transfers.iter().any(|t| t.shard == shard && t.to == me);
+                if !holders.contains(&me) && !incoming {
+                    self.drop_local_shard(name, &c, shard_number, shard);
+                }
+            }
+        }
+    }
+
+    fn agreed_config(&self, m: &CollectionMeta) -> Option<CollectionConfig> {
+        let mut cfg = match &m.config {
+            Some(v) => serde_json::from_value::<CollectionConfig>(v.clone()).ok()?,
+            None => {
+                let req = serde_json::from_value::<CreateCollection>(m.create.clone()).ok()?;
+                self.storage.resolve(req).ok()?
+            }
+        };
+        for p in &m.updates {
+            cfg = cfg.apply_update(p).ok()?;
+        }
+        Some(cfg)
+    }
+
+    /// Delete this peer's points of a shard it no longer holds (logged as a reset of the
+    /// shard: its earlier history no longer describes this copy, so a WAL delta must not
+    /// rely on it).
+    fn drop_local_shard(
+        &self,
+        name: &str,
+        c: &collection::Collection,
+        shard_number: u32,
+        shard: u32,
+    ) {
+        let scope = segment::filter::shard_filter(shard_number, &[shard]);
+        if c.read().matching_ids(Some(&scope)).is_empty() {
+            return;
+        }
+        let op = collection::operations::UpdateOp::delete_shards(shard_number, &[shard]);
+        let meta = collection::operations::OpMeta {
+            fill: Some(shard),
+            ..Default::default()
+        };
+        if let Err(e) = c.update_logged(op, true, meta) {
+            tracing::error!(collection = name, shard, error = %e, "could not drop the points of a shard no longer placed here");
+        }
+    }
+}
+
 impl EffectSink for StorageSink {
     fn execute(&self, state: &ClusterState, effects: &[Effect]) {
         for fx in effects {
@@ -113,19 +191,7 @@ impl EffectSink for StorageSink {
                     if me != peer {
                         continue;
                     }
-                    let op = collection::operations::UpdateOp::delete_shards(
-                        m.shards.len() as u32,
-                        &[*shard],
-                    );
-                    // logged as a reset of the shard: its earlier history no longer
-                    // describes this copy (WAL delta must not rely on it)
-                    let meta = collection::operations::OpMeta {
-                        fill: Some(*shard),
-                        ..Default::default()
-                    };
-                    if let Err(e) = c.update_logged(op, true, meta) {
-                        tracing::error!(collection = %collection, shard, error = %e, "could not drop the replica's points");
-                    }
+                    self.drop_local_shard(collection, &c, m.shards.len() as u32, *shard);
                 }
                 Effect::PayloadIndexChanged { collection, field } => {
                     if let (Some(m), Ok(c)) = (
@@ -139,6 +205,12 @@ impl EffectSink for StorageSink {
         }
     }
 
+    fn started(&self, me: u64) {
+        let _ = self.me.set(me);
+    }
+
+    /// Bring local data in line with the agreed state: every effect an applied entry can
+    /// have is re-derived here, so a crash between a commit and its effects loses nothing.
     fn reconcile(&self, state: &ClusterState) {
         let agreed: BTreeSet<&String> = state.collections.keys().collect();
         for name in self.storage.list() {
@@ -152,8 +224,87 @@ impl EffectSink for StorageSink {
                 // lost their data (wiped storage, or created while this peer was away)
                 tracing::warn!(collection = %name, "collection missing from local storage: its local replicas will be resynced");
                 self.lost.lock().insert(name.clone());
+            } else {
+                self.reconcile_existing(name, m);
             }
         }
         let _ = self.storage.set_aliases(state.aliases.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster::state::CollectionMeta;
+    use collection::config::CollectionDefaults;
+    use collection::operations::{PointInsert, StoredVector, UpdateMode, UpdateOp};
+    use serde_json::json;
+
+    /// A peer that crashed after its state committed a config update, a payload index, an
+    /// index removal and a replica drop, but before their effects ran: `reconcile` at
+    /// start-up carries every one of them out, and is idempotent.
+    #[test]
+    fn reconcile_rederives_effects_a_crash_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), CollectionDefaults::default()).unwrap();
+        let create = json!({"vectors": {"size": 3, "distance": "Dot"}});
+        let base = storage
+            .resolve(serde_json::from_value(create.clone()).unwrap())
+            .unwrap();
+        storage.create_with_config("c", base.clone()).unwrap();
+        let c = storage.get("c").unwrap();
+        let points = (0..60u64)
+            .map(|i| PointInsert {
+                id: segment::PointId::Num(i),
+                vectors: [("".into(), StoredVector::Dense(vec![i as f32, 1.0, 0.0]))].into(),
+                payload: Some(json!({"k": "v"}).as_object().unwrap().clone()),
+            })
+            .collect();
+        let upsert = UpdateOp::Upsert {
+            points,
+            update_filter: None,
+            mode: UpdateMode::Upsert,
+        };
+        c.update(upsert, true).unwrap();
+        c.set_payload_index("old", Some(json!("keyword"))).unwrap();
+
+        let (me, other) = (1u64, 2u64);
+        let update = json!({"hnsw_config": {"ef_construct": 123}});
+        let meta = CollectionMeta {
+            create,
+            config: Some(serde_json::to_value(&base).unwrap()),
+            // shard 1 moved away from this peer
+            shards: vec![vec![me, other], vec![other]],
+            updates: vec![update.clone()],
+            payload_indexes: [("k".to_string(), json!("keyword"))].into(),
+            ..Default::default()
+        };
+        let mut state = ClusterState::default();
+        state.collections.insert("c".into(), meta);
+
+        let sink = StorageSink {
+            storage: storage.clone(),
+            me: Default::default(),
+            lost: Default::default(),
+        };
+        sink.started(me);
+        let shard_count = |s: u32| {
+            let scope = segment::filter::shard_filter(2, &[s]);
+            c.read().matching_ids(Some(&scope)).len()
+        };
+        let kept = shard_count(0);
+        assert!(kept > 0 && shard_count(1) > 0);
+        for _ in 0..2 {
+            sink.reconcile(&state);
+            assert_eq!(c.config(), base.apply_update(&update).unwrap());
+            assert_eq!(c.config().hnsw_config.ef_construct, 123);
+            assert_eq!(
+                c.payload_indexes().keys().collect::<Vec<_>>(),
+                vec!["k"],
+                "the agreed index is built, the dropped one removed"
+            );
+            assert_eq!((shard_count(0), shard_count(1)), (kept, 0));
+            assert!(sink.lost.lock().is_empty());
+        }
     }
 }

@@ -203,7 +203,19 @@ pub struct Forwarded(Vec<(Transfer, Outcome<()>)>);
 /// with [`forwarded`] (without the lock).
 pub fn queue_forwards(st: &Ctx, collection: &str, op: &UpdateOp, op_id: Option<u64>) -> Forwarded {
     let mut out = Vec::new();
-    for fw in st.repl.forwards_of(collection) {
+    let forwards = st.repl.forwards_of(collection);
+    if forwards.is_empty() {
+        return Forwarded(out);
+    }
+    let stale = stale_shards(st, collection);
+    for fw in forwards {
+        // this peer's own replica is Dead or being refilled: what it applies now comes
+        // from its Active peers, so it has nothing to pass on (forwarding it back to the
+        // target of a finished transfer, which may be the very source refilling it, made
+        // two peers wait on each other until the request deadline)
+        if stale.contains(&fw.transfer.shard) {
+            continue;
+        }
         let Some(part) = op.scoped(fw.shard_number, &[fw.transfer.shard]) else {
             continue;
         };
@@ -215,6 +227,25 @@ pub fn queue_forwards(st: &Ctx, collection: &str, op: &UpdateOp, op_id: Option<u
         out.push((fw.transfer.clone(), fw.outbox.apply(part, meta)));
     }
     Forwarded(out)
+}
+
+/// The shards whose replica on this peer exists but is not Active (Dead or Partial).
+fn stale_shards(st: &Ctx, collection: &str) -> Vec<u32> {
+    let Some(node) = &st.cluster else {
+        return vec![];
+    };
+    let state = node.state();
+    let Some(m) = state.state.collections.get(collection) else {
+        return vec![];
+    };
+    (0..m.shards.len() as u32)
+        .filter(|&s| {
+            matches!(
+                m.replica_state(s, node.id),
+                Some(ReplicaState::Dead | ReplicaState::Partial)
+            )
+        })
+        .collect()
 }
 
 /// Wait until the queued forwards were applied. A target that could not take one ends its

@@ -13,7 +13,8 @@
 //! - A client request is the REST router called directly; aborting one drops the handler's
 //!   future, as axum does when a client disconnects.
 //! - Anti-entropy is off: what a test sees converge, the write path and recovery did.
-//! - Data and fault draws follow one seed (`HARNESS_SEED`, printed by every test).
+//! - Peer ids, data and fault draws follow one seed (`HARNESS_SEED`, printed by every
+//!   test).
 //!
 //! Cluster tests take a process-wide lock: on a 2-core machine, two 3-peer clusters at once
 //! would measure the machine, not the code.
@@ -124,6 +125,14 @@ impl Cluster {
     fn boot(&mut self, i: usize) {
         let slot = &self.slots[i];
         std::fs::create_dir_all(&slot.dir).unwrap();
+        // peer ids follow the seed (placement depends on them): written where the peer
+        // would persist a random one
+        let raft = slot.dir.join("storage").join("raft");
+        if !raft.join("peer_id").exists() {
+            std::fs::create_dir_all(&raft).unwrap();
+            let id = self.rng.random_range(1..1u64 << 53);
+            std::fs::write(raft.join("peer_id"), id.to_string()).unwrap();
+        }
         let config = slot.dir.join("config.yaml");
         std::fs::write(
             &config,
