@@ -383,6 +383,7 @@ async fn create_collection(
             shard_number,
             replication_factor,
             peers,
+            placement: None,
         };
         propose(&st, op).await?;
         return Ok(Timed(t, true));

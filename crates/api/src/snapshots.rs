@@ -461,7 +461,7 @@ async fn restore_on_peer(
                     .await
                     .map_err(ApiError::from);
             if let Ok(done) = &r {
-                tracing::info!(collection = %name, adopted = ?done.adopted, installed = ?done.installed, "snapshot recovered on this peer");
+                tracing::info!(collection = %name, created = done.created, adopted = ?done.adopted, installed = ?done.installed, "snapshot recovered on this peer");
             }
             r.map(|_| ())
         }

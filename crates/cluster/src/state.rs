@@ -176,6 +176,10 @@ pub enum ClusterOp {
         shard_number: u32,
         replication_factor: u32,
         peers: Vec<PeerId>,
+        /// Replica sets chosen by the proposer (`placement[s]`: the peers of shard `s`);
+        /// absent: placed over `peers` by [`place_shards`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        placement: Option<Vec<Vec<PeerId>>>,
     },
     DeleteCollection {
         name: String,
@@ -331,6 +335,7 @@ impl ClusterState {
                 shard_number,
                 replication_factor,
                 peers,
+                placement,
             } => {
                 if self.collections.contains_key(name) {
                     return Err(format!("Wrong input: Collection `{name}` already exists!"));
@@ -343,7 +348,19 @@ impl ClusterState {
                 if peers.is_empty() || *shard_number == 0 {
                     return Err("Wrong input: no peers to place shards on".into());
                 }
-                let shards = place_shards(*shard_number, *replication_factor, peers);
+                let shards = match placement {
+                    Some(p) => {
+                        let distinct =
+                            |r: &Vec<PeerId>| r.iter().collect::<BTreeSet<_>>().len() == r.len();
+                        if p.len() != *shard_number as usize
+                            || p.iter().any(|r| r.is_empty() || !distinct(r))
+                        {
+                            return Err("Wrong input: a placement needs one non-empty set of distinct peers per shard".into());
+                        }
+                        p.clone()
+                    }
+                    None => place_shards(*shard_number, *replication_factor, peers),
+                };
                 self.collections.insert(
                     name.clone(),
                     CollectionMeta {
@@ -713,7 +730,34 @@ mod tests {
             shard_number: shards,
             replication_factor: rf,
             peers: peers.to_vec(),
+            placement: None,
         }
+    }
+
+    /// A placement chosen by the proposer is taken as given, once it is well formed.
+    #[test]
+    fn explicit_placement() {
+        let with = |placement: Vec<Vec<u64>>| ClusterOp::CreateCollection {
+            name: "p".into(),
+            create: json!({}),
+            config: None,
+            shard_number: 2,
+            replication_factor: 2,
+            peers: vec![1, 2, 3],
+            placement: Some(placement),
+        };
+        for bad in [
+            vec![vec![1, 2]],
+            vec![vec![1], vec![]],
+            vec![vec![1], vec![2, 2]],
+        ] {
+            let mut st = ClusterState::default();
+            assert!(st.apply(&with(bad.clone())).is_err(), "{bad:?}");
+            assert!(st.collections.is_empty());
+        }
+        let mut st = ClusterState::default();
+        st.apply(&with(vec![vec![3, 1], vec![3, 2]])).unwrap();
+        assert_eq!(st.collections["p"].shards, vec![vec![3, 1], vec![3, 2]]);
     }
 
     #[test]

@@ -510,6 +510,7 @@ mod tests {
             shard_number: 1,
             replication_factor: 1,
             peers: vec![1],
+            placement: None,
         };
         let entry = |index, op| Entry {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),

@@ -203,6 +203,7 @@ mod tests {
             shard_number: shards,
             replication_factor: rf,
             peers: peers.to_vec(),
+            placement: None,
         })
         .unwrap();
         st

@@ -13,6 +13,11 @@
 //! 3. `priority`: `snapshot` marks the other replicas of those shards Dead, so they
 //!    recover from this one; `replica` marks this peer's copies Dead where another Active
 //!    replica exists, so they recover from it; `no_sync` leaves the replicas as they are.
+//!
+//! A collection the cluster does not have is first created through consensus with the
+//! snapshot's config: every shard gets a replica on this peer (where the data is), the
+//! other replicas of its `replication_factor` placed over the other peers; those start
+//! empty, so they recover from this peer whatever the `priority`.
 
 use crate::coordinator::{self as dist};
 use crate::error::DistError;
@@ -43,11 +48,71 @@ impl Priority {
     }
 }
 
-/// What an install did: shards adopted and shards whose data came from the snapshot.
+/// What an install did: the collection created, shards adopted, and shards whose data
+/// came from the snapshot.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Installed {
+    pub created: bool,
     pub adopted: Vec<u32>,
     pub installed: Vec<u32>,
+}
+
+/// Replica sets for a collection created from a snapshot held by `me`: placed over `peers`
+/// as usual, then `me` put first in every set (replacing the last member where it was not
+/// in it), so every shard has its data on `me`.
+pub fn placement_with(me: u64, shard_number: u32, rf: u32, peers: &[u64]) -> Vec<Vec<u64>> {
+    let mut all = peers.to_vec();
+    if !all.contains(&me) {
+        all.push(me);
+    }
+    cluster::state::place_shards(shard_number, rf, &all)
+        .into_iter()
+        .map(|mut set| {
+            if let Some(i) = set.iter().position(|p| *p == me) {
+                set.remove(i);
+            } else {
+                set.pop();
+            }
+            set.insert(0, me);
+            set
+        })
+        .collect()
+}
+
+/// Create `name` through consensus from the snapshot's config (see the module docs), and
+/// wait until every live peer has it.
+async fn create_from(ctx: &Ctx, name: &str, snap: &Collection, me: u64) -> Result<(), DistError> {
+    let node = ctx
+        .cluster
+        .as_ref()
+        .ok_or_else(|| DistError::Internal("not in cluster mode".into()))?;
+    let config = snap.config();
+    let (n, rf) = (
+        config.params.shard_number.max(1),
+        config.params.replication_factor.max(1),
+    );
+    let peers: Vec<u64> = node.peers().into_keys().collect();
+    let value = serde_json::to_value(&config).map_err(|e| DistError::Internal(e.to_string()))?;
+    let op = ClusterOp::CreateCollection {
+        name: name.to_string(),
+        create: value.clone(),
+        config: Some(value),
+        shard_number: n,
+        replication_factor: rf,
+        placement: Some(placement_with(me, n, rf, &peers)),
+        peers,
+    };
+    crate::replication::propose(ctx, op)
+        .await
+        .map_err(DistError::Internal)?;
+    dist::wait_all_applied(ctx, node.applied_index()).await?;
+    tracing::info!(
+        collection = name,
+        shards = n,
+        replication_factor = rf,
+        "collection created from a snapshot"
+    );
+    Ok(())
 }
 
 pub async fn install(
@@ -64,10 +129,18 @@ pub async fn install(
     let me = node.id;
     let meta = |ctx: &Ctx| {
         dist::placement_of(ctx, name).ok_or_else(|| {
-            DistError::not_found(format!(
-                "Not found: Collection `{name}` doesn't exist! (create it first: in cluster mode a snapshot restores shards of an existing collection)"
-            ))
+            DistError::not_found(format!("Not found: Collection `{name}` doesn't exist!"))
         })
+    };
+    let created = dist::placement_of(ctx, name).is_none();
+    if created {
+        create_from(ctx, name, &snap, me).await?;
+    }
+    // the other replicas of a collection created just now are empty: they recover from here
+    let priority = if created {
+        Priority::Snapshot
+    } else {
+        priority
     };
     let p = meta(ctx)?;
     let n = p.shard_number;
@@ -153,7 +226,30 @@ pub async fn install(
         .map_err(DistError::Internal)?;
     }
     Ok(Installed {
+        created,
         adopted: orphans,
         installed: mine,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placement_with;
+
+    #[test]
+    fn a_created_collection_has_every_shard_on_the_recovering_peer() {
+        // (me, shards, rf, peers) -> placement
+        let table: &[(u64, u32, u32, &[u64], &[&[u64]])] = &[
+            (2, 3, 1, &[1, 2, 3], &[&[2], &[2], &[2]]),
+            (2, 3, 2, &[1, 2, 3], &[&[2, 1], &[2, 3], &[2, 3]]),
+            (1, 2, 3, &[1, 2, 3], &[&[1, 2, 3], &[1, 2, 3]]),
+            (9, 2, 2, &[1, 2], &[&[9, 1], &[9, 2]]),
+            (5, 1, 4, &[5], &[&[5]]),
+        ];
+        for (me, n, rf, peers, want) in table {
+            let got = placement_with(*me, *n, *rf, peers);
+            let want: Vec<Vec<u64>> = want.iter().map(|s| s.to_vec()).collect();
+            assert_eq!(got, want, "me {me}, {n} shards, rf {rf}, peers {peers:?}");
+        }
+    }
 }

@@ -7,3 +7,4 @@ mod abandoned_clients;
 mod kill_restart;
 mod partition;
 mod replicate;
+mod snapshot_recovery;

@@ -1,0 +1,91 @@
+//! Event: a collection lost from the whole cluster, recovered from a snapshot.
+
+use crate::harness::Cluster;
+use axum::http::Method;
+use serde_json::json;
+use std::time::Duration;
+
+/// A snapshot of a 3-shard rf=2 collection (1536-d, 2 KB payloads) taken on a peer that
+/// holds every shard; the collection is then deleted from the cluster. Recovering the
+/// snapshot on another peer creates the collection again through consensus, with the
+/// snapshot's config: every replica ends Active and equal, every point comes back through
+/// every peer, and the search answers are the ones before the loss.
+#[test]
+fn a_snapshot_recreates_a_deleted_collection() {
+    let mut c = Cluster::start(3);
+    c.ok(
+        0,
+        Method::PUT,
+        "/collections/c",
+        Some(&json!({
+            "vectors": {"size": 1536, "distance": "Cosine"},
+            "shard_number": 3,
+            "replication_factor": 3
+        })),
+    );
+    let body = c.points(0, 90, 1536, 2048);
+    c.ok(
+        0,
+        Method::PUT,
+        "/collections/c/points?wait=true",
+        Some(&body),
+    );
+    c.converged("c", Duration::from_secs(30));
+    let query = json!({"vector": body["points"][7]["vector"], "limit": 5});
+    let before = c.ok(
+        1,
+        Method::POST,
+        "/collections/c/points/search",
+        Some(&query),
+    );
+    let snap = c.ok(0, Method::POST, "/collections/c/snapshots?wait=true", None);
+    let file = format!("{}", snap["name"].as_str().unwrap());
+    let src = c.slots[0].dir.join("snapshots").join("c").join(&file);
+    let dst_dir = c.slots[2].dir.join("snapshots");
+    std::fs::copy(&src, dst_dir.join(&file)).unwrap();
+    c.ok(0, Method::DELETE, "/collections/c", None);
+
+    let location = format!("file://{}", dst_dir.join(&file).display());
+    let r = c.ok(
+        2,
+        Method::PUT,
+        "/collections/c/snapshots/recover",
+        Some(&json!({"location": location})),
+    );
+    assert_eq!(r, json!(true));
+    let meta = c.meta(0, "c");
+    assert_eq!(meta.shards.len(), 3);
+    assert!(
+        meta.shards.iter().all(|s| s.len() == 3 && s[0] == c.id(2)),
+        "every shard on the recovering peer, rf 3: {:?}",
+        meta.shards
+    );
+    let digests = c.converged("c", Duration::from_secs(60));
+    assert_eq!(digests.iter().map(|d| d.count).sum::<u64>(), 90);
+    let info = c.ok(1, Method::GET, "/collections/c", None);
+    assert_eq!(info["config"]["params"]["vectors"]["size"], 1536);
+    assert_eq!(info["config"]["params"]["replication_factor"], 3);
+    for i in 0..3 {
+        let n = c.ok(
+            i,
+            Method::POST,
+            "/collections/c/points/count",
+            Some(&json!({"exact": true})),
+        );
+        assert_eq!(n["count"], 90, "count through peer {i}");
+        let after = c.ok(
+            i,
+            Method::POST,
+            "/collections/c/points/search",
+            Some(&query),
+        );
+        let ids = |v: &serde_json::Value| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&after), ids(&before), "search through peer {i}");
+    }
+}
