@@ -236,10 +236,12 @@ pub async fn install(
 mod tests {
     use super::placement_with;
 
+    /// (me, shards, rf, peers) -> placement
+    type Row = (u64, u32, u32, &'static [u64], &'static [&'static [u64]]);
+
     #[test]
     fn a_created_collection_has_every_shard_on_the_recovering_peer() {
-        // (me, shards, rf, peers) -> placement
-        let table: &[(u64, u32, u32, &[u64], &[&[u64]])] = &[
+        let table: &[Row] = &[
             (2, 3, 1, &[1, 2, 3], &[&[2], &[2], &[2]]),
             (2, 3, 2, &[1, 2, 3], &[&[2, 1], &[2, 3], &[2, 3]]),
             (1, 2, 3, &[1, 2, 3], &[&[1, 2, 3], &[1, 2, 3]]),
