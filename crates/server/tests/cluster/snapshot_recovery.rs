@@ -39,7 +39,7 @@ fn a_snapshot_recreates_a_deleted_collection() {
         Some(&query),
     );
     let snap = c.ok(0, Method::POST, "/collections/c/snapshots?wait=true", None);
-    let file = format!("{}", snap["name"].as_str().unwrap());
+    let file = snap["name"].as_str().unwrap().to_string();
     let src = c.slots[0].dir.join("snapshots").join("c").join(&file);
     let dst_dir = c.slots[2].dir.join("snapshots");
     std::fs::copy(&src, dst_dir.join(&file)).unwrap();
