@@ -379,7 +379,7 @@ async fn create_collection(
         let op = ClusterOp::CreateCollection {
             name,
             create: body,
-            config: Some(serde_json::to_value(&config).expect("configs encode")),
+            config: Some(Box::new(config)),
             shard_number,
             replication_factor,
             peers,
@@ -462,10 +462,9 @@ async fn update_aliases(State(st): St, QJson(body): QJson<Value>) -> ApiResult<b
         .get("actions")
         .cloned()
         .ok_or_else(|| ApiError::format("missing field `actions`"))?;
-    let parsed: Vec<AliasAction> =
-        serde_json::from_value(actions.clone()).map_err(ApiError::format)?;
+    let parsed: Vec<AliasAction> = serde_json::from_value(actions).map_err(ApiError::format)?;
     if st.cluster.is_some() {
-        propose(&st, ClusterOp::UpdateAliases { actions }).await?;
+        propose(&st, ClusterOp::UpdateAliases { actions: parsed }).await?;
         return Ok(Timed(t, true));
     }
     blocking(move || Ok(st.storage.update_aliases(parsed)?)).await?;

@@ -5,6 +5,8 @@
 //! locally (create a collection directory, ...). Every peer applies the same log and so
 //! reaches the same state; effects are executed by the node loop after apply.
 
+use collection::config::CollectionConfig;
+use collection::storage::AliasAction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +23,7 @@ pub struct CollectionMeta {
     /// with exactly this. Absent in entries written before it existed (then `create` is
     /// resolved with each peer's defaults).
     #[serde(default)]
-    pub config: Option<Value>,
+    pub config: Option<CollectionConfig>,
     /// `shards[s]` = peers holding a replica of shard `s`.
     pub shards: Vec<Vec<PeerId>>,
     /// Config patches applied after creation, in order (`PATCH /collections/{name}`).
@@ -172,7 +174,7 @@ pub enum ClusterOp {
         create: Value,
         /// The resolved config (see `CollectionMeta::config`).
         #[serde(default)]
-        config: Option<Value>,
+        config: Option<Box<CollectionConfig>>,
         shard_number: u32,
         replication_factor: u32,
         peers: Vec<PeerId>,
@@ -188,9 +190,9 @@ pub enum ClusterOp {
         name: String,
         patch: Value,
     },
-    /// Alias actions in the API's JSON shape, applied atomically.
+    /// Alias actions, applied atomically (encoded in the API's shape).
     UpdateAliases {
-        actions: Value,
+        actions: Vec<AliasAction>,
     },
     SetPayloadIndex {
         collection: String,
@@ -365,7 +367,7 @@ impl ClusterState {
                     name.clone(),
                     CollectionMeta {
                         create: create.clone(),
-                        config: config.clone(),
+                        config: config.as_deref().cloned(),
                         shards,
                         updates: vec![],
                         payload_indexes: BTreeMap::new(),
@@ -398,43 +400,36 @@ impl ClusterState {
             }
             ClusterOp::UpdateAliases { actions } => {
                 let mut aliases = self.aliases.clone();
-                let list = actions.as_array().ok_or("actions must be a list")?;
-                for a in list {
-                    let obj = a.as_object().ok_or("alias action must be an object")?;
-                    let (kind, body) = obj.iter().next().ok_or("empty alias action")?;
-                    let s = |k: &str| {
-                        body.get(k)
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                            .ok_or(format!("alias action `{kind}` needs `{k}`"))
-                    };
-                    match kind.as_str() {
-                        "create_alias" => {
-                            let (c, a) = (s("collection_name")?, s("alias_name")?);
-                            if !self.collections.contains_key(&c) {
+                for a in actions {
+                    match a {
+                        AliasAction::CreateAlias {
+                            collection_name: c,
+                            alias_name: a,
+                        } => {
+                            if !self.collections.contains_key(c) {
                                 return Err(format!("Not found: Collection `{c}` doesn't exist!"));
                             }
-                            if self.collections.contains_key(&a) {
+                            if self.collections.contains_key(a) {
                                 return Err(format!(
                                     "Wrong input: Collection with name {a} already exists"
                                 ));
                             }
-                            aliases.insert(a, c);
+                            aliases.insert(a.clone(), c.clone());
                         }
-                        "delete_alias" => {
-                            let a = s("alias_name")?;
-                            if aliases.remove(&a).is_none() {
+                        AliasAction::DeleteAlias { alias_name: a } => {
+                            if aliases.remove(a).is_none() {
                                 return Err(format!("Wrong input: Alias {a} does not exists!"));
                             }
                         }
-                        "rename_alias" => {
-                            let (old, new) = (s("old_alias_name")?, s("new_alias_name")?);
+                        AliasAction::RenameAlias {
+                            old_alias_name: old,
+                            new_alias_name: new,
+                        } => {
                             let c = aliases
-                                .remove(&old)
+                                .remove(old)
                                 .ok_or(format!("Wrong input: Alias {old} does not exists!"))?;
-                            aliases.insert(new, c);
+                            aliases.insert(new.clone(), c);
                         }
-                        other => return Err(format!("unknown alias action `{other}`")),
                     }
                 }
                 self.aliases = aliases;
@@ -722,6 +717,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Alias actions from their API JSON.
+    fn aliases(v: Value) -> Vec<AliasAction> {
+        serde_json::from_value(v).unwrap()
+    }
+
     fn create(name: &str, shards: u32, rf: u32, peers: &[u64]) -> ClusterOp {
         ClusterOp::CreateCollection {
             name: name.into(),
@@ -732,6 +732,69 @@ mod tests {
             peers: peers.to_vec(),
             placement: None,
         }
+    }
+
+    /// Entries written before the typed forms (config and alias actions as JSON values)
+    /// decode as the typed operations: a peer upgraded in place reads its old log.
+    #[test]
+    fn entries_in_the_json_form_decode_typed() {
+        #[derive(Serialize)]
+        enum OldOp {
+            CreateCollection {
+                name: String,
+                create: Value,
+                config: Option<Value>,
+                shard_number: u32,
+                replication_factor: u32,
+                peers: Vec<PeerId>,
+            },
+            UpdateAliases {
+                actions: Value,
+            },
+        }
+        let create = json!({
+            "vectors": {"a": {"size": 1536, "distance": "Cosine", "on_disk": true}},
+            "sparse_vectors": {"s": {}},
+            "hnsw_config": {"m": 8},
+            "quantization_config": {"scalar": {"type": "int8", "quantile": 0.99}},
+            "metadata": {"team": "x"}
+        });
+        let config = serde_json::from_value::<collection::config::CreateCollection>(create.clone())
+            .unwrap()
+            .into_config(&collection::config::CollectionDefaults::default())
+            .unwrap();
+        let old = OldOp::CreateCollection {
+            name: "c".into(),
+            create,
+            config: Some(serde_json::to_value(&config).unwrap()),
+            shard_number: 2,
+            replication_factor: 1,
+            peers: vec![1, 2],
+        };
+        let op: ClusterOp = rmp_serde::from_slice(&rmp_serde::to_vec_named(&old).unwrap()).unwrap();
+        match op {
+            ClusterOp::CreateCollection {
+                config: Some(c),
+                placement: None,
+                ..
+            } => assert_eq!(*c, config),
+            other => panic!("{other:?}"),
+        }
+        let actions = json!([
+            {"create_alias": {"collection_name": "c", "alias_name": "x"}},
+            {"rename_alias": {"old_alias_name": "x", "new_alias_name": "y"}},
+            {"delete_alias": {"alias_name": "y"}}
+        ]);
+        let old = OldOp::UpdateAliases {
+            actions: actions.clone(),
+        };
+        let op: ClusterOp = rmp_serde::from_slice(&rmp_serde::to_vec_named(&old).unwrap()).unwrap();
+        assert_eq!(
+            op,
+            ClusterOp::UpdateAliases {
+                actions: aliases(actions)
+            }
+        );
     }
 
     /// A placement chosen by the proposer is taken as given, once it is well formed.
@@ -784,14 +847,18 @@ mod tests {
             (create("a", 2, 1, &[1, 2]), false),
             (
                 ClusterOp::UpdateAliases {
-                    actions: json!([{"create_alias": {"collection_name": "a", "alias_name": "x"}}]),
+                    actions: aliases(
+                        json!([{"create_alias": {"collection_name": "a", "alias_name": "x"}}]),
+                    ),
                 },
                 true,
             ),
             (create("x", 1, 1, &[1]), false),
             (
                 ClusterOp::UpdateAliases {
-                    actions: json!([{"rename_alias": {"old_alias_name": "x", "new_alias_name": "y"}}, {"delete_alias": {"alias_name": "nope"}}]),
+                    actions: aliases(
+                        json!([{"rename_alias": {"old_alias_name": "x", "new_alias_name": "y"}}, {"delete_alias": {"alias_name": "nope"}}]),
+                    ),
                 },
                 false,
             ),
@@ -1058,11 +1125,13 @@ mod tests {
         let mut st = ClusterState::default();
         st.apply(&create("a", 1, 1, &[1])).unwrap();
         st.apply(&ClusterOp::UpdateAliases {
-            actions: json!([{"create_alias": {"collection_name": "a", "alias_name": "x"}}]),
+            actions: aliases(
+                json!([{"create_alias": {"collection_name": "a", "alias_name": "x"}}]),
+            ),
         })
         .unwrap();
         let before = st.clone();
-        assert!(st.apply(&ClusterOp::UpdateAliases { actions: json!([{"delete_alias": {"alias_name": "x"}}, {"delete_alias": {"alias_name": "x"}}]) }).is_err());
+        assert!(st.apply(&ClusterOp::UpdateAliases { actions: aliases(json!([{"delete_alias": {"alias_name": "x"}}, {"delete_alias": {"alias_name": "x"}}])) }).is_err());
         assert_eq!(st, before);
     }
 }

@@ -9,7 +9,7 @@ use crate::config::{CollectionConfig, CollectionDefaults, CreateCollection};
 use crate::error::{CResult, CollectionError};
 use crate::fsutil::{atomic_write, sync_dir};
 use parking_lot::{Mutex, RwLock};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,8 +30,9 @@ pub struct Storage {
     stop: AtomicBool,
 }
 
-/// One element of `POST /collections/aliases` `actions`.
-#[derive(Debug, Clone, Deserialize)]
+/// One element of `POST /collections/aliases` `actions` (also a Raft entry's typed form:
+/// it encodes in the API's shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AliasAction {
     CreateAlias {

@@ -26,13 +26,7 @@ impl StorageSink {
     fn create(&self, name: &str, meta: &CollectionMeta) -> bool {
         let created = match &meta.config {
             // the config the proposer resolved: identical on every peer
-            Some(config) => match serde_json::from_value::<CollectionConfig>(config.clone()) {
-                Ok(config) => self.storage.ensure_collection_config(name, config),
-                Err(e) => {
-                    tracing::error!(collection = name, error = %e, "agreed collection config does not parse");
-                    return false;
-                }
-            },
+            Some(config) => self.storage.ensure_collection_config(name, config.clone()),
             // an entry from before resolved configs: resolved with this peer's defaults
             None => match serde_json::from_value::<CreateCollection>(meta.create.clone()) {
                 Ok(req) => self.storage.ensure_collection(name, req),
@@ -106,7 +100,7 @@ impl StorageSink {
 
     fn agreed_config(&self, m: &CollectionMeta) -> Option<CollectionConfig> {
         let mut cfg = match &m.config {
-            Some(v) => serde_json::from_value::<CollectionConfig>(v.clone()).ok()?,
+            Some(config) => config.clone(),
             None => {
                 let req = serde_json::from_value::<CreateCollection>(m.create.clone()).ok()?;
                 self.storage.resolve(req).ok()?
@@ -272,7 +266,7 @@ mod tests {
         let update = json!({"hnsw_config": {"ef_construct": 123}});
         let meta = CollectionMeta {
             create,
-            config: Some(serde_json::to_value(&base).unwrap()),
+            config: Some(base.clone()),
             // shard 1 moved away from this peer
             shards: vec![vec![me, other], vec![other]],
             updates: vec![update.clone()],

@@ -53,11 +53,14 @@ pub enum Action {
 
 /// The `replication_factor` the collection was created with.
 pub fn replication_factor(meta: &CollectionMeta) -> usize {
-    let from = |v: &serde_json::Value, path: &str| v.pointer(path).and_then(|x| x.as_u64());
     meta.config
         .as_ref()
-        .and_then(|c| from(c, "/params/replication_factor"))
-        .or_else(|| from(&meta.create, "/replication_factor"))
+        .map(|c| c.params.replication_factor as u64)
+        .or_else(|| {
+            meta.create
+                .pointer("/replication_factor")
+                .and_then(|x| x.as_u64())
+        })
         .unwrap_or(1)
         .max(1) as usize
 }
@@ -393,7 +396,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(replication_factor(&meta), 2);
-        meta.config = Some(json!({"params": {"replication_factor": 3}}));
+        let mut config = serde_json::from_value::<collection::config::CreateCollection>(
+            json!({"vectors": {"size": 4, "distance": "Dot"}}),
+        )
+        .unwrap()
+        .into_config(&Default::default())
+        .unwrap();
+        config.params.replication_factor = 3;
+        meta.config = Some(config);
         assert_eq!(replication_factor(&meta), 3);
         assert_eq!(replication_factor(&CollectionMeta::default()), 1);
     }

@@ -95,8 +95,8 @@ async fn create_from(ctx: &Ctx, name: &str, snap: &Collection, me: u64) -> Resul
     let value = serde_json::to_value(&config).map_err(|e| DistError::Internal(e.to_string()))?;
     let op = ClusterOp::CreateCollection {
         name: name.to_string(),
-        create: value.clone(),
-        config: Some(value),
+        create: value,
+        config: Some(Box::new(config)),
         shard_number: n,
         replication_factor: rf,
         placement: Some(placement_with(me, n, rf, &peers)),
