@@ -3,7 +3,6 @@
 use crate::harness::Cluster;
 use axum::http::{Method, StatusCode};
 use rand::Rng;
-use serde_json::json;
 use std::time::Duration;
 
 /// rf=3, six writers of 50 points (1536-d, 2 KB payloads) each, spread over the peers. One
@@ -17,16 +16,7 @@ use std::time::Duration;
 #[test]
 fn abandoned_writes_still_reach_every_replica() {
     let mut c = Cluster::start(3);
-    c.ok(
-        0,
-        Method::PUT,
-        "/collections/c",
-        Some(&json!({
-            "vectors": {"size": 1536, "distance": "Dot"},
-            "shard_number": 2,
-            "replication_factor": 3
-        })),
-    );
+    c.create("c", 1536, "Dot", 2, 3);
     // each peer's replica writes to the next peer are slowed down
     for i in 0..3 {
         c.faults(i, &format!("apply:delay=400@#{}", (i + 1) % 3));
@@ -65,16 +55,6 @@ fn abandoned_writes_still_reach_every_replica() {
         acknowledged.len()
     );
     for first in acknowledged {
-        let r = c.ok(
-            1,
-            Method::POST,
-            "/collections/c/points",
-            Some(&json!({"ids": (first..first + 50).collect::<Vec<_>>()})),
-        );
-        assert_eq!(
-            r.as_array().unwrap().len(),
-            50,
-            "acknowledged write at id {first}"
-        );
+        c.assert_points(1, "c", first, 50);
     }
 }

@@ -285,6 +285,43 @@ impl Cluster {
         })
     }
 
+    /// Create collection `name` through peer 0: `dim`-dimensional vectors with `distance`,
+    /// `shards` shards of `rf` replicas.
+    pub fn create(&self, name: &str, dim: usize, distance: &str, shards: u32, rf: u32) {
+        let body = json!({
+            "vectors": {"size": dim, "distance": distance},
+            "shard_number": shards,
+            "replication_factor": rf
+        });
+        self.ok(0, Method::PUT, &format!("/collections/{name}"), Some(&body));
+    }
+
+    /// The exact count of `collection` through peer `i`.
+    pub fn count(&self, i: usize, collection: &str) -> u64 {
+        let body = json!({"exact": true});
+        let path = format!("/collections/{collection}/points/count");
+        let r = self.ok(i, Method::POST, &path, Some(&body));
+        r["count"].as_u64().expect("a count")
+    }
+
+    /// Assert that peer `i` returns every one of the `n` points from id `first` on.
+    pub fn assert_points(&self, i: usize, collection: &str, first: u64, n: u64) {
+        let ids: Vec<u64> = (first..first + n).collect();
+        let r = self.ok(
+            i,
+            Method::POST,
+            &format!("/collections/{collection}/points"),
+            Some(&json!({ "ids": ids })),
+        );
+        let got = r.as_array().map_or(0, Vec::len) as u64;
+        assert_eq!(
+            got,
+            n,
+            "points {first}..{} read through peer {i}",
+            first + n
+        );
+    }
+
     /// The agreed collection metadata, as peer `i` sees it.
     pub fn meta(&self, i: usize, collection: &str) -> cluster::state::CollectionMeta {
         let node = self.slots[i].peer().state.cluster.clone().unwrap();

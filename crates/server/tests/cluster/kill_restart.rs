@@ -2,7 +2,6 @@
 
 use crate::harness::Cluster;
 use axum::http::{Method, StatusCode};
-use serde_json::json;
 use std::time::Duration;
 
 /// 3 peers, 3 shards at rf=2; writes of 1536-d points run through peer 0 while peer 1 and
@@ -11,16 +10,7 @@ use std::time::Duration;
 #[test]
 fn followers_killed_during_writes_end_identical() {
     let mut c = Cluster::start(3);
-    c.ok(
-        0,
-        Method::PUT,
-        "/collections/c",
-        Some(&json!({
-            "vectors": {"size": 1536, "distance": "Cosine"},
-            "shard_number": 3,
-            "replication_factor": 2
-        })),
-    );
+    c.create("c", 1536, "Cosine", 3, 2);
     let mut acknowledged = Vec::new();
     for k in 0..32u64 {
         match k {
@@ -53,17 +43,7 @@ fn followers_killed_during_writes_end_identical() {
     c.converged("c", Duration::from_secs(20));
     for first in acknowledged {
         for i in 0..3 {
-            let r = c.ok(
-                i,
-                Method::POST,
-                "/collections/c/points",
-                Some(&json!({"ids": (first..first + 20).collect::<Vec<_>>()})),
-            );
-            assert_eq!(
-                r.as_array().unwrap().len(),
-                20,
-                "write at id {first} read through peer {i}"
-            );
+            c.assert_points(i, "c", first, 20);
         }
     }
 }

@@ -3,7 +3,6 @@
 use crate::harness::Cluster;
 use axum::http::Method;
 use cluster::state::ReplicaState;
-use serde_json::json;
 use std::time::Duration;
 
 /// Peers 0 and 1 cannot reach peer 2's data plane (consensus still can). Writes through
@@ -14,16 +13,7 @@ use std::time::Duration;
 #[test]
 fn a_partitioned_replica_is_marked_dead_then_recovered() {
     let mut c = Cluster::start(3);
-    c.ok(
-        0,
-        Method::PUT,
-        "/collections/c",
-        Some(&json!({
-            "vectors": {"size": 1536, "distance": "Euclid"},
-            "shard_number": 3,
-            "replication_factor": 2
-        })),
-    );
+    c.create("c", 1536, "Euclid", 3, 2);
     let on_2: Vec<u32> = c
         .meta(0, "c")
         .shards
@@ -58,11 +48,5 @@ fn a_partitioned_replica_is_marked_dead_then_recovered() {
     c.faults(1, "");
     let digests = c.converged("c", Duration::from_secs(60));
     assert_eq!(digests.iter().map(|d| d.count).sum::<u64>(), 90);
-    let r = c.ok(
-        2,
-        Method::POST,
-        "/collections/c/points/count",
-        Some(&json!({"exact": true})),
-    );
-    assert_eq!(r["count"], 90);
+    assert_eq!(c.count(2, "c"), 90);
 }

@@ -2,7 +2,6 @@
 
 use crate::harness::Cluster;
 use axum::http::Method;
-use serde_json::json;
 use std::time::Duration;
 
 /// 3 peers, 3 shards at rf=2, 1536-d vectors with 4 KB payloads written through every
@@ -10,16 +9,7 @@ use std::time::Duration;
 #[test]
 fn writes_through_any_peer_reach_every_replica() {
     let mut c = Cluster::start(3);
-    c.ok(
-        0,
-        Method::PUT,
-        "/collections/c",
-        Some(&json!({
-            "vectors": {"size": 1536, "distance": "Cosine"},
-            "shard_number": 3,
-            "replication_factor": 2
-        })),
-    );
+    c.create("c", 1536, "Cosine", 3, 2);
     for (k, first) in [0u64, 40, 80].into_iter().enumerate() {
         let body = c.points(first, 40, 1536, 4096);
         let r = c.ok(
@@ -33,12 +23,6 @@ fn writes_through_any_peer_reach_every_replica() {
     let digests = c.converged("c", Duration::from_secs(30));
     assert_eq!(digests.iter().map(|d| d.count).sum::<u64>(), 120);
     for i in 0..3 {
-        let r = c.ok(
-            i,
-            Method::POST,
-            "/collections/c/points/count",
-            Some(&json!({"exact": true})),
-        );
-        assert_eq!(r["count"], 120, "count through peer {i}");
+        assert_eq!(c.count(i, "c"), 120, "count through peer {i}");
     }
 }

@@ -13,16 +13,7 @@ use std::time::Duration;
 #[test]
 fn a_snapshot_recreates_a_deleted_collection() {
     let mut c = Cluster::start(3);
-    c.ok(
-        0,
-        Method::PUT,
-        "/collections/c",
-        Some(&json!({
-            "vectors": {"size": 1536, "distance": "Cosine"},
-            "shard_number": 3,
-            "replication_factor": 3
-        })),
-    );
+    c.create("c", 1536, "Cosine", 3, 3);
     let body = c.points(0, 90, 1536, 2048);
     c.ok(
         0,
@@ -66,13 +57,7 @@ fn a_snapshot_recreates_a_deleted_collection() {
     assert_eq!(info["config"]["params"]["vectors"]["size"], 1536);
     assert_eq!(info["config"]["params"]["replication_factor"], 3);
     for i in 0..3 {
-        let n = c.ok(
-            i,
-            Method::POST,
-            "/collections/c/points/count",
-            Some(&json!({"exact": true})),
-        );
-        assert_eq!(n["count"], 90, "count through peer {i}");
+        assert_eq!(c.count(i, "c"), 90, "count through peer {i}");
         let after = c.ok(
             i,
             Method::POST,
