@@ -71,16 +71,9 @@ pub fn create(
 ) -> CResult<SnapshotInfo> {
     check_file_name(name)?;
     fs::create_dir_all(dir)?;
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let checksum = c.with_checkpoint(|cdir, checkpoint, seq| -> CResult<String> {
-        let file = File::create(&tmp)?;
-        let mut out = HashingWriter {
-            inner: io::BufWriter::with_capacity(1 << 20, file),
-            hash: Sha256::new(),
-        };
-        {
-            let mut tar = tar::Builder::new(&mut out);
+    // the archive is written while the checkpoint is pinned; it is published after
+    c.with_checkpoint(|cdir, checkpoint, seq| {
+        write_archive(dir, name, |tar| {
             let manifest = Manifest {
                 format: FORMAT.into(),
                 version: FORMAT_VERSION,
@@ -89,9 +82,9 @@ pub fn create(
                 shards: shards.clone(),
             };
             let m = serde_json::to_vec_pretty(&manifest).expect("manifest encodes");
-            append_bytes(&mut tar, "snapshot.json", &m)?;
+            append_bytes(tar, "snapshot.json", &m)?;
             append_bytes(
-                &mut tar,
+                tar,
                 "collection.json",
                 &fs::read(cdir.join("collection.json"))?,
             )?;
@@ -103,28 +96,63 @@ pub fn create(
                 files.sort_by_key(|e| e.file_name());
                 for e in files {
                     let n = e.file_name().to_string_lossy().to_string();
-                    let mut f = File::open(e.path())?;
-                    let len = f.metadata()?.len();
-                    let mut h = tar::Header::new_gnu();
-                    h.set_size(len);
-                    h.set_mode(0o644);
-                    h.set_entry_type(tar::EntryType::Regular);
-                    tar.append_data(&mut h, format!("checkpoint/{n}"), &mut f)?;
+                    append_file(tar, &format!("checkpoint/{n}"), &e.path())?;
                 }
             }
-            tar.finish()?;
-        }
-        let HashingWriter { inner, hash } = out;
-        let file = inner.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(hex(&hash.finalize()))
+            Ok(())
+        })
     })?;
-    fs::rename(&tmp, &path)?;
+    publish(dir, name)
+}
+
+/// Write the tar archive `fill` builds to `dir/.name.tmp`, fsync'd, and its SHA-256 to
+/// `dir/.name.checksum.tmp`; [`publish`] then renames both into place.
+fn write_archive(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut tar::Builder<&mut HashingWriter<io::BufWriter<File>>>) -> CResult<()>,
+) -> CResult<()> {
+    let file = File::create(dir.join(format!(".{name}.tmp")))?;
+    let mut out = HashingWriter {
+        inner: io::BufWriter::with_capacity(1 << 20, file),
+        hash: Sha256::new(),
+    };
+    {
+        let mut tar = tar::Builder::new(&mut out);
+        fill(&mut tar)?;
+        tar.finish()?;
+    }
+    let HashingWriter { inner, hash } = out;
+    inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     crate::fsutil::atomic_write(
-        &dir.join(format!("{name}{CHECKSUM_SUFFIX}")),
-        checksum.as_bytes(),
+        &dir.join(format!(".{name}{CHECKSUM_SUFFIX}.tmp")),
+        hex(&hash.finalize()).as_bytes(),
     )?;
+    Ok(())
+}
+
+/// Move an archive [`write_archive`] wrote into place: the archive first, then its
+/// checksum file (a crash between the two leaves an archive without a checksum, which
+/// lists with `checksum: null`).
+fn publish(dir: &Path, name: &str) -> CResult<SnapshotInfo> {
+    let path = dir.join(name);
+    fs::rename(dir.join(format!(".{name}.tmp")), &path)?;
+    fs::rename(
+        dir.join(format!(".{name}{CHECKSUM_SUFFIX}.tmp")),
+        dir.join(format!("{name}{CHECKSUM_SUFFIX}")),
+    )?;
+    crate::fsutil::sync_dir(dir)?;
     info(&path)
+}
+
+/// Append the file at `path` as entry `name`, streamed.
+fn append_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, path: &Path) -> io::Result<()> {
+    let mut f = File::open(path)?;
+    let mut h = tar::Header::new_gnu();
+    h.set_size(f.metadata()?.len());
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, name, &mut f)
 }
 
 fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -405,34 +433,19 @@ pub fn create_full(storage: &Storage, dir: &Path, name: &str) -> CResult<Snapsho
             collections: names.clone(),
             aliases: storage.aliases(None).into_iter().collect(),
         };
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let file = File::create(&tmp)?;
-        let mut out = HashingWriter {
-            inner: io::BufWriter::with_capacity(1 << 20, file),
-            hash: Sha256::new(),
-        };
-        {
-            let mut tar = tar::Builder::new(&mut out);
+        write_archive(dir, name, |tar| {
             let m = serde_json::to_vec_pretty(&manifest).expect("manifest encodes");
-            append_bytes(&mut tar, "full-snapshot.json", &m)?;
+            append_bytes(tar, "full-snapshot.json", &m)?;
             for cname in &names {
-                let mut f = File::open(parts.join(format!("{cname}{SUFFIX}")))?;
-                let mut h = tar::Header::new_gnu();
-                h.set_size(f.metadata()?.len());
-                h.set_mode(0o644);
-                h.set_entry_type(tar::EntryType::Regular);
-                tar.append_data(&mut h, part_entry(cname), &mut f)?;
+                append_file(
+                    tar,
+                    &part_entry(cname),
+                    &parts.join(format!("{cname}{SUFFIX}")),
+                )?;
             }
-            tar.finish()?;
-        }
-        let HashingWriter { inner, hash } = out;
-        inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        fs::rename(&tmp, dir.join(name))?;
-        crate::fsutil::atomic_write(
-            &dir.join(format!("{name}{CHECKSUM_SUFFIX}")),
-            hex(&hash.finalize()).as_bytes(),
-        )?;
-        info(&dir.join(name))
+            Ok(())
+        })?;
+        publish(dir, name)
     })();
     let _ = fs::remove_dir_all(&parts);
     r
