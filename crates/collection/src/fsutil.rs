@@ -49,10 +49,22 @@ pub fn tune_allocator() {
     }
 }
 
+static RELEASE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// How the process's global allocator returns freed memory to the kernel (the binary picks
+/// the allocator, so it says how; set once at start-up).
+pub fn set_memory_release(f: fn()) {
+    let _ = RELEASE_HOOK.set(f);
+}
+
 /// Give freed heap memory back to the kernel. Loading a checkpoint or building a graph
-/// frees many small temporaries between long-lived allocations; glibc keeps those pages
-/// (resident) until asked. No-op on other allocators / platforms.
+/// frees many small temporaries between long-lived allocations, and allocators keep those
+/// pages (resident) until asked: the global allocator's hook ([`set_memory_release`]),
+/// and glibc's `malloc_trim` for what C code allocated.
 pub fn release_free_memory() {
+    if let Some(f) = RELEASE_HOOK.get() {
+        f();
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {

@@ -8,7 +8,7 @@ pub mod collection;
 pub mod config;
 pub mod error;
 mod fsutil;
-pub use fsutil::tune_allocator;
+pub use fsutil::{set_memory_release, tune_allocator};
 pub mod operations;
 pub mod query;
 pub mod routing;

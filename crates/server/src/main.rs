@@ -2,8 +2,9 @@
 //! serves the REST API until SIGINT/SIGTERM, then flushes every WAL.
 
 /// mimalloc: measured against glibc malloc in bench/cluster.py (docs/benchmarks-cluster.md).
-/// `collection::tune_allocator` and the `malloc_trim` after loads only reach glibc's heap
-/// now (allocations of C code); memory was last measured (docs/memory.md) with glibc.
+/// Freed memory is returned after loads and graph builds through
+/// `collection::set_memory_release` (`mi_collect`, installed in `main`); memory with it:
+/// docs/memory.md. `collection::tune_allocator` only shapes glibc's heap (C code) now.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -82,6 +83,12 @@ async fn shutdown_signal() {
 
 fn main() -> anyhow::Result<()> {
     collection::tune_allocator();
+    // freed memory goes back to the kernel after loads and graph builds (mimalloc keeps
+    // freed pages of a thread's heap until that thread allocates again)
+    collection::set_memory_release(|| {
+        // SAFETY: mi_collect only walks mimalloc's own heaps and segments.
+        unsafe { libmimalloc_sys::mi_collect(true) }
+    });
     let args = Args::parse();
     let settings = match Settings::load(args.config_path.as_deref(), "QDRANT") {
         Ok(s) => s,
