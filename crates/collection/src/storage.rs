@@ -277,11 +277,27 @@ impl Storage {
         let dir = self.collection_dir(name);
         let aside = cdir.join(format!("{REPLACED_PREFIX}{name}"));
         let old = self.collections.write().remove(name);
-        if let Some(old) = &old {
-            old.flush_all()?;
-            old.retire();
-            fs::rename(&dir, &aside)?;
-            sync_dir(&cdir)?;
+        if let Some(o) = &old {
+            if let Err(e) = o.flush_all() {
+                // nothing moved: the current copy stays the collection
+                self.collections.write().insert(name.to_string(), o.clone());
+                return Err(e);
+            }
+            o.retire();
+            let aside_done = fs::rename(&dir, &aside).and_then(|()| sync_dir(&cdir));
+            if let Err(e) = aside_done {
+                // the current copy stays the collection, reopened (the retired instance
+                // no longer checkpoints)
+                if !dir.exists() {
+                    let _ = fs::rename(&aside, &dir);
+                }
+                if let Ok(c) = Collection::open(&dir, name) {
+                    self.collections
+                        .write()
+                        .insert(name.to_string(), Arc::new(c));
+                }
+                return Err(e.into());
+            }
         }
         let installed = fs::rename(staging, &dir)
             .map_err(CollectionError::from)
@@ -455,6 +471,48 @@ mod tests {
 
     fn req() -> CreateCollection {
         serde_json::from_value(json!({"vectors": {"size": 2, "distance": "Dot"}})).unwrap()
+    }
+
+    /// A restore that cannot move the current copy aside leaves it the collection, still
+    /// served and still holding its points (it used to drop out until the next start).
+    #[test]
+    fn a_failed_restore_keeps_the_current_collection() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Storage::open(root.path(), CollectionDefaults::default()).unwrap();
+        s.create_collection("c", req()).unwrap();
+        let upsert = |ids: std::ops::Range<u64>| crate::operations::UpdateOp::Upsert {
+            points: ids
+                .map(|i| crate::operations::PointInsert {
+                    id: segment::PointId::Num(i),
+                    vectors: [(
+                        "".into(),
+                        crate::operations::StoredVector::Dense(vec![i as f32, 1.0]),
+                    )]
+                    .into(),
+                    payload: None,
+                })
+                .collect(),
+            update_filter: None,
+            mode: crate::operations::UpdateMode::Upsert,
+        };
+        s.get("c").unwrap().update(upsert(0..10), true).unwrap();
+        // a snapshot of 10 points, unpacked: what a recovery installs
+        let snaps = root.path().join("snaps");
+        crate::snapshot::create(&s.get("c").unwrap(), &snaps, "c.snapshot", None).unwrap();
+        let staging = s.staging_dir("c");
+        crate::snapshot::unpack(&snaps.join("c.snapshot"), &staging).unwrap();
+        s.get("c").unwrap().update(upsert(10..25), true).unwrap();
+        // the place the current copy would be moved aside to is taken (a non-empty directory)
+        let aside = root
+            .path()
+            .join("collections")
+            .join(format!("{REPLACED_PREFIX}c"));
+        fs::create_dir_all(aside.join("x")).unwrap();
+        assert!(s.restore_collection("c", &staging).is_err());
+        let c = s.get("c").expect("the collection is still served");
+        assert_eq!(c.read().len(), 25);
+        c.update(upsert(25..30), true).unwrap();
+        assert_eq!(c.read().len(), 30);
     }
 
     #[test]
