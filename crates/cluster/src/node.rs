@@ -476,8 +476,7 @@ impl ClusterNode {
         }
     }
 
-    /// Index of the last Raft entry applied on this peer (0 before any).
-    /// The last log index this peer applied, effects included.
+    /// Index of the last Raft entry applied on this peer, effects included (0 before any).
     pub fn applied_index(&self) -> u64 {
         self.state.borrow().last_applied.map_or(0, |l| l.index)
     }
@@ -511,6 +510,7 @@ impl ClusterNode {
         }
     }
 
+    /// Shards (collection, shard id) with a replica on `peer`.
     pub fn shards_on(&self, peer: NodeId) -> Vec<(String, usize)> {
         let st = self.state();
         st.state

@@ -215,15 +215,18 @@ pub trait EffectSink: Send + Sync + 'static {
     fn started(&self, _me: NodeId) {}
 }
 
-/// Work for the effect runner, in log order.
-enum EffectJob {
-    /// Carry out `effects` (applied to reach `data`), then publish `data`.
-    Execute {
-        data: Arc<SmData>,
-        effects: Vec<Effect>,
-    },
-    /// A snapshot replaced the whole state: reconcile local data with it, then publish.
-    Reconcile { data: Arc<SmData> },
+/// Work for the effect runner, in log order: what to carry out to reach `data`, which is
+/// published after it.
+struct EffectJob {
+    data: Arc<SmData>,
+    work: Work,
+}
+
+enum Work {
+    /// The effects of the entries applied to reach `data` (often none).
+    Execute(Vec<Effect>),
+    /// A snapshot replaced the whole state: reconcile local data with it.
+    Reconcile,
 }
 
 /// Runs consensus effects outside openraft's apply task: one task takes the jobs in log
@@ -244,26 +247,18 @@ impl EffectRunner {
     ) -> EffectRunner {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<EffectJob>();
         tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                let sink = sink.clone();
-                let data = match job {
-                    EffectJob::Execute { data, effects } => {
-                        let d = data.clone();
-                        let run = move || sink.execute(&d.state, &effects);
-                        if let Err(e) = tokio::task::spawn_blocking(run).await {
-                            tracing::error!(error = %e, "consensus effects panicked");
-                        }
-                        data
+            while let Some(EffectJob { data, work }) = rx.recv().await {
+                // a batch without effects is published in order, without the hop
+                if !matches!(&work, Work::Execute(fx) if fx.is_empty()) {
+                    let (sink, d) = (sink.clone(), data.clone());
+                    let run = move || match work {
+                        Work::Execute(effects) => sink.execute(&d.state, &effects),
+                        Work::Reconcile => sink.reconcile(&d.state),
+                    };
+                    if let Err(e) = tokio::task::spawn_blocking(run).await {
+                        tracing::error!(error = %e, "consensus effects panicked");
                     }
-                    EffectJob::Reconcile { data } => {
-                        let d = data.clone();
-                        let run = move || sink.reconcile(&d.state);
-                        if let Err(e) = tokio::task::spawn_blocking(run).await {
-                            tracing::error!(error = %e, "reconciling after a snapshot panicked");
-                        }
-                        data
-                    }
-                };
+                }
                 published.send_replace(data);
             }
         });
@@ -393,9 +388,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         self.persist()?;
-        self.effects.submit(EffectJob::Execute {
+        self.effects.submit(EffectJob {
             data: Arc::new(self.data.clone()),
-            effects,
+            work: Work::Execute(effects),
         });
         Ok(out)
     }
@@ -433,8 +428,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             },
         )
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
-        self.effects.submit(EffectJob::Reconcile {
+        self.effects.submit(EffectJob {
             data: Arc::new(self.data.clone()),
+            work: Work::Reconcile,
         });
         Ok(())
     }

@@ -286,16 +286,9 @@ impl Storage {
             o.retire();
             let aside_done = fs::rename(&dir, &aside).and_then(|()| sync_dir(&cdir));
             if let Err(e) = aside_done {
-                // the current copy stays the collection, reopened (the retired instance
-                // no longer checkpoints)
-                if !dir.exists() {
-                    let _ = fs::rename(&aside, &dir);
-                }
-                if let Ok(c) = Collection::open(&dir, name) {
-                    self.collections
-                        .write()
-                        .insert(name.to_string(), Arc::new(c));
-                }
+                // the current copy stays the collection (the retired instance no longer
+                // checkpoints: reopened)
+                self.reinstate(name, &cdir, &dir, &aside);
                 return Err(e.into());
             }
         }
@@ -313,20 +306,31 @@ impl Storage {
                 Ok(())
             }
             Err(e) => {
-                // put the previous copy back
+                // put the previous copy back, once the new one is out of its place
                 if old.is_some() {
                     let _ = fs::rename(&dir, staging);
-                    if fs::rename(&aside, &dir).is_ok() {
-                        let _ = sync_dir(&cdir);
-                        if let Ok(c) = Collection::open(&dir, name) {
-                            self.collections
-                                .write()
-                                .insert(name.to_string(), Arc::new(c));
-                        }
+                    if !dir.exists() {
+                        self.reinstate(name, &cdir, &dir, &aside);
                     }
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Serve the previous copy of `name` again after a failed restore: moved back from
+    /// `aside` to `dir` if it is no longer at `dir`, then reopened.
+    fn reinstate(&self, name: &str, cdir: &Path, dir: &Path, aside: &Path) {
+        if !dir.exists() {
+            if fs::rename(aside, dir).is_err() {
+                return;
+            }
+            let _ = sync_dir(cdir);
+        }
+        if let Ok(c) = Collection::open(dir, name) {
+            self.collections
+                .write()
+                .insert(name.to_string(), Arc::new(c));
         }
     }
 

@@ -22,32 +22,19 @@ pub struct StorageSink {
 pub type Lost = Arc<parking_lot::Mutex<BTreeSet<String>>>;
 
 impl StorageSink {
-    /// Create the agreed collection unless it exists; whether it was created now.
+    /// Create the agreed collection unless it exists (with its agreed config and payload
+    /// indexes); whether it was created now.
     fn create(&self, name: &str, meta: &CollectionMeta) -> bool {
-        let created = match &meta.config {
-            // the config the proposer resolved: identical on every peer
-            Some(config) => self.storage.ensure_collection_config(name, config.clone()),
-            // an entry from before resolved configs: resolved with this peer's defaults
-            None => match serde_json::from_value::<CreateCollection>(meta.create.clone()) {
-                Ok(req) => self.storage.ensure_collection(name, req),
-                Err(e) => {
-                    tracing::error!(collection = name, error = %e, "agreed collection request does not parse");
-                    return false;
-                }
-            },
+        let Some(config) = self.agreed_config(meta) else {
+            tracing::error!(
+                collection = name,
+                "agreed collection request does not parse"
+            );
+            return false;
         };
-        match created {
+        match self.storage.ensure_collection_config(name, config) {
             Ok(true) => {
-                if let Ok(c) = self.storage.get(name) {
-                    for p in &meta.updates {
-                        if let Ok(cfg) = c.config().apply_update(p) {
-                            let _ = c.set_config(cfg);
-                        }
-                    }
-                    for (f, s) in &meta.payload_indexes {
-                        let _ = c.set_payload_index(f, Some(s.clone()));
-                    }
-                }
+                self.reconcile_existing(name, meta);
                 true
             }
             Ok(false) => false,
@@ -57,9 +44,7 @@ impl StorageSink {
             }
         }
     }
-}
 
-impl StorageSink {
     /// The agreed config (creation config plus every update), payload indexes, and the
     /// shards no longer placed here, applied to a collection this peer already has.
     fn reconcile_existing(&self, name: &str, m: &CollectionMeta) {
@@ -86,18 +71,33 @@ impl StorageSink {
         for field in have.keys().filter(|f| !m.payload_indexes.contains_key(*f)) {
             let _ = c.set_payload_index(field, None);
         }
-        if let Some(&me) = self.me.get() {
-            let shard_number = m.shards.len() as u32;
-            for (shard, holders) in m.shards.iter().enumerate() {
-                let shard = shard as u32;
-                let incoming = m.transfers.iter().any(|t| t.shard == shard && t.to == me);
-                if !holders.contains(&me) && !incoming {
-                    self.drop_local_shard(name, &c, shard_number, shard);
-                }
-            }
+        let Some(&me) = self.me.get() else { return };
+        let shard_number = m.shards.len() as u32;
+        let foreign: BTreeSet<u32> = (0..shard_number)
+            .filter(|&s| {
+                let held = m.shards[s as usize].contains(&me);
+                !held && !m.transfers.iter().any(|t| t.shard == s && t.to == me)
+            })
+            .collect();
+        if foreign.is_empty() {
+            return;
+        }
+        // one pass over the points: which of those shards still have some here
+        let present: BTreeSet<u32> = c
+            .read()
+            .matching_ids(None)
+            .into_iter()
+            .map(|id| collection::routing::shard_of(id, shard_number))
+            .filter(|s| foreign.contains(s))
+            .collect();
+        for shard in present {
+            self.drop_local_shard(name, &c, shard_number, shard);
         }
     }
 
+    /// The creation config (the proposer's, or for entries from before resolved configs
+    /// the user's request under this peer's defaults) with every agreed update applied (an
+    /// update that does not apply is skipped, as its own effect skips it).
     fn agreed_config(&self, m: &CollectionMeta) -> Option<CollectionConfig> {
         let mut cfg = match &m.config {
             Some(config) => config.clone(),
@@ -107,7 +107,9 @@ impl StorageSink {
             }
         };
         for p in &m.updates {
-            cfg = cfg.apply_update(p).ok()?;
+            if let Ok(next) = cfg.apply_update(p) {
+                cfg = next;
+            }
         }
         Some(cfg)
     }
@@ -122,10 +124,6 @@ impl StorageSink {
         shard_number: u32,
         shard: u32,
     ) {
-        let scope = segment::filter::shard_filter(shard_number, &[shard]);
-        if c.read().matching_ids(Some(&scope)).is_empty() {
-            return;
-        }
         let op = collection::operations::UpdateOp::delete_shards(shard_number, &[shard]);
         let meta = collection::operations::OpMeta {
             fill: Some(shard),

@@ -231,21 +231,17 @@ pub fn queue_forwards(st: &Ctx, collection: &str, op: &UpdateOp, op_id: Option<u
 
 /// The shards whose replica on this peer exists but is not Active (Dead or Partial).
 fn stale_shards(st: &Ctx, collection: &str) -> Vec<u32> {
-    let Some(node) = &st.cluster else {
-        return vec![];
-    };
-    let state = node.state();
-    let Some(m) = state.state.collections.get(collection) else {
-        return vec![];
-    };
-    (0..m.shards.len() as u32)
-        .filter(|&s| {
-            matches!(
-                m.replica_state(s, node.id),
-                Some(ReplicaState::Dead | ReplicaState::Partial)
-            )
-        })
-        .collect()
+    with_meta(st, collection, |m, me| {
+        (0..m.shards.len() as u32)
+            .filter(|&s| {
+                matches!(
+                    m.replica_state(s, me),
+                    Some(ReplicaState::Dead | ReplicaState::Partial)
+                )
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Wait until the queued forwards were applied. A target that could not take one ends its
@@ -606,15 +602,25 @@ pub fn recovery(collection: &str, shard: u32, from: u64, to: u64) -> ClusterOp {
     }
 }
 
+/// `f` over the agreed metadata of `collection` and this peer's id; `None` outside cluster
+/// mode or when the collection is not in the agreed state.
+fn with_meta<T>(
+    st: &Ctx,
+    collection: &str,
+    f: impl FnOnce(&cluster::state::CollectionMeta, u64) -> T,
+) -> Option<T> {
+    let node = st.cluster.as_ref()?;
+    let state = node.state();
+    state
+        .state
+        .collections
+        .get(collection)
+        .map(|m| f(m, node.id))
+}
+
 /// Whether `t` is still an ongoing transfer of the agreed state.
 fn still_running(st: &Ctx, collection: &str, t: &Transfer) -> bool {
-    st.cluster.as_ref().is_some_and(|n| {
-        n.state()
-            .state
-            .collections
-            .get(collection)
-            .is_some_and(|m| m.transfers.contains(t))
-    })
+    with_meta(st, collection, |m, _| m.transfers.contains(t)).unwrap_or(false)
 }
 
 /// Run one transfer as its source (see the module docs).
@@ -986,32 +992,24 @@ pub async fn mark_dead(st: &Ctx, p: &Placement, failed: &[(u32, u64)]) -> Vec<(u
 /// Whether, for some shard, every replica still Active is among `failed` (then marking
 /// them Dead is refused: a shard keeps its last Active replica).
 pub fn all_active_failed(st: &Ctx, collection: &str, failed: &[(u32, u64)]) -> bool {
-    let Some(node) = &st.cluster else {
-        return false;
-    };
-    let state = node.state();
-    let Some(meta) = state.state.collections.get(collection) else {
-        return false;
-    };
-    failed.iter().any(|&(shard, _)| {
-        let active = meta.active_replicas(shard);
-        !active.is_empty() && active.iter().all(|p| failed.contains(&(shard, *p)))
+    with_meta(st, collection, |m, _| {
+        failed.iter().any(|&(shard, _)| {
+            let active = m.active_replicas(shard);
+            !active.is_empty() && active.iter().all(|p| failed.contains(&(shard, *p)))
+        })
     })
+    .unwrap_or(false)
 }
 
 fn still_active(st: &Ctx, collection: &str, replicas: &[(u32, u64)]) -> Vec<(u32, u64)> {
-    let Some(node) = &st.cluster else {
-        return vec![];
-    };
-    let state = node.state();
-    let meta = state.state.collections.get(collection);
-    replicas
-        .iter()
-        .copied()
-        .filter(|&(shard, peer)| {
-            meta.is_some_and(|m| m.replica_state(shard, peer) == Some(ReplicaState::Active))
-        })
-        .collect()
+    with_meta(st, collection, |m, _| {
+        replicas
+            .iter()
+            .copied()
+            .filter(|&(shard, peer)| m.replica_state(shard, peer) == Some(ReplicaState::Active))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Retry marking the replicas that missed a write while consensus was unavailable; forget

@@ -132,17 +132,19 @@ pub async fn install(
             DistError::not_found(format!("Not found: Collection `{name}` doesn't exist!"))
         })
     };
-    let created = dist::placement_of(ctx, name).is_none();
-    if created {
-        create_from(ctx, name, &snap, me).await?;
-    }
+    let (p, created) = match dist::placement_of(ctx, name) {
+        Some(p) => (p, false),
+        None => {
+            create_from(ctx, name, &snap, me).await?;
+            (meta(ctx)?, true)
+        }
+    };
     // the other replicas of a collection created just now are empty: they recover from here
     let priority = if created {
         Priority::Snapshot
     } else {
         priority
     };
-    let p = meta(ctx)?;
     let n = p.shard_number;
     let covers = |s: u32| covered.as_ref().is_none_or(|c| c.contains(&s));
     let orphans: Vec<u32> = (0..n)

@@ -123,16 +123,15 @@ pub async fn start(settings: &Settings, opts: StartOptions) -> Result<Peer, Star
             lost: lost.clone(),
         });
         let cfg = node_config(settings, &opts)?;
-        let n = cluster::node::ClusterNode::start(cfg, sink.clone())
+        // the node tells the sink its id (`EffectSink::started`) before opening the state
+        let n = cluster::node::ClusterNode::start(cfg, sink)
             .await
             .map_err(|e| StartError::Refused(e.to_string()))?;
-        let _ = sink.me.set(n.id);
         tracing::info!(peer_id = n.id, uri = %n.uri, "cluster mode: consensus running");
         Some(n)
     } else {
         None
     };
-    let max_request_bytes = settings.service.max_request_size_mb.saturating_mul(1 << 20);
     let state = api::AppState {
         cluster: cluster.clone(),
         local_router: Default::default(),
@@ -152,7 +151,7 @@ pub async fn start(settings: &Settings, opts: StartOptions) -> Result<Peer, Star
         },
         storage,
         settings: api::ApiSettings {
-            max_request_bytes,
+            max_request_bytes: settings.max_request_bytes(),
             auth: settings.auth(),
             enable_cors: settings.service.enable_cors.unwrap_or(true),
             metrics_prefix: settings.service.metrics_prefix.clone().unwrap_or_default(),
@@ -196,7 +195,7 @@ fn node_config(
         uri: opts.uri.clone(),
         bootstrap: opts.bootstrap.clone(),
         tick_ms: settings.cluster.consensus.tick_period_ms,
-        max_request_bytes: settings.service.max_request_size_mb.saturating_mul(1 << 20),
+        max_request_bytes: settings.max_request_bytes(),
         api_key: settings.auth().api_key,
         enforce_internal_auth: settings.service.enforce_internal_auth == Some(true),
         tls,

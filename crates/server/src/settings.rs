@@ -310,6 +310,12 @@ impl Settings {
         Ok(s)
     }
 
+    /// `service.max_request_size_mb` in bytes: the body limit of the REST API and of the
+    /// messages between peers.
+    pub fn max_request_bytes(&self) -> usize {
+        self.service.max_request_size_mb.saturating_mul(1 << 20)
+    }
+
     /// Defaults for new collections, from the `storage` section (as Qdrant uses them).
     pub fn collection_defaults(&self) -> collection::config::CollectionDefaults {
         use collection::config::{CollectionDefaults, HnswConfig, OptimizersConfig, WalConfig};

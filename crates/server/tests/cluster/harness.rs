@@ -19,8 +19,6 @@
 //! Cluster tests take a process-wide lock: on a 2-core machine, two 3-peer clusters at once
 //! would measure the machine, not the code.
 
-#![allow(dead_code)] // each test uses part of the harness
-
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use distributed::faults::{self, Control};
@@ -80,6 +78,16 @@ impl Slot {
 
     pub fn peer(&self) -> &server::Peer {
         self.peer.as_ref().expect("peer is running")
+    }
+
+    /// Stop the peer as a crash would (see [`Cluster::kill`]); nothing if it is down.
+    fn halt(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            peer.halt();
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(10));
+        }
     }
 }
 
@@ -179,13 +187,8 @@ impl Cluster {
     /// stands.
     pub fn kill(&mut self, i: usize) {
         eprintln!("harness: killing peer {i}");
-        let slot = &mut self.slots[i];
-        let peer = slot.peer.take().expect("peer is running");
-        peer.halt();
-        drop(peer);
-        if let Some(rt) = slot.rt.take() {
-            rt.shutdown_timeout(Duration::from_secs(10));
-        }
+        assert!(self.slots[i].is_up(), "peer {i} is not running");
+        self.slots[i].halt();
     }
 
     /// Start a killed peer again on its directory.
@@ -407,17 +410,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for i in 0..self.slots.len() {
-            if self.slots[i].is_up() {
-                let slot = &mut self.slots[i];
-                let peer = slot.peer.take().unwrap();
-                peer.halt();
-                drop(peer);
-                if let Some(rt) = slot.rt.take() {
-                    rt.shutdown_timeout(Duration::from_secs(10));
-                }
-            }
-        }
+        self.slots.iter_mut().for_each(Slot::halt);
     }
 }
 
