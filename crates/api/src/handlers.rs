@@ -11,12 +11,13 @@ use axum::Router;
 use cluster::state::ClusterOp;
 use collection::config::CreateCollection;
 use collection::query::{
-    enrich as enrich_unchecked, group_hits, Candidate, QueryEngine, QueryInput, QuerySpec,
+    group_hits, Candidate, QueryEngine, QueryInput, QuerySpec,
     RequestParams, WithPayload, WithVector,
 };
 use collection::storage::AliasAction;
 use collection::{Collection, CollectionError};
 use segment::store::PointStore;
+use collection::read::SearchRequest;
 use segment::{PointId, Vector};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -997,26 +998,13 @@ async fn count_points_local(
 
 // ------------------------------------------------------------------ search / query
 
-/// Payload and vectors of ranked candidates; a `with_vector` naming a vector the
-/// collection does not have is refused (400), as in Qdrant, even when nothing matched.
 fn enrich(
     store: &PointStore,
     cands: Vec<Candidate>,
     wp: &WithPayload,
     wv: &WithVector,
 ) -> Result<Vec<collection::query::ScoredPoint>, ApiError> {
-    if let WithVector::Names(names) = wv {
-        let schema = store.schema();
-        if let Some(n) = names
-            .iter()
-            .find(|n| !schema.dense.contains_key(*n) && !schema.sparse.contains_key(*n))
-        {
-            return Err(ApiError::bad_request(format!(
-                "Wrong input: Not existing vector name error: {n}"
-            )));
-        }
-    }
-    Ok(enrich_unchecked(store, cands, wp, wv))
+    Ok(collection::read::enrich_checked(store, cands, wp, wv)?)
 }
 
 /// Run `f` with a query engine whose id lookups read `lookup_from` (or this collection).
@@ -1076,38 +1064,7 @@ fn with_store<T>(
     f(&engine, store)
 }
 
-/// Vector components a search may score on the async worker itself. A hop to the blocking
-/// pool costs two thread wake-ups, more than a small indexed search: running those inline
-/// took a cluster peer's CPU per shard read from 0.21 to 0.15 ms (bench/cluster.py,
-/// 30k x 128, 3 shards). Larger, exact or filtered searches (whose cost the planner only
-/// knows once it runs) still go to the blocking pool, and so does any search while a
-/// writer holds or waits for the store.
-const INLINE_SEARCH_COMPONENTS: usize = 1 << 19;
-
-/// Results a search may return to run inline (enriching each costs a payload copy).
-const INLINE_SEARCH_RESULTS: usize = 256;
-
-fn inline_search(store: &PointStore, r: &SearchReq) -> bool {
-    r.filter.is_none()
-        && r.limit.saturating_add(r.offset) <= INLINE_SEARCH_RESULTS
-        && store
-            .dense_search_cost(&r.using, r.params.exact, r.params.hnsw_ef)
-            .is_some_and(|n| n <= INLINE_SEARCH_COMPONENTS)
-}
-
-struct SearchReq {
-    params: RequestParams,
-    using: String,
-    vector: Vector,
-    filter: Option<segment::filter::Filter>,
-    limit: usize,
-    offset: usize,
-    threshold: Option<f32>,
-    wp: WithPayload,
-    wv: WithVector,
-}
-
-fn parse_search(v: &Value) -> Result<SearchReq, ApiError> {
+fn parse_search(v: &Value) -> Result<SearchRequest, ApiError> {
     let m = obj(v)?;
     let params = request_params(m)?;
     let (using, vector) = named_vector(
@@ -1117,36 +1074,21 @@ fn parse_search(v: &Value) -> Result<SearchReq, ApiError> {
     if !m.contains_key("limit") {
         return Err(ApiError::format("missing field `limit`"));
     }
-    Ok(SearchReq {
+    Ok(SearchRequest {
         params,
         using,
         vector,
         filter: opt_filter(m.get("filter"))?,
         limit: limit_field(m, 10)?,
         offset: usize_field(m, "offset", 0)?,
-        threshold: f32_field(m, "score_threshold")?,
-        wp: with_payload(m.get("with_payload"), false)?,
-        wv: with_vector_of(m)?,
+        score_threshold: f32_field(m, "score_threshold")?,
+        with_payload: with_payload(m.get("with_payload"), false)?,
+        with_vector: with_vector_of(m)?,
     })
 }
 
-fn exec_search(
-    store: &PointStore,
-    engine: &QueryEngine,
-    r: &SearchReq,
-) -> Result<Vec<ScoredOut>, ApiError> {
-    let c = engine.search(
-        &r.using,
-        &r.vector,
-        r.filter.as_ref(),
-        r.limit,
-        r.offset,
-        r.threshold,
-    )?;
-    Ok(enrich(store, c, &r.wp, &r.wv)?
-        .into_iter()
-        .map(ScoredOut::from)
-        .collect())
+fn scored_out(points: Vec<collection::query::ScoredPoint>) -> Vec<ScoredOut> {
+    points.into_iter().map(ScoredOut::from).collect()
 }
 
 async fn search_points_local(
@@ -1157,15 +1099,8 @@ async fn search_points_local(
     let t = Instant::now();
     let c = coll(&st, &name)?;
     let r = parse_search(&body)?;
-    if let Some(store) = c.try_read().filter(|s| inline_search(s, &r)) {
-        let out = with_store(&st, &c, &store, None, r.params, |e, s| {
-            exec_search(s, e, &r)
-        })?;
-        return Ok(Timed(t, out));
-    }
-    let out = blocking(move || with_engine(&st, &c, None, r.params, |e, s| exec_search(s, e, &r)))
-        .await?;
-    Ok(Timed(t, out))
+    let out = distributed::points::search(c, r).await?;
+    Ok(Timed(t, scored_out(out)))
 }
 
 fn batch_items(body: &Value) -> Result<Vec<Value>, ApiError> {
@@ -1174,26 +1109,6 @@ fn batch_items(body: &Value) -> Result<Vec<Value>, ApiError> {
         .and_then(Value::as_array)
         .cloned()
         .ok_or_else(|| ApiError::format("missing field `searches`"))
-}
-
-async fn search_batch_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Vec<Vec<ScoredOut>>> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let reqs = batch_items(&body)?
-        .iter()
-        .map(parse_search)
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = blocking(move || {
-        reqs.iter()
-            .map(|r| with_engine(&st, &c, None, r.params, |e, s| exec_search(s, e, r)))
-            .collect()
-    })
-    .await?;
-    Ok(Timed(t, out))
 }
 
 struct QueryReq {
@@ -1488,9 +1403,9 @@ async fn search_groups_local(
                 r.filter.as_ref(),
                 s.len().max(1),
                 0,
-                r.threshold,
+                r.score_threshold,
             )?;
-            build_groups(&st, s, ranked, &g, &r.wp, &r.wv)
+            build_groups(&st, s, ranked, &g, &r.with_payload, &r.with_vector)
         })
     })
     .await?;
@@ -1678,24 +1593,30 @@ async fn count_points(
     count_points_local(State(st), Path(name), QJson(body)).await
 }
 
+/// A parsed search on this node's points, or fanned out from it in cluster mode.
+async fn search_one(
+    st: &AppState,
+    name: &str,
+    read: distributed::placement::ReadConsistency,
+    r: SearchRequest,
+) -> Result<Vec<ScoredOut>, ApiError> {
+    let points = match dist_for(st, name, read)? {
+        Some(p) => distributed::coordinator::search(&st.dist, &p, r).await?,
+        None => distributed::points::search(coll(st, name)?, r).await?,
+    };
+    Ok(scored_out(points))
+}
+
 async fn search_points(
     State(st): St,
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
-) -> ApiResult<Value> {
+) -> ApiResult<Vec<ScoredOut>> {
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        parse_search(&body)?; // same validation as a single node
-        return Ok(Timed(
-            t,
-            Value::Array(
-                distributed::coordinator::search_like(&st.dist, &p, "search", &body).await?,
-            ),
-        ));
-    }
-    to_json(search_points_local(State(st), Path(name), QJson(body)).await)
+    let r = parse_search(&body)?;
+    Ok(Timed(t, search_one(&st, &name, read, r).await?))
 }
 
 async fn search_batch(
@@ -1703,20 +1624,19 @@ async fn search_batch(
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
-) -> ApiResult<Value> {
+) -> ApiResult<Vec<Vec<ScoredOut>>> {
     crate::normalize::aliases(crate::normalize::Body::SearchBatch, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        let mut out = Vec::new();
-        for item in batch_items(&body)? {
-            parse_search(&item)?;
-            out.push(Value::Array(
-                distributed::coordinator::search_like(&st.dist, &p, "search", &item).await?,
-            ));
-        }
-        return Ok(Timed(t, Value::Array(out)));
+    // every search is validated before any runs
+    let reqs = batch_items(&body)?
+        .iter()
+        .map(parse_search)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        out.push(search_one(&st, &name, read, r).await?);
     }
-    to_json(search_batch_local(State(st), Path(name), QJson(body)).await)
+    Ok(Timed(t, out))
 }
 
 async fn recommend_points(

@@ -306,6 +306,11 @@ impl Collection {
         self.meta.read().config.clone()
     }
 
+    /// `hnsw_config.full_scan_threshold` (KB of vectors), without copying the config.
+    pub fn full_scan_threshold_kb(&self) -> usize {
+        self.meta.read().config.hnsw_config.full_scan_threshold as usize
+    }
+
     pub fn payload_indexes(&self) -> BTreeMap<String, Value> {
         self.meta.read().payload_indexes.clone()
     }

@@ -11,6 +11,7 @@ mod fsutil;
 pub use fsutil::{set_memory_release, tune_allocator};
 pub mod operations;
 pub mod query;
+pub mod read;
 pub mod routing;
 pub mod snapshot;
 pub mod storage;

@@ -21,7 +21,7 @@ pub const MAX_RESULT_WINDOW: usize = 1_000_000;
 /// reference client's local mode reports it.
 pub const UNSCORED: f32 = 1.0;
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum WithPayload {
     #[default]
     None,
@@ -30,7 +30,7 @@ pub enum WithPayload {
     Exclude(Vec<JsonPath>),
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum WithVector {
     #[default]
     None,
@@ -38,7 +38,7 @@ pub enum WithVector {
     Names(Vec<String>),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScoredPoint {
     pub id: PointId,
     pub version: u64,
@@ -48,13 +48,13 @@ pub struct ScoredPoint {
     pub order_value: Option<Value>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum VectorInput {
     Vector(Vector),
     Id(PointId),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum RecoStrategy {
     #[default]
     AverageVector,
@@ -62,14 +62,14 @@ pub enum RecoStrategy {
     SumScores,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OrderBySpec {
     pub key: String,
     pub descending: bool,
     pub start_from: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum QueryInput {
     Nearest(VectorInput),
     Recommend {
@@ -86,7 +86,7 @@ pub enum QueryInput {
     Sample,
 }
 
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct QuerySpec {
     pub prefetch: Vec<QuerySpec>,
     pub query: Option<QueryInput>,
@@ -184,7 +184,7 @@ pub struct QueryEngine<'a> {
 }
 
 /// The request's search `params`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RequestParams {
     pub exact: bool,
     pub hnsw_ef: Option<usize>,

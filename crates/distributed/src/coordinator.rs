@@ -10,9 +10,13 @@
 //! for their shards, and reads deduplicate by id.
 
 use crate::error::DistError;
-use crate::peer::{ApplyRequest, PeerService, ReadKind, ReadRequest, Scope};
+use crate::peer::{
+    ApplyRequest, PeerService, ReadAnswer, ReadBody, ReadKind, ReadRequest, Scope,
+};
 use crate::Ctx;
 use collection::operations::{OpMeta, UpdateOp};
+use collection::query::ScoredPoint;
+use collection::read::SearchRequest;
 use collection::routing::shard_of;
 use segment::PointId;
 use serde_json::{json, Value};
@@ -118,10 +122,9 @@ async fn read_call(
     st: &Ctx,
     p: &Placement,
     id: u64,
-    kind: ReadKind,
-    body: &Value,
+    body: &ReadBody,
     shards: &[u32],
-) -> Result<Value, DistError> {
+) -> Result<ReadAnswer, DistError> {
     let scope = (!p.holds_only(id, shards)).then(|| Scope {
         shard_number: p.shard_number,
         shards: shards.to_vec(),
@@ -129,11 +132,18 @@ async fn read_call(
     let req = ReadRequest {
         collection: p.name.clone(),
         applied: 0,
-        kind,
         body: body.clone(),
         scope,
     };
     Ok(peer(st, id)?.read(req).await?)
+}
+
+/// The JSON answers of a JSON read (anything else is a peer's bug).
+fn json_answers(answers: Vec<ReadAnswer>) -> Result<Vec<Value>, DistError> {
+    answers
+        .into_iter()
+        .map(|a| a.json().map_err(DistError::from))
+        .collect()
 }
 
 /// A read over the whole collection: every shard is answered by one Active replica (this
@@ -145,14 +155,13 @@ async fn read_call(
 pub async fn fan_out(
     st: &Ctx,
     p: &Placement,
-    kind: ReadKind,
-    body: &Value,
+    body: &ReadBody,
     merged_by_id: bool,
-) -> Result<Vec<Value>, DistError> {
+) -> Result<Vec<ReadAnswer>, DistError> {
     if p.read != ReadConsistency::One {
         // callers of this function merge one answer per shard: with a read consistency
         // they go through `fan_out_rounds`; this keeps the first round only
-        let (mut rounds, _) = fan_out_rounds(st, p, kind, body).await?;
+        let (mut rounds, _) = fan_out_rounds(st, p, body).await?;
         return Ok(rounds.swap_remove(0));
     }
     let n = p.shard_number;
@@ -187,7 +196,7 @@ pub async fn fan_out(
             let shards = assigned[&peer].clone();
             let (st, p, body) = (st.clone(), p.clone(), body.clone());
             set.spawn(async move {
-                let r = read_call(&st, &p, peer, kind, &body, &asked).await;
+                let r = read_call(&st, &p, peer, &body, &asked).await;
                 (shards, r)
             });
         }
@@ -217,9 +226,8 @@ pub async fn fan_out(
 pub async fn fan_out_rounds(
     st: &Ctx,
     p: &Placement,
-    kind: ReadKind,
-    body: &Value,
-) -> Result<(Vec<Vec<Value>>, Vec<usize>), DistError> {
+    body: &ReadBody,
+) -> Result<(Vec<Vec<ReadAnswer>>, Vec<usize>), DistError> {
     let n = p.shard_number;
     let mut plan = Vec::with_capacity(n as usize);
     for s in 0..n {
@@ -247,7 +255,7 @@ pub async fn fan_out_rounds(
         }
         for (peer, shards) in by_peer {
             let (st, p, body) = (st.clone(), p.clone(), body.clone());
-            set.spawn(async move { (r, read_call(&st, &p, peer, kind, &body, &shards).await) });
+            set.spawn(async move { (r, read_call(&st, &p, peer, &body, &shards).await) });
         }
     }
     let mut out = vec![Vec::new(); rounds];
@@ -267,22 +275,43 @@ async fn read_points(
     body: &Value,
     merge: impl Fn(Vec<Value>) -> Vec<Value>,
 ) -> Result<Vec<Value>, DistError> {
+    let body = ReadBody::Json(kind, body.clone());
     if p.read == ReadConsistency::One {
-        return Ok(merge(fan_out(st, p, kind, body, true).await?));
+        return Ok(merge(json_answers(fan_out(st, p, &body, true).await?)?));
     }
-    let (rounds, need) = fan_out_rounds(st, p, kind, body).await?;
-    let merged: Vec<Vec<Value>> = rounds.into_iter().map(&merge).collect();
+    let (rounds, need) = fan_out_rounds(st, p, &body).await?;
+    let merged = rounds
+        .into_iter()
+        .map(|r| json_answers(r).map(&merge))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(resolve_rounds(p, &merged, &need))
+}
+
+/// What a merged read answer item is identified by (JSON answers and typed points alike).
+pub trait Ranked: Clone {
+    fn point_id(&self) -> Option<PointId>;
+}
+
+impl Ranked for Value {
+    fn point_id(&self) -> Option<PointId> {
+        pid(self)
+    }
+}
+
+impl Ranked for ScoredPoint {
+    fn point_id(&self) -> Option<PointId> {
+        Some(self.id)
+    }
 }
 
 /// Combine the per-round results of a consistent read: the first round's points (in its
 /// order) that appear in at least as many rounds as their shard requires.
-pub fn resolve_rounds(p: &Placement, rounds: &[Vec<Value>], need: &[usize]) -> Vec<Value> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
+pub fn resolve_rounds<T: Ranked>(p: &Placement, rounds: &[Vec<T>], need: &[usize]) -> Vec<T> {
+    let mut seen: HashMap<PointId, usize> = HashMap::new();
     for round in rounds {
         for v in round {
-            if let Some(id) = v.get("id") {
-                *seen.entry(id.to_string()).or_default() += 1;
+            if let Some(id) = v.point_id() {
+                *seen.entry(id).or_default() += 1;
             }
         }
     }
@@ -291,10 +320,9 @@ pub fn resolve_rounds(p: &Placement, rounds: &[Vec<Value>], need: &[usize]) -> V
         .map(|r0| {
             r0.iter()
                 .filter(|v| {
-                    let Some(id) = v.get("id") else { return true };
-                    let shard = pid(v).map_or(0, |i| shard_of(i, p.shard_number)) as usize;
-                    seen.get(&id.to_string()).copied().unwrap_or(0)
-                        >= need.get(shard).copied().unwrap_or(1)
+                    let Some(id) = v.point_id() else { return true };
+                    let shard = shard_of(id, p.shard_number) as usize;
+                    seen.get(&id).copied().unwrap_or(0) >= need.get(shard).copied().unwrap_or(1)
                 })
                 .cloned()
                 .collect()
@@ -599,6 +627,47 @@ pub fn merge(lists: Vec<Value>, order: Order, offset: usize, limit: usize) -> Ve
                 v.get("order_value").map(Value::to_string),
             )),
             _ => seen.insert((v.get("id").map(Value::to_string), None)),
+        })
+        .skip(offset)
+        .take(limit)
+        .collect()
+}
+
+/// [`cmp`] for typed points.
+fn cmp_points(order: Order, a: &ScoredPoint, b: &ScoredPoint) -> Ordering {
+    let ids = || a.id.cmp(&b.id);
+    let f = |x: f32, y: f32| x.partial_cmp(&y).unwrap_or(Ordering::Equal);
+    let ov = |p: &ScoredPoint| p.order_value.as_ref().and_then(Value::as_f64).unwrap_or(0.0);
+    match order {
+        Order::BiggerFirst => f(b.score, a.score).then_with(ids),
+        Order::SmallerFirst => f(a.score, b.score).then_with(ids),
+        Order::ById => ids(),
+        Order::ByOrderValue { desc } => {
+            let o = ov(a).partial_cmp(&ov(b)).unwrap_or(Ordering::Equal);
+            (if desc { o.reverse() } else { o }).then_with(ids)
+        }
+        Order::Concat => Ordering::Equal,
+    }
+}
+
+/// [`merge`] for typed points: sort, drop duplicate ids (replicas), skip `offset`, take `limit`.
+pub fn merge_points(
+    lists: Vec<Vec<ScoredPoint>>,
+    order: Order,
+    offset: usize,
+    limit: usize,
+) -> Vec<ScoredPoint> {
+    let mut all: Vec<ScoredPoint> = lists.into_iter().flatten().collect();
+    if order != Order::Concat {
+        all.sort_by(|a, b| cmp_points(order, a, b));
+    }
+    let mut seen = std::collections::HashSet::new();
+    all.into_iter()
+        .filter(|v| match order {
+            Order::ByOrderValue { .. } => {
+                seen.insert((v.id, v.order_value.as_ref().map(Value::to_string)))
+            }
+            _ => seen.insert((v.id, None)),
         })
         .skip(offset)
         .take(limit)
@@ -1007,6 +1076,39 @@ pub fn query<'a>(
     })
 }
 
+/// `/points/search` (typed): every shard's best `offset + limit` points, merged in the
+/// score order of the vector searched.
+pub async fn search(
+    st: &Ctx,
+    p: &Placement,
+    mut r: SearchRequest,
+) -> Result<Vec<ScoredPoint>, DistError> {
+    let (limit, offset) = (r.limit, r.offset);
+    r.limit = limit.saturating_add(offset);
+    r.offset = 0;
+    let order = match r.vector {
+        segment::Vector::Sparse(_) => Order::BiggerFirst,
+        segment::Vector::Dense(_) => distance_order(st, &p.name, &r.using),
+    };
+    let body = ReadBody::Search(Box::new(r));
+    let merge = |answers: Vec<ReadAnswer>| -> Result<Vec<ScoredPoint>, DistError> {
+        let lists = answers
+            .into_iter()
+            .map(ReadAnswer::points)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(merge_points(lists, order, offset, limit))
+    };
+    if p.read == ReadConsistency::One {
+        return merge(fan_out(st, p, &body, true).await?);
+    }
+    let (rounds, need) = fan_out_rounds(st, p, &body).await?;
+    let merged = rounds
+        .into_iter()
+        .map(merge)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(resolve_rounds(p, &merged, &need))
+}
+
 /// Legacy search / recommend (`/points/search`, `/points/recommend`): fan out and merge.
 pub async fn search_like(
     st: &Ctx,
@@ -1126,19 +1228,20 @@ pub async fn count(st: &Ctx, p: &Placement, body: &Value) -> Result<Value, DistE
             .map(|r| r.get("count").and_then(Value::as_u64).unwrap_or(0))
             .sum()
     };
+    let body = ReadBody::Json(ReadKind::Count, body.clone());
     if p.read == ReadConsistency::One {
-        return Ok(json!({"count": sum(&fan_out(st, p, ReadKind::Count, body, false).await?)}));
+        let answers = json_answers(fan_out(st, p, &body, false).await?)?;
+        return Ok(json!({"count": sum(&answers)}));
     }
     // a consistent count: the smallest complete round (points all asked replicas agree on
     // can only be fewer than any one replica holds)
-    let (rounds, need) = fan_out_rounds(st, p, ReadKind::Count, body).await?;
+    let (rounds, need) = fan_out_rounds(st, p, &body).await?;
     let complete = need.iter().copied().min().unwrap_or(1).max(1);
-    let n = rounds
-        .iter()
-        .take(complete)
-        .map(|r| sum(r))
-        .min()
-        .unwrap_or(0);
+    let mut n = u64::MAX;
+    for r in rounds.into_iter().take(complete) {
+        n = n.min(sum(&json_answers(r)?));
+    }
+    let n = if n == u64::MAX { 0 } else { n };
     Ok(json!({"count": n}))
 }
 
@@ -1281,13 +1384,16 @@ pub async fn groups(
                     let req = ReadRequest {
                         collection: lcoll.name().to_string(),
                         applied: 0,
-                        kind: ReadKind::Retrieve,
-                        body: json!({"ids": [key], "with_payload": lwp, "with_vector": lwv}),
+                        body: ReadBody::Json(
+                            ReadKind::Retrieve,
+                            json!({"ids": [key], "with_payload": lwp, "with_vector": lwv}),
+                        ),
                         scope: None,
                     };
                     peer(st, p.me)?
                         .read(req)
                         .await?
+                        .json()?
                         .as_array()
                         .and_then(|a| a.first().cloned())
                 }

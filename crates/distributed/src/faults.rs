@@ -16,7 +16,7 @@
 
 use crate::peer::{
     Applied, ApplyRequest, PeerClient, PeerError, PeerFuture, PeerResult, PeerService, PeerStatus,
-    ReadRequest,
+    ReadAnswer, ReadRequest,
 };
 use collection::operations::LoggedOp;
 use rand::{Rng, SeedableRng};
@@ -315,8 +315,10 @@ impl PeerService for FaultyPeer {
         ))
     }
 
-    fn read(&self, req: ReadRequest) -> PeerFuture<'_, Value> {
-        Box::pin(self.run(Request::Read, self.inner.read(req), || Value::Null))
+    fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
+        Box::pin(self.run(Request::Read, self.inner.read(req), || {
+            ReadAnswer::Json(Value::Null)
+        }))
     }
 
     fn status(&self) -> PeerFuture<'_, PeerStatus> {
@@ -407,8 +409,8 @@ mod tests {
         fn digest(&self, _: String, _: u32, _: u64) -> PeerFuture<'_, Digest> {
             Box::pin(async { Ok(Digest::default()) })
         }
-        fn read(&self, _: ReadRequest) -> PeerFuture<'_, Value> {
-            Box::pin(async { Ok(Value::Bool(true)) })
+        fn read(&self, _: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
+            Box::pin(async { Ok(ReadAnswer::Json(Value::Bool(true))) })
         }
         fn status(&self) -> PeerFuture<'_, PeerStatus> {
             Box::pin(async {
@@ -492,8 +494,10 @@ mod tests {
                     .read(ReadRequest {
                         collection: "c".into(),
                         applied: 0,
-                        kind: crate::peer::ReadKind::Count,
-                        body: Value::Null,
+                        body: crate::peer::ReadBody::Json(
+                            crate::peer::ReadKind::Count,
+                            Value::Null,
+                        ),
                         scope: None,
                     })
                     .await;

@@ -23,6 +23,7 @@ pub mod heal;
 pub mod outbox;
 pub mod peer;
 pub mod placement;
+pub mod points;
 pub mod readiness;
 pub mod recovery;
 pub mod replication;

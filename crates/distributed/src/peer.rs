@@ -11,6 +11,8 @@ use cluster::network;
 use cluster::node::{ClusterNode, DataFuture, DataService};
 use cluster::proto;
 use collection::operations::{LoggedOp, OpMeta, UpdateOp};
+use collection::query::ScoredPoint;
+use collection::read::SearchRequest;
 use segment::digest::Digest;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -41,6 +43,11 @@ impl PeerError {
 
     pub fn unavailable(message: impl std::fmt::Display) -> Self {
         PeerError::new(503, format!("Service unavailable: {message}"))
+    }
+
+    /// A peer answered a read with another kind of answer than it asked for (a bug).
+    fn wrong_answer() -> Self {
+        PeerError::new(500, "Service internal error: a peer answered a read with the wrong kind")
     }
 
     fn bad_message(what: &str, e: impl std::fmt::Display) -> Self {
@@ -88,11 +95,38 @@ pub enum ReadKind {
     Count,
 }
 
-/// Answer for these shards only (of `shard_number`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scope {
-    pub shard_number: u32,
-    pub shards: Vec<u32>,
+pub use collection::read::Scope;
+
+/// What a read asks: a typed request, or (for the reads not typed yet) the JSON body as the
+/// public API takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReadBody {
+    Json(ReadKind, Value),
+    Search(Box<SearchRequest>),
+}
+
+/// A peer's answer to a read, of the kind its [`ReadBody`] asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReadAnswer {
+    /// The `result` of a JSON read's answer, as the public API shapes it.
+    Json(Value),
+    Points(Vec<ScoredPoint>),
+}
+
+impl ReadAnswer {
+    pub fn json(self) -> PeerResult<Value> {
+        match self {
+            ReadAnswer::Json(v) => Ok(v),
+            ReadAnswer::Points(_) => Err(PeerError::wrong_answer()),
+        }
+    }
+
+    pub fn points(self) -> PeerResult<Vec<ScoredPoint>> {
+        match self {
+            ReadAnswer::Points(p) => Ok(p),
+            ReadAnswer::Json(_) => Err(PeerError::wrong_answer()),
+        }
+    }
 }
 
 /// A read executed on a peer's local points.
@@ -100,9 +134,7 @@ pub struct Scope {
 pub struct ReadRequest {
     pub collection: String,
     pub applied: u64,
-    pub kind: ReadKind,
-    /// The read's JSON body, as the public API takes it.
-    pub body: Value,
+    pub body: ReadBody,
     /// `None`: every local point (the peer's replicas are exactly what was asked for).
     pub scope: Option<Scope>,
 }
@@ -130,8 +162,7 @@ pub trait PeerService: Send + Sync + 'static {
     /// Ids of the newest logged client writes of `shard`, oldest first.
     fn op_ids(&self, collection: String, shard: u32) -> PeerFuture<'_, Vec<u64>>;
     fn digest(&self, collection: String, shard: u32, applied: u64) -> PeerFuture<'_, Digest>;
-    /// The `result` of the read's answer (JSON, as the public API shapes it).
-    fn read(&self, req: ReadRequest) -> PeerFuture<'_, Value>;
+    fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer>;
     fn status(&self) -> PeerFuture<'_, PeerStatus>;
 }
 
@@ -281,13 +312,21 @@ impl PeerService for TonicPeer {
         })
     }
 
-    fn read(&self, req: ReadRequest) -> PeerFuture<'_, Value> {
+    fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
         Box::pin(async move {
             let mut c = self.client.clone();
             let r = self.call(PEER_TIMEOUT, c.read(read_to_proto(&req))).await?;
-            decode_value(proto::BodyFormat::Msgpack, &r.result).map_err(|e| {
+            let bad = |e: String| {
                 PeerError::new(500, format!("Service internal error: bad peer answer: {e}"))
-            })
+            };
+            match req.body {
+                ReadBody::Json(..) => decode_value(proto::BodyFormat::Msgpack, &r.result)
+                    .map(ReadAnswer::Json)
+                    .map_err(bad),
+                ReadBody::Search(_) => rmp_serde::from_slice(&r.result)
+                    .map(ReadAnswer::Points)
+                    .map_err(|e| bad(e.to_string())),
+            }
         })
     }
 
@@ -370,10 +409,12 @@ impl DataService for Served {
         Box::pin(async move {
             let format = proto::BodyFormat::try_from(r.format).unwrap_or(proto::BodyFormat::Json);
             let req = read_from_proto(r).map_err(to_status)?;
-            let v = s.read(req).await.map_err(to_status)?;
-            let result = encode_value(format, &v).map_err(|e| {
-                to_status(PeerError::new(500, format!("Service internal error: {e}")))
-            })?;
+            let answer = s.read(req).await.map_err(to_status)?;
+            let result = match &answer {
+                ReadAnswer::Json(v) => encode_value(format, v),
+                ReadAnswer::Points(p) => rmp_serde::to_vec_named(p).map_err(|e| e.to_string()),
+            }
+            .map_err(|e| to_status(PeerError::new(500, format!("Service internal error: {e}"))))?;
             Ok(proto::ReadReply { result })
         })
     }
@@ -515,19 +556,29 @@ fn decode_value(format: proto::BodyFormat, b: &[u8]) -> Result<Value, String> {
 }
 
 fn read_to_proto(r: &ReadRequest) -> proto::ReadRequest {
-    let kind = match r.kind {
-        ReadKind::Retrieve => proto::ReadKind::Retrieve,
-        ReadKind::Search => proto::ReadKind::Search,
-        ReadKind::Recommend => proto::ReadKind::Recommend,
-        ReadKind::Query => proto::ReadKind::Query,
-        ReadKind::Scroll => proto::ReadKind::Scroll,
-        ReadKind::Count => proto::ReadKind::Count,
+    let (kind, body) = match &r.body {
+        ReadBody::Json(kind, body) => {
+            let kind = match kind {
+                ReadKind::Retrieve => proto::ReadKind::Retrieve,
+                ReadKind::Search => proto::ReadKind::Search,
+                ReadKind::Recommend => proto::ReadKind::Recommend,
+                ReadKind::Query => proto::ReadKind::Query,
+                ReadKind::Scroll => proto::ReadKind::Scroll,
+                ReadKind::Count => proto::ReadKind::Count,
+            };
+            let body = encode_value(proto::BodyFormat::Msgpack, body).expect("JSON values encode");
+            (kind, body)
+        }
+        ReadBody::Search(s) => (
+            proto::ReadKind::TypedSearch,
+            rmp_serde::to_vec_named(s).expect("search requests encode"),
+        ),
     };
     proto::ReadRequest {
         collection: r.collection.clone(),
         applied: r.applied,
         kind: kind as i32,
-        body: encode_value(proto::BodyFormat::Msgpack, &r.body).expect("JSON values encode"),
+        body,
         format: proto::BodyFormat::Msgpack as i32,
         shards: r.scope.as_ref().map_or(vec![], |s| s.shards.clone()),
         scoped: r.scope.is_some(),
@@ -536,28 +587,34 @@ fn read_to_proto(r: &ReadRequest) -> proto::ReadRequest {
 }
 
 fn read_from_proto(r: proto::ReadRequest) -> PeerResult<ReadRequest> {
-    let kind = match proto::ReadKind::try_from(r.kind) {
-        Ok(proto::ReadKind::Retrieve) => ReadKind::Retrieve,
-        Ok(proto::ReadKind::Search) => ReadKind::Search,
-        Ok(proto::ReadKind::Recommend) => ReadKind::Recommend,
-        Ok(proto::ReadKind::Query) => ReadKind::Query,
-        Ok(proto::ReadKind::Scroll) => ReadKind::Scroll,
-        Ok(proto::ReadKind::Count) => ReadKind::Count,
-        Err(_) => return Err(PeerError::bad_message("read", format!("kind {}", r.kind))),
-    };
     if r.scoped && r.shard_number == 0 {
         return Err(PeerError::bad_message(
             "read",
             "scope without a shard count",
         ));
     }
-    let format = proto::BodyFormat::try_from(r.format)
-        .map_err(|_| PeerError::bad_message("read", format!("body format {}", r.format)))?;
-    let body = decode_value(format, &r.body).map_err(|e| PeerError::bad_message("read", e))?;
+    let json = |kind: ReadKind| -> PeerResult<ReadBody> {
+        let format = proto::BodyFormat::try_from(r.format)
+            .map_err(|_| PeerError::bad_message("read", format!("body format {}", r.format)))?;
+        let body =
+            decode_value(format, &r.body).map_err(|e| PeerError::bad_message("read", e))?;
+        Ok(ReadBody::Json(kind, body))
+    };
+    let body = match proto::ReadKind::try_from(r.kind) {
+        Ok(proto::ReadKind::Retrieve) => json(ReadKind::Retrieve)?,
+        Ok(proto::ReadKind::Search) => json(ReadKind::Search)?,
+        Ok(proto::ReadKind::Recommend) => json(ReadKind::Recommend)?,
+        Ok(proto::ReadKind::Query) => json(ReadKind::Query)?,
+        Ok(proto::ReadKind::Scroll) => json(ReadKind::Scroll)?,
+        Ok(proto::ReadKind::Count) => json(ReadKind::Count)?,
+        Ok(proto::ReadKind::TypedSearch) => ReadBody::Search(Box::new(
+            rmp_serde::from_slice(&r.body).map_err(|e| PeerError::bad_message("read", e))?,
+        )),
+        Err(_) => return Err(PeerError::bad_message("read", format!("kind {}", r.kind))),
+    };
     Ok(ReadRequest {
         collection: r.collection,
         applied: r.applied,
-        kind,
         body,
         scope: r.scoped.then_some(Scope {
             shard_number: r.shard_number,
@@ -583,8 +640,7 @@ pub(crate) mod tests {
         let req = ReadRequest {
             collection: "c".into(),
             applied: 7,
-            kind: ReadKind::Search,
-            body: body.clone(),
+            body: ReadBody::Json(ReadKind::Search, body.clone()),
             scope: None,
         };
         let wire = read_to_proto(&req);
@@ -596,7 +652,10 @@ pub(crate) mod tests {
             format: 0,
             ..read_to_proto(&req)
         };
-        assert_eq!(read_from_proto(old).unwrap().body, body);
+        assert_eq!(
+            read_from_proto(old).unwrap().body,
+            ReadBody::Json(ReadKind::Search, body.clone())
+        );
         // an unknown format is refused, not guessed
         let bad = proto::ReadRequest {
             format: 9,
@@ -667,24 +726,86 @@ pub(crate) mod tests {
         let req = ReadRequest {
             collection: "c".into(),
             applied: 1,
-            kind: ReadKind::Scroll,
-            body: serde_json::json!({"limit": 3}),
+            body: ReadBody::Json(ReadKind::Scroll, serde_json::json!({"limit": 3})),
             scope: Some(Scope {
                 shard_number: 4,
                 shards: vec![1, 3],
             }),
         };
-        let back = read_from_proto(read_to_proto(&req)).unwrap();
-        assert_eq!(
-            (back.kind, &back.body, &back.scope),
-            (req.kind, &req.body, &req.scope)
-        );
+        assert_eq!(read_from_proto(read_to_proto(&req)).unwrap(), req);
         let mut p = read_to_proto(&req);
         p.shard_number = 0;
         assert_eq!(read_from_proto(p).unwrap_err().status, 400);
         let mut p = read_to_proto(&req);
         p.kind = 99;
         assert_eq!(read_from_proto(p).unwrap_err().status, 400);
+    }
+
+    /// A typed search and its typed answer cross the wire unchanged: a 3072-d query with a
+    /// filter and a scope, and points with multi-KB payloads, named dense and sparse vectors.
+    #[test]
+    fn typed_searches_and_their_points_cross_the_wire_unchanged() {
+        use collection::query::{RequestParams, WithPayload, WithVector};
+        use segment::{SparseVector, Vector};
+        let query: Vec<f32> = (0..3072).map(|i| (i as f32 * 0.01).cos()).collect();
+        let filter = segment::filter::Filter::from_json(
+            &serde_json::json!({"must": [{"key": "lang", "match": {"any": ["en", "de"]}}],
+                                "must_not": [{"has_id": [7, "5c56c793-69f3-4fbf-87e6-c4bf54c28c26"]}]}),
+        )
+        .unwrap();
+        let req = ReadRequest {
+            collection: "c".into(),
+            applied: 9,
+            body: ReadBody::Search(Box::new(SearchRequest {
+                params: RequestParams {
+                    hnsw_ef: Some(128),
+                    ..Default::default()
+                },
+                using: "".into(),
+                vector: Vector::Dense(query),
+                filter: Some(filter),
+                limit: 10,
+                offset: 0,
+                score_threshold: None,
+                with_payload: WithPayload::All,
+                with_vector: WithVector::All,
+            })),
+            scope: Some(Scope {
+                shard_number: 3,
+                shards: vec![0, 2],
+            }),
+        };
+        assert_eq!(read_from_proto(read_to_proto(&req)).unwrap(), req);
+
+        let payload: segment::Payload = serde_json::from_value(serde_json::json!({
+            "text": "x".repeat(4096), "n": u64::MAX, "f": -0.5, "nested": {"a": [1, null, true]}
+        }))
+        .unwrap();
+        let points: Vec<ScoredPoint> = (0..3)
+            .map(|i| ScoredPoint {
+                id: segment::PointId::Num(i),
+                version: 40 + i,
+                score: 0.5 - i as f32 * 0.1,
+                payload: Some(payload.clone()),
+                vector: Some(
+                    [
+                        ("".to_string(), Vector::Dense(vec![0.25; 1536])),
+                        (
+                            "s".to_string(),
+                            Vector::Sparse(SparseVector {
+                                indices: vec![1, 9],
+                                values: vec![0.5, 2.0],
+                            }),
+                        ),
+                    ]
+                    .into(),
+                ),
+                order_value: None,
+            })
+            .collect();
+        let wire = rmp_serde::to_vec_named(&points).unwrap();
+        let back: Vec<ScoredPoint> = rmp_serde::from_slice(&wire).unwrap();
+        assert_eq!(back, points);
     }
 
     /// `n` logged client writes (deletes of one point each, op id = point id).

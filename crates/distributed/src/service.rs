@@ -5,8 +5,8 @@
 
 use crate::error::DistError;
 use crate::peer::{
-    Applied, ApplyRequest, PeerError, PeerFuture, PeerService, PeerStatus, ReadKind, ReadRequest,
-    Scope,
+    Applied, ApplyRequest, PeerError, PeerFuture, PeerService, PeerStatus, ReadAnswer, ReadBody,
+    ReadKind, ReadRequest, Scope,
 };
 use crate::{coordinator, replication, Ctx};
 use collection::collection::UpdateResult;
@@ -168,7 +168,7 @@ impl LocalService {
         crate::anti_entropy::local_digest(ctx, &collection, shard, shard_number).await
     }
 
-    async fn read_local(&self, req: ReadRequest) -> Result<Value, PeerError> {
+    async fn read_local(&self, req: ReadRequest) -> Result<ReadAnswer, PeerError> {
         wait_applied(&self.ctx, req.applied)
             .await
             .map_err(|e| self.reads.describe(e))?;
@@ -179,11 +179,29 @@ impl LocalService {
                 req.collection
             )));
         }
-        let body = match &req.scope {
-            Some(scope) => scoped_body(scope, req.body),
-            None => req.body,
-        };
-        self.reads.read(req.kind, req.collection, body).await
+        match req.body {
+            ReadBody::Json(kind, body) => {
+                let body = match &req.scope {
+                    Some(scope) => scoped_body(scope, body),
+                    None => body,
+                };
+                let v = self.reads.read(kind, req.collection, body).await?;
+                Ok(ReadAnswer::Json(v))
+            }
+            ReadBody::Search(r) => {
+                let run = async {
+                    let c = self.ctx.storage.get(&req.collection)?;
+                    let r = match &req.scope {
+                        Some(scope) => r.scoped(scope),
+                        None => *r,
+                    };
+                    crate::points::search(c, r).await
+                };
+                run.await
+                    .map(ReadAnswer::Points)
+                    .map_err(|e| self.reads.describe(e))
+            }
+        }
     }
 }
 
@@ -259,7 +277,7 @@ impl PeerService for LocalService {
         })
     }
 
-    fn read(&self, req: ReadRequest) -> PeerFuture<'_, Value> {
+    fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
         Box::pin(self.read_local(req))
     }
 

@@ -6,13 +6,14 @@
 
 use crate::json_path::JsonPath;
 use crate::types::{Payload, PointId};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
 
 /// Bound on filter nesting depth (the JSON parser already limits depth to 128).
 pub const MAX_FILTER_DEPTH: usize = 64;
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Filter {
     pub must: Option<Vec<Condition>>,
     pub should: Option<Vec<Condition>>,
@@ -20,13 +21,13 @@ pub struct Filter {
     pub min_should: Option<MinShould>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MinShould {
     pub conditions: Vec<Condition>,
     pub min_count: usize,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Condition {
     Field(FieldCondition),
     IsEmpty(JsonPath),
@@ -47,13 +48,13 @@ pub enum Condition {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FieldCondition {
     pub key: JsonPath,
     pub check: FieldCheck,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FieldCheck {
     Match(Match),
     Range(Range<f64>),
@@ -77,14 +78,14 @@ pub enum FieldCheck {
     Nothing,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MatchValue {
     Str(String),
     Int(i64),
     Bool(bool),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Match {
     Value(MatchValue),
     Any(Vec<MatchValue>),
@@ -94,7 +95,7 @@ pub enum Match {
     Phrase(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Range<T> {
     pub lt: Option<T>,
     pub gt: Option<T>,
@@ -111,7 +112,7 @@ impl<T: PartialOrd + Copy> Range<T> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GeoPoint {
     pub lon: f64,
     pub lat: f64,

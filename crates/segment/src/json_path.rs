@@ -10,14 +10,14 @@ use serde_json::Value;
 /// Upper bound on path length, to keep recursion bounded.
 pub const MAX_PATH_ITEMS: usize = 64;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PathItem {
     Key(String),
     Index(usize),
     Wildcard,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JsonPath(pub Vec<PathItem>);
 
 impl JsonPath {

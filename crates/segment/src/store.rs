@@ -236,7 +236,7 @@ pub struct SearchParams {
 pub const DEFAULT_OVERSAMPLING: f64 = 2.0;
 
 /// `params.quantization` of a search request.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuantSearch {
     /// Search the f32 vectors even though codes exist.
     pub ignore: bool,

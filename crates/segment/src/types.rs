@@ -144,6 +144,32 @@ impl Serialize for Vector {
     }
 }
 
+/// The inverse of `Serialize` (untagged): a sequence of floats is dense, a map sparse. Used
+/// between peers (MessagePack with named fields, so a sparse vector stays a map).
+impl<'de> Deserialize<'de> for Vector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vector;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of floats or a sparse vector")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vector, A::Error> {
+                let mut v = Vec::with_capacity(a.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(x) = a.next_element::<f32>()? {
+                    v.push(x);
+                }
+                Ok(Vector::Dense(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Vector, A::Error> {
+                SparseVector::deserialize(serde::de::value::MapAccessDeserializer::new(a))
+                    .map(Vector::Sparse)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Total order on f32 scores used for ranking (NaN never occurs: inputs are validated finite).
 pub fn cmp_f32(a: f32, b: f32) -> Ordering {
     a.partial_cmp(&b).unwrap_or(Ordering::Equal)

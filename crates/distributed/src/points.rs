@@ -1,0 +1,18 @@
+//! Typed reads on this peer's own points, shared by a single node's handlers and by this
+//! peer's side of the protocol (a coordinator's sub-request): the same code answers both.
+
+use crate::error::DistError;
+use collection::query::ScoredPoint;
+use collection::read::{self, SearchRequest};
+use collection::Collection;
+use std::sync::Arc;
+
+/// Run a search on `c`: on the async worker when it is small and no writer holds or waits
+/// for the points (see [`read::INLINE_SEARCH_COMPONENTS`]), else on the blocking pool.
+pub async fn search(c: Arc<Collection>, r: SearchRequest) -> Result<Vec<ScoredPoint>, DistError> {
+    if let Some(store) = c.try_read().filter(|s| r.inline(s)) {
+        return Ok(read::search(&c, &store, &r)?);
+    }
+    tokio::task::spawn_blocking(move || read::search(&c, &c.read(), &r)).await?
+        .map_err(DistError::from)
+}
