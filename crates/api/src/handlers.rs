@@ -11,14 +11,14 @@ use axum::Router;
 use cluster::state::ClusterOp;
 use collection::config::CreateCollection;
 use collection::query::{
-    group_hits, Candidate, QueryEngine, QueryInput, QuerySpec,
+    group_hits, Candidate, QueryEngine, QueryInput,
     RequestParams, WithPayload, WithVector,
 };
 use collection::storage::AliasAction;
 use collection::{Collection, CollectionError};
 use segment::store::PointStore;
-use collection::read::SearchRequest;
-use segment::{PointId, Vector};
+use collection::read::{LookupFrom, QueryRequest, RetrieveRequest, SearchRequest};
+use segment::PointId;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
@@ -871,6 +871,34 @@ fn records_out(points: Vec<collection::query::ScoredPoint>) -> Vec<RecordOut> {
     points.into_iter().map(RecordOut::from).collect()
 }
 
+fn parse_retrieve(body: &Value) -> Result<RetrieveRequest, ApiError> {
+    let m = obj(body)?;
+    Ok(RetrieveRequest {
+        ids: m
+            .get("ids")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ApiError::format("missing field `ids`"))?
+            .iter()
+            .map(point_id)
+            .collect::<Result<_, _>>()?,
+        with_payload: with_payload(m.get("with_payload"), true)?,
+        with_vector: with_vector_of(m)?,
+    })
+}
+
+/// Records by id on this node's points, or from their owners in cluster mode.
+async fn retrieve_one(
+    st: &AppState,
+    name: &str,
+    read: distributed::placement::ReadConsistency,
+    r: RetrieveRequest,
+) -> Result<Vec<collection::query::ScoredPoint>, ApiError> {
+    Ok(match dist_for(st, name, read)? {
+        Some(p) => distributed::coordinator::retrieve_points(&st.dist, &p, r).await?,
+        None => distributed::points::retrieve(coll(st, name)?, r).await?,
+    })
+}
+
 async fn retrieve_points_local(
     State(st): St,
     Path(name): Path<String>,
@@ -878,63 +906,8 @@ async fn retrieve_points_local(
 ) -> ApiResult<Vec<RecordOut>> {
     let t = Instant::now();
     let c = coll(&st, &name)?;
-    let m = obj(&body)?;
-    let ids: Vec<PointId> = m
-        .get("ids")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::format("missing field `ids`"))?
-        .iter()
-        .map(point_id)
-        .collect::<Result<_, _>>()?;
-    let wp = with_payload(m.get("with_payload"), true)?;
-    let wv = with_vector_of(m)?;
-    let out = blocking(move || {
-        let store = c.read();
-        let mut seen = std::collections::HashSet::new();
-        let cands = ids
-            .into_iter()
-            .filter(|id| seen.insert(*id))
-            .map(|id| Candidate {
-                id,
-                score: 0.0,
-                order_value: None,
-            })
-            .collect();
-        Ok(records_out(enrich(&store, cands, &wp, &wv)?))
-    })
-    .await?;
-    Ok(Timed(t, out))
-}
-
-async fn get_point_local(
-    State(st): St,
-    Path((name, id)): Path<(String, String)>,
-) -> ApiResult<RecordOut> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let pid = PointId::parse_str(&id).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "Wrong input: invalid point id `{id}`: expected an unsigned integer or a UUID"
-        ))
-    })?;
-    let out = blocking(move || {
-        let store = c.read();
-        let mut v = enrich(
-            &store,
-            vec![Candidate {
-                id: pid,
-                score: 0.0,
-                order_value: None,
-            }],
-            &WithPayload::All,
-            &WithVector::All,
-        )?;
-        v.pop()
-            .map(RecordOut::from)
-            .ok_or_else(|| CollectionError::PointNotFound(pid.to_string()).into())
-    })
-    .await?;
-    Ok(Timed(t, out))
+    let r = parse_retrieve(&body)?;
+    Ok(Timed(t, records_out(distributed::points::retrieve(c, r).await?)))
 }
 
 async fn scroll_points_local(
@@ -1011,57 +984,30 @@ fn enrich(
 fn with_engine<T>(
     st: &AppState,
     c: &Collection,
-    lookup_from: Option<&Value>,
+    lookup_from: Option<&LookupFrom>,
     params: RequestParams,
     f: impl FnOnce(&QueryEngine, &PointStore) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
-    with_store(st, c, &c.read(), lookup_from, params, f)
+    let store = c.read();
+    collection::read::with_engine(&st.storage, c, &store, lookup_from, params, |e| {
+        Ok(f(e, &store))
+    })?
 }
 
-/// [`with_engine`] over a store guard the caller already holds.
-fn with_store<T>(
-    st: &AppState,
-    c: &Collection,
-    store: &PointStore,
-    lookup_from: Option<&Value>,
-    params: RequestParams,
-    f: impl FnOnce(&QueryEngine, &PointStore) -> Result<T, ApiError>,
-) -> Result<T, ApiError> {
-    let (other, vec_override): (Option<Arc<Collection>>, Option<String>) = match lookup_from {
-        None | Some(Value::Null) => (None, None),
-        Some(Value::Object(m)) => {
-            let cname = m
+/// `lookup_from` of a recommend or query body.
+fn parse_lookup(v: Option<&Value>) -> Result<Option<LookupFrom>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(LookupFrom {
+            collection: m
                 .get("collection")
                 .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::format("lookup_from needs `collection`"))?;
-            (
-                Some(st.storage.get(cname)?),
-                m.get("vector").and_then(Value::as_str).map(str::to_string),
-            )
-        }
-        Some(_) => return Err(ApiError::format("lookup_from must be an object")),
-    };
-    let other_store = other.as_ref().map(|o| o.read());
-    let src: &PointStore = other_store.as_deref().unwrap_or(store);
-    let lookup = |id: PointId, using: &str| -> Result<Vector, CollectionError> {
-        let name = vec_override.as_deref().unwrap_or(using);
-        let rec = src
-            .get(id)
-            .ok_or_else(|| CollectionError::PointNotFound(id.to_string()))?;
-        rec.vectors
-            .get(name)
-            .cloned()
-            .ok_or_else(|| CollectionError::BadInput(format!("Point {id} has no vector `{name}`")))
-    };
-    let engine = QueryEngine {
-        store,
-        lookup: &lookup,
-        params,
-        full_scan_threshold_kb: c.config().hnsw_config.full_scan_threshold as usize,
-        // examples looked up in another collection are not points of this one
-        exclude_examples: other.as_ref().is_none_or(|o| o.name() == c.name()),
-    };
-    f(&engine, store)
+                .ok_or_else(|| ApiError::format("lookup_from needs `collection`"))?
+                .to_string(),
+            vector: m.get("vector").and_then(Value::as_str).map(str::to_string),
+        })),
+        Some(_) => Err(ApiError::format("lookup_from must be an object")),
+    }
 }
 
 fn parse_search(v: &Value) -> Result<SearchRequest, ApiError> {
@@ -1111,33 +1057,29 @@ fn batch_items(body: &Value) -> Result<Vec<Value>, ApiError> {
         .ok_or_else(|| ApiError::format("missing field `searches`"))
 }
 
-struct QueryReq {
-    params: RequestParams,
-    spec: QuerySpec,
-    wp: WithPayload,
-    wv: WithVector,
-    lookup_from: Option<Value>,
-}
-
-fn parse_query_req(v: &Value) -> Result<QueryReq, ApiError> {
+fn parse_query_req(v: &Value) -> Result<QueryRequest, ApiError> {
     let m = obj(v)?;
-    Ok(QueryReq {
+    Ok(QueryRequest {
         params: request_params(m)?,
         spec: query_spec(m, true, 0)?,
-        wp: with_payload(m.get("with_payload"), false)?,
-        wv: with_vector_of(m)?,
-        lookup_from: m.get("lookup_from").cloned(),
+        with_payload: with_payload(m.get("with_payload"), false)?,
+        with_vector: with_vector_of(m)?,
+        lookup_from: parse_lookup(m.get("lookup_from"))?,
     })
 }
 
-fn exec_query(st: &AppState, c: &Collection, r: &QueryReq) -> Result<Vec<ScoredOut>, ApiError> {
-    with_engine(st, c, r.lookup_from.as_ref(), r.params, |e, s| {
-        let cands = e.query(&r.spec)?;
-        Ok(enrich(s, cands, &r.wp, &r.wv)?
-            .into_iter()
-            .map(ScoredOut::from)
-            .collect())
-    })
+/// A parsed query on this node's points, or fanned out from it in cluster mode.
+async fn query_one(
+    st: &AppState,
+    name: &str,
+    read: distributed::placement::ReadConsistency,
+    r: QueryRequest,
+) -> Result<Vec<ScoredOut>, ApiError> {
+    let points = match dist_for(st, name, read)? {
+        Some(p) => distributed::coordinator::query_points(&st.dist, &p, r).await?,
+        None => distributed::points::query(st.storage.clone(), coll(st, name)?, r).await?,
+    };
+    Ok(scored_out(points))
 }
 
 async fn query_points_local(
@@ -1148,28 +1090,8 @@ async fn query_points_local(
     let t = Instant::now();
     let c = coll(&st, &name)?;
     let r = parse_query_req(&body)?;
-    let out = blocking(move || exec_query(&st, &c, &r)).await?;
-    Ok(Timed(t, json!({"points": out})))
-}
-
-async fn query_batch_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Vec<Value>> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let reqs = batch_items(&body)?
-        .iter()
-        .map(parse_query_req)
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = blocking(move || {
-        reqs.iter()
-            .map(|r| exec_query(&st, &c, r).map(|p| json!({"points": p})))
-            .collect()
-    })
-    .await?;
-    Ok(Timed(t, out))
+    let out = distributed::points::query(st.storage.clone(), c, r).await?;
+    Ok(Timed(t, json!({"points": scored_out(out)})))
 }
 
 struct RecoReq {
@@ -1182,7 +1104,7 @@ struct RecoReq {
     threshold: Option<f32>,
     wp: WithPayload,
     wv: WithVector,
-    lookup_from: Option<Value>,
+    lookup_from: Option<LookupFrom>,
 }
 
 fn parse_reco(v: &Value) -> Result<RecoReq, ApiError> {
@@ -1201,7 +1123,7 @@ fn parse_reco(v: &Value) -> Result<RecoReq, ApiError> {
         threshold: f32_field(m, "score_threshold")?,
         wp: with_payload(m.get("with_payload"), false)?,
         wv: with_vector_of(m)?,
-        lookup_from: m.get("lookup_from").cloned(),
+        lookup_from: parse_lookup(m.get("lookup_from"))?,
     })
 }
 
@@ -1428,7 +1350,7 @@ async fn query_groups_local(
             r.spec.widen(s.len().max(1));
             r.spec.offset = 0;
             let ranked = e.query(&r.spec)?;
-            build_groups(&st, s, ranked, &g, &r.wp, &r.wv)
+            build_groups(&st, s, ranked, &g, &r.with_payload, &r.with_vector)
         })
     })
     .await?;
@@ -1509,56 +1431,32 @@ async fn retrieve_points(
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(body): QJson<Value>,
-) -> ApiResult<Value> {
+) -> ApiResult<Vec<RecordOut>> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        let m = obj(&body)?;
-        let ids = m
-            .get("ids")
-            .and_then(Value::as_array)
-            .cloned()
-            .ok_or_else(|| ApiError::format("missing field `ids`"))?;
-        let wp = m.get("with_payload").cloned().unwrap_or(json!(true));
-        let wv = m
-            .get("with_vector")
-            .or_else(|| m.get("with_vectors"))
-            .cloned()
-            .unwrap_or(json!(false));
-        let mut seen = std::collections::HashSet::new();
-        let ids: Vec<Value> = ids
-            .into_iter()
-            .filter(|i| seen.insert(i.to_string()))
-            .collect();
-        return Ok(Timed(
-            t,
-            Value::Array(distributed::coordinator::retrieve(&st.dist, &p, &ids, wp, wv).await?),
-        ));
-    }
-    to_json(retrieve_points_local(State(st), Path(name), QJson(body)).await)
+    let r = parse_retrieve(&body)?;
+    Ok(Timed(t, records_out(retrieve_one(&st, &name, read, r).await?)))
 }
 
 async fn get_point(
     State(st): St,
     ReadOpts(read): ReadOpts,
     Path((name, id)): Path<(String, String)>,
-) -> ApiResult<Value> {
+) -> ApiResult<RecordOut> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        let pid = PointId::parse_str(&id).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "Wrong input: invalid point id `{id}`: expected an unsigned integer or a UUID"
-            ))
-        })?;
-        let idv = serde_json::to_value(pid).expect("id encodes");
-        let mut recs =
-            distributed::coordinator::retrieve(&st.dist, &p, &[idv], json!(true), json!(true))
-                .await?;
-        return match recs.pop() {
-            Some(r) => Ok(Timed(t, r)),
-            None => Err(CollectionError::PointNotFound(pid.to_string()).into()),
-        };
+    let pid = PointId::parse_str(&id).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Wrong input: invalid point id `{id}`: expected an unsigned integer or a UUID"
+        ))
+    })?;
+    let r = RetrieveRequest {
+        ids: vec![pid],
+        with_payload: WithPayload::All,
+        with_vector: WithVector::All,
+    };
+    match retrieve_one(&st, &name, read, r).await?.pop() {
+        Some(p) => Ok(Timed(t, RecordOut::from(p))),
+        None => Err(CollectionError::PointNotFound(pid.to_string()).into()),
     }
-    to_json(get_point_local(State(st), Path((name, id))).await)
 }
 
 async fn scroll_points(
@@ -1687,15 +1585,8 @@ async fn query_points(
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        parse_query_req(&body)?;
-        let m = obj(&body)?.clone();
-        return Ok(Timed(
-            t,
-            json!({"points": distributed::coordinator::query(&st.dist, &p, m, None, true).await?}),
-        ));
-    }
-    query_points_local(State(st), Path(name), QJson(body)).await
+    let r = parse_query_req(&body)?;
+    Ok(Timed(t, json!({"points": query_one(&st, &name, read, r).await?})))
 }
 
 async fn query_batch(
@@ -1705,16 +1596,16 @@ async fn query_batch(
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        let mut out = Vec::new();
-        for item in batch_items(&body)? {
-            parse_query_req(&item)?;
-            let m = obj(&item)?.clone();
-            out.push(json!({"points": distributed::coordinator::query(&st.dist, &p, m, None, true).await?}));
-        }
-        return Ok(Timed(t, Value::Array(out)));
+    // every query is validated before any runs
+    let reqs = batch_items(&body)?
+        .iter()
+        .map(parse_query_req)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        out.push(json!({"points": query_one(&st, &name, read, r).await?}));
     }
-    to_json(query_batch_local(State(st), Path(name), QJson(body)).await)
+    Ok(Timed(t, Value::Array(out)))
 }
 
 async fn get_collection(State(st): St, Path(name): Path<String>) -> ApiResult<Value> {

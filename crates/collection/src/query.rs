@@ -119,7 +119,8 @@ pub struct Candidate {
 /// Resolves a point id to its vector (`using` name) for query inputs given as ids.
 pub type Lookup<'a> = dyn Fn(PointId, &str) -> CResult<Vector> + 'a;
 
-fn and_filter(a: Option<&Filter>, extra: Condition) -> Filter {
+/// `a` and `extra` both.
+pub fn and_filter(a: Option<&Filter>, extra: Condition) -> Filter {
     let mut must = vec![extra];
     if let Some(f) = a {
         must.push(Condition::Filter(Box::new(f.clone())));
@@ -133,7 +134,7 @@ fn and_filter(a: Option<&Filter>, extra: Condition) -> Filter {
 /// A level's filter passed down into a prefetch: the clauses are concatenated field by
 /// field (so `should` clauses of both become alternatives of each other), as Qdrant merges
 /// filters and the local mode mirrors.
-fn merge_filters(a: Option<&Filter>, b: Option<&Filter>) -> Option<Filter> {
+pub fn merge_filters(a: Option<&Filter>, b: Option<&Filter>) -> Option<Filter> {
     fn cat(x: &Option<Vec<Condition>>, y: &Option<Vec<Condition>>) -> Option<Vec<Condition>> {
         match (x, y) {
             (None, None) => None,
@@ -160,7 +161,8 @@ fn merge_filters(a: Option<&Filter>, b: Option<&Filter>) -> Option<Filter> {
     }
 }
 
-fn exclude_ids(f: Option<Filter>, ids: &HashSet<PointId>) -> Option<Filter> {
+/// `f` without the points `ids`.
+pub fn exclude_ids(f: Option<Filter>, ids: &HashSet<PointId>) -> Option<Filter> {
     if ids.is_empty() {
         return f;
     }
@@ -634,7 +636,8 @@ impl<'a> QueryEngine<'a> {
     }
 }
 
-fn window(mut v: Vec<Candidate>, top: usize, offset: usize) -> Vec<Candidate> {
+/// The first `top` candidates, less the first `offset`.
+pub fn window(mut v: Vec<Candidate>, top: usize, offset: usize) -> Vec<Candidate> {
     v.truncate(top);
     v.into_iter().skip(offset).collect()
 }

@@ -10,8 +10,10 @@
 //! run the same version; the encoding is not meant to be read by another one.
 
 use crate::error::{CResult, CollectionError};
-use crate::query::{enrich, QueryEngine, RequestParams, ScoredPoint, WithPayload, WithVector};
-use crate::Collection;
+use crate::query::{
+    enrich, QueryEngine, QuerySpec, RequestParams, ScoredPoint, WithPayload, WithVector,
+};
+use crate::{Collection, Storage};
 use segment::filter::{Condition, Filter};
 use segment::store::PointStore;
 use segment::{PointId, Vector};
@@ -111,6 +113,51 @@ pub fn enrich_checked(
     Ok(enrich(store, cands, wp, wv))
 }
 
+/// `lookup_from` of a query: where point ids given as inputs are looked up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LookupFrom {
+    pub collection: String,
+    /// The vector to read there (default: the query's `using`).
+    pub vector: Option<String>,
+}
+
+/// Run `f` with a query engine over `store` (a read guard of `c`'s points) whose id
+/// lookups read `lookup_from` (another collection of `storage`) or `store` itself.
+pub fn with_engine<T>(
+    storage: &Storage,
+    c: &Collection,
+    store: &PointStore,
+    lookup_from: Option<&LookupFrom>,
+    params: RequestParams,
+    f: impl FnOnce(&QueryEngine) -> CResult<T>,
+) -> CResult<T> {
+    let other = lookup_from
+        .map(|l| storage.get(&l.collection))
+        .transpose()?;
+    let vec_override = lookup_from.and_then(|l| l.vector.as_deref());
+    let other_store = other.as_ref().map(|o| o.read());
+    let src: &PointStore = other_store.as_deref().unwrap_or(store);
+    let lookup = |id: PointId, using: &str| -> CResult<Vector> {
+        let name = vec_override.unwrap_or(using);
+        let rec = src
+            .get(id)
+            .ok_or_else(|| CollectionError::PointNotFound(id.to_string()))?;
+        rec.vectors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CollectionError::BadInput(format!("Point {id} has no vector `{name}`")))
+    };
+    let engine = QueryEngine {
+        store,
+        lookup: &lookup,
+        params,
+        full_scan_threshold_kb: c.full_scan_threshold_kb(),
+        // examples looked up in another collection are not points of this one
+        exclude_examples: other.as_ref().is_none_or(|o| o.name() == c.name()),
+    };
+    f(&engine)
+}
+
 /// A query engine over `store` whose id lookups read `store` itself.
 pub fn with_own_engine<T>(
     c: &Collection,
@@ -135,6 +182,75 @@ pub fn with_own_engine<T>(
         exclude_examples: true,
     };
     f(&engine)
+}
+
+/// Points by id (`POST /collections/{name}/points`), parsed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetrieveRequest {
+    pub ids: Vec<PointId>,
+    pub with_payload: WithPayload,
+    pub with_vector: WithVector,
+}
+
+impl RetrieveRequest {
+    /// Only the ids of the scope's shards.
+    pub fn scoped(mut self, scope: &Scope) -> Self {
+        self.ids.retain(|id| scope.holds(*id));
+        self
+    }
+}
+
+/// The records of `r.ids` that exist, in request order, each once.
+pub fn retrieve(store: &PointStore, r: &RetrieveRequest) -> CResult<Vec<ScoredPoint>> {
+    let mut seen = std::collections::HashSet::new();
+    let cands = r
+        .ids
+        .iter()
+        .filter(|id| seen.insert(**id))
+        .map(|&id| crate::query::Candidate {
+            id,
+            score: 0.0,
+            order_value: None,
+        })
+        .collect();
+    enrich_checked(store, cands, &r.with_payload, &r.with_vector)
+}
+
+/// A universal query (`POST /collections/{name}/points/query`), parsed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub params: RequestParams,
+    pub spec: QuerySpec,
+    pub with_payload: WithPayload,
+    pub with_vector: WithVector,
+    pub lookup_from: Option<LookupFrom>,
+}
+
+impl QueryRequest {
+    /// Only points of the scope's shards, at every level.
+    pub fn scoped(mut self, scope: &Scope) -> Self {
+        fn restrict(spec: &mut QuerySpec, scope: &Scope) {
+            spec.filter = Some(scope.restrict(spec.filter.take()));
+            for p in &mut spec.prefetch {
+                restrict(p, scope);
+            }
+        }
+        restrict(&mut self.spec, scope);
+        self
+    }
+}
+
+/// Run a query on `store` (a read guard of `c`'s points).
+pub fn query(
+    storage: &Storage,
+    c: &Collection,
+    store: &PointStore,
+    r: &QueryRequest,
+) -> CResult<Vec<ScoredPoint>> {
+    with_engine(storage, c, store, r.lookup_from.as_ref(), r.params, |e| {
+        let cands = e.query(&r.spec)?;
+        enrich_checked(store, cands, &r.with_payload, &r.with_vector)
+    })
 }
 
 /// Run a search on `store` (a read guard of `c`'s points).

@@ -15,13 +15,19 @@ use crate::peer::{
 };
 use crate::Ctx;
 use collection::operations::{OpMeta, UpdateOp};
-use collection::query::ScoredPoint;
-use collection::read::SearchRequest;
+use collection::query::{
+    exclude_ids, merge_filters, window, Candidate, QueryInput, QuerySpec,
+    RecoStrategy, RequestParams, ScoredPoint, VectorInput, WithPayload, WithVector,
+    MAX_RESULT_WINDOW,
+};
+use collection::read::{LookupFrom, QueryRequest, RetrieveRequest, SearchRequest};
+use collection::CollectionError;
+use segment::filter::{Condition, Filter};
 use collection::routing::shard_of;
 use segment::PointId;
 use serde_json::{json, Value};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1076,6 +1082,31 @@ pub fn query<'a>(
     })
 }
 
+/// A typed read whose per-peer point lists `merge` turns into one: with the default
+/// consistency a plain fan-out; otherwise each round is merged and the rounds resolved.
+async fn read_typed(
+    st: &Ctx,
+    p: &Placement,
+    body: ReadBody,
+    merge: impl Fn(Vec<Vec<ScoredPoint>>) -> Vec<ScoredPoint>,
+) -> Result<Vec<ScoredPoint>, DistError> {
+    let lists = |answers: Vec<ReadAnswer>| -> Result<Vec<Vec<ScoredPoint>>, DistError> {
+        answers
+            .into_iter()
+            .map(|a| a.points().map_err(DistError::from))
+            .collect()
+    };
+    if p.read == ReadConsistency::One {
+        return Ok(merge(lists(fan_out(st, p, &body, true).await?)?));
+    }
+    let (rounds, need) = fan_out_rounds(st, p, &body).await?;
+    let merged = rounds
+        .into_iter()
+        .map(|r| lists(r).map(&merge))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(resolve_rounds(p, &merged, &need))
+}
+
 /// `/points/search` (typed): every shard's best `offset + limit` points, merged in the
 /// score order of the vector searched.
 pub async fn search(
@@ -1090,23 +1121,309 @@ pub async fn search(
         segment::Vector::Sparse(_) => Order::BiggerFirst,
         segment::Vector::Dense(_) => distance_order(st, &p.name, &r.using),
     };
-    let body = ReadBody::Search(Box::new(r));
-    let merge = |answers: Vec<ReadAnswer>| -> Result<Vec<ScoredPoint>, DistError> {
-        let lists = answers
-            .into_iter()
-            .map(ReadAnswer::points)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(merge_points(lists, order, offset, limit))
-    };
-    if p.read == ReadConsistency::One {
-        return merge(fan_out(st, p, &body, true).await?);
+    read_typed(st, p, ReadBody::Search(Box::new(r)), |lists| {
+        merge_points(lists, order, offset, limit)
+    })
+    .await
+}
+
+/// Records by id from their owners (typed), in `ids` order, each once.
+pub async fn retrieve_points(
+    st: &Ctx,
+    p: &Placement,
+    r: RetrieveRequest,
+) -> Result<Vec<ScoredPoint>, DistError> {
+    if r.ids.is_empty() {
+        return Ok(vec![]);
     }
-    let (rounds, need) = fan_out_rounds(st, p, &body).await?;
-    let merged = rounds
+    let ids = r.ids.clone();
+    read_typed(st, p, ReadBody::Retrieve(r), |lists| {
+        let mut by_id: HashMap<PointId, ScoredPoint> = HashMap::new();
+        for x in lists.into_iter().flatten() {
+            by_id.entry(x.id).or_insert(x);
+        }
+        ids.iter().filter_map(|id| by_id.remove(id)).collect()
+    })
+    .await
+}
+
+/// The order in which a query level's results are merged.
+fn query_order(st: &Ctx, p: &Placement, q: Option<&QueryInput>, using: &str) -> Order {
+    match q {
+        None => Order::ById,
+        Some(QueryInput::OrderBy(ob)) => Order::ByOrderValue {
+            desc: ob.descending,
+        },
+        Some(QueryInput::Sample) => Order::Concat,
+        Some(QueryInput::Recommend { strategy, .. }) => match strategy {
+            RecoStrategy::AverageVector => distance_order(st, &p.name, using),
+            RecoStrategy::BestScore | RecoStrategy::SumScores => Order::BiggerFirst,
+        },
+        Some(QueryInput::Nearest(VectorInput::Vector(segment::Vector::Sparse(_)))) => {
+            Order::BiggerFirst
+        }
+        Some(_) => distance_order(st, &p.name, using),
+    }
+}
+
+/// Replace the point ids a query level gives as inputs with the points' vectors, fetched
+/// from their owners in this collection or in `lookup_from`; returns the ids to leave out
+/// of the level's results: those that name points of this collection (as on a single node).
+async fn resolve_query_inputs(
+    st: &Ctx,
+    p: &Placement,
+    q: &mut Option<QueryInput>,
+    using: &str,
+    lookup: Option<&LookupFrom>,
+) -> Result<HashSet<PointId>, DistError> {
+    fn slots(q: &mut Option<QueryInput>) -> Vec<&mut VectorInput> {
+        match q {
+            Some(QueryInput::Nearest(v)) => vec![v],
+            Some(QueryInput::Recommend {
+                positive, negative, ..
+            }) => positive.iter_mut().chain(negative.iter_mut()).collect(),
+            _ => vec![],
+        }
+    }
+    let ids: Vec<PointId> = slots(q)
         .into_iter()
-        .map(merge)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(resolve_rounds(p, &merged, &need))
+        .filter_map(|v| match v {
+            VectorInput::Id(id) => Some(*id),
+            VectorInput::Vector(_) => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let (src, name) = match lookup {
+        None => (p.clone(), using.to_string()),
+        Some(l) => {
+            let c = st.storage.get(&l.collection)?;
+            let src = placement_of(st, c.name()).ok_or_else(|| {
+                DistError::not_found(format!(
+                    "Not found: Collection `{}` doesn't exist!",
+                    l.collection
+                ))
+            })?;
+            (src, l.vector.clone().unwrap_or_else(|| using.to_string()))
+        }
+    };
+    let recs = retrieve_points(
+        st,
+        &src,
+        RetrieveRequest {
+            ids: ids.clone(),
+            with_payload: WithPayload::None,
+            with_vector: WithVector::Names(vec![name.clone()]),
+        },
+    )
+    .await?;
+    let mut vectors: HashMap<PointId, Option<segment::Vector>> = recs
+        .into_iter()
+        .map(|r| (r.id, r.vector.and_then(|mut v| v.remove(&name))))
+        .collect();
+    for slot in slots(q) {
+        let VectorInput::Id(id) = *slot else { continue };
+        let v = match vectors.get_mut(&id) {
+            None => {
+                return Err(CollectionError::PointNotFound(id.to_string()).into());
+            }
+            Some(v) => v.clone().ok_or_else(|| {
+                CollectionError::BadInput(format!("Point {id} has no vector `{name}`"))
+            })?,
+        };
+        *slot = VectorInput::Vector(v);
+    }
+    Ok(if src.name == p.name {
+        ids.into_iter().collect()
+    } else {
+        HashSet::new()
+    })
+}
+
+/// `/points/query` (typed): the query's levels are planned here as a single node runs them
+/// (`collection::query::QueryEngine::query`); each level without prefetches is one fan-out,
+/// fusion and the rescoring of prefetched candidates happen over every shard's results.
+pub async fn query_points(
+    st: &Ctx,
+    p: &Placement,
+    r: QueryRequest,
+) -> Result<Vec<ScoredPoint>, DistError> {
+    let QueryRequest {
+        params,
+        spec,
+        with_payload,
+        with_vector,
+        lookup_from,
+    } = r;
+    let offset = spec.offset;
+    let level = Level {
+        st,
+        p,
+        params,
+        lookup: lookup_from.as_ref(),
+    };
+    level
+        .run(spec, None, offset, Some((&with_payload, &with_vector)))
+        .await
+}
+
+/// What every level of one distributed query shares.
+struct Level<'a> {
+    st: &'a Ctx,
+    p: &'a Placement,
+    params: RequestParams,
+    lookup: Option<&'a LookupFrom>,
+}
+
+type LevelFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<ScoredPoint>, DistError>> + Send + 'a>,
+>;
+
+impl<'a> Level<'a> {
+    /// One level: `select` is the top level's payload/vector selectors (`None` below it).
+    fn run(
+        &'a self,
+        mut spec: QuerySpec,
+        inherited: Option<Filter>,
+        offset: usize,
+        select: Option<(&'a WithPayload, &'a WithVector)>,
+    ) -> LevelFuture<'a> {
+        Box::pin(async move {
+            let using = spec.using.clone().unwrap_or_default();
+            let excluded =
+                resolve_query_inputs(self.st, self.p, &mut spec.query, &using, self.lookup)
+                    .await?;
+            let filter = merge_filters(inherited.as_ref(), spec.filter.as_ref());
+            let prefetch = std::mem::take(&mut spec.prefetch);
+            if prefetch.is_empty() {
+                let f = exclude_ids(filter, &excluded);
+                return self.base(spec, f, offset, select).await;
+            }
+            let mut sources = Vec::with_capacity(prefetch.len());
+            for pf in prefetch {
+                sources.push(self.run(pf, filter.clone(), 0, None).await?);
+            }
+            let cands = |s: &Vec<ScoredPoint>| -> Vec<Candidate> {
+                s.iter()
+                    .map(|x| Candidate {
+                        id: x.id,
+                        score: x.score,
+                        order_value: None,
+                    })
+                    .collect()
+            };
+            let fused = match &spec.query {
+                Some(QueryInput::Rrf { k, weights }) => Some(collection::query::rrf(
+                    &sources.iter().map(cands).collect::<Vec<_>>(),
+                    k.unwrap_or(2) as f32,
+                    weights.as_deref(),
+                )?),
+                Some(QueryInput::Dbsf) => Some(collection::query::dbsf(
+                    &sources.iter().map(cands).collect::<Vec<_>>(),
+                )),
+                _ => None,
+            };
+            if let Some(fused) = fused {
+                let top = spec.limit.saturating_add(offset).min(MAX_RESULT_WINDOW);
+                let fused = window(
+                    fused
+                        .into_iter()
+                        .filter(|c| spec.score_threshold.is_none_or(|t| c.score >= t))
+                        .collect(),
+                    top,
+                    offset,
+                );
+                return self.attach(fused, select).await;
+            }
+            // a query (or none: the union in id order) over the prefetches' results
+            let ids: HashSet<PointId> = sources.iter().flatten().map(|x| x.id).collect();
+            if ids.is_empty() {
+                return Ok(vec![]);
+            }
+            let f = collection::query::and_filter(filter.as_ref(), Condition::HasId(ids));
+            self.base(spec, exclude_ids(Some(f), &excluded), offset, select)
+                .await
+        })
+    }
+
+    /// A level without prefetches: one fan-out, merged in the query's order.
+    async fn base(
+        &self,
+        spec: QuerySpec,
+        filter: Option<Filter>,
+        offset: usize,
+        select: Option<(&WithPayload, &WithVector)>,
+    ) -> Result<Vec<ScoredPoint>, DistError> {
+        let using = spec.using.clone().unwrap_or_default();
+        let order = query_order(self.st, self.p, spec.query.as_ref(), &using);
+        let limit = spec.limit;
+        // `offset` does not apply to a random sample (as on a single node)
+        let offset = if order == Order::Concat { 0 } else { offset };
+        let (wp, wv) = select.map_or((WithPayload::None, WithVector::None), |(p, v)| {
+            (p.clone(), v.clone())
+        });
+        let body = ReadBody::Query(Box::new(QueryRequest {
+            params: self.params,
+            spec: QuerySpec {
+                prefetch: vec![],
+                filter,
+                limit: limit.saturating_add(offset),
+                offset: 0,
+                ..spec
+            },
+            with_payload: wp,
+            with_vector: wv,
+            lookup_from: None,
+        }));
+        read_typed(self.st, self.p, body, |lists| {
+            merge_points(lists, order, offset, limit)
+        })
+        .await
+    }
+
+    /// Fused candidates as points: at the top level with the records' payload, vectors
+    /// and versions (a point deleted meanwhile is left out).
+    async fn attach(
+        &self,
+        fused: Vec<Candidate>,
+        select: Option<(&WithPayload, &WithVector)>,
+    ) -> Result<Vec<ScoredPoint>, DistError> {
+        let Some((wp, wv)) = select else {
+            return Ok(fused
+                .into_iter()
+                .map(|c| ScoredPoint {
+                    id: c.id,
+                    version: 0,
+                    score: c.score,
+                    payload: None,
+                    vector: None,
+                    order_value: None,
+                })
+                .collect());
+        };
+        let recs = retrieve_points(
+            self.st,
+            self.p,
+            RetrieveRequest {
+                ids: fused.iter().map(|c| c.id).collect(),
+                with_payload: wp.clone(),
+                with_vector: wv.clone(),
+            },
+        )
+        .await?;
+        let mut by_id: HashMap<PointId, ScoredPoint> =
+            recs.into_iter().map(|r| (r.id, r)).collect();
+        Ok(fused
+            .into_iter()
+            .filter_map(|c| {
+                by_id.remove(&c.id).map(|r| ScoredPoint {
+                    score: c.score,
+                    ..r
+                })
+            })
+            .collect())
+    }
 }
 
 /// Legacy search / recommend (`/points/search`, `/points/recommend`): fan out and merge.

@@ -12,7 +12,7 @@ use cluster::node::{ClusterNode, DataFuture, DataService};
 use cluster::proto;
 use collection::operations::{LoggedOp, OpMeta, UpdateOp};
 use collection::query::ScoredPoint;
-use collection::read::SearchRequest;
+use collection::read::{QueryRequest, RetrieveRequest, SearchRequest};
 use segment::digest::Digest;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -103,6 +103,8 @@ pub use collection::read::Scope;
 pub enum ReadBody {
     Json(ReadKind, Value),
     Search(Box<SearchRequest>),
+    Retrieve(RetrieveRequest),
+    Query(Box<QueryRequest>),
 }
 
 /// A peer's answer to a read, of the kind its [`ReadBody`] asked for.
@@ -323,9 +325,11 @@ impl PeerService for TonicPeer {
                 ReadBody::Json(..) => decode_value(proto::BodyFormat::Msgpack, &r.result)
                     .map(ReadAnswer::Json)
                     .map_err(bad),
-                ReadBody::Search(_) => rmp_serde::from_slice(&r.result)
-                    .map(ReadAnswer::Points)
-                    .map_err(|e| bad(e.to_string())),
+                ReadBody::Search(_) | ReadBody::Retrieve(_) | ReadBody::Query(_) => {
+                    rmp_serde::from_slice(&r.result)
+                        .map(ReadAnswer::Points)
+                        .map_err(|e| bad(e.to_string()))
+                }
             }
         })
     }
@@ -556,6 +560,9 @@ fn decode_value(format: proto::BodyFormat, b: &[u8]) -> Result<Value, String> {
 }
 
 fn read_to_proto(r: &ReadRequest) -> proto::ReadRequest {
+    fn typed<T: serde::Serialize>(v: &T) -> Vec<u8> {
+        rmp_serde::to_vec_named(v).expect("typed reads encode")
+    }
     let (kind, body) = match &r.body {
         ReadBody::Json(kind, body) => {
             let kind = match kind {
@@ -569,10 +576,9 @@ fn read_to_proto(r: &ReadRequest) -> proto::ReadRequest {
             let body = encode_value(proto::BodyFormat::Msgpack, body).expect("JSON values encode");
             (kind, body)
         }
-        ReadBody::Search(s) => (
-            proto::ReadKind::TypedSearch,
-            rmp_serde::to_vec_named(s).expect("search requests encode"),
-        ),
+        ReadBody::Search(s) => (proto::ReadKind::TypedSearch, typed(s)),
+        ReadBody::Retrieve(r) => (proto::ReadKind::TypedRetrieve, typed(r)),
+        ReadBody::Query(q) => (proto::ReadKind::TypedQuery, typed(q)),
     };
     proto::ReadRequest {
         collection: r.collection.clone(),
@@ -593,6 +599,9 @@ fn read_from_proto(r: proto::ReadRequest) -> PeerResult<ReadRequest> {
             "scope without a shard count",
         ));
     }
+    fn typed<T: serde::de::DeserializeOwned>(b: &[u8]) -> PeerResult<T> {
+        rmp_serde::from_slice(b).map_err(|e| PeerError::bad_message("read", e))
+    }
     let json = |kind: ReadKind| -> PeerResult<ReadBody> {
         let format = proto::BodyFormat::try_from(r.format)
             .map_err(|_| PeerError::bad_message("read", format!("body format {}", r.format)))?;
@@ -607,9 +616,9 @@ fn read_from_proto(r: proto::ReadRequest) -> PeerResult<ReadRequest> {
         Ok(proto::ReadKind::Query) => json(ReadKind::Query)?,
         Ok(proto::ReadKind::Scroll) => json(ReadKind::Scroll)?,
         Ok(proto::ReadKind::Count) => json(ReadKind::Count)?,
-        Ok(proto::ReadKind::TypedSearch) => ReadBody::Search(Box::new(
-            rmp_serde::from_slice(&r.body).map_err(|e| PeerError::bad_message("read", e))?,
-        )),
+        Ok(proto::ReadKind::TypedSearch) => ReadBody::Search(Box::new(typed(&r.body)?)),
+        Ok(proto::ReadKind::TypedRetrieve) => ReadBody::Retrieve(typed(&r.body)?),
+        Ok(proto::ReadKind::TypedQuery) => ReadBody::Query(Box::new(typed(&r.body)?)),
         Err(_) => return Err(PeerError::bad_message("read", format!("kind {}", r.kind))),
     };
     Ok(ReadRequest {

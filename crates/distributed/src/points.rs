@@ -3,8 +3,8 @@
 
 use crate::error::DistError;
 use collection::query::ScoredPoint;
-use collection::read::{self, SearchRequest};
-use collection::Collection;
+use collection::read::{self, QueryRequest, RetrieveRequest, SearchRequest};
+use collection::{Collection, Storage};
 use std::sync::Arc;
 
 /// Run a search on `c`: on the async worker when it is small and no writer holds or waits
@@ -14,5 +14,23 @@ pub async fn search(c: Arc<Collection>, r: SearchRequest) -> Result<Vec<ScoredPo
         return Ok(read::search(&c, &store, &r)?);
     }
     tokio::task::spawn_blocking(move || read::search(&c, &c.read(), &r)).await?
+        .map_err(DistError::from)
+}
+
+/// Records by id, on the blocking pool.
+pub async fn retrieve(c: Arc<Collection>, r: RetrieveRequest) -> Result<Vec<ScoredPoint>, DistError> {
+    tokio::task::spawn_blocking(move || read::retrieve(&c.read(), &r))
+        .await?
+        .map_err(DistError::from)
+}
+
+/// A universal query, on the blocking pool (its cost is only known once it runs).
+pub async fn query(
+    storage: Arc<Storage>,
+    c: Arc<Collection>,
+    r: QueryRequest,
+) -> Result<Vec<ScoredPoint>, DistError> {
+    tokio::task::spawn_blocking(move || read::query(&storage, &c, &c.read(), &r))
+        .await?
         .map_err(DistError::from)
 }

@@ -10,6 +10,7 @@ use crate::peer::{
 };
 use crate::{coordinator, replication, Ctx};
 use collection::collection::UpdateResult;
+use collection::query::ScoredPoint;
 use collection::operations::LoggedOp;
 use collection::CollectionError;
 use segment::digest::Digest;
@@ -179,28 +180,57 @@ impl LocalService {
                 req.collection
             )));
         }
-        match req.body {
+        let scope = req.scope;
+        let typed = match req.body {
             ReadBody::Json(kind, body) => {
-                let body = match &req.scope {
+                let body = match &scope {
                     Some(scope) => scoped_body(scope, body),
                     None => body,
                 };
                 let v = self.reads.read(kind, req.collection, body).await?;
-                Ok(ReadAnswer::Json(v))
+                return Ok(ReadAnswer::Json(v));
             }
+            typed => typed,
+        };
+        self.typed_read(&req.collection, typed, scope.as_ref())
+            .await
+            .map(ReadAnswer::Points)
+            .map_err(|e| self.reads.describe(e))
+    }
+
+    /// A typed read on this peer's points (of the scope's shards only, if given).
+    async fn typed_read(
+        &self,
+        collection: &str,
+        body: ReadBody,
+        scope: Option<&Scope>,
+    ) -> Result<Vec<ScoredPoint>, DistError> {
+        let c = self.ctx.storage.get(collection)?;
+        match body {
             ReadBody::Search(r) => {
-                let run = async {
-                    let c = self.ctx.storage.get(&req.collection)?;
-                    let r = match &req.scope {
-                        Some(scope) => r.scoped(scope),
-                        None => *r,
-                    };
-                    crate::points::search(c, r).await
+                let r = match scope {
+                    Some(s) => r.scoped(s),
+                    None => *r,
                 };
-                run.await
-                    .map(ReadAnswer::Points)
-                    .map_err(|e| self.reads.describe(e))
+                crate::points::search(c, r).await
             }
+            ReadBody::Retrieve(r) => {
+                let r = match scope {
+                    Some(s) => r.scoped(s),
+                    None => r,
+                };
+                crate::points::retrieve(c, r).await
+            }
+            ReadBody::Query(r) => {
+                let r = match scope {
+                    Some(s) => r.scoped(s),
+                    None => *r,
+                };
+                crate::points::query(self.ctx.storage.clone(), c, r).await
+            }
+            ReadBody::Json(kind, _) => Err(DistError::bad_request(format!(
+                "Bad request: a {kind:?} read with a JSON body has no typed form"
+            ))),
         }
     }
 }
