@@ -11,13 +11,15 @@ use axum::Router;
 use cluster::state::ClusterOp;
 use collection::config::CreateCollection;
 use collection::query::{
-    group_hits, Candidate, QueryEngine, QueryInput,
-    RequestParams, WithPayload, WithVector,
+    group_hits, Candidate, QueryEngine, RequestParams, WithPayload, WithVector,
+};
+use collection::read::{
+    CountRequest, GroupRequest, LookupFrom, QueryRequest, RetrieveRequest, ScrollPage,
+    ScrollRequest, SearchRequest, WithLookup,
 };
 use collection::storage::AliasAction;
 use collection::{Collection, CollectionError};
 use segment::store::PointStore;
-use collection::read::{LookupFrom, QueryRequest, RetrieveRequest, SearchRequest};
 use segment::PointId;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -899,25 +901,8 @@ async fn retrieve_one(
     })
 }
 
-async fn retrieve_points_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Vec<RecordOut>> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let r = parse_retrieve(&body)?;
-    Ok(Timed(t, records_out(distributed::points::retrieve(c, r).await?)))
-}
-
-async fn scroll_points_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Value> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let m = obj(&body)?;
+fn parse_scroll(body: &Value) -> Result<ScrollRequest, ApiError> {
+    let m = obj(body)?;
     let filter = opt_filter(m.get("filter"))?;
     let limit = usize_field(m, "limit", 10)?;
     if limit == 0 {
@@ -929,44 +914,35 @@ async fn scroll_points_local(
         None | Some(Value::Null) => None,
         Some(v) => Some(point_id(v)?),
     };
-    let wp = with_payload(m.get("with_payload"), true)?;
-    let wv = with_vector_of(m)?;
-    let ob = order_by_opt(m.get("order_by"))?;
-    let out = blocking(move || {
-        let store = c.read();
-        if let Some(ob) = ob {
-            if offset.is_some() {
-                return Err(ApiError::bad_request("Wrong input: Can't use offset with order_by"));
-            }
-            let lookup = |id: PointId, _: &str| Err(CollectionError::PointNotFound(id.to_string()));
-            let engine = QueryEngine::new(&store, &lookup);
-            let cands = engine.order_by(&ob, filter.as_ref(), limit)?;
-            return Ok(json!({"points": records_out(enrich(&store, cands, &wp, &wv)?), "next_page_offset": null}));
-        }
-        let mut ids = store.scroll(offset, limit.saturating_add(1), filter.as_ref());
-        let next = if ids.len() > limit { ids.pop() } else { None };
-        let cands = ids.into_iter().map(|id| Candidate { id, score: 0.0, order_value: None }).collect();
-        Ok(json!({"points": records_out(enrich(&store, cands, &wp, &wv)?), "next_page_offset": next}))
+    let order_by = order_by_opt(m.get("order_by"))?;
+    if order_by.is_some() && offset.is_some() {
+        return Err(ApiError::bad_request(
+            "Wrong input: Can't use offset with order_by",
+        ));
+    }
+    Ok(ScrollRequest {
+        filter,
+        limit,
+        offset,
+        with_payload: with_payload(m.get("with_payload"), true)?,
+        with_vector: with_vector_of(m)?,
+        order_by,
     })
-    .await?;
-    Ok(Timed(t, out))
 }
 
-async fn count_points_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Value> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let m = obj(&body)?;
-    let filter = opt_filter(m.get("filter"))?;
+fn page_out(p: ScrollPage) -> Value {
+    json!({"points": records_out(p.points), "next_page_offset": p.next_page_offset})
+}
+
+fn parse_count(body: &Value) -> Result<CountRequest, ApiError> {
+    let m = obj(body)?;
     if let Some(e) = m.get("exact").filter(|v| !v.is_null()) {
         e.as_bool()
             .ok_or_else(|| ApiError::format("`exact` must be a bool"))?;
     }
-    let n = blocking(move || Ok(c.read().count(filter.as_ref()))).await?;
-    Ok(Timed(t, json!({"count": n})))
+    Ok(CountRequest {
+        filter: opt_filter(m.get("filter"))?,
+    })
 }
 
 // ------------------------------------------------------------------ search / query
@@ -1037,18 +1013,6 @@ fn scored_out(points: Vec<collection::query::ScoredPoint>) -> Vec<ScoredOut> {
     points.into_iter().map(ScoredOut::from).collect()
 }
 
-async fn search_points_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Vec<ScoredOut>> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let r = parse_search(&body)?;
-    let out = distributed::points::search(c, r).await?;
-    Ok(Timed(t, scored_out(out)))
-}
-
 fn batch_items(body: &Value) -> Result<Vec<Value>, ApiError> {
     obj(body)?
         .get("searches")
@@ -1082,135 +1046,33 @@ async fn query_one(
     Ok(scored_out(points))
 }
 
-async fn query_points_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Value> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let r = parse_query_req(&body)?;
-    let out = distributed::points::query(st.storage.clone(), c, r).await?;
-    Ok(Timed(t, json!({"points": scored_out(out)})))
-}
-
-struct RecoReq {
-    params: RequestParams,
-    input: QueryInput,
-    using: String,
-    filter: Option<segment::filter::Filter>,
-    limit: usize,
-    offset: usize,
-    threshold: Option<f32>,
-    wp: WithPayload,
-    wv: WithVector,
-    lookup_from: Option<LookupFrom>,
-}
-
-fn parse_reco(v: &Value) -> Result<RecoReq, ApiError> {
+/// A legacy recommend body as the universal query it is: a recommend input, no prefetch.
+fn parse_reco(v: &Value) -> Result<QueryRequest, ApiError> {
     let m = obj(v)?;
     let params = request_params(m)?;
     if !m.contains_key("limit") {
         return Err(ApiError::format("missing field `limit`"));
     }
-    Ok(RecoReq {
+    Ok(QueryRequest {
         params,
-        input: recommend_input(m)?,
-        using: str_field(m, "using")?.unwrap_or_default(),
-        filter: opt_filter(m.get("filter"))?,
-        limit: limit_field(m, 10)?,
-        offset: usize_field(m, "offset", 0)?,
-        threshold: f32_field(m, "score_threshold")?,
-        wp: with_payload(m.get("with_payload"), false)?,
-        wv: with_vector_of(m)?,
+        spec: collection::query::QuerySpec {
+            prefetch: vec![],
+            query: Some(recommend_input(m)?),
+            using: Some(str_field(m, "using")?.unwrap_or_default()),
+            filter: opt_filter(m.get("filter"))?,
+            score_threshold: f32_field(m, "score_threshold")?,
+            limit: limit_field(m, 10)?,
+            offset: usize_field(m, "offset", 0)?,
+        },
+        with_payload: with_payload(m.get("with_payload"), false)?,
+        with_vector: with_vector_of(m)?,
         lookup_from: parse_lookup(m.get("lookup_from"))?,
     })
 }
 
-fn exec_reco(
-    st: &AppState,
-    c: &Collection,
-    r: &RecoReq,
-    limit: usize,
-    offset: usize,
-) -> Result<Vec<Candidate>, ApiError> {
-    let QueryInput::Recommend {
-        positive,
-        negative,
-        strategy,
-    } = &r.input
-    else {
-        unreachable!("parse_reco builds Recommend")
-    };
-    with_engine(st, c, r.lookup_from.as_ref(), r.params, |e, _| {
-        Ok(e.recommend(
-            positive,
-            negative,
-            *strategy,
-            &r.using,
-            r.filter.clone(),
-            limit,
-            offset,
-            r.threshold,
-        )?)
-    })
-}
-
-async fn recommend_points_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Vec<ScoredOut>> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let r = parse_reco(&body)?;
-    let out = blocking(move || {
-        let cands = exec_reco(&st, &c, &r, r.limit, r.offset)?;
-        Ok(enrich(&c.read(), cands, &r.wp, &r.wv)?
-            .into_iter()
-            .map(ScoredOut::from)
-            .collect())
-    })
-    .await?;
-    Ok(Timed(t, out))
-}
-
-async fn recommend_batch_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Vec<Vec<ScoredOut>>> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let reqs = batch_items(&body)?
-        .iter()
-        .map(parse_reco)
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = blocking(move || {
-        reqs.iter()
-            .map(|r| {
-                let cands = exec_reco(&st, &c, r, r.limit, r.offset)?;
-                Ok(enrich(&c.read(), cands, &r.wp, &r.wv)?
-                    .into_iter()
-                    .map(ScoredOut::from)
-                    .collect())
-            })
-            .collect()
-    })
-    .await?;
-    Ok(Timed(t, out))
-}
-
 // ------------------------------------------------------------------ groups
 
-struct GroupParams {
-    group_by: String,
-    group_size: usize,
-    limit: usize,
-    with_lookup: Option<(String, WithPayload, WithVector)>,
-}
-
-fn parse_groups(m: &JsonMap, default_limit: Option<usize>) -> Result<GroupParams, ApiError> {
+fn parse_groups(m: &JsonMap, default_limit: Option<usize>) -> Result<GroupRequest, ApiError> {
     let group_by =
         str_field(m, "group_by")?.ok_or_else(|| ApiError::format("missing field `group_by`"))?;
     let group_size = usize_field(m, "group_size", 3)?;
@@ -1230,22 +1092,27 @@ fn parse_groups(m: &JsonMap, default_limit: Option<usize>) -> Result<GroupParams
     }
     let with_lookup = match m.get("with_lookup") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some((s.clone(), WithPayload::All, WithVector::None)),
-        Some(Value::Object(l)) => Some((
-            l.get("collection")
+        Some(Value::String(s)) => Some(WithLookup {
+            collection: s.clone(),
+            with_payload: WithPayload::All,
+            with_vector: WithVector::None,
+        }),
+        Some(Value::Object(l)) => Some(WithLookup {
+            collection: l
+                .get("collection")
                 .and_then(Value::as_str)
                 .ok_or_else(|| ApiError::format("with_lookup needs `collection`"))?
                 .to_string(),
-            with_payload(l.get("with_payload"), true)?,
-            with_vector(l.get("with_vectors").or_else(|| l.get("with_vector")))?,
-        )),
+            with_payload: with_payload(l.get("with_payload"), true)?,
+            with_vector: with_vector(l.get("with_vectors").or_else(|| l.get("with_vector")))?,
+        }),
         Some(_) => {
             return Err(ApiError::format(
                 "with_lookup must be a collection name or an object",
             ))
         }
     };
-    Ok(GroupParams {
+    Ok(GroupRequest {
         group_by,
         group_size,
         limit,
@@ -1257,13 +1124,17 @@ fn build_groups(
     st: &AppState,
     store: &PointStore,
     ranked: Vec<Candidate>,
-    g: &GroupParams,
+    g: &GroupRequest,
     wp: &WithPayload,
     wv: &WithVector,
 ) -> Result<Value, ApiError> {
     let groups = group_hits(store, ranked, &g.group_by, g.group_size, g.limit)?;
     let lookup = match &g.with_lookup {
-        Some((name, lwp, lwv)) => Some((st.storage.get(name)?, lwp.clone(), lwv.clone())),
+        Some(l) => Some((
+            st.storage.get(&l.collection)?,
+            l.with_payload.clone(),
+            l.with_vector.clone(),
+        )),
         None => None,
     };
     let mut out = Vec::new();
@@ -1370,44 +1241,22 @@ async fn recommend_groups_local(
     for k in ["group_by", "group_size", "with_lookup"] {
         sm.remove(k);
     }
-    let r = parse_reco(&Value::Object(sm))?;
+    let mut r = parse_reco(&Value::Object(sm))?;
     let out = blocking(move || {
-        let n = c.read().len().max(1);
-        let ranked = exec_reco(&st, &c, &r, n, 0)?;
-        build_groups(&st, &c.read(), ranked, &g, &r.wp, &r.wv)
+        with_engine(&st, &c, r.lookup_from.as_ref(), r.params, |e, s| {
+            r.spec.limit = s.len().max(1);
+            r.spec.offset = 0;
+            let ranked = e.query(&r.spec)?;
+            build_groups(&st, s, ranked, &g, &r.with_payload, &r.with_vector)
+        })
     })
     .await?;
     Ok(Timed(t, out))
 }
 
 // ------------------------------------------------------------------ cluster dispatch
-// In cluster mode every read below fans out from the receiving peer (see `dist`); on a
-// single node, or for a coordinator's sub-request, the `_local` handler runs.
-
-fn to_json<T: serde::Serialize>(r: ApiResult<T>) -> ApiResult<Value> {
-    r.map(|Timed(t, v)| Timed(t, serde_json::to_value(v).expect("responses encode")))
-}
-
-/// Execute a read on this peer's local points only (a coordinator's sub-request; the body
-/// is already scoped to the shards asked for). Returns the answer's `result`.
-pub(crate) async fn local_read(
-    st: AppState,
-    kind: distributed::peer::ReadKind,
-    name: String,
-    body: Value,
-) -> Result<Value, ApiError> {
-    use distributed::peer::ReadKind as K;
-    let (st, name, body) = (State(st), Path(name), QJson(body));
-    let r = match kind {
-        K::Retrieve => to_json(retrieve_points_local(st, name, body).await),
-        K::Search => to_json(search_points_local(st, name, body).await),
-        K::Recommend => to_json(recommend_points_local(st, name, body).await),
-        K::Query => query_points_local(st, name, body).await,
-        K::Scroll => scroll_points_local(st, name, body).await,
-        K::Count => count_points_local(st, name, body).await,
-    };
-    r.map(|Timed(_, v)| v)
-}
+// Each read is parsed once; in cluster mode it fans out from the receiving peer
+// (`distributed::coordinator`), on a single node it runs here (`distributed::points`).
 
 fn dist_for(
     st: &AppState,
@@ -1434,7 +1283,10 @@ async fn retrieve_points(
 ) -> ApiResult<Vec<RecordOut>> {
     let t = Instant::now();
     let r = parse_retrieve(&body)?;
-    Ok(Timed(t, records_out(retrieve_one(&st, &name, read, r).await?)))
+    Ok(Timed(
+        t,
+        records_out(retrieve_one(&st, &name, read, r).await?),
+    ))
 }
 
 async fn get_point(
@@ -1466,13 +1318,12 @@ async fn scroll_points(
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        return Ok(Timed(
-            t,
-            distributed::coordinator::scroll(&st.dist, &p, &body).await?,
-        ));
-    }
-    scroll_points_local(State(st), Path(name), QJson(body)).await
+    let r = parse_scroll(&body)?;
+    let page = match dist_for(&st, &name, read)? {
+        Some(p) => distributed::coordinator::scroll_points(&st.dist, &p, r).await?,
+        None => distributed::points::scroll(coll(&st, &name)?, r).await?,
+    };
+    Ok(Timed(t, page_out(page)))
 }
 
 async fn count_points(
@@ -1482,13 +1333,12 @@ async fn count_points(
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        return Ok(Timed(
-            t,
-            distributed::coordinator::count(&st.dist, &p, &body).await?,
-        ));
-    }
-    count_points_local(State(st), Path(name), QJson(body)).await
+    let r = parse_count(&body)?;
+    let n = match dist_for(&st, &name, read)? {
+        Some(p) => distributed::coordinator::count_points(&st.dist, &p, r).await?,
+        None => distributed::points::count(coll(&st, &name)?, r).await?,
+    };
+    Ok(Timed(t, json!({"count": n})))
 }
 
 /// A parsed search on this node's points, or fanned out from it in cluster mode.
@@ -1542,19 +1392,11 @@ async fn recommend_points(
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
-) -> ApiResult<Value> {
+) -> ApiResult<Vec<ScoredOut>> {
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        parse_reco(&body)?;
-        return Ok(Timed(
-            t,
-            Value::Array(
-                distributed::coordinator::search_like(&st.dist, &p, "recommend", &body).await?,
-            ),
-        ));
-    }
-    to_json(recommend_points_local(State(st), Path(name), QJson(body)).await)
+    let r = parse_reco(&body)?;
+    Ok(Timed(t, query_one(&st, &name, read, r).await?))
 }
 
 async fn recommend_batch(
@@ -1562,20 +1404,19 @@ async fn recommend_batch(
     ReadOpts(read): ReadOpts,
     Path(name): Path<String>,
     QJson(mut body): QJson<Value>,
-) -> ApiResult<Value> {
+) -> ApiResult<Vec<Vec<ScoredOut>>> {
     crate::normalize::aliases(crate::normalize::Body::SearchBatch, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        let mut out = Vec::new();
-        for item in batch_items(&body)? {
-            parse_reco(&item)?;
-            out.push(Value::Array(
-                distributed::coordinator::search_like(&st.dist, &p, "recommend", &item).await?,
-            ));
-        }
-        return Ok(Timed(t, Value::Array(out)));
+    // every recommendation is validated before any runs
+    let reqs = batch_items(&body)?
+        .iter()
+        .map(parse_reco)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        out.push(query_one(&st, &name, read, r).await?);
     }
-    to_json(recommend_batch_local(State(st), Path(name), QJson(body)).await)
+    Ok(Timed(t, out))
 }
 
 async fn query_points(
@@ -1586,7 +1427,10 @@ async fn query_points(
 ) -> ApiResult<Value> {
     let t = Instant::now();
     let r = parse_query_req(&body)?;
-    Ok(Timed(t, json!({"points": query_one(&st, &name, read, r).await?})))
+    Ok(Timed(
+        t,
+        json!({"points": query_one(&st, &name, read, r).await?}),
+    ))
 }
 
 async fn query_batch(
@@ -1629,12 +1473,9 @@ async fn search_groups(
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
     if let Some(p) = dist_for(&st, &name, read)? {
-        let m = obj(&body)?.clone();
-        parse_groups(&m, None)?;
-        return Ok(Timed(
-            t,
-            distributed::coordinator::groups(&st.dist, &p, "search", &body).await?,
-        ));
+        let (g, rest) = split_groups(&body, None)?;
+        let r = QueryRequest::from(parse_search(&rest)?);
+        return Ok(Timed(t, groups_dist(&st, &p, r, &g).await?));
     }
     search_groups_local(State(st), Path(name), QJson(body)).await
 }
@@ -1647,12 +1488,9 @@ async fn query_groups(
 ) -> ApiResult<Value> {
     let t = Instant::now();
     if let Some(p) = dist_for(&st, &name, read)? {
-        let m = obj(&body)?.clone();
-        parse_groups(&m, Some(10))?;
-        return Ok(Timed(
-            t,
-            distributed::coordinator::groups(&st.dist, &p, "query", &body).await?,
-        ));
+        let g = parse_groups(obj(&body)?, Some(10))?;
+        let r = parse_query_req(&body)?;
+        return Ok(Timed(t, groups_dist(&st, &p, r, &g).await?));
     }
     query_groups_local(State(st), Path(name), QJson(body)).await
 }
@@ -1666,12 +1504,44 @@ async fn recommend_groups(
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
     if let Some(p) = dist_for(&st, &name, read)? {
-        let m = obj(&body)?.clone();
-        parse_groups(&m, None)?;
-        return Ok(Timed(
-            t,
-            distributed::coordinator::groups(&st.dist, &p, "recommend", &body).await?,
-        ));
+        let (g, rest) = split_groups(&body, None)?;
+        let r = parse_reco(&rest)?;
+        return Ok(Timed(t, groups_dist(&st, &p, r, &g).await?));
     }
     recommend_groups_local(State(st), Path(name), QJson(body)).await
+}
+
+/// The grouping part of a legacy `*/groups` body, and the rest (a search or recommend).
+fn split_groups(
+    body: &Value,
+    default_limit: Option<usize>,
+) -> Result<(GroupRequest, Value), ApiError> {
+    let m = obj(body)?;
+    let g = parse_groups(m, default_limit)?;
+    let mut rest = m.clone();
+    for k in ["group_by", "group_size", "with_lookup"] {
+        rest.remove(k);
+    }
+    Ok((g, Value::Object(rest)))
+}
+
+/// `*/groups` fanned out from this peer, in the wire shape.
+async fn groups_dist(
+    st: &AppState,
+    p: &distributed::placement::Placement,
+    r: QueryRequest,
+    g: &GroupRequest,
+) -> Result<Value, ApiError> {
+    let groups = distributed::coordinator::group_points(&st.dist, p, r, g).await?;
+    let out: Vec<Value> = groups
+        .into_iter()
+        .map(|g| {
+            let mut o = json!({"id": g.id, "hits": scored_out(g.hits)});
+            if let Some(l) = g.lookup {
+                o["lookup"] = serde_json::to_value(RecordOut::from(l)).expect("records encode");
+            }
+            o
+        })
+        .collect();
+    Ok(json!({"groups": out}))
 }

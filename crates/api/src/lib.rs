@@ -5,9 +5,9 @@
 pub mod auth;
 pub mod envelope;
 mod handlers;
-pub mod local_peer;
 pub mod normalize;
 pub mod observe;
+pub mod peer_errors;
 mod snapshots;
 pub mod wire;
 
@@ -127,8 +127,6 @@ pub fn router(state: AppState) -> Router {
                 .allow_headers(tower_http::cors::Any),
         );
     }
-    state
-        .dist
-        .start(Arc::new(local_peer::LocalApi { st: state.clone() }));
+    state.dist.start(Arc::new(peer_errors::ApiErrors));
     r
 }

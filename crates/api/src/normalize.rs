@@ -9,8 +9,9 @@
 //!    vector or payload named like an alias is never touched.
 //!
 //! 3. **Internal conditions are refused.** The shard-scope filter condition (`__shards`)
-//!    only exists in the sub-requests peers send each other (`crate::local_peer`, never
-//!    through this pass); a client body naming it outside user data is refused.
+//!    only exists in the write operations peers forward to each other
+//!    (`UpdateOp::scoped`, `UpdateOp::delete_shards`; reads carry their scope as a typed
+//!    field); a client body naming it outside user data is refused.
 //!
 //! These are pure functions over `serde_json::Value`; the parsers then see one
 //! canonical shape. The alias list is documented in `docs/compatibility.md`.

@@ -961,13 +961,32 @@ pub fn group_hits(
     limit: usize,
 ) -> CResult<Vec<(Value, Vec<Candidate>)>> {
     let path = JsonPath::parse(group_by).map_err(CollectionError::BadInput)?;
-    let mut groups: Vec<(Value, Vec<Candidate>)> = Vec::new();
+    Ok(group_ranked(
+        ranked,
+        |c| store.payload(c.id),
+        &path,
+        group_size,
+        limit,
+    ))
+}
+
+/// The grouping itself, over ranked items of any kind (`payload_of` gives an item's
+/// payload, at least its `path`): in rank order, each item joins the group of each of its
+/// keys that has room, and a key starts a new group while fewer than `limit` exist.
+pub fn group_ranked<'p, T: Clone>(
+    ranked: impl IntoIterator<Item = T>,
+    payload_of: impl Fn(&T) -> Option<&'p Payload>,
+    path: &JsonPath,
+    group_size: usize,
+    limit: usize,
+) -> Vec<(Value, Vec<T>)> {
+    let mut groups: Vec<(Value, Vec<T>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for c in ranked {
-        let Some(p) = store.payload(c.id) else {
+        let Some(p) = payload_of(&c) else {
             continue;
         };
-        for k in group_keys(&path, p) {
+        for k in group_keys(path, p) {
             let ks = k.to_string();
             match index.get(&ks) {
                 Some(&i) => {
@@ -987,7 +1006,7 @@ pub fn group_hits(
             break;
         }
     }
-    Ok(groups)
+    groups
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 
 use crate::error::{CResult, CollectionError};
 use crate::query::{
-    enrich, QueryEngine, QuerySpec, RequestParams, ScoredPoint, WithPayload, WithVector,
+    enrich, OrderBySpec, QueryEngine, QuerySpec, RequestParams, ScoredPoint, WithPayload,
+    WithVector,
 };
 use crate::{Collection, Storage};
 use segment::filter::{Condition, Filter};
@@ -216,6 +217,81 @@ pub fn retrieve(store: &PointStore, r: &RetrieveRequest) -> CResult<Vec<ScoredPo
     enrich_checked(store, cands, &r.with_payload, &r.with_vector)
 }
 
+/// A page of points (`POST /collections/{name}/points/scroll`), parsed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScrollRequest {
+    pub filter: Option<Filter>,
+    /// At least 1.
+    pub limit: usize,
+    /// The first id of the page (not with `order_by`).
+    pub offset: Option<PointId>,
+    pub with_payload: WithPayload,
+    pub with_vector: WithVector,
+    pub order_by: Option<OrderBySpec>,
+}
+
+impl ScrollRequest {
+    /// Only points of the scope's shards.
+    pub fn scoped(mut self, scope: &Scope) -> Self {
+        self.filter = Some(scope.restrict(self.filter.take()));
+        self
+    }
+}
+
+/// A scroll's answer: `next_page_offset` is the id the next page starts at (never with
+/// `order_by`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScrollPage {
+    pub points: Vec<ScoredPoint>,
+    pub next_page_offset: Option<PointId>,
+}
+
+/// One page of `store`'s points: in id order from `offset`, or in `order_by` order.
+pub fn scroll(store: &PointStore, r: &ScrollRequest) -> CResult<ScrollPage> {
+    if let Some(ob) = &r.order_by {
+        if r.offset.is_some() {
+            return Err(CollectionError::BadInput(
+                "Can't use offset with order_by".into(),
+            ));
+        }
+        let lookup = |id: PointId, _: &str| Err(CollectionError::PointNotFound(id.to_string()));
+        let engine = QueryEngine::new(store, &lookup);
+        let cands = engine.order_by(ob, r.filter.as_ref(), r.limit)?;
+        return Ok(ScrollPage {
+            points: enrich_checked(store, cands, &r.with_payload, &r.with_vector)?,
+            next_page_offset: None,
+        });
+    }
+    let mut ids = store.scroll(r.offset, r.limit.saturating_add(1), r.filter.as_ref());
+    let next = if ids.len() > r.limit { ids.pop() } else { None };
+    let cands = ids
+        .into_iter()
+        .map(|id| crate::query::Candidate {
+            id,
+            score: 0.0,
+            order_value: None,
+        })
+        .collect();
+    Ok(ScrollPage {
+        points: enrich_checked(store, cands, &r.with_payload, &r.with_vector)?,
+        next_page_offset: next,
+    })
+}
+
+/// How many points match (`POST /collections/{name}/points/count`), parsed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CountRequest {
+    pub filter: Option<Filter>,
+}
+
+impl CountRequest {
+    /// Only points of the scope's shards.
+    pub fn scoped(mut self, scope: &Scope) -> Self {
+        self.filter = Some(scope.restrict(self.filter.take()));
+        self
+    }
+}
+
 /// A universal query (`POST /collections/{name}/points/query`), parsed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryRequest {
@@ -238,6 +314,48 @@ impl QueryRequest {
         restrict(&mut self.spec, scope);
         self
     }
+}
+
+impl From<SearchRequest> for QueryRequest {
+    /// A search is a query for the nearest points to its vector.
+    fn from(r: SearchRequest) -> Self {
+        QueryRequest {
+            params: r.params,
+            spec: QuerySpec {
+                prefetch: vec![],
+                query: Some(crate::query::QueryInput::Nearest(
+                    crate::query::VectorInput::Vector(r.vector),
+                )),
+                using: Some(r.using),
+                filter: r.filter,
+                score_threshold: r.score_threshold,
+                limit: r.limit,
+                offset: r.offset,
+            },
+            with_payload: r.with_payload,
+            with_vector: r.with_vector,
+            lookup_from: None,
+        }
+    }
+}
+
+/// How `*/groups` requests group their ranking.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupRequest {
+    pub group_by: String,
+    /// At least 1.
+    pub group_size: usize,
+    /// Groups, at least 1.
+    pub limit: usize,
+    pub with_lookup: Option<WithLookup>,
+}
+
+/// `with_lookup` of a groups request: the record whose id is the group key, from there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WithLookup {
+    pub collection: String,
+    pub with_payload: WithPayload,
+    pub with_vector: WithVector,
 }
 
 /// Run a query on `store` (a read guard of `c`'s points).

@@ -3,31 +3,35 @@
 //! placement) and sent as `UpdateOp`s; reads fan out to every peer holding shards and the
 //! answers are merged exactly as a single node would order them. Peers are reached only
 //! through the typed `crate::peer::PeerClient` (this peer in-process, the others over
-//! tonic); they execute the sub-requests on local data only (`crate::local_peer`).
+//! tonic). Reads are typed end to end: the request `api` parsed (`collection::read`) goes
+//! to each peer with the shards it answers for, each peer runs it on its own points
+//! (`crate::points`) and answers typed points, merged here in the single node's order.
+//! A query's levels are planned here as a single node runs them (fusion and rescoring see
+//! every shard's results).
 //!
-//! Current scope: each peer keeps its shards' points in one local store (per-shard stores
-//! arrive with shard transfer); replicas (`replication_factor` > 1) receive every write
-//! for their shards, and reads deduplicate by id.
+//! Each peer keeps its shards' points in one local store; replicas
+//! (`replication_factor` > 1) receive every write for their shards, and reads deduplicate
+//! by id.
 
 use crate::error::DistError;
-use crate::peer::{
-    ApplyRequest, PeerService, ReadAnswer, ReadBody, ReadKind, ReadRequest, Scope,
-};
+use crate::peer::{ApplyRequest, PeerService, ReadAnswer, ReadBody, ReadRequest, Scope};
 use crate::Ctx;
 use collection::operations::{OpMeta, UpdateOp};
 use collection::query::{
-    exclude_ids, merge_filters, window, Candidate, QueryInput, QuerySpec,
-    RecoStrategy, RequestParams, ScoredPoint, VectorInput, WithPayload, WithVector,
-    MAX_RESULT_WINDOW,
+    exclude_ids, merge_filters, window, Candidate, QueryInput, QuerySpec, RecoStrategy,
+    RequestParams, ScoredPoint, VectorInput, WithPayload, WithVector, MAX_RESULT_WINDOW,
 };
-use collection::read::{LookupFrom, QueryRequest, RetrieveRequest, SearchRequest};
+use collection::read::{
+    CountRequest, GroupRequest, LookupFrom, QueryRequest, RetrieveRequest, ScrollPage,
+    ScrollRequest, SearchRequest, WithLookup,
+};
+use collection::routing::shard_of;
 use collection::CollectionError;
 use segment::filter::{Condition, Filter};
-use collection::routing::shard_of;
 use segment::PointId;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,14 +146,6 @@ async fn read_call(
         scope,
     };
     Ok(peer(st, id)?.read(req).await?)
-}
-
-/// The JSON answers of a JSON read (anything else is a peer's bug).
-fn json_answers(answers: Vec<ReadAnswer>) -> Result<Vec<Value>, DistError> {
-    answers
-        .into_iter()
-        .map(|a| a.json().map_err(DistError::from))
-        .collect()
 }
 
 /// A read over the whole collection: every shard is answered by one Active replica (this
@@ -272,53 +268,17 @@ pub async fn fan_out_rounds(
     Ok((out, plan.iter().map(|x| x.2).collect()))
 }
 
-/// A read whose per-peer answers `merge` turns into one point list: with the default
-/// consistency a plain fan-out; otherwise each round is merged and the rounds resolved.
-async fn read_points(
-    st: &Ctx,
-    p: &Placement,
-    kind: ReadKind,
-    body: &Value,
-    merge: impl Fn(Vec<Value>) -> Vec<Value>,
-) -> Result<Vec<Value>, DistError> {
-    let body = ReadBody::Json(kind, body.clone());
-    if p.read == ReadConsistency::One {
-        return Ok(merge(json_answers(fan_out(st, p, &body, true).await?)?));
-    }
-    let (rounds, need) = fan_out_rounds(st, p, &body).await?;
-    let merged = rounds
-        .into_iter()
-        .map(|r| json_answers(r).map(&merge))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(resolve_rounds(p, &merged, &need))
-}
-
-/// What a merged read answer item is identified by (JSON answers and typed points alike).
-pub trait Ranked: Clone {
-    fn point_id(&self) -> Option<PointId>;
-}
-
-impl Ranked for Value {
-    fn point_id(&self) -> Option<PointId> {
-        pid(self)
-    }
-}
-
-impl Ranked for ScoredPoint {
-    fn point_id(&self) -> Option<PointId> {
-        Some(self.id)
-    }
-}
-
 /// Combine the per-round results of a consistent read: the first round's points (in its
 /// order) that appear in at least as many rounds as their shard requires.
-pub fn resolve_rounds<T: Ranked>(p: &Placement, rounds: &[Vec<T>], need: &[usize]) -> Vec<T> {
+pub fn resolve_rounds(
+    p: &Placement,
+    rounds: &[Vec<ScoredPoint>],
+    need: &[usize],
+) -> Vec<ScoredPoint> {
     let mut seen: HashMap<PointId, usize> = HashMap::new();
     for round in rounds {
         for v in round {
-            if let Some(id) = v.point_id() {
-                *seen.entry(id).or_default() += 1;
-            }
+            *seen.entry(v.id).or_default() += 1;
         }
     }
     rounds
@@ -326,9 +286,8 @@ pub fn resolve_rounds<T: Ranked>(p: &Placement, rounds: &[Vec<T>], need: &[usize
         .map(|r0| {
             r0.iter()
                 .filter(|v| {
-                    let Some(id) = v.point_id() else { return true };
-                    let shard = shard_of(id, p.shard_number) as usize;
-                    seen.get(&id).copied().unwrap_or(0) >= need.get(shard).copied().unwrap_or(1)
+                    let shard = shard_of(v.id, p.shard_number) as usize;
+                    seen.get(&v.id).copied().unwrap_or(0) >= need.get(shard).copied().unwrap_or(1)
                 })
                 .cloned()
                 .collect()
@@ -571,15 +530,6 @@ pub fn urlencode(s: &str) -> String {
 
 // ------------------------------------------------------------------ merging
 
-pub fn pid(v: &Value) -> Option<PointId> {
-    bare_pid(v.get("id")?)
-}
-
-/// A point id given as a JSON number or UUID string.
-pub(crate) fn bare_pid(v: &Value) -> Option<PointId> {
-    serde_json::from_value(v.clone()).ok()
-}
-
 /// Score order of a search: bigger first, or smaller first (Euclid/Manhattan distances).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Order {
@@ -590,60 +540,16 @@ pub enum Order {
     Concat,
 }
 
-fn num(v: &Value, k: &str) -> f64 {
-    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
-}
-
-pub fn cmp(order: Order, a: &Value, b: &Value) -> Ordering {
-    let ids = || pid(a).cmp(&pid(b));
-    match order {
-        Order::BiggerFirst => num(b, "score")
-            .partial_cmp(&num(a, "score"))
-            .unwrap_or(Ordering::Equal)
-            .then_with(ids),
-        Order::SmallerFirst => num(a, "score")
-            .partial_cmp(&num(b, "score"))
-            .unwrap_or(Ordering::Equal)
-            .then_with(ids),
-        Order::ById => ids(),
-        Order::ByOrderValue { desc } => {
-            let o = num(a, "order_value")
-                .partial_cmp(&num(b, "order_value"))
-                .unwrap_or(Ordering::Equal);
-            (if desc { o.reverse() } else { o }).then_with(ids)
-        }
-        Order::Concat => Ordering::Equal,
-    }
-}
-
-/// Merge per-peer ranked lists: sort, drop duplicate ids (replicas), skip `offset`, take `limit`.
-pub fn merge(lists: Vec<Value>, order: Order, offset: usize, limit: usize) -> Vec<Value> {
-    let mut all: Vec<Value> = lists
-        .into_iter()
-        .flat_map(|l| l.as_array().cloned().unwrap_or_default())
-        .collect();
-    if order != Order::Concat {
-        all.sort_by(|a, b| cmp(order, a, b));
-    }
-    let mut seen = std::collections::HashSet::new();
-    all.into_iter()
-        .filter(|v| match order {
-            Order::ByOrderValue { .. } => seen.insert((
-                v.get("id").map(Value::to_string),
-                v.get("order_value").map(Value::to_string),
-            )),
-            _ => seen.insert((v.get("id").map(Value::to_string), None)),
-        })
-        .skip(offset)
-        .take(limit)
-        .collect()
-}
-
 /// [`cmp`] for typed points.
 fn cmp_points(order: Order, a: &ScoredPoint, b: &ScoredPoint) -> Ordering {
     let ids = || a.id.cmp(&b.id);
     let f = |x: f32, y: f32| x.partial_cmp(&y).unwrap_or(Ordering::Equal);
-    let ov = |p: &ScoredPoint| p.order_value.as_ref().and_then(Value::as_f64).unwrap_or(0.0);
+    let ov = |p: &ScoredPoint| {
+        p.order_value
+            .as_ref()
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+    };
     match order {
         Order::BiggerFirst => f(b.score, a.score).then_with(ids),
         Order::SmallerFirst => f(a.score, b.score).then_with(ids),
@@ -680,44 +586,6 @@ pub fn merge_points(
         .collect()
 }
 
-/// Copy the payload / vector a request selected from a fetched record onto a hit.
-fn attach_selected(hit: &mut Value, rec: &Value, wp: &Value, wv: &Value) {
-    if *wp != json!(false) {
-        hit["payload"] = rec.get("payload").cloned().unwrap_or(Value::Null);
-    }
-    if *wv != json!(false) {
-        hit["vector"] = rec.get("vector").cloned().unwrap_or(Value::Null);
-    }
-}
-
-/// Fetch records by id from their owners (payload/vector selectors as given), in `ids` order.
-pub async fn retrieve(
-    st: &Ctx,
-    p: &Placement,
-    ids: &[Value],
-    with_payload: Value,
-    with_vector: Value,
-) -> Result<Vec<Value>, DistError> {
-    if ids.is_empty() {
-        return Ok(vec![]);
-    }
-    let body = json!({"ids": ids, "with_payload": with_payload, "with_vector": with_vector});
-    read_points(st, p, ReadKind::Retrieve, &body, |lists| {
-        let mut by_id: HashMap<String, Value> = HashMap::new();
-        for l in lists {
-            for r in l.as_array().cloned().unwrap_or_default() {
-                if let Some(id) = r.get("id") {
-                    by_id.entry(id.to_string()).or_insert(r);
-                }
-            }
-        }
-        ids.iter()
-            .filter_map(|i| by_id.get(&i.to_string()).cloned())
-            .collect()
-    })
-    .await
-}
-
 // ------------------------------------------------------------------ coordinator reads
 
 /// Whether the named dense vector ranks smaller scores first (Euclid/Manhattan distances).
@@ -737,349 +605,6 @@ fn distance_order(st: &Ctx, collection: &str, using: &str) -> Order {
         Some(segment::Distance::Euclid | segment::Distance::Manhattan) => Order::SmallerFirst,
         _ => Order::BiggerFirst,
     }
-}
-
-pub(crate) fn and_filter(a: Option<&Value>, b: Option<&Value>) -> Option<Value> {
-    match (a.filter(|v| !v.is_null()), b.filter(|v| !v.is_null())) {
-        (None, None) => None,
-        (Some(x), None) | (None, Some(x)) => Some(x.clone()),
-        (Some(x), Some(y)) => Some(json!({"must": [x, y]})),
-    }
-}
-
-/// A level's filter passed down into a prefetch: `must`, `should`, `must_not` concatenated
-/// (and `min_should` joined), as the single node merges them (`collection::query`).
-fn merge_filter(a: Option<&Value>, b: Option<&Value>) -> Option<Value> {
-    let (x, y) = match (a.filter(|v| !v.is_null()), b.filter(|v| !v.is_null())) {
-        (None, None) => return None,
-        (Some(x), None) | (None, Some(x)) => return Some(x.clone()),
-        (Some(x), Some(y)) => (x, y),
-    };
-    let list = |v: Option<&Value>| -> Vec<Value> {
-        match v {
-            None | Some(Value::Null) => vec![],
-            Some(Value::Array(a)) => a.clone(),
-            Some(one) => vec![one.clone()],
-        }
-    };
-    let mut out = serde_json::Map::new();
-    for k in ["must", "should", "must_not"] {
-        let (l, r) = (x.get(k), y.get(k));
-        if l.is_some_and(|v| !v.is_null()) || r.is_some_and(|v| !v.is_null()) {
-            let mut all = list(l);
-            all.extend(list(r));
-            out.insert(k.into(), Value::Array(all));
-        }
-    }
-    match (
-        x.get("min_should").filter(|v| !v.is_null()),
-        y.get("min_should").filter(|v| !v.is_null()),
-    ) {
-        (None, None) => {}
-        (Some(m), None) | (None, Some(m)) => {
-            out.insert("min_should".into(), m.clone());
-        }
-        (Some(m), Some(n)) => {
-            let mut conds = list(m.get("conditions"));
-            conds.extend(list(n.get("conditions")));
-            let count = num(m, "min_count").max(num(n, "min_count")) as u64;
-            out.insert(
-                "min_should".into(),
-                json!({"conditions": conds, "min_count": count}),
-            );
-        }
-    }
-    Some(Value::Object(out))
-}
-
-fn exclude(filter: Option<Value>, ids: &[Value]) -> Option<Value> {
-    if ids.is_empty() {
-        return filter;
-    }
-    and_filter(
-        filter.as_ref(),
-        Some(&json!({"must_not": [{"has_id": ids}]})),
-    )
-}
-
-fn is_id(v: &Value) -> bool {
-    v.is_u64() || v.is_string()
-}
-
-/// Point-id inputs inside a query value: `42`, `{"nearest": 42}`, recommend examples.
-fn input_slots(q: &mut Value) -> Vec<&mut Value> {
-    if is_id(q) {
-        return vec![q];
-    }
-    let Value::Object(m) = q else { return vec![] };
-    if m.get("nearest").is_some_and(is_id) {
-        return m.get_mut("nearest").into_iter().collect();
-    }
-    let mut out = Vec::new();
-    if let Some(Value::Object(r)) = m.get_mut("recommend") {
-        for (k, v) in r.iter_mut() {
-            if k == "positive" || k == "negative" {
-                if let Value::Array(a) = v {
-                    out.extend(a.iter_mut().filter(|x| is_id(x)));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Replace point-id inputs with the points' vectors, fetched from their owners in this
-/// collection or in `lookup_from` (`{collection, vector?}`); returns the ids to exclude from
-/// results: those that name points of this collection (as on a single node).
-async fn resolve_inputs(
-    st: &Ctx,
-    p: &Placement,
-    q: &mut Value,
-    using: &str,
-    lookup: Option<&Value>,
-) -> Result<Vec<Value>, DistError> {
-    let ids: Vec<Value> = input_slots(q).into_iter().map(|v| v.clone()).collect();
-    if ids.is_empty() {
-        return Ok(vec![]);
-    }
-    let lookup = lookup.filter(|v| !v.is_null());
-    let (src, using) = match lookup {
-        None => (p.clone(), using.to_string()),
-        Some(l) => {
-            let name = l
-                .get("collection")
-                .and_then(Value::as_str)
-                .ok_or_else(|| DistError::format("lookup_from needs `collection`"))?;
-            let c = st.storage.get(name)?;
-            let src = placement_of(st, c.name()).ok_or_else(|| {
-                DistError::not_found(format!("Not found: Collection `{name}` doesn't exist!"))
-            })?;
-            let vector = l.get("vector").and_then(Value::as_str).unwrap_or(using);
-            (src, vector.to_string())
-        }
-    };
-    let using = using.as_str();
-    let recs = retrieve(st, &src, &ids, json!(false), json!([using])).await?;
-    for v in input_slots(q) {
-        let rec = recs
-            .iter()
-            .find(|r| r.get("id") == Some(&*v))
-            .ok_or_else(|| {
-                DistError::not_found(format!("Not found: No point with id {v} found"))
-            })?;
-        let vec = match rec.get("vector") {
-            Some(Value::Object(m)) => m.get(using).cloned(),
-            Some(x @ Value::Array(_)) if using.is_empty() => Some(x.clone()),
-            _ => None,
-        };
-        *v = vec.ok_or_else(|| {
-            DistError::bad_request(format!("Wrong input: point {v} has no vector `{using}`"))
-        })?;
-    }
-    Ok(if src.name == p.name { ids } else { vec![] })
-}
-
-fn order_of_query(
-    st: &Ctx,
-    p: &Placement,
-    level: &serde_json::Map<String, Value>,
-    using: &str,
-) -> Order {
-    match level.get("query") {
-        None | Some(Value::Null) => Order::ById,
-        Some(Value::Object(q)) if q.contains_key("order_by") => {
-            let desc = q
-                .get("order_by")
-                .and_then(|o| o.get("direction"))
-                .and_then(Value::as_str)
-                == Some("desc");
-            Order::ByOrderValue { desc }
-        }
-        Some(Value::Object(q)) if q.contains_key("sample") => Order::Concat,
-        Some(Value::Object(q)) if q.contains_key("recommend") => {
-            let strat = q
-                .get("recommend")
-                .and_then(|r| r.get("strategy"))
-                .and_then(Value::as_str)
-                .unwrap_or("average_vector");
-            if strat == "average_vector" {
-                distance_order(st, &p.name, using)
-            } else {
-                Order::BiggerFirst
-            }
-        }
-        Some(Value::Object(q)) if q.contains_key("indices") => Order::BiggerFirst,
-        Some(Value::Object(q)) if q.get("nearest").is_some_and(|n| n.get("indices").is_some()) => {
-            Order::BiggerFirst
-        }
-        _ => distance_order(st, &p.name, using),
-    }
-}
-
-/// Distributed universal query at one level (top level: `offset`, selectors apply).
-pub fn query<'a>(
-    st: &'a Ctx,
-    p: &'a Placement,
-    level: serde_json::Map<String, Value>,
-    inherited: Option<Value>,
-    top: bool,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Value>, DistError>> + Send + 'a>>
-{
-    Box::pin(async move {
-        let mut level = level;
-        // inputs are resolved to vectors here, so peers never see `lookup_from`
-        let lookup = level.remove("lookup_from");
-        let using = level
-            .get("using")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let limit = level.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
-        let offset = if top {
-            level.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize
-        } else {
-            0
-        };
-        // point ids used as query inputs -> vectors (and excluded from results)
-        let mut mentioned = Vec::new();
-        if let Some(q) = level.get_mut("query") {
-            mentioned = resolve_inputs(st, p, q, &using, lookup.as_ref()).await?;
-        }
-        let filter = exclude(
-            merge_filter(inherited.as_ref(), level.get("filter")),
-            &mentioned,
-        );
-        let prefetch: Vec<serde_json::Map<String, Value>> = match level.remove("prefetch") {
-            None | Some(Value::Null) => vec![],
-            Some(Value::Array(a)) => a
-                .into_iter()
-                .filter_map(|x| x.as_object().cloned())
-                .collect(),
-            Some(Value::Object(o)) => vec![o],
-            Some(_) => return Err(DistError::format("prefetch must be an object or a list")),
-        };
-        let (wp, wv) = if top {
-            (
-                level.get("with_payload").cloned().unwrap_or(json!(false)),
-                level
-                    .get("with_vector")
-                    .or_else(|| level.get("with_vectors"))
-                    .cloned()
-                    .unwrap_or(json!(false)),
-            )
-        } else {
-            (json!(false), json!(false))
-        };
-        let fusion = match level.get("query") {
-            Some(Value::Object(q)) if q.get("fusion").and_then(Value::as_str) == Some("rrf") => {
-                Some((2.0f32, None))
-            }
-            Some(Value::Object(q)) if q.contains_key("rrf") => Some((
-                q.get("rrf")
-                    .and_then(|r| r.get("k"))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(2) as f32,
-                q.get("rrf")
-                    .and_then(|r| r.get("weights"))
-                    .and_then(Value::as_array)
-                    .map(|w| {
-                        w.iter()
-                            .map(|x| x.as_f64().unwrap_or(1.0) as f32)
-                            .collect::<Vec<_>>()
-                    }),
-            )),
-            _ => None,
-        };
-        let dbsf = matches!(level.get("query"), Some(Value::Object(q)) if q.get("fusion").and_then(Value::as_str) == Some("dbsf"));
-        let order = order_of_query(st, p, &level, &using);
-        let mut base = level.clone();
-        let threshold = base.get("score_threshold").and_then(Value::as_f64);
-        if !prefetch.is_empty() {
-            let mut sources = Vec::new();
-            for pf in prefetch {
-                sources.push(query(st, p, pf, filter.clone(), false).await?);
-            }
-            if fusion.is_some() || dbsf {
-                let cands: Vec<Vec<collection::query::Candidate>> = sources
-                    .iter()
-                    .map(|s| {
-                        s.iter()
-                            .filter_map(|v| {
-                                Some(collection::query::Candidate {
-                                    id: pid(v)?,
-                                    score: num(v, "score") as f32,
-                                    order_value: None,
-                                })
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let fused = match fusion {
-                    Some((k, w)) => collection::query::rrf(&cands, k, w.as_deref())?,
-                    None => collection::query::dbsf(&cands),
-                };
-                let fused: Vec<_> = fused
-                    .into_iter()
-                    .filter(|c| threshold.is_none_or(|t| c.score as f64 >= t))
-                    .skip(offset)
-                    .take(limit)
-                    .collect();
-                let ids: Vec<Value> = fused
-                    .iter()
-                    .map(|c| serde_json::to_value(c.id).expect("id encodes"))
-                    .collect();
-                let mut out = Vec::new();
-                if top {
-                    let recs = retrieve(st, p, &ids, wp.clone(), wv.clone()).await?;
-                    for c in &fused {
-                        let idv = serde_json::to_value(c.id).expect("id encodes");
-                        if let Some(r) = recs.iter().find(|r| r.get("id") == Some(&idv)) {
-                            let mut o = json!({"id": idv, "version": 0, "score": c.score});
-                            attach_selected(&mut o, r, &wp, &wv);
-                            out.push(o);
-                        }
-                    }
-                } else {
-                    out = fused
-                        .into_iter()
-                        .map(|c| json!({"id": c.id, "score": c.score}))
-                        .collect();
-                }
-                return Ok(out);
-            }
-            // a query (or none: then the union in id order, as on a single node) over the
-            // prefetches' results
-            let ids: BTreeSet<String> = sources
-                .iter()
-                .flatten()
-                .filter_map(|v| v.get("id").map(Value::to_string))
-                .collect();
-            if ids.is_empty() {
-                return Ok(vec![]);
-            }
-            let idv: Vec<Value> = ids
-                .iter()
-                .filter_map(|s| serde_json::from_str(s).ok())
-                .collect();
-            let f = and_filter(filter.as_ref(), Some(&json!({"must": [{"has_id": idv}]})));
-            base.insert("filter".into(), f.unwrap_or(Value::Null));
-        } else {
-            base.insert("filter".into(), filter.unwrap_or(Value::Null));
-        }
-        base.insert("limit".into(), json!(limit + offset));
-        base.insert("offset".into(), json!(0));
-        base.insert("with_payload".into(), wp);
-        base.insert("with_vector".into(), wv);
-        base.remove("with_vectors");
-        read_points(st, p, ReadKind::Query, &Value::Object(base), |lists| {
-            let lists = lists
-                .into_iter()
-                .map(|r| r.get("points").cloned().unwrap_or(json!([])))
-                .collect();
-            merge(lists, order, offset, limit)
-        })
-        .await
-    })
 }
 
 /// A typed read whose per-peer point lists `merge` turns into one: with the default
@@ -1145,6 +670,61 @@ pub async fn retrieve_points(
         ids.iter().filter_map(|id| by_id.remove(id)).collect()
     })
     .await
+}
+
+/// A page of points (typed): every peer returns its first `limit + 1` from `offset`, merged
+/// by id (the extra one is the next page's offset) or by order value.
+pub async fn scroll_points(
+    st: &Ctx,
+    p: &Placement,
+    mut r: ScrollRequest,
+) -> Result<ScrollPage, DistError> {
+    let limit = r.limit;
+    let by_value = r.order_by.as_ref().map(|ob| ob.descending);
+    r.limit = limit.saturating_add(1);
+    let mut points = read_typed(
+        st,
+        p,
+        ReadBody::Scroll(Box::new(r)),
+        |lists| match by_value {
+            Some(desc) => merge_points(lists, Order::ByOrderValue { desc }, 0, limit),
+            None => merge_points(lists, Order::ById, 0, limit.saturating_add(1)),
+        },
+    )
+    .await?;
+    let next = match by_value {
+        None if points.len() > limit => points.pop().map(|x| x.id),
+        _ => None,
+    };
+    Ok(ScrollPage {
+        points,
+        next_page_offset: next,
+    })
+}
+
+/// How many points match (typed), over one Active replica of every shard; with a read
+/// consistency, the smallest complete round (points all asked replicas agree on can only
+/// be fewer than any one replica holds).
+pub async fn count_points(st: &Ctx, p: &Placement, r: CountRequest) -> Result<u64, DistError> {
+    let body = ReadBody::Count(r);
+    let sum = |answers: Vec<ReadAnswer>| -> Result<u64, DistError> {
+        let mut n = 0u64;
+        for a in answers {
+            n = n.saturating_add(a.count()?);
+        }
+        Ok(n)
+    };
+    if p.read == ReadConsistency::One {
+        return sum(fan_out(st, p, &body, false).await?);
+    }
+    let (rounds, need) = fan_out_rounds(st, p, &body).await?;
+    let complete = need.iter().copied().min().unwrap_or(1).max(1);
+    let mut n: Option<u64> = None;
+    for r in rounds.into_iter().take(complete) {
+        let c = sum(r)?;
+        n = Some(n.map_or(c, |m| m.min(c)));
+    }
+    Ok(n.unwrap_or(0))
 }
 
 /// The order in which a query level's results are merged.
@@ -1292,8 +872,7 @@ impl<'a> Level<'a> {
         Box::pin(async move {
             let using = spec.using.clone().unwrap_or_default();
             let excluded =
-                resolve_query_inputs(self.st, self.p, &mut spec.query, &using, self.lookup)
-                    .await?;
+                resolve_query_inputs(self.st, self.p, &mut spec.query, &using, self.lookup).await?;
             let filter = merge_filters(inherited.as_ref(), spec.filter.as_ref());
             let prefetch = std::mem::take(&mut spec.prefetch);
             if prefetch.is_empty() {
@@ -1426,300 +1005,125 @@ impl<'a> Level<'a> {
     }
 }
 
-/// Legacy search / recommend (`/points/search`, `/points/recommend`): fan out and merge.
-pub async fn search_like(
-    st: &Ctx,
-    p: &Placement,
-    endpoint: &str,
-    body: &Value,
-) -> Result<Vec<Value>, DistError> {
-    let mut m = body
-        .as_object()
-        .cloned()
-        .ok_or_else(|| DistError::format("request body must be a JSON object"))?;
-    let lookup = m.remove("lookup_from");
-    let limit = m
-        .get("limit")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| DistError::format("missing field `limit`"))? as usize;
-    let offset = m.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
-    let (using, order) = if endpoint == "recommend" {
-        let using = m
-            .get("using")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let mut wrapped = json!({"recommend": {"positive": m.remove("positive").unwrap_or(json!([])), "negative": m.remove("negative").unwrap_or(json!([]))}});
-        let mentioned = resolve_inputs(st, p, &mut wrapped, &using, lookup.as_ref()).await?;
-        m.insert("positive".into(), wrapped["recommend"]["positive"].take());
-        m.insert("negative".into(), wrapped["recommend"]["negative"].take());
-        let f = exclude(
-            m.get("filter").cloned().filter(|v| !v.is_null()),
-            &mentioned,
-        );
-        m.insert("filter".into(), f.unwrap_or(Value::Null));
-        let strat = m
-            .get("strategy")
-            .and_then(Value::as_str)
-            .unwrap_or("average_vector");
-        let order = if strat == "average_vector" {
-            distance_order(st, &p.name, &using)
-        } else {
-            Order::BiggerFirst
-        };
-        (using, order)
-    } else {
-        let v = m.get("vector").cloned().unwrap_or(Value::Null);
-        let using = v
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let sparse = v.get("vector").is_some_and(|x| x.get("indices").is_some());
-        (
-            using.clone(),
-            if sparse {
-                Order::BiggerFirst
-            } else {
-                distance_order(st, &p.name, &using)
-            },
-        )
-    };
-    let _ = using;
-    m.insert("limit".into(), json!(limit + offset));
-    m.insert("offset".into(), json!(0));
-    let kind = if endpoint == "recommend" {
-        ReadKind::Recommend
-    } else {
-        ReadKind::Search
-    };
-    read_points(st, p, kind, &Value::Object(m), |lists| {
-        merge(lists, order, offset, limit)
-    })
-    .await
-}
-
-/// Distributed scroll: every peer returns `limit + 1` from `offset`; merge by id.
-pub async fn scroll(st: &Ctx, p: &Placement, body: &Value) -> Result<Value, DistError> {
-    let mut m = body.as_object().cloned().unwrap_or_default();
-    let limit = m.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
-    let ob = m.get("order_by").cloned().filter(|v| !v.is_null());
-    m.insert("limit".into(), json!(limit + 1));
-    let by_value = ob.map(|ob| ob.get("direction").and_then(Value::as_str) == Some("desc"));
-    let mut pts = read_points(st, p, ReadKind::Scroll, &Value::Object(m), |lists| {
-        let lists = lists
-            .into_iter()
-            .map(|r| r.get("points").cloned().unwrap_or(json!([])))
-            .collect();
-        match by_value {
-            Some(desc) => merge(lists, Order::ByOrderValue { desc }, 0, limit),
-            None => merge(lists, Order::ById, 0, limit + 1),
-        }
-    })
-    .await?;
-    if by_value.is_some() {
-        return Ok(json!({"points": pts, "next_page_offset": null}));
-    }
-    let next = if pts.len() > limit {
-        pts.pop().and_then(|v| v.get("id").cloned())
-    } else {
-        None
-    };
-    Ok(json!({"points": pts, "next_page_offset": next}))
-}
-
-/// Number of points over all shards, 0 when some shard cannot be read (collection info).
 pub async fn count_available(st: &Ctx, p: &Placement) -> u64 {
-    count(st, p, &json!({"exact": true}))
+    count_points(st, p, CountRequest::default())
         .await
-        .ok()
-        .and_then(|v| v.get("count").and_then(Value::as_u64))
         .unwrap_or(0)
 }
 
 /// Distributed count: sum of the per-shard counts (one replica per shard).
-pub async fn count(st: &Ctx, p: &Placement, body: &Value) -> Result<Value, DistError> {
-    let sum = |lists: &[Value]| -> u64 {
-        lists
-            .iter()
-            .map(|r| r.get("count").and_then(Value::as_u64).unwrap_or(0))
-            .sum()
-    };
-    let body = ReadBody::Json(ReadKind::Count, body.clone());
-    if p.read == ReadConsistency::One {
-        let answers = json_answers(fan_out(st, p, &body, false).await?)?;
-        return Ok(json!({"count": sum(&answers)}));
-    }
-    // a consistent count: the smallest complete round (points all asked replicas agree on
-    // can only be fewer than any one replica holds)
-    let (rounds, need) = fan_out_rounds(st, p, &body).await?;
-    let complete = need.iter().copied().min().unwrap_or(1).max(1);
-    let mut n = u64::MAX;
-    for r in rounds.into_iter().take(complete) {
-        n = n.min(sum(&json_answers(r)?));
-    }
-    let n = if n == u64::MAX { 0 } else { n };
-    Ok(json!({"count": n}))
-}
-
 // ------------------------------------------------------------------ groups
 
-/// Distributed `*/groups`: rank every candidate across peers (with the `group_by` payload),
-/// group at the coordinator exactly as a single node does, then fetch the requested
-/// payload/vectors of the hits (and lookups).
-/// Every prefetch below `m` ranks `n` points (grouping needs whole rankings, as on a
-/// single node: `QuerySpec::widen`).
-fn widen_prefetch(m: &mut serde_json::Map<String, Value>, n: u64) {
-    let list: Vec<&mut Value> = match m.get_mut("prefetch") {
-        Some(Value::Array(a)) => a.iter_mut().collect(),
-        Some(o @ Value::Object(_)) => vec![o],
-        _ => vec![],
-    };
-    for pf in list {
-        if let Value::Object(pm) = pf {
-            pm.insert("limit".into(), json!(n));
-            widen_prefetch(pm, n);
-        }
+/// One group of a `*/groups` answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub id: Value,
+    pub hits: Vec<ScoredPoint>,
+    /// `with_lookup`: the record whose id is the group key.
+    pub lookup: Option<ScoredPoint>,
+}
+
+/// Distributed `*/groups` (typed): rank every candidate across peers (with the `group_by`
+/// payload only), group at the coordinator exactly as a single node does
+/// (`collection::query::group_ranked`), then fetch the requested payload and vectors of
+/// the hits, and the lookups.
+pub async fn group_points(
+    st: &Ctx,
+    p: &Placement,
+    mut r: QueryRequest,
+    g: &GroupRequest,
+) -> Result<Vec<Group>, DistError> {
+    let path = segment::json_path::JsonPath::parse(&g.group_by).map_err(DistError::bad_request)?;
+    // every level ranks all points, so groups fill up to `group_size`
+    let total = count_points(st, p, CountRequest::default()).await?.max(1) as usize;
+    r.spec.widen(total);
+    r.spec.offset = 0;
+    let wp = std::mem::replace(
+        &mut r.with_payload,
+        WithPayload::Include(vec![path.clone()]),
+    );
+    let wv = std::mem::replace(&mut r.with_vector, WithVector::None);
+    let ranked = query_points(st, p, r).await?;
+    let groups = collection::query::group_ranked(
+        ranked.iter(),
+        |x| x.payload.as_ref(),
+        &path,
+        g.group_size,
+        g.limit,
+    );
+    let ids: Vec<PointId> = groups
+        .iter()
+        .flat_map(|g| g.1.iter().map(|h| h.id))
+        .collect();
+    let mut recs: HashMap<PointId, ScoredPoint> =
+        if wp != WithPayload::None || wv != WithVector::None {
+            let req = RetrieveRequest {
+                ids,
+                with_payload: wp,
+                with_vector: wv,
+            };
+            retrieve_points(st, p, req)
+                .await?
+                .into_iter()
+                .map(|x| (x.id, x))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+    let mut out = Vec::with_capacity(groups.len());
+    for (key, hits) in groups {
+        let hits = hits
+            .into_iter()
+            .map(|h| {
+                let (payload, vector) = match recs.get_mut(&h.id) {
+                    Some(rec) => (rec.payload.clone(), rec.vector.clone()),
+                    None => (None, None),
+                };
+                ScoredPoint {
+                    payload,
+                    vector,
+                    ..h.clone()
+                }
+            })
+            .collect();
+        // a group key is looked up only when it is a valid point id (as on a single node)
+        let lookup = match (&g.with_lookup, group_key_id(&key)) {
+            (Some(l), Some(id)) => lookup_record(st, l, id).await?,
+            _ => None,
+        };
+        out.push(Group {
+            id: key,
+            hits,
+            lookup,
+        });
+    }
+    Ok(out)
+}
+
+fn group_key_id(key: &Value) -> Option<PointId> {
+    match key {
+        Value::Number(n) => n.as_u64().map(PointId::Num),
+        Value::String(s) => PointId::parse_str(s),
+        _ => None,
     }
 }
 
-pub async fn groups(
+/// The record `id` of the lookup collection, from its owners.
+async fn lookup_record(
     st: &Ctx,
-    p: &Placement,
-    endpoint: &str,
-    body: &Value,
-) -> Result<Value, DistError> {
-    let mut m = body
-        .as_object()
-        .cloned()
-        .ok_or_else(|| DistError::format("request body must be a JSON object"))?;
-    let group_by = m
-        .remove("group_by")
-        .and_then(|v| v.as_str().map(str::to_string))
-        .ok_or_else(|| DistError::format("missing field `group_by`"))?;
-    let path = segment::json_path::JsonPath::parse(&group_by).map_err(DistError::bad_request)?;
-    let group_size = m.remove("group_size").and_then(|v| v.as_u64()).unwrap_or(3) as usize;
-    let limit = m.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
-    let with_lookup = m.remove("with_lookup");
-    let wp = m.remove("with_payload").unwrap_or(json!(false));
-    let wv = m
-        .remove("with_vector")
-        .or_else(|| m.remove("with_vectors"))
-        .unwrap_or(json!(false));
-    let total = count(st, p, &json!({})).await?["count"]
-        .as_u64()
-        .unwrap_or(0)
-        .max(1);
-    m.insert("limit".into(), json!(total));
-    m.insert("offset".into(), json!(0));
-    m.insert("with_payload".into(), json!([group_by]));
-    widen_prefetch(&mut m, total);
-    let ranked = match endpoint {
-        "query" => query(st, p, m, None, true).await?,
-        other => search_like(st, p, other, &Value::Object(m)).await?,
+    l: &WithLookup,
+    id: PointId,
+) -> Result<Option<ScoredPoint>, DistError> {
+    let c = st.storage.get(&l.collection)?;
+    let req = RetrieveRequest {
+        ids: vec![id],
+        with_payload: l.with_payload.clone(),
+        with_vector: l.with_vector.clone(),
     };
-    // group exactly like collection::query::group_hits
-    let mut groups: Vec<(Value, Vec<Value>)> = Vec::new();
-    for hit in ranked {
-        let payload = hit
-            .get("payload")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        for k in collection::query::group_keys(&path, &payload) {
-            match groups.iter_mut().find(|g| g.0 == k) {
-                Some(g) => {
-                    if g.1.len() < group_size {
-                        g.1.push(hit.clone());
-                    }
-                }
-                None => {
-                    if groups.len() < limit {
-                        groups.push((k, vec![hit.clone()]));
-                    }
-                }
-            }
-        }
-        if groups.len() >= limit && groups.iter().all(|g| g.1.len() >= group_size) {
-            break;
-        }
-    }
-    // payload / vectors of the hits as requested
-    let ids: Vec<Value> = groups
-        .iter()
-        .flat_map(|g| g.1.iter().filter_map(|h| h.get("id").cloned()))
-        .collect();
-    let recs = if wp != json!(false) || wv != json!(false) {
-        retrieve(st, p, &ids, wp.clone(), wv.clone()).await?
-    } else {
-        vec![]
+    let mut recs = match placement(st, c.name()) {
+        Some(lp) => retrieve_points(st, &lp, req).await?,
+        // every point of the lookup collection is here
+        None => crate::points::retrieve(c, req).await?,
     };
-    let lookup = match &with_lookup {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some((s.clone(), json!(true), json!(false))),
-        Some(Value::Object(l)) => Some((
-            l.get("collection")
-                .and_then(Value::as_str)
-                .ok_or_else(|| DistError::format("with_lookup needs `collection`"))?
-                .to_string(),
-            l.get("with_payload").cloned().unwrap_or(json!(true)),
-            l.get("with_vectors")
-                .or_else(|| l.get("with_vector"))
-                .cloned()
-                .unwrap_or(json!(false)),
-        )),
-        Some(_) => {
-            return Err(DistError::format(
-                "with_lookup must be a collection name or an object",
-            ))
-        }
-    };
-    let mut out = Vec::new();
-    for (key, hits) in groups {
-        let hits: Vec<Value> = hits
-            .into_iter()
-            .map(|h| {
-                let mut o = json!({"id": h["id"], "version": h.get("version").cloned().unwrap_or(json!(0)), "score": h["score"]});
-                if let Some(r) = recs.iter().find(|r| r.get("id") == h.get("id")) {
-                    attach_selected(&mut o, r, &wp, &wv);
-                }
-                o
-            })
-            .collect();
-        let mut g = json!({"id": key, "hits": hits});
-        // a group key is looked up only when it is a valid point id (as on a single node)
-        let key_is_id = serde_json::from_value::<PointId>(key.clone()).is_ok();
-        if let (Some((lc, lwp, lwv)), true) = (&lookup, key_is_id) {
-            let lcoll = st.storage.get(lc)?;
-            let idv = key.clone();
-            let rec = match placement(st, lcoll.name()) {
-                Some(lp) => retrieve(st, &lp, &[idv], lwp.clone(), lwv.clone())
-                    .await?
-                    .pop(),
-                None => {
-                    // every point of the lookup collection is here
-                    let req = ReadRequest {
-                        collection: lcoll.name().to_string(),
-                        applied: 0,
-                        body: ReadBody::Json(
-                            ReadKind::Retrieve,
-                            json!({"ids": [key], "with_payload": lwp, "with_vector": lwv}),
-                        ),
-                        scope: None,
-                    };
-                    peer(st, p.me)?
-                        .read(req)
-                        .await?
-                        .json()?
-                        .as_array()
-                        .and_then(|a| a.first().cloned())
-                }
-            };
-            if let Some(r) = rec {
-                g["lookup"] = r;
-            }
-        }
-        out.push(g);
-    }
-    Ok(json!({"groups": out}))
+    Ok(recs.pop())
 }

@@ -21,7 +21,6 @@ use crate::peer::{
 use collection::operations::LoggedOp;
 use rand::{Rng, SeedableRng};
 use segment::digest::Digest;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -317,7 +316,7 @@ impl PeerService for FaultyPeer {
 
     fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
         Box::pin(self.run(Request::Read, self.inner.read(req), || {
-            ReadAnswer::Json(Value::Null)
+            ReadAnswer::Points(Vec::new())
         }))
     }
 
@@ -410,7 +409,7 @@ mod tests {
             Box::pin(async { Ok(Digest::default()) })
         }
         fn read(&self, _: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
-            Box::pin(async { Ok(ReadAnswer::Json(Value::Bool(true))) })
+            Box::pin(async { Ok(ReadAnswer::Count(1)) })
         }
         fn status(&self) -> PeerFuture<'_, PeerStatus> {
             Box::pin(async {
@@ -494,10 +493,7 @@ mod tests {
                     .read(ReadRequest {
                         collection: "c".into(),
                         applied: 0,
-                        body: crate::peer::ReadBody::Json(
-                            crate::peer::ReadKind::Count,
-                            Value::Null,
-                        ),
+                        body: crate::peer::ReadBody::Count(Default::default()),
                         scope: None,
                     })
                     .await;

@@ -11,8 +11,12 @@
 //!   peer's side of the protocol ([`service`]), and replica maintenance — transfers,
 //!   forwarding, health checks, Dead-marking ([`replication`]).
 //!
-//! `api` calls the coordinator and maps [`error::DistError`] to HTTP; it provides only the
-//! execution of a read on local points ([`service::LocalReads`]).
+//! - Typed reads on this peer's own points ([`points`]), shared by a single node's handlers
+//!   and by this peer's side of the protocol.
+//!
+//! `api` parses requests into `collection::read` types, calls the coordinator (or
+//! [`points`] on a single node) and maps [`error::DistError`] to HTTP; it provides only that
+//! error mapping ([`service::ErrorMap`]).
 
 pub mod anti_entropy;
 pub mod cluster_sink;
@@ -78,12 +82,12 @@ impl Ctx {
     }
 
     /// Cluster mode: serve this peer's side of the protocol, reach the others over tonic,
-    /// and start replica maintenance. `reads` executes reads on local points.
-    pub fn start(&self, reads: Arc<dyn service::LocalReads>) {
+    /// and start replica maintenance. `errors` describes errors as the public API does.
+    pub fn start(&self, errors: Arc<dyn service::ErrorMap>) {
         let Some(node) = &self.cluster else { return };
         let local: Arc<dyn peer::PeerService> = Arc::new(service::LocalService {
             ctx: self.clone(),
-            reads,
+            errors,
         });
         let mut peers: Arc<dyn peer::PeerClient> =
             Arc::new(peer::TonicPeers::new(node.clone(), local.clone()));

@@ -12,9 +12,8 @@ use cluster::node::{ClusterNode, DataFuture, DataService};
 use cluster::proto;
 use collection::operations::{LoggedOp, OpMeta, UpdateOp};
 use collection::query::ScoredPoint;
-use collection::read::{QueryRequest, RetrieveRequest, SearchRequest};
+use collection::read::{CountRequest, QueryRequest, RetrieveRequest, ScrollRequest, SearchRequest};
 use segment::digest::Digest;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -47,7 +46,10 @@ impl PeerError {
 
     /// A peer answered a read with another kind of answer than it asked for (a bug).
     fn wrong_answer() -> Self {
-        PeerError::new(500, "Service internal error: a peer answered a read with the wrong kind")
+        PeerError::new(
+            500,
+            "Service internal error: a peer answered a read with the wrong kind",
+        )
     }
 
     fn bad_message(what: &str, e: impl std::fmt::Display) -> Self {
@@ -84,49 +86,38 @@ pub struct Applied {
     pub point_error: Option<PeerError>,
 }
 
-/// The reads a coordinator sends to the peers holding a collection's shards.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadKind {
-    Retrieve,
-    Search,
-    Recommend,
-    Query,
-    Scroll,
-    Count,
-}
-
 pub use collection::read::Scope;
 
-/// What a read asks: a typed request, or (for the reads not typed yet) the JSON body as the
-/// public API takes it.
+/// What a read asks, parsed and validated by the coordinator.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReadBody {
-    Json(ReadKind, Value),
     Search(Box<SearchRequest>),
     Retrieve(RetrieveRequest),
     Query(Box<QueryRequest>),
+    /// Answered with the page's points (the coordinator finds the next page's offset).
+    Scroll(Box<ScrollRequest>),
+    Count(CountRequest),
 }
 
 /// A peer's answer to a read, of the kind its [`ReadBody`] asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReadAnswer {
-    /// The `result` of a JSON read's answer, as the public API shapes it.
-    Json(Value),
     Points(Vec<ScoredPoint>),
+    Count(u64),
 }
 
 impl ReadAnswer {
-    pub fn json(self) -> PeerResult<Value> {
-        match self {
-            ReadAnswer::Json(v) => Ok(v),
-            ReadAnswer::Points(_) => Err(PeerError::wrong_answer()),
-        }
-    }
-
     pub fn points(self) -> PeerResult<Vec<ScoredPoint>> {
         match self {
             ReadAnswer::Points(p) => Ok(p),
-            ReadAnswer::Json(_) => Err(PeerError::wrong_answer()),
+            _ => Err(PeerError::wrong_answer()),
+        }
+    }
+
+    pub fn count(self) -> PeerResult<u64> {
+        match self {
+            ReadAnswer::Count(n) => Ok(n),
+            _ => Err(PeerError::wrong_answer()),
         }
     }
 }
@@ -322,14 +313,12 @@ impl PeerService for TonicPeer {
                 PeerError::new(500, format!("Service internal error: bad peer answer: {e}"))
             };
             match req.body {
-                ReadBody::Json(..) => decode_value(proto::BodyFormat::Msgpack, &r.result)
-                    .map(ReadAnswer::Json)
-                    .map_err(bad),
-                ReadBody::Search(_) | ReadBody::Retrieve(_) | ReadBody::Query(_) => {
-                    rmp_serde::from_slice(&r.result)
-                        .map(ReadAnswer::Points)
-                        .map_err(|e| bad(e.to_string()))
-                }
+                ReadBody::Count(_) => rmp_serde::from_slice(&r.result)
+                    .map(ReadAnswer::Count)
+                    .map_err(|e| bad(e.to_string())),
+                _ => rmp_serde::from_slice(&r.result)
+                    .map(ReadAnswer::Points)
+                    .map_err(|e| bad(e.to_string())),
             }
         })
     }
@@ -411,12 +400,11 @@ impl DataService for Served {
     fn read(&self, r: proto::ReadRequest) -> DataFuture<proto::ReadReply> {
         let s = self.0.clone();
         Box::pin(async move {
-            let format = proto::BodyFormat::try_from(r.format).unwrap_or(proto::BodyFormat::Json);
             let req = read_from_proto(r).map_err(to_status)?;
             let answer = s.read(req).await.map_err(to_status)?;
             let result = match &answer {
-                ReadAnswer::Json(v) => encode_value(format, v),
                 ReadAnswer::Points(p) => rmp_serde::to_vec_named(p).map_err(|e| e.to_string()),
+                ReadAnswer::Count(n) => rmp_serde::to_vec(n).map_err(|e| e.to_string()),
             }
             .map_err(|e| to_status(PeerError::new(500, format!("Service internal error: {e}"))))?;
             Ok(proto::ReadReply { result })
@@ -542,50 +530,22 @@ pub fn encode_logged(ops: &[LoggedOp]) -> Vec<u8> {
     body
 }
 
-/// A read body or answer in `format`: MessagePack between current peers (numbers stay
-/// binary: cheaper than printing and parsing a vector's floats as text), JSON from older
-/// ones.
-fn encode_value(format: proto::BodyFormat, v: &Value) -> Result<Vec<u8>, String> {
-    match format {
-        proto::BodyFormat::Json => serde_json::to_vec(v).map_err(|e| e.to_string()),
-        proto::BodyFormat::Msgpack => rmp_serde::to_vec(v).map_err(|e| e.to_string()),
-    }
-}
-
-fn decode_value(format: proto::BodyFormat, b: &[u8]) -> Result<Value, String> {
-    match format {
-        proto::BodyFormat::Json => serde_json::from_slice(b).map_err(|e| e.to_string()),
-        proto::BodyFormat::Msgpack => rmp_serde::from_slice(b).map_err(|e| e.to_string()),
-    }
-}
-
 fn read_to_proto(r: &ReadRequest) -> proto::ReadRequest {
     fn typed<T: serde::Serialize>(v: &T) -> Vec<u8> {
         rmp_serde::to_vec_named(v).expect("typed reads encode")
     }
     let (kind, body) = match &r.body {
-        ReadBody::Json(kind, body) => {
-            let kind = match kind {
-                ReadKind::Retrieve => proto::ReadKind::Retrieve,
-                ReadKind::Search => proto::ReadKind::Search,
-                ReadKind::Recommend => proto::ReadKind::Recommend,
-                ReadKind::Query => proto::ReadKind::Query,
-                ReadKind::Scroll => proto::ReadKind::Scroll,
-                ReadKind::Count => proto::ReadKind::Count,
-            };
-            let body = encode_value(proto::BodyFormat::Msgpack, body).expect("JSON values encode");
-            (kind, body)
-        }
-        ReadBody::Search(s) => (proto::ReadKind::TypedSearch, typed(s)),
-        ReadBody::Retrieve(r) => (proto::ReadKind::TypedRetrieve, typed(r)),
-        ReadBody::Query(q) => (proto::ReadKind::TypedQuery, typed(q)),
+        ReadBody::Search(s) => (proto::ReadKind::Search, typed(s)),
+        ReadBody::Retrieve(r) => (proto::ReadKind::Retrieve, typed(r)),
+        ReadBody::Query(q) => (proto::ReadKind::Query, typed(q)),
+        ReadBody::Scroll(q) => (proto::ReadKind::Scroll, typed(q)),
+        ReadBody::Count(q) => (proto::ReadKind::Count, typed(q)),
     };
     proto::ReadRequest {
         collection: r.collection.clone(),
         applied: r.applied,
         kind: kind as i32,
         body,
-        format: proto::BodyFormat::Msgpack as i32,
         shards: r.scope.as_ref().map_or(vec![], |s| s.shards.clone()),
         scoped: r.scope.is_some(),
         shard_number: r.scope.as_ref().map_or(0, |s| s.shard_number),
@@ -602,23 +562,24 @@ fn read_from_proto(r: proto::ReadRequest) -> PeerResult<ReadRequest> {
     fn typed<T: serde::de::DeserializeOwned>(b: &[u8]) -> PeerResult<T> {
         rmp_serde::from_slice(b).map_err(|e| PeerError::bad_message("read", e))
     }
-    let json = |kind: ReadKind| -> PeerResult<ReadBody> {
-        let format = proto::BodyFormat::try_from(r.format)
-            .map_err(|_| PeerError::bad_message("read", format!("body format {}", r.format)))?;
-        let body =
-            decode_value(format, &r.body).map_err(|e| PeerError::bad_message("read", e))?;
-        Ok(ReadBody::Json(kind, body))
-    };
-    let body = match proto::ReadKind::try_from(r.kind) {
-        Ok(proto::ReadKind::Retrieve) => json(ReadKind::Retrieve)?,
-        Ok(proto::ReadKind::Search) => json(ReadKind::Search)?,
-        Ok(proto::ReadKind::Recommend) => json(ReadKind::Recommend)?,
-        Ok(proto::ReadKind::Query) => json(ReadKind::Query)?,
-        Ok(proto::ReadKind::Scroll) => json(ReadKind::Scroll)?,
-        Ok(proto::ReadKind::Count) => json(ReadKind::Count)?,
-        Ok(proto::ReadKind::TypedSearch) => ReadBody::Search(Box::new(typed(&r.body)?)),
-        Ok(proto::ReadKind::TypedRetrieve) => ReadBody::Retrieve(typed(&r.body)?),
-        Ok(proto::ReadKind::TypedQuery) => ReadBody::Query(Box::new(typed(&r.body)?)),
+    use proto::ReadKind as K;
+    let body = match K::try_from(r.kind) {
+        Ok(K::Search) => ReadBody::Search(Box::new(typed(&r.body)?)),
+        Ok(K::Retrieve) => ReadBody::Retrieve(typed(&r.body)?),
+        Ok(K::Query) => ReadBody::Query(Box::new(typed(&r.body)?)),
+        Ok(K::Scroll) => ReadBody::Scroll(Box::new(typed(&r.body)?)),
+        Ok(K::Count) => ReadBody::Count(typed(&r.body)?),
+        Ok(
+            K::JsonRetrieve
+            | K::JsonSearch
+            | K::JsonRecommend
+            | K::JsonQuery
+            | K::JsonScroll
+            | K::JsonCount,
+        ) => return Err(PeerError::bad_message(
+            "read",
+            "a JSON read from an earlier build (every peer of a cluster must run the same build)",
+        )),
         Err(_) => return Err(PeerError::bad_message("read", format!("kind {}", r.kind))),
     };
     Ok(ReadRequest {
@@ -636,48 +597,6 @@ fn read_from_proto(r: proto::ReadRequest) -> PeerResult<ReadRequest> {
 pub(crate) mod tests {
     use super::*;
     use collection::operations::Selector;
-    use serde_json::json;
-
-    #[test]
-    fn read_bodies_cross_the_wire_unchanged_in_both_formats() {
-        let body = json!({
-            "vector": [0.1, -2.5e-7, 1.0, 3.0],
-            "limit": 10, "offset": 0, "big": u64::MAX, "neg": i64::MIN,
-            "filter": {"must": [{"key": "k", "match": {"value": "ü"}}]},
-            "with_payload": true, "none": null,
-        });
-        let req = ReadRequest {
-            collection: "c".into(),
-            applied: 7,
-            body: ReadBody::Json(ReadKind::Search, body.clone()),
-            scope: None,
-        };
-        let wire = read_to_proto(&req);
-        assert_eq!(wire.format, proto::BodyFormat::Msgpack as i32);
-        assert_eq!(read_from_proto(wire).unwrap(), req);
-        // a peer from before `format` sends JSON with the field unset
-        let old = proto::ReadRequest {
-            body: serde_json::to_vec(&body).unwrap(),
-            format: 0,
-            ..read_to_proto(&req)
-        };
-        assert_eq!(
-            read_from_proto(old).unwrap().body,
-            ReadBody::Json(ReadKind::Search, body.clone())
-        );
-        // an unknown format is refused, not guessed
-        let bad = proto::ReadRequest {
-            format: 9,
-            ..read_to_proto(&req)
-        };
-        assert_eq!(read_from_proto(bad).unwrap_err().status, 400);
-        for f in [proto::BodyFormat::Json, proto::BodyFormat::Msgpack] {
-            assert_eq!(
-                decode_value(f, &encode_value(f, &body).unwrap()).unwrap(),
-                body
-            );
-        }
-    }
 
     #[test]
     fn errors_keep_their_http_status_across_the_wire() {
@@ -735,7 +654,7 @@ pub(crate) mod tests {
         let req = ReadRequest {
             collection: "c".into(),
             applied: 1,
-            body: ReadBody::Json(ReadKind::Scroll, serde_json::json!({"limit": 3})),
+            body: ReadBody::Count(collection::read::CountRequest::default()),
             scope: Some(Scope {
                 shard_number: 4,
                 shards: vec![1, 3],
@@ -747,6 +666,15 @@ pub(crate) mod tests {
         assert_eq!(read_from_proto(p).unwrap_err().status, 400);
         let mut p = read_to_proto(&req);
         p.kind = 99;
+        assert_eq!(read_from_proto(p).unwrap_err().status, 400);
+        // a JSON read of an earlier build is refused, never guessed at
+        let mut p = read_to_proto(&req);
+        p.kind = proto::ReadKind::JsonSearch as i32;
+        p.body = serde_json::to_vec(&serde_json::json!({"vector": [1.0], "limit": 3})).unwrap();
+        assert_eq!(read_from_proto(p).unwrap_err().status, 400);
+        // neither is a typed body that does not decode as its kind
+        let mut p = read_to_proto(&req);
+        p.kind = proto::ReadKind::Query as i32;
         assert_eq!(read_from_proto(p).unwrap_err().status, 400);
     }
 

@@ -3,7 +3,9 @@
 
 use crate::error::DistError;
 use collection::query::ScoredPoint;
-use collection::read::{self, QueryRequest, RetrieveRequest, SearchRequest};
+use collection::read::{
+    self, CountRequest, QueryRequest, RetrieveRequest, ScrollPage, ScrollRequest, SearchRequest,
+};
 use collection::{Collection, Storage};
 use std::sync::Arc;
 
@@ -13,12 +15,16 @@ pub async fn search(c: Arc<Collection>, r: SearchRequest) -> Result<Vec<ScoredPo
     if let Some(store) = c.try_read().filter(|s| r.inline(s)) {
         return Ok(read::search(&c, &store, &r)?);
     }
-    tokio::task::spawn_blocking(move || read::search(&c, &c.read(), &r)).await?
+    tokio::task::spawn_blocking(move || read::search(&c, &c.read(), &r))
+        .await?
         .map_err(DistError::from)
 }
 
 /// Records by id, on the blocking pool.
-pub async fn retrieve(c: Arc<Collection>, r: RetrieveRequest) -> Result<Vec<ScoredPoint>, DistError> {
+pub async fn retrieve(
+    c: Arc<Collection>,
+    r: RetrieveRequest,
+) -> Result<Vec<ScoredPoint>, DistError> {
     tokio::task::spawn_blocking(move || read::retrieve(&c.read(), &r))
         .await?
         .map_err(DistError::from)
@@ -33,4 +39,16 @@ pub async fn query(
     tokio::task::spawn_blocking(move || read::query(&storage, &c, &c.read(), &r))
         .await?
         .map_err(DistError::from)
+}
+
+/// A page of points, on the blocking pool.
+pub async fn scroll(c: Arc<Collection>, r: ScrollRequest) -> Result<ScrollPage, DistError> {
+    tokio::task::spawn_blocking(move || read::scroll(&c.read(), &r))
+        .await?
+        .map_err(DistError::from)
+}
+
+/// How many points match, on the blocking pool.
+pub async fn count(c: Arc<Collection>, r: CountRequest) -> Result<u64, DistError> {
+    Ok(tokio::task::spawn_blocking(move || c.read().count(r.filter.as_ref()) as u64).await?)
 }

@@ -1,34 +1,30 @@
 //! This peer's `PeerService`: what it executes on its own data for a coordinator, a
 //! transfer source or the leader's health check (typed requests over the p2p port, or
-//! in-process when the coordinator is this peer). Reads run through [`LocalReads`], which
-//! `api` implements with the same code that answers a single node.
+//! in-process when the coordinator is this peer). Reads run the same code that answers a
+//! single node ([`crate::points`]); errors are described by `api`'s one mapping
+//! ([`ErrorMap`]).
 
 use crate::error::DistError;
 use crate::peer::{
     Applied, ApplyRequest, PeerError, PeerFuture, PeerService, PeerStatus, ReadAnswer, ReadBody,
-    ReadKind, ReadRequest, Scope,
+    ReadRequest, Scope,
 };
 use crate::{coordinator, replication, Ctx};
 use collection::collection::UpdateResult;
-use collection::query::ScoredPoint;
 use collection::operations::LoggedOp;
 use collection::CollectionError;
 use segment::digest::Digest;
-use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// What `api` provides to this layer.
-pub trait LocalReads: Send + Sync + 'static {
-    /// Execute a read on this peer's local points only (the body is already scoped to the
-    /// shards asked for); the answer's `result`.
-    fn read(&self, kind: ReadKind, collection: String, body: Value) -> PeerFuture<'_, Value>;
-    /// The status and message the public API answers for `e` (the one error mapping).
+/// What `api` provides to this layer: the one error mapping.
+pub trait ErrorMap: Send + Sync + 'static {
+    /// The status and message the public API answers for `e`.
     fn describe(&self, e: DistError) -> PeerError;
 }
 
 pub struct LocalService {
     pub ctx: Ctx,
-    pub reads: Arc<dyn LocalReads>,
+    pub errors: Arc<dyn ErrorMap>,
 }
 
 /// Wait (bounded) until this peer has applied the sender's Raft index, so metadata the
@@ -52,7 +48,7 @@ impl LocalService {
         Applied {
             operation_id: r.operation_id,
             completed: r.completed,
-            point_error: point_error.map(|e| self.reads.describe(e.into())),
+            point_error: point_error.map(|e| self.errors.describe(e.into())),
         }
     }
 
@@ -172,7 +168,7 @@ impl LocalService {
     async fn read_local(&self, req: ReadRequest) -> Result<ReadAnswer, PeerError> {
         wait_applied(&self.ctx, req.applied)
             .await
-            .map_err(|e| self.reads.describe(e))?;
+            .map_err(|e| self.errors.describe(e))?;
         if self.ctx.lost.lock().contains(&req.collection) {
             // the coordinator fails over to another replica
             return Err(PeerError::unavailable(format!(
@@ -180,22 +176,9 @@ impl LocalService {
                 req.collection
             )));
         }
-        let scope = req.scope;
-        let typed = match req.body {
-            ReadBody::Json(kind, body) => {
-                let body = match &scope {
-                    Some(scope) => scoped_body(scope, body),
-                    None => body,
-                };
-                let v = self.reads.read(kind, req.collection, body).await?;
-                return Ok(ReadAnswer::Json(v));
-            }
-            typed => typed,
-        };
-        self.typed_read(&req.collection, typed, scope.as_ref())
+        self.typed_read(&req.collection, req.body, req.scope.as_ref())
             .await
-            .map(ReadAnswer::Points)
-            .map_err(|e| self.reads.describe(e))
+            .map_err(|e| self.errors.describe(e))
     }
 
     /// A typed read on this peer's points (of the scope's shards only, if given).
@@ -204,61 +187,47 @@ impl LocalService {
         collection: &str,
         body: ReadBody,
         scope: Option<&Scope>,
-    ) -> Result<Vec<ScoredPoint>, DistError> {
+    ) -> Result<ReadAnswer, DistError> {
+        use crate::points;
         let c = self.ctx.storage.get(collection)?;
-        match body {
+        Ok(match body {
             ReadBody::Search(r) => {
                 let r = match scope {
                     Some(s) => r.scoped(s),
                     None => *r,
                 };
-                crate::points::search(c, r).await
+                ReadAnswer::Points(points::search(c, r).await?)
             }
             ReadBody::Retrieve(r) => {
                 let r = match scope {
                     Some(s) => r.scoped(s),
                     None => r,
                 };
-                crate::points::retrieve(c, r).await
+                ReadAnswer::Points(points::retrieve(c, r).await?)
             }
             ReadBody::Query(r) => {
                 let r = match scope {
                     Some(s) => r.scoped(s),
                     None => *r,
                 };
-                crate::points::query(self.ctx.storage.clone(), c, r).await
+                ReadAnswer::Points(points::query(self.ctx.storage.clone(), c, r).await?)
             }
-            ReadBody::Json(kind, _) => Err(DistError::bad_request(format!(
-                "Bad request: a {kind:?} read with a JSON body has no typed form"
-            ))),
-        }
+            ReadBody::Scroll(r) => {
+                let r = match scope {
+                    Some(s) => r.scoped(s),
+                    None => *r,
+                };
+                ReadAnswer::Points(points::scroll(c, r).await?.points)
+            }
+            ReadBody::Count(r) => {
+                let r = match scope {
+                    Some(s) => r.scoped(s),
+                    None => r,
+                };
+                ReadAnswer::Count(points::count(c, r).await?)
+            }
+        })
     }
-}
-
-/// Restrict a read body to the scope's shards: retrieve ids are cut to those shards;
-/// otherwise every filter (top level and prefetches) gains the shard-scope condition.
-fn scoped_body(scope: &Scope, mut b: Value) -> Value {
-    let n = scope.shard_number;
-    if let Some(ids) = b.get_mut("ids").and_then(Value::as_array_mut) {
-        ids.retain(|v| {
-            coordinator::bare_pid(v)
-                .is_some_and(|id| scope.shards.contains(&collection::routing::shard_of(id, n)))
-        });
-        return b;
-    }
-    let cond = json!({"must": [segment::filter::shard_scope(n, &scope.shards)]});
-    fn add(v: &mut Value, cond: &Value) {
-        let Some(o) = v.as_object_mut() else { return };
-        let f = coordinator::and_filter(o.get("filter"), Some(cond));
-        o.insert("filter".into(), f.unwrap_or(Value::Null));
-        match o.get_mut("prefetch") {
-            Some(Value::Array(list)) => list.iter_mut().for_each(|x| add(x, cond)),
-            Some(x @ Value::Object(_)) => add(x, cond),
-            _ => {}
-        }
-    }
-    add(&mut b, &cond);
-    b
 }
 
 impl PeerService for LocalService {
@@ -266,7 +235,7 @@ impl PeerService for LocalService {
         Box::pin(async move {
             self.apply_local(req)
                 .await
-                .map_err(|e| self.reads.describe(e))
+                .map_err(|e| self.errors.describe(e))
         })
     }
 
@@ -279,7 +248,7 @@ impl PeerService for LocalService {
         Box::pin(async move {
             self.apply_batch_local(collection, applied, ops)
                 .await
-                .map_err(|e| self.reads.describe(e))
+                .map_err(|e| self.errors.describe(e))
         })
     }
 
@@ -287,7 +256,7 @@ impl PeerService for LocalService {
         Box::pin(async move {
             self.ordered_local(req)
                 .await
-                .map_err(|e| self.reads.describe(e))
+                .map_err(|e| self.errors.describe(e))
         })
     }
 
@@ -295,7 +264,7 @@ impl PeerService for LocalService {
         Box::pin(async move {
             self.op_ids_local(collection, shard)
                 .await
-                .map_err(|e| self.reads.describe(e))
+                .map_err(|e| self.errors.describe(e))
         })
     }
 
@@ -303,7 +272,7 @@ impl PeerService for LocalService {
         Box::pin(async move {
             self.digest_local(collection, shard, applied)
                 .await
-                .map_err(|e| self.reads.describe(e))
+                .map_err(|e| self.errors.describe(e))
         })
     }
 
@@ -319,45 +288,5 @@ impl PeerService for LocalService {
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scoped_reads_cut_ids_or_add_the_scope_to_every_filter() {
-        let scope = Scope {
-            shard_number: 3,
-            shards: vec![1],
-        };
-        let ids: Vec<u64> = (0..50).collect();
-        let cut = scoped_body(&scope, json!({"ids": ids, "with_payload": true}));
-        let kept: Vec<u64> = cut["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
-        assert!(!kept.is_empty() && kept.len() < 50);
-        for id in &kept {
-            assert_eq!(
-                collection::routing::shard_of(segment::PointId::Num(*id), 3),
-                1
-            );
-        }
-        assert!(cut.get("filter").is_none());
-
-        let scoped = scoped_body(
-            &scope,
-            json!({"filter": {"must": [{"key": "a", "match": {"value": 1}}]},
-                   "prefetch": [{"limit": 3}, {"prefetch": {"limit": 2}}]}),
-        );
-        let has_scope = |f: &Value| f.to_string().contains("__shards");
-        assert!(has_scope(&scoped["filter"]));
-        assert!(scoped["filter"].to_string().contains("\"key\":\"a\""));
-        assert!(has_scope(&scoped["prefetch"][0]["filter"]));
-        assert!(has_scope(&scoped["prefetch"][1]["prefetch"]["filter"]));
     }
 }
