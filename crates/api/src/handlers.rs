@@ -10,16 +10,14 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use cluster::state::ClusterOp;
 use collection::config::CreateCollection;
-use collection::query::{
-    group_hits, Candidate, QueryEngine, RequestParams, WithPayload, WithVector,
-};
+use collection::query::{WithPayload, WithVector};
 use collection::read::{
     CountRequest, GroupRequest, LookupFrom, QueryRequest, RetrieveRequest, ScrollPage,
     ScrollRequest, SearchRequest, WithLookup,
 };
 use collection::storage::AliasAction;
 use collection::{Collection, CollectionError};
-use segment::store::PointStore;
+use distributed::placement::ReadConsistency;
 use segment::PointId;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -29,7 +27,7 @@ type St = State<AppState>;
 
 /// The `consistency` query parameter of a read (`all`, `majority`, `quorum` or a number;
 /// default one replica per shard). Only coordinators use it.
-pub struct ReadOpts(pub distributed::placement::ReadConsistency);
+pub struct ReadOpts(pub ReadConsistency);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadOpts {
     type Rejection = ApiError;
@@ -39,10 +37,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadOpts {
     ) -> Result<Self, Self::Rejection> {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
-        let mut out = distributed::placement::ReadConsistency::One;
+        let mut out = ReadConsistency::One;
         for (k, v) in pairs {
             if k == "consistency" {
-                out = distributed::placement::ReadConsistency::parse(&v).ok_or_else(|| {
+                out = ReadConsistency::parse(&v).ok_or_else(|| {
                     ApiError::bad_request(format!("Query string error: `consistency` must be `all`, `majority`, `quorum` or a positive integer, got `{v}`"))
                 })?;
             }
@@ -752,24 +750,7 @@ async fn run_update(
     let t = Instant::now();
     let params = parse_query::<WriteParams>(q)?;
     let (wait, ordering) = (params.wait()?, params.ordering()?);
-    let c = coll(&st, &name)?;
-    if let Some(p) = distributed::coordinator::placement(&st.dist, c.name()) {
-        // validate against the schema here so bad input fails before any peer applies it
-        let op = op.prepare(&c.read())?;
-        let (id, completed) = if ordering == crate::wire::Ordering::Weak {
-            distributed::coordinator::update(&st.dist, &p, op, wait).await?
-        } else {
-            distributed::coordinator::ordered_update(&st.dist, &p, op, wait, ordering).await?
-        };
-        return Ok(Timed(
-            t,
-            update_out(collection::collection::UpdateResult {
-                operation_id: id,
-                completed,
-            }),
-        ));
-    }
-    let r = blocking(move || Ok(c.update(op, wait)?)).await?;
+    let r = st.points.update(name, op, wait, ordering).await?;
     Ok(Timed(t, update_out(r)))
 }
 
@@ -888,17 +869,14 @@ fn parse_retrieve(body: &Value) -> Result<RetrieveRequest, ApiError> {
     })
 }
 
-/// Records by id on this node's points, or from their owners in cluster mode.
+/// Records by id, from this node's points or from their owners.
 async fn retrieve_one(
     st: &AppState,
     name: &str,
-    read: distributed::placement::ReadConsistency,
+    read: ReadConsistency,
     r: RetrieveRequest,
 ) -> Result<Vec<collection::query::ScoredPoint>, ApiError> {
-    Ok(match dist_for(st, name, read)? {
-        Some(p) => distributed::coordinator::retrieve_points(&st.dist, &p, r).await?,
-        None => distributed::points::retrieve(coll(st, name)?, r).await?,
-    })
+    Ok(st.points.retrieve(name.to_string(), read, r).await?)
 }
 
 fn parse_scroll(body: &Value) -> Result<ScrollRequest, ApiError> {
@@ -946,29 +924,6 @@ fn parse_count(body: &Value) -> Result<CountRequest, ApiError> {
 }
 
 // ------------------------------------------------------------------ search / query
-
-fn enrich(
-    store: &PointStore,
-    cands: Vec<Candidate>,
-    wp: &WithPayload,
-    wv: &WithVector,
-) -> Result<Vec<collection::query::ScoredPoint>, ApiError> {
-    Ok(collection::read::enrich_checked(store, cands, wp, wv)?)
-}
-
-/// Run `f` with a query engine whose id lookups read `lookup_from` (or this collection).
-fn with_engine<T>(
-    st: &AppState,
-    c: &Collection,
-    lookup_from: Option<&LookupFrom>,
-    params: RequestParams,
-    f: impl FnOnce(&QueryEngine, &PointStore) -> Result<T, ApiError>,
-) -> Result<T, ApiError> {
-    let store = c.read();
-    collection::read::with_engine(&st.storage, c, &store, lookup_from, params, |e| {
-        Ok(f(e, &store))
-    })?
-}
 
 /// `lookup_from` of a recommend or query body.
 fn parse_lookup(v: Option<&Value>) -> Result<Option<LookupFrom>, ApiError> {
@@ -1032,18 +987,16 @@ fn parse_query_req(v: &Value) -> Result<QueryRequest, ApiError> {
     })
 }
 
-/// A parsed query on this node's points, or fanned out from it in cluster mode.
+/// A parsed query, on this node's points or fanned out from this peer.
 async fn query_one(
     st: &AppState,
     name: &str,
-    read: distributed::placement::ReadConsistency,
+    read: ReadConsistency,
     r: QueryRequest,
 ) -> Result<Vec<ScoredOut>, ApiError> {
-    let points = match dist_for(st, name, read)? {
-        Some(p) => distributed::coordinator::query_points(&st.dist, &p, r).await?,
-        None => distributed::points::query(st.storage.clone(), coll(st, name)?, r).await?,
-    };
-    Ok(scored_out(points))
+    Ok(scored_out(
+        st.points.query(name.to_string(), read, r).await?,
+    ))
 }
 
 /// A legacy recommend body as the universal query it is: a recommend input, no prefetch.
@@ -1120,160 +1073,9 @@ fn parse_groups(m: &JsonMap, default_limit: Option<usize>) -> Result<GroupReques
     })
 }
 
-fn build_groups(
-    st: &AppState,
-    store: &PointStore,
-    ranked: Vec<Candidate>,
-    g: &GroupRequest,
-    wp: &WithPayload,
-    wv: &WithVector,
-) -> Result<Value, ApiError> {
-    let groups = group_hits(store, ranked, &g.group_by, g.group_size, g.limit)?;
-    let lookup = match &g.with_lookup {
-        Some(l) => Some((
-            st.storage.get(&l.collection)?,
-            l.with_payload.clone(),
-            l.with_vector.clone(),
-        )),
-        None => None,
-    };
-    let mut out = Vec::new();
-    for (key, hits) in groups {
-        let hits: Vec<ScoredOut> = enrich(store, hits, wp, wv)?
-            .into_iter()
-            .map(ScoredOut::from)
-            .collect();
-        let mut gj = json!({"id": key, "hits": hits});
-        if let Some((lc, lwp, lwv)) = &lookup {
-            let id = match &key {
-                Value::Number(n) => n.as_u64().map(PointId::Num),
-                Value::String(s) => PointId::parse_str(s),
-                _ => None,
-            };
-            if let Some(id) = id {
-                let ls = lc.read();
-                if let Some(p) = enrich(
-                    &ls,
-                    vec![Candidate {
-                        id,
-                        score: 0.0,
-                        order_value: None,
-                    }],
-                    lwp,
-                    lwv,
-                )?
-                .pop()
-                {
-                    gj["lookup"] =
-                        serde_json::to_value(RecordOut::from(p)).expect("record encodes");
-                }
-            }
-        }
-        out.push(gj);
-    }
-    Ok(json!({"groups": out}))
-}
-
-async fn search_groups_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Value> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let m = obj(&body)?.clone();
-    let g = parse_groups(&m, None)?;
-    let mut sm = m.clone();
-    for k in ["group_by", "group_size", "with_lookup"] {
-        sm.remove(k);
-    }
-    let r = parse_search(&Value::Object(sm))?;
-    let out = blocking(move || {
-        with_engine(&st, &c, None, r.params, |e, s| {
-            let ranked = e.search(
-                &r.using,
-                &r.vector,
-                r.filter.as_ref(),
-                s.len().max(1),
-                0,
-                r.score_threshold,
-            )?;
-            build_groups(&st, s, ranked, &g, &r.with_payload, &r.with_vector)
-        })
-    })
-    .await?;
-    Ok(Timed(t, out))
-}
-
-async fn query_groups_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Value> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let m = obj(&body)?.clone();
-    let g = parse_groups(&m, Some(10))?;
-    let mut r = parse_query_req(&body)?;
-    let out = blocking(move || {
-        with_engine(&st, &c, r.lookup_from.as_ref(), r.params, |e, s| {
-            // every level ranks all points, so groups fill up to `group_size`
-            r.spec.widen(s.len().max(1));
-            r.spec.offset = 0;
-            let ranked = e.query(&r.spec)?;
-            build_groups(&st, s, ranked, &g, &r.with_payload, &r.with_vector)
-        })
-    })
-    .await?;
-    Ok(Timed(t, out))
-}
-
-async fn recommend_groups_local(
-    State(st): St,
-    Path(name): Path<String>,
-    QJson(body): QJson<Value>,
-) -> ApiResult<Value> {
-    let t = Instant::now();
-    let c = coll(&st, &name)?;
-    let m = obj(&body)?.clone();
-    let g = parse_groups(&m, None)?;
-    let mut sm = m.clone();
-    for k in ["group_by", "group_size", "with_lookup"] {
-        sm.remove(k);
-    }
-    let mut r = parse_reco(&Value::Object(sm))?;
-    let out = blocking(move || {
-        with_engine(&st, &c, r.lookup_from.as_ref(), r.params, |e, s| {
-            r.spec.limit = s.len().max(1);
-            r.spec.offset = 0;
-            let ranked = e.query(&r.spec)?;
-            build_groups(&st, s, ranked, &g, &r.with_payload, &r.with_vector)
-        })
-    })
-    .await?;
-    Ok(Timed(t, out))
-}
-
 // ------------------------------------------------------------------ cluster dispatch
 // Each read is parsed once; in cluster mode it fans out from the receiving peer
 // (`distributed::coordinator`), on a single node it runs here (`distributed::points`).
-
-fn dist_for(
-    st: &AppState,
-    name: &str,
-    read: distributed::placement::ReadConsistency,
-) -> Result<Option<distributed::placement::Placement>, ApiError> {
-    if st.cluster.is_none() {
-        return Ok(None);
-    }
-    let c = coll(st, name)?;
-    Ok(
-        distributed::coordinator::placement(&st.dist, c.name()).map(|mut p| {
-            p.read = read;
-            p
-        }),
-    )
-}
 
 async fn retrieve_points(
     State(st): St,
@@ -1319,10 +1121,7 @@ async fn scroll_points(
 ) -> ApiResult<Value> {
     let t = Instant::now();
     let r = parse_scroll(&body)?;
-    let page = match dist_for(&st, &name, read)? {
-        Some(p) => distributed::coordinator::scroll_points(&st.dist, &p, r).await?,
-        None => distributed::points::scroll(coll(&st, &name)?, r).await?,
-    };
+    let page = st.points.scroll(name, read, r).await?;
     Ok(Timed(t, page_out(page)))
 }
 
@@ -1334,25 +1133,20 @@ async fn count_points(
 ) -> ApiResult<Value> {
     let t = Instant::now();
     let r = parse_count(&body)?;
-    let n = match dist_for(&st, &name, read)? {
-        Some(p) => distributed::coordinator::count_points(&st.dist, &p, r).await?,
-        None => distributed::points::count(coll(&st, &name)?, r).await?,
-    };
+    let n = st.points.count(name, read, r).await?;
     Ok(Timed(t, json!({"count": n})))
 }
 
-/// A parsed search on this node's points, or fanned out from it in cluster mode.
+/// A parsed search, on this node's points or fanned out from this peer.
 async fn search_one(
     st: &AppState,
     name: &str,
-    read: distributed::placement::ReadConsistency,
+    read: ReadConsistency,
     r: SearchRequest,
 ) -> Result<Vec<ScoredOut>, ApiError> {
-    let points = match dist_for(st, name, read)? {
-        Some(p) => distributed::coordinator::search(&st.dist, &p, r).await?,
-        None => distributed::points::search(coll(st, name)?, r).await?,
-    };
-    Ok(scored_out(points))
+    Ok(scored_out(
+        st.points.search(name.to_string(), read, r).await?,
+    ))
 }
 
 async fn search_points(
@@ -1454,12 +1248,16 @@ async fn query_batch(
 
 async fn get_collection(State(st): St, Path(name): Path<String>) -> ApiResult<Value> {
     let t = Instant::now();
-    let p = dist_for(&st, &name, Default::default())?;
-    let Timed(_, mut info) = get_collection_local(State(st.clone()), Path(name)).await?;
-    if let Some(p) = p {
+    let Timed(_, mut info) = get_collection_local(State(st.clone()), Path(name.clone())).await?;
+    if st.cluster.is_some() {
         // points live on several peers: report the cluster-wide count of the peers that
         // answer (collection info must stay available while a peer is down)
-        info["points_count"] = json!(distributed::coordinator::count_available(&st.dist, &p).await);
+        let n = st
+            .points
+            .count(name, ReadConsistency::default(), Default::default())
+            .await
+            .unwrap_or(0);
+        info["points_count"] = json!(n);
     }
     Ok(Timed(t, info))
 }
@@ -1472,12 +1270,12 @@ async fn search_groups(
 ) -> ApiResult<Value> {
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        let (g, rest) = split_groups(&body, None)?;
-        let r = QueryRequest::from(parse_search(&rest)?);
-        return Ok(Timed(t, groups_dist(&st, &p, r, &g).await?));
-    }
-    search_groups_local(State(st), Path(name), QJson(body)).await
+    let (g, rest) = split_groups(&body, None)?;
+    let r = QueryRequest::from(parse_search(&rest)?);
+    Ok(Timed(
+        t,
+        groups_out(st.points.groups(name, read, r, g).await?),
+    ))
 }
 
 async fn query_groups(
@@ -1487,12 +1285,12 @@ async fn query_groups(
     QJson(body): QJson<Value>,
 ) -> ApiResult<Value> {
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        let g = parse_groups(obj(&body)?, Some(10))?;
-        let r = parse_query_req(&body)?;
-        return Ok(Timed(t, groups_dist(&st, &p, r, &g).await?));
-    }
-    query_groups_local(State(st), Path(name), QJson(body)).await
+    let g = parse_groups(obj(&body)?, Some(10))?;
+    let r = parse_query_req(&body)?;
+    Ok(Timed(
+        t,
+        groups_out(st.points.groups(name, read, r, g).await?),
+    ))
 }
 
 async fn recommend_groups(
@@ -1503,12 +1301,12 @@ async fn recommend_groups(
 ) -> ApiResult<Value> {
     crate::normalize::aliases(crate::normalize::Body::SearchLike, &mut body);
     let t = Instant::now();
-    if let Some(p) = dist_for(&st, &name, read)? {
-        let (g, rest) = split_groups(&body, None)?;
-        let r = parse_reco(&rest)?;
-        return Ok(Timed(t, groups_dist(&st, &p, r, &g).await?));
-    }
-    recommend_groups_local(State(st), Path(name), QJson(body)).await
+    let (g, rest) = split_groups(&body, None)?;
+    let r = parse_reco(&rest)?;
+    Ok(Timed(
+        t,
+        groups_out(st.points.groups(name, read, r, g).await?),
+    ))
 }
 
 /// The grouping part of a legacy `*/groups` body, and the rest (a search or recommend).
@@ -1525,14 +1323,8 @@ fn split_groups(
     Ok((g, Value::Object(rest)))
 }
 
-/// `*/groups` fanned out from this peer, in the wire shape.
-async fn groups_dist(
-    st: &AppState,
-    p: &distributed::placement::Placement,
-    r: QueryRequest,
-    g: &GroupRequest,
-) -> Result<Value, ApiError> {
-    let groups = distributed::coordinator::group_points(&st.dist, p, r, g).await?;
+/// `*/groups` answers in the wire shape.
+fn groups_out(groups: Vec<collection::read::Group>) -> Value {
     let out: Vec<Value> = groups
         .into_iter()
         .map(|g| {
@@ -1543,5 +1335,5 @@ async fn groups_dist(
             o
         })
         .collect();
-    Ok(json!({"groups": out}))
+    json!({"groups": out})
 }

@@ -42,6 +42,9 @@ pub struct AppState {
     pub local_router: Arc<std::sync::OnceLock<Router>>,
     /// The distributed layer of this peer (coordinator, replica maintenance, peers).
     pub dist: distributed::Ctx,
+    /// Every points read and write: on this node's points, or fanned out in cluster mode
+    /// (`distributed::points::service`).
+    pub points: Arc<dyn distributed::points::PointsService>,
     /// REST request metrics (`/metrics`).
     pub metrics: Arc<observe::Metrics>,
 }

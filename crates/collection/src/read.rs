@@ -358,6 +358,74 @@ pub struct WithLookup {
     pub with_vector: WithVector,
 }
 
+/// One group of a `*/groups` answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub id: serde_json::Value,
+    pub hits: Vec<ScoredPoint>,
+    /// `with_lookup`: the record whose id is the group key.
+    pub lookup: Option<ScoredPoint>,
+}
+
+/// A group key that names a point (only those are looked up, as in Qdrant).
+pub fn group_key_id(key: &serde_json::Value) -> Option<PointId> {
+    match key {
+        serde_json::Value::Number(n) => n.as_u64().map(PointId::Num),
+        serde_json::Value::String(s) => PointId::parse_str(s),
+        _ => None,
+    }
+}
+
+/// `*/groups` on `store` (a read guard of `c`'s points): `r` ranks every point (each level
+/// widened to the whole collection, so groups fill up to `group_size`), then the ranking
+/// is grouped ([`crate::query::group_hits`]).
+pub fn groups(
+    storage: &Storage,
+    c: &Collection,
+    store: &PointStore,
+    mut r: QueryRequest,
+    g: &GroupRequest,
+) -> CResult<Vec<Group>> {
+    r.spec.widen(store.len().max(1));
+    r.spec.offset = 0;
+    let ranked = with_engine(storage, c, store, r.lookup_from.as_ref(), r.params, |e| {
+        e.query(&r.spec)
+    })?;
+    let groups = crate::query::group_hits(store, ranked, &g.group_by, g.group_size, g.limit)?;
+    // the lookup collection; `None` inside: this one, whose points are already held
+    let other = match &g.with_lookup {
+        Some(l) => {
+            let lc = storage.get(&l.collection)?;
+            Some((l, (lc.name() != c.name()).then_some(lc)))
+        }
+        None => None,
+    };
+    let mut out = Vec::with_capacity(groups.len());
+    for (key, hits) in groups {
+        let hits = enrich_checked(store, hits, &r.with_payload, &r.with_vector)?;
+        let lookup = match (&other, group_key_id(&key)) {
+            (Some((l, lc)), Some(id)) => {
+                let req = RetrieveRequest {
+                    ids: vec![id],
+                    with_payload: l.with_payload.clone(),
+                    with_vector: l.with_vector.clone(),
+                };
+                match lc {
+                    Some(lc) => retrieve(&lc.read(), &req)?.pop(),
+                    None => retrieve(store, &req)?.pop(),
+                }
+            }
+            _ => None,
+        };
+        out.push(Group {
+            id: key,
+            hits,
+            lookup,
+        });
+    }
+    Ok(out)
+}
+
 /// Run a query on `store` (a read guard of `c`'s points).
 pub fn query(
     storage: &Storage,

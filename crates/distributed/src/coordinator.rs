@@ -22,8 +22,8 @@ use collection::query::{
     RequestParams, ScoredPoint, VectorInput, WithPayload, WithVector, MAX_RESULT_WINDOW,
 };
 use collection::read::{
-    CountRequest, GroupRequest, LookupFrom, QueryRequest, RetrieveRequest, ScrollPage,
-    ScrollRequest, SearchRequest, WithLookup,
+    group_key_id, CountRequest, Group, GroupRequest, LookupFrom, QueryRequest, RetrieveRequest,
+    ScrollPage, ScrollRequest, SearchRequest, WithLookup,
 };
 use collection::routing::shard_of;
 use collection::CollectionError;
@@ -1005,23 +1005,7 @@ impl<'a> Level<'a> {
     }
 }
 
-pub async fn count_available(st: &Ctx, p: &Placement) -> u64 {
-    count_points(st, p, CountRequest::default())
-        .await
-        .unwrap_or(0)
-}
-
-/// Distributed count: sum of the per-shard counts (one replica per shard).
 // ------------------------------------------------------------------ groups
-
-/// One group of a `*/groups` answer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Group {
-    pub id: Value,
-    pub hits: Vec<ScoredPoint>,
-    /// `with_lookup`: the record whose id is the group key.
-    pub lookup: Option<ScoredPoint>,
-}
 
 /// Distributed `*/groups` (typed): rank every candidate across peers (with the `group_by`
 /// payload only), group at the coordinator exactly as a single node does
@@ -1098,14 +1082,6 @@ pub async fn group_points(
         });
     }
     Ok(out)
-}
-
-fn group_key_id(key: &Value) -> Option<PointId> {
-    match key {
-        Value::Number(n) => n.as_u64().map(PointId::Num),
-        Value::String(s) => PointId::parse_str(s),
-        _ => None,
-    }
 }
 
 /// The record `id` of the lookup collection, from its owners.

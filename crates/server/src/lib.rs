@@ -132,23 +132,24 @@ pub async fn start(settings: &Settings, opts: StartOptions) -> Result<Peer, Star
     } else {
         None
     };
-    let state = api::AppState {
-        cluster: cluster.clone(),
-        local_router: Default::default(),
-        dist: distributed::Ctx {
-            heal: distributed::heal::HealConfig {
-                enabled: settings.cluster.self_heal.enabled,
-                dead_peer_timeout: std::time::Duration::from_secs(
-                    settings.cluster.self_heal.dead_peer_timeout_sec,
-                ),
-                ..Default::default()
-            },
-            anti_entropy_interval: (settings.cluster.anti_entropy.interval_sec > 0).then(|| {
-                std::time::Duration::from_secs(settings.cluster.anti_entropy.interval_sec)
-            }),
-            faults: opts.faults.clone(),
-            ..distributed::Ctx::new(storage.clone(), cluster, lost)
+    let dist = distributed::Ctx {
+        heal: distributed::heal::HealConfig {
+            enabled: settings.cluster.self_heal.enabled,
+            dead_peer_timeout: std::time::Duration::from_secs(
+                settings.cluster.self_heal.dead_peer_timeout_sec,
+            ),
+            ..Default::default()
         },
+        anti_entropy_interval: (settings.cluster.anti_entropy.interval_sec > 0)
+            .then(|| std::time::Duration::from_secs(settings.cluster.anti_entropy.interval_sec)),
+        faults: opts.faults.clone(),
+        ..distributed::Ctx::new(storage.clone(), cluster.clone(), lost)
+    };
+    let state = api::AppState {
+        cluster,
+        local_router: Default::default(),
+        points: distributed::points::service(&dist),
+        dist,
         storage,
         settings: api::ApiSettings {
             max_request_bytes: settings.max_request_bytes(),
