@@ -408,6 +408,84 @@ impl Cluster {
     }
 }
 
+/// A single node (cluster mode off) in this process: the reference a cluster's answers are
+/// compared with.
+pub struct Single {
+    rt: Option<tokio::runtime::Runtime>,
+    peer: Option<server::Peer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Single {
+    pub fn start() -> Single {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "log_level: WARN\n\
+                 storage:\n  storage_path: {d}/storage\n  snapshots_path: {d}/snapshots\n\
+                 service:\n  host: 127.0.0.1\n  http_port: 0\n\
+                 cluster:\n  enabled: false\n",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let settings = server::settings::Settings::load(
+            Some(config.to_str().unwrap()),
+            "SEXTANT_HARNESS_NO_ENV",
+        )
+        .expect("single-node settings");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("single")
+            .enable_all()
+            .build()
+            .unwrap();
+        let peer = rt
+            .block_on(server::start(&settings, Default::default()))
+            .unwrap_or_else(|e| panic!("the single node did not start: {e}"));
+        Single {
+            rt: Some(rt),
+            peer: Some(peer),
+            _dir: dir,
+        }
+    }
+
+    /// A request that must succeed: its `result`.
+    pub fn ok(&self, method: Method, path: &str, body: Option<&Value>) -> Value {
+        let app = self.peer.as_ref().unwrap().app.clone();
+        let req = request(method.clone(), path, body);
+        let (status, v) = self.rt.as_ref().unwrap().block_on(async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        });
+        assert!(
+            status.is_success(),
+            "{method} {path} on the single node: {status} {v}"
+        );
+        v["result"].clone()
+    }
+}
+
+impl Drop for Single {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            peer.halt();
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.slots.iter_mut().for_each(Slot::halt);

@@ -6,5 +6,6 @@ mod harness;
 mod abandoned_clients;
 mod kill_restart;
 mod partition;
+mod reads;
 mod replicate;
 mod snapshot_recovery;
