@@ -8,6 +8,7 @@ import random
 import shutil
 import time
 
+import pytest
 import requests
 
 from cluster_harness import Cluster, start_cluster, wait_until
@@ -351,9 +352,22 @@ def _flip_a_byte_in_the_vectors(p, name: str) -> str:
     return str(f)
 
 
-def test_corrupted_checkpoint_single_node_refuses_to_start(tmp_path):
-    """Checksums on every checkpoint file (issue #15): a single node whose vector file was
-    corrupted on disk refuses to start, naming the file, instead of serving wrong vectors."""
+def _flip_a_digit_in_the_config(p, name: str) -> str:
+    f = p.storage / "collections" / name / "collection.json"
+    text = f.read_text()
+    assert '"m": 16' in text, text
+    # still valid JSON and a valid config (the graph would be rebuilt with m=17): only a
+    # checksum tells
+    f.write_text(text.replace('"m": 16', '"m": 17', 1))
+    return str(f)
+
+
+@pytest.mark.parametrize("corrupt", [_flip_a_byte_in_the_vectors, _flip_a_digit_in_the_config],
+                         ids=["vectors", "collection.json"])
+def test_corrupted_checkpoint_single_node_refuses_to_start(tmp_path, corrupt):
+    """Checksums on every file Sextant writes (issue #15): a single node whose vector file or
+    collection config was corrupted on disk refuses to start, naming the file, instead of
+    serving wrong vectors or running with a config nobody set."""
     c = Cluster(tmp_path)
     try:
         p = c.new_peer()
@@ -363,11 +377,12 @@ def test_corrupted_checkpoint_single_node_refuses_to_start(tmp_path):
         pts = [{"id": i, "vector": [float((i + j) % 5) for j in range(64)]} for i in range(1, 101)]
         assert p.request("PUT", "/collections/k/points?wait=true", json={"points": pts}).ok
         _stop_gracefully(p)
-        _flip_a_byte_in_the_vectors(p, "k")
+        path = corrupt(p, "k")
         p.spawn([], cluster_enabled=False)
         code = p.proc.wait(timeout=60)
         assert code != 0
-        assert "fails its checksum" in p.log_text(), p.log_text()
+        log = p.log_text()
+        assert "fails its checksum" in log and path.rsplit("/", 1)[-1] in log, log
     finally:
         c.cleanup()
 

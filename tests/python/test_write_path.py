@@ -72,13 +72,15 @@ def test_writes_never_wait_for_a_transfer_to_a_slow_peer(tmp_path, monkeypatch):
         wait_until(lambda: a.get("/collections/w/cluster").json()["result"]["shard_transfers"], 10,
                    what="the transfer started")
         # writes to another shard of the same collection on the same peer, while the
-        # transfer's messages to the slow target are in flight (each takes DELAY_MS)
-        # (for 2 x DELAY_MS: the clearing of the target and the first batch each take that)
+        # transfer's messages to the slow target are in flight (each takes DELAY_MS). The
+        # clearing of the target and the first batch each take that, so the transfer runs
+        # at least 2 x DELAY_MS: writing for 1.5 x DELAY_MS keeps every write inside it (a
+        # window of the full 2 x DELAY_MS raced the transfer's end)
         fresh = iter([i for i in range(5000, 90000) if shard_of(i, SHARDS) == other])
         # and one write to the moved shard: forwarded to the target, in order
         forwarded = next(i for i in range(90000, 99000) if shard_of(i, SHARDS) == moved)
         latencies = []
-        until = time.monotonic() + 2 * DELAY_MS / 1000
+        until = time.monotonic() + 1.5 * DELAY_MS / 1000
         while time.monotonic() < until:
             i = next(fresh)
             t0 = time.monotonic()

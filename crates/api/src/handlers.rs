@@ -362,34 +362,7 @@ async fn create_collection(
     let t = Instant::now();
     let _: WriteParams = parse_query(q)?;
     let req: CreateCollection = serde_json::from_value(body.clone()).map_err(ApiError::format)?;
-    if let Some(node) = st.cluster.clone() {
-        // validate here so bad input never reaches the log
-        collection::storage::validate_name(&name)?;
-        let (shard_number, rf) = (req.shard_number, req.replication_factor);
-        if st.storage.exists(&name) {
-            return Err(CollectionError::AlreadyExists(name).into());
-        }
-        let peers: Vec<u64> = node.peers().into_keys().collect();
-        let shard_number = shard_number.unwrap_or(peers.len() as u32).max(1);
-        let replication_factor = rf.unwrap_or(1);
-        // resolve the config here, once: every peer creates exactly this one, whatever
-        // its own defaults
-        let mut config = st.storage.resolve(req)?;
-        config.params.shard_number = shard_number;
-        config.params.replication_factor = replication_factor;
-        let op = ClusterOp::CreateCollection {
-            name,
-            create: body,
-            config: Some(Box::new(config)),
-            shard_number,
-            replication_factor,
-            peers,
-            placement: None,
-        };
-        propose(&st, op).await?;
-        return Ok(Timed(t, true));
-    }
-    blocking(move || Ok(st.storage.create_collection(&name, req)?)).await?;
+    st.collections.create(name, req, body).await?;
     Ok(Timed(t, true))
 }
 
@@ -400,37 +373,13 @@ async fn update_collection(
 ) -> ApiResult<bool> {
     crate::normalize::aliases(crate::normalize::Body::CollectionConfig, &mut body);
     let t = Instant::now();
-    let c = coll(&st, &name)?;
-    if st.cluster.is_some() {
-        c.config().apply_update(&body)?; // validate before proposing
-        propose(
-            &st,
-            ClusterOp::UpdateCollection {
-                name: c.name().to_string(),
-                patch: body,
-            },
-        )
-        .await?;
-        return Ok(Timed(t, true));
-    }
-    blocking(move || {
-        let new = c.config().apply_update(&body)?;
-        Ok(c.set_config(new)?)
-    })
-    .await?;
+    st.collections.update(name, body).await?;
     Ok(Timed(t, true))
 }
 
 async fn delete_collection(State(st): St, Path(name): Path<String>) -> ApiResult<bool> {
     let t = Instant::now();
-    if st.cluster.is_some() {
-        collection::storage::validate_name(&name)?;
-        let existed = st.storage.list().contains(&name);
-        propose(&st, ClusterOp::DeleteCollection { name }).await?;
-        return Ok(Timed(t, existed));
-    }
-    let r = blocking(move || Ok(st.storage.delete_collection(&name)?)).await?;
-    Ok(Timed(t, r))
+    Ok(Timed(t, st.collections.delete(name).await?))
 }
 
 async fn collection_exists(State(st): St, Path(name): Path<String>) -> ApiResult<Value> {
@@ -464,11 +413,7 @@ async fn update_aliases(State(st): St, QJson(body): QJson<Value>) -> ApiResult<b
         .cloned()
         .ok_or_else(|| ApiError::format("missing field `actions`"))?;
     let parsed: Vec<AliasAction> = serde_json::from_value(actions).map_err(ApiError::format)?;
-    if st.cluster.is_some() {
-        propose(&st, ClusterOp::UpdateAliases { actions: parsed }).await?;
-        return Ok(Timed(t, true));
-    }
-    blocking(move || Ok(st.storage.update_aliases(parsed)?)).await?;
+    st.collections.update_aliases(parsed).await?;
     Ok(Timed(t, true))
 }
 
@@ -671,7 +616,7 @@ async fn create_index(
 ) -> ApiResult<UpdateResultOut> {
     let t = Instant::now();
     let wait = parse_query::<WriteParams>(q)?.wait()?;
-    let c = coll(&st, &name)?;
+    coll(&st, &name)?; // a missing collection is reported before the body
     let m = obj(&body)?;
     let field = m
         .get("field_name")
@@ -687,19 +632,9 @@ async fn create_index(
             ApiError::bad_request("Wrong input: field_schema is required to create a payload index")
         })?;
     let schema = wire::index_schema(&schema)?;
-    if st.cluster.is_some() {
-        propose(
-            &st,
-            ClusterOp::SetPayloadIndex {
-                collection: c.name().to_string(),
-                field,
-                schema: Some(schema),
-            },
-        )
+    st.collections
+        .set_payload_index(name, field, Some(schema))
         .await?;
-    } else {
-        blocking(move || Ok(c.set_payload_index(&field, Some(schema))?)).await?;
-    }
     Ok(Timed(
         t,
         UpdateResultOut {
@@ -716,20 +651,7 @@ async fn delete_index(
 ) -> ApiResult<UpdateResultOut> {
     let t = Instant::now();
     let wait = parse_query::<WriteParams>(q)?.wait()?;
-    let c = coll(&st, &name)?;
-    if st.cluster.is_some() {
-        propose(
-            &st,
-            ClusterOp::SetPayloadIndex {
-                collection: c.name().to_string(),
-                field,
-                schema: None,
-            },
-        )
-        .await?;
-    } else {
-        blocking(move || Ok(c.set_payload_index(&field, None)?)).await?;
-    }
+    st.collections.set_payload_index(name, field, None).await?;
     Ok(Timed(
         t,
         UpdateResultOut {

@@ -45,6 +45,9 @@ pub struct AppState {
     /// Every points read and write: on this node's points, or fanned out in cluster mode
     /// (`distributed::points::service`).
     pub points: Arc<dyn distributed::points::PointsService>,
+    /// Every collection metadata change: on this node's storage, or through consensus
+    /// (`distributed::collections::service`).
+    pub collections: Arc<dyn distributed::collections::CollectionsService>,
     /// REST request metrics (`/metrics`).
     pub metrics: Arc<observe::Metrics>,
 }

@@ -15,7 +15,7 @@
 
 use crate::config::CollectionConfig;
 use crate::error::{CResult, CollectionError};
-use crate::fsutil::{atomic_write, sync_dir, write_synced};
+use crate::fsutil::{checksummed_json, read_json, sync_dir, write_json, write_synced};
 use crate::operations::{LoggedOp, OpMeta, UpdateOp};
 use parking_lot::{Mutex, RwLock};
 use segment::store::{NamedVectors, PointStore};
@@ -210,20 +210,15 @@ impl Collection {
             config,
             payload_indexes: BTreeMap::new(),
         };
-        atomic_write(
-            &dir.join("collection.json"),
-            &serde_json::to_vec_pretty(&meta).expect("meta encodes"),
-        )?;
+        write_json(&dir.join("collection.json"), &meta)?;
         sync_dir(dir.parent().expect("collections dir"))?;
         Self::open(dir, name)
     }
 
     /// Open an existing collection, recovering from checkpoint + WAL.
     pub fn open(dir: &Path, name: &str) -> CResult<Collection> {
-        let meta: CollectionMeta = serde_json::from_slice(&fs::read(dir.join("collection.json"))?)
-            .map_err(|e| {
-                CollectionError::Service(format!("collection {name}: bad collection.json: {e}"))
-            })?;
+        let meta: CollectionMeta = read_json(&dir.join("collection.json"))
+            .map_err(|e| CollectionError::Service(format!("collection {name}: {e}")))?;
         let mut store =
             PointStore::with_vector_dir(meta.config.vector_schema(), Some(dir.join("vectors")));
         let mut checkpoint_seq = 0;
@@ -408,10 +403,7 @@ impl Collection {
         let mut meta = self.meta.write();
         let mut new = meta.clone();
         new.config = config;
-        atomic_write(
-            &self.dir.join("collection.json"),
-            &serde_json::to_vec_pretty(&new).expect("meta encodes"),
-        )?;
+        write_json(&self.dir.join("collection.json"), &new)?;
         *meta = new;
         Ok(())
     }
@@ -427,10 +419,7 @@ impl Collection {
                 new.payload_indexes.remove(field);
             }
         }
-        atomic_write(
-            &self.dir.join("collection.json"),
-            &serde_json::to_vec_pretty(&new).expect("meta encodes"),
-        )?;
+        write_json(&self.dir.join("collection.json"), &new)?;
         *meta = new;
         drop(meta);
         let mut store = self.store.write();
@@ -838,10 +827,7 @@ impl Collection {
             blocks: block_meta,
             checksums,
         };
-        write_synced(
-            &tmp.join("manifest.json"),
-            &serde_json::to_vec(&manifest).expect("manifest encodes"),
-        )?;
+        write_synced(&tmp.join("manifest.json"), &checksummed_json(&manifest)?)?;
         sync_dir(&tmp)?;
         fs::rename(&tmp, &final_dir)?;
         sync_dir(&self.dir)?;
@@ -990,8 +976,7 @@ fn load_checkpoint(
     params: &dyn Fn(&str) -> (usize, usize),
 ) -> CResult<Vec<SavedBlock>> {
     let bad = |e: String| CollectionError::Service(format!("checkpoint {}: {e}", path.display()));
-    let manifest: Manifest = serde_json::from_slice(&fs::read(path.join("manifest.json"))?)
-        .map_err(|e| bad(e.to_string()))?;
+    let manifest: Manifest = read_json(&path.join("manifest.json")).map_err(bad)?;
     let sums = &manifest.checksums;
     let points: Vec<CheckpointPoint> =
         rmp_serde::from_slice(&read_checked(path, "points.msgpack", sums)?)

@@ -20,6 +20,51 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
+/// Write `data` to `path` as checksummed JSON, atomically: `{"crc32c": n, "data": ...}`,
+/// where `n` is the CRC-32C of `data`'s compact JSON. Read it back with [`read_json`].
+pub fn write_json<T: serde::Serialize>(path: &Path, data: &T) -> std::io::Result<()> {
+    atomic_write(path, &checksummed_json(data)?)
+}
+
+/// The bytes [`write_json`] writes, for a file made durable another way (a checkpoint's
+/// manifest, inside a directory renamed into place).
+pub fn checksummed_json<T: serde::Serialize>(data: &T) -> std::io::Result<Vec<u8>> {
+    let data = serde_json::to_value(data).map_err(std::io::Error::other)?;
+    let crc = crc32c::crc32c(&serde_json::to_vec(&data).map_err(std::io::Error::other)?);
+    let file = serde_json::json!({"crc32c": crc, "data": data});
+    serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)
+}
+
+/// Read a JSON file [`write_json`] wrote, verifying its checksum; a file of an earlier
+/// version (the bare JSON, no checksum) is read as it is. The error names the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let data = match v {
+        // unambiguous: nothing stored bare has a numeric `crc32c` beside `data` alone (an
+        // alias maps to a string)
+        serde_json::Value::Object(mut m)
+            if m.len() == 2
+                && m.get("crc32c").is_some_and(|c| c.is_u64())
+                && m.contains_key("data") =>
+        {
+            let want = m["crc32c"].as_u64().unwrap_or_default();
+            let data = m.remove("data").unwrap_or_default();
+            let got = crc32c::crc32c(&serde_json::to_vec(&data).map_err(|e| e.to_string())?);
+            if u64::from(got) != want {
+                return Err(format!(
+                    "{}: fails its checksum (crc32c {got:#010x}, recorded {want:#010x})",
+                    path.display()
+                ));
+            }
+            data
+        }
+        bare => bare,
+    };
+    serde_json::from_value(data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -69,5 +114,42 @@ pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn checksummed_json_round_trips_and_catches_a_flipped_digit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collection.json");
+        let mut data: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        data.insert("size".into(), serde_json::json!(1536));
+        data.insert("ratio".into(), serde_json::json!(0.1 + 0.2));
+        data.insert("name".into(), serde_json::json!("ünïcode"));
+        write_json(&path, &data).unwrap();
+        assert_eq!(
+            read_json::<BTreeMap<String, serde_json::Value>>(&path).unwrap(),
+            data
+        );
+
+        // still valid JSON, a different config: only the checksum can tell
+        let text = fs::read_to_string(&path).unwrap().replace("1536", "1537");
+        fs::write(&path, text).unwrap();
+        let e = read_json::<BTreeMap<String, serde_json::Value>>(&path).unwrap_err();
+        assert!(e.contains("fails its checksum"), "{e}");
+
+        // a file of an earlier version (bare JSON) is read as it is, an alias map included
+        let mut aliases = BTreeMap::new();
+        aliases.insert("crc32c".to_string(), "c".to_string());
+        aliases.insert("data".to_string(), "d".to_string());
+        fs::write(&path, serde_json::to_vec(&aliases).unwrap()).unwrap();
+        assert_eq!(
+            read_json::<BTreeMap<String, String>>(&path).unwrap(),
+            aliases
+        );
     }
 }

@@ -7,7 +7,7 @@
 use crate::collection::Collection;
 use crate::config::{CollectionConfig, CollectionDefaults, CreateCollection};
 use crate::error::{CResult, CollectionError};
-use crate::fsutil::{atomic_write, sync_dir};
+use crate::fsutil::{read_json, sync_dir, write_json};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -147,8 +147,7 @@ impl Storage {
         }
         let aliases_path = root.join("aliases.json");
         let aliases: BTreeMap<String, String> = if aliases_path.exists() {
-            serde_json::from_slice(&fs::read(&aliases_path)?)
-                .map_err(|e| CollectionError::Service(format!("bad aliases.json: {e}")))?
+            read_json(&aliases_path).map_err(CollectionError::Service)?
         } else {
             BTreeMap::new()
         };
@@ -335,10 +334,7 @@ impl Storage {
     }
 
     fn save_aliases(&self, aliases: &BTreeMap<String, String>) -> CResult<()> {
-        atomic_write(
-            &self.root.join("aliases.json"),
-            &serde_json::to_vec_pretty(aliases).expect("aliases encode"),
-        )?;
+        write_json(&self.root.join("aliases.json"), aliases)?;
         Ok(())
     }
 

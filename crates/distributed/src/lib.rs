@@ -20,6 +20,7 @@
 
 pub mod anti_entropy;
 pub mod cluster_sink;
+pub mod collections;
 pub mod coordinator;
 pub mod error;
 pub mod faults;

@@ -149,6 +149,7 @@ pub async fn start(settings: &Settings, opts: StartOptions) -> Result<Peer, Star
         cluster,
         local_router: Default::default(),
         points: distributed::points::service(&dist),
+        collections: distributed::collections::service(&dist),
         dist,
         storage,
         settings: api::ApiSettings {
