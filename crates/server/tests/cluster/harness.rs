@@ -243,19 +243,7 @@ impl Cluster {
         body: Option<&Value>,
     ) -> (StatusCode, Value) {
         let slot = &self.slots[i];
-        let req = request(method, path, body);
-        let app = slot.peer().app.clone();
-        slot.rt().block_on(async move {
-            let resp = app.oneshot(req).await.unwrap();
-            let status = resp.status();
-            let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-                .await
-                .unwrap();
-            (
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            )
-        })
+        call_app(slot.rt(), slot.peer(), method, path, body)
     }
 
     /// A request that must succeed: its `result`.
@@ -454,19 +442,8 @@ impl Single {
 
     /// A request that must succeed: its `result`.
     pub fn ok(&self, method: Method, path: &str, body: Option<&Value>) -> Value {
-        let app = self.peer.as_ref().unwrap().app.clone();
-        let req = request(method.clone(), path, body);
-        let (status, v) = self.rt.as_ref().unwrap().block_on(async move {
-            let resp = app.oneshot(req).await.unwrap();
-            let status = resp.status();
-            let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-                .await
-                .unwrap();
-            (
-                status,
-                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-            )
-        });
+        let (rt, peer) = (self.rt.as_ref().unwrap(), self.peer.as_ref().unwrap());
+        let (status, v) = call_app(rt, peer, method.clone(), path, body);
         assert!(
             status.is_success(),
             "{method} {path} on the single node: {status} {v}"
@@ -490,6 +467,29 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.slots.iter_mut().for_each(Slot::halt);
     }
+}
+
+/// One REST request to `peer`'s router on its runtime, run to completion.
+fn call_app(
+    rt: &tokio::runtime::Runtime,
+    peer: &server::Peer,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let req = request(method, path, body);
+    let app = peer.app.clone();
+    rt.block_on(async move {
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    })
 }
 
 fn request(method: Method, path: &str, body: Option<&Value>) -> Request<Body> {
