@@ -138,6 +138,32 @@ pub fn with_engine<T>(
     let vec_override = lookup_from.and_then(|l| l.vector.as_deref());
     let other_store = other.as_ref().map(|o| o.read());
     let src: &PointStore = other_store.as_deref().unwrap_or(store);
+    // examples looked up in another collection are not points of this one
+    let exclude = other.as_ref().is_none_or(|o| o.name() == c.name());
+    engine_over(c, store, src, vec_override, exclude, params, f)
+}
+
+/// A query engine over `store` whose id lookups read `store` itself.
+pub fn with_own_engine<T>(
+    c: &Collection,
+    store: &PointStore,
+    params: RequestParams,
+    f: impl FnOnce(&QueryEngine) -> CResult<T>,
+) -> CResult<T> {
+    engine_over(c, store, store, None, true, params, f)
+}
+
+/// The engine both of the above set up: ids are looked up in `src` (vector `vec_override`,
+/// or the query's `using`).
+fn engine_over<T>(
+    c: &Collection,
+    store: &PointStore,
+    src: &PointStore,
+    vec_override: Option<&str>,
+    exclude_examples: bool,
+    params: RequestParams,
+    f: impl FnOnce(&QueryEngine) -> CResult<T>,
+) -> CResult<T> {
     let lookup = |id: PointId, using: &str| -> CResult<Vector> {
         let name = vec_override.unwrap_or(using);
         let rec = src
@@ -153,34 +179,7 @@ pub fn with_engine<T>(
         lookup: &lookup,
         params,
         full_scan_threshold_kb: c.full_scan_threshold_kb(),
-        // examples looked up in another collection are not points of this one
-        exclude_examples: other.as_ref().is_none_or(|o| o.name() == c.name()),
-    };
-    f(&engine)
-}
-
-/// A query engine over `store` whose id lookups read `store` itself.
-pub fn with_own_engine<T>(
-    c: &Collection,
-    store: &PointStore,
-    params: RequestParams,
-    f: impl FnOnce(&QueryEngine) -> CResult<T>,
-) -> CResult<T> {
-    let lookup = |id: PointId, using: &str| -> CResult<Vector> {
-        let rec = store
-            .get(id)
-            .ok_or_else(|| CollectionError::PointNotFound(id.to_string()))?;
-        rec.vectors
-            .get(using)
-            .cloned()
-            .ok_or_else(|| CollectionError::BadInput(format!("Point {id} has no vector `{using}`")))
-    };
-    let engine = QueryEngine {
-        store,
-        lookup: &lookup,
-        params,
-        full_scan_threshold_kb: c.full_scan_threshold_kb(),
-        exclude_examples: true,
+        exclude_examples,
     };
     f(&engine)
 }
