@@ -361,17 +361,47 @@ def _source_record(peers, name, to_peer, after=0):
     return recs[after:] if recs else []
 
 
+def delta_points(ids, rng, wide_every):
+    """Points with a 4-d vector `v`; every `wide_every`-th id also carries a 1536-d vector
+    `wide` and a 4 KB payload field, so the replayed log holds realistic entries."""
+    out = []
+    for i in ids:
+        p = {"id": i, "vector": {"v": [rng.random() for _ in range(4)]}, "payload": {"k": i % 7, "tag": f"t{i}"}}
+        if i % wide_every == 0:
+            p["vector"]["wide"] = [rng.uniform(-1, 1) for _ in range(WIDE)]
+            p["payload"]["doc"] = "".join(rng.choice("abcdefgh ") for _ in range(4096))
+        out.append(p)
+    return out
+
+
+def wide_digests(peer, name, ids):
+    """{id: sha256 of payload and `wide` vector} of `ids`, read through `peer` (its own
+    Active replica first)."""
+    out = {}
+    for k in range(0, len(ids), 100):
+        got = peer.ok("POST", f"/collections/{name}/points",
+                      {"ids": ids[k:k + 100], "with_payload": True, "with_vector": ["wide"]}, timeout=60)
+        for p in got:
+            h = hashlib.sha256(json.dumps(p["payload"], sort_keys=True).encode())
+            h.update(json.dumps(p.get("vector", {}).get("wide")).encode())
+            out[p["id"]] = h.hexdigest()
+    return out
+
+
 def test_wal_delta_recovery(procs):
     """A peer that missed 10,000 writes catches up by WAL delta (the source's record says so),
-    faster than a full transfer of the same shard, and ends with identical points."""
+    faster than a full transfer of the same shard, and ends with identical points. One
+    missed upsert in 20 (and one preloaded point in 200) carries a 1536-d vector and a
+    4 KB payload."""
     p0, p1, p2 = procs.nodes
     n_pre, n_missed = int(os.environ.get("SEXTANT_DELTA_PRELOAD") or 60_000), 10_000
-    p0.ok("PUT", "/collections/wd", {"vectors": {"size": 4, "distance": "Dot"},
+    p0.ok("PUT", "/collections/wd", {"vectors": {"v": {"size": 4, "distance": "Dot"},
+                                                 "wide": {"size": WIDE, "distance": "Cosine"}},
                                      "shard_number": 1, "replication_factor": 3, "write_consistency_factor": 1})
     wait_all_active([p0, p1, p2], "wd")
     rng = random.Random(5)
     for b in range(0, n_pre, 2000):
-        p0.ok("PUT", "/collections/wd/points?wait=true", {"points": points(range(b, b + 2000), rng)})
+        p0.ok("PUT", "/collections/wd/points?wait=true", {"points": delta_points(range(b, b + 2000), rng, 200)})
     p2.kill()
     # 10,000 single-point writes (upserts, some deletes and payload updates) while p2 is down
     ops = []
@@ -385,7 +415,8 @@ def test_wal_delta_recovery(procs):
             ops.append((pid, "POST", "/collections/wd/points/payload?wait=true",
                         {"payload": {"late": i}, "points": [pid]}))
         else:
-            ops.append((pid, "PUT", "/collections/wd/points?wait=true", {"points": points([pid], rng)}))
+            ops.append((pid, "PUT", "/collections/wd/points?wait=true",
+                        {"points": delta_points([pid], rng, 1 if i % 20 == 1 else 200)}))
     errors = []
 
     def run(part):
@@ -415,6 +446,11 @@ def test_wal_delta_recovery(procs):
     assert n_missed <= delta["sent"] <= n_missed + 100, f"delta replayed {delta['sent']} ops for {n_missed} missed"
     views = [all_points(p, "wd") for p in (p0, p1, p2)]
     assert views[0] == views[1] == views[2], "replicas disagree after WAL delta"
+    wide_ids = sorted({o[0] for o in ops if o[1] == "PUT" and "wide" in o[3]["points"][0]["vector"]}
+                      | {i for i in range(0, n_pre, 200)})
+    wide = [wide_digests(p, "wd", wide_ids) for p in (p0, p1, p2)]
+    assert len(wide[0]) >= len(wide_ids) - n_missed // 50, len(wide[0])  # a few were deleted
+    assert wide[0] == wide[1] == wide[2], "wide vectors or 4 KB payloads differ after WAL delta"
 
     # a full transfer of the same shard to the same peer, for comparison
     src = next(p for p in (p0, p1) if p.peer_id == delta["from"])
@@ -434,6 +470,7 @@ def test_wal_delta_recovery(procs):
     assert delta["secs"] < full["secs"], f"WAL delta {delta} not faster than full transfer {full}"
     views = [all_points(p, "wd") for p in (p0, p1, p2)]
     assert views[0] == views[1] == views[2], "replicas disagree after full transfer"
+    assert [wide_digests(p, "wd", wide_ids) for p in (p0, p1, p2)] == wide, "full transfer changed wide points"
 
 
 def test_retrieve_by_id_from_every_peer(procs):

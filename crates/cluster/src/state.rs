@@ -26,7 +26,9 @@ pub struct CollectionMeta {
     pub config: Option<CollectionConfig>,
     /// `shards[s]` = peers holding a replica of shard `s`.
     pub shards: Vec<Vec<PeerId>>,
-    /// Config patches applied after creation, in order (`PATCH /collections/{name}`).
+    /// Config patches applied after creation, in order (`PATCH /collections/{name}`), kept
+    /// only for a collection without a resolved `config` (an entry from an earlier build);
+    /// otherwise each patch is applied to `config` when its entry is applied.
     #[serde(default)]
     pub updates: Vec<Value>,
     /// Payload indexes: field -> schema.
@@ -395,7 +397,17 @@ impl ClusterState {
                     .collections
                     .get_mut(name)
                     .ok_or_else(|| format!("Not found: Collection `{name}` doesn't exist!"))?;
-                c.updates.push(patch.clone());
+                match &mut c.config {
+                    // the agreed config is patched here, by the same pure code on every
+                    // peer: each one then holds exactly this config, whatever its own
+                    // copy went through (a patch that does not apply is refused alike)
+                    Some(config) => {
+                        *config = config.apply_update(patch).map_err(|e| e.to_string())?;
+                    }
+                    // entries from before resolved configs: each peer resolves the
+                    // creation request, then these patches, with its own defaults
+                    None => c.updates.push(patch.clone()),
+                }
                 Ok(vec![Effect::UpdateCollection { name: name.clone() }])
             }
             ClusterOp::UpdateAliases { actions } => {
@@ -795,6 +807,49 @@ mod tests {
                 actions: aliases(actions)
             }
         );
+    }
+
+    /// An update patches the agreed config in the state itself, so every peer ends with
+    /// the same config; a patch that does not apply is refused and changes nothing.
+    #[test]
+    fn updates_patch_the_agreed_config() {
+        let config = serde_json::from_value::<collection::config::CreateCollection>(
+            json!({"vectors": {"size": 1536, "distance": "Cosine"}, "hnsw_config": {"m": 8}}),
+        )
+        .unwrap()
+        .into_config(&collection::config::CollectionDefaults::default())
+        .unwrap();
+        let mut st = ClusterState::default();
+        st.apply(&ClusterOp::CreateCollection {
+            name: "u".into(),
+            create: json!({}),
+            config: Some(Box::new(config.clone())),
+            shard_number: 1,
+            replication_factor: 1,
+            peers: vec![1],
+            placement: None,
+        })
+        .unwrap();
+        let update = |patch: Value| ClusterOp::UpdateCollection {
+            name: "u".into(),
+            patch,
+        };
+        let fx = st
+            .apply(&update(
+                json!({"hnsw_config": {"ef_construct": 50}, "metadata": {"k": 1}}),
+            ))
+            .unwrap();
+        assert_eq!(fx, vec![Effect::UpdateCollection { name: "u".into() }]);
+        let agreed = st.collections["u"].config.clone().unwrap();
+        assert_eq!(agreed.hnsw_config.ef_construct, 50);
+        assert_eq!(agreed.hnsw_config.m, 8, "fields not named keep their value");
+        assert_eq!(agreed.metadata, Some(json!({"k": 1})));
+        assert!(st.collections["u"].updates.is_empty());
+        let before = st.clone();
+        assert!(st
+            .apply(&update(json!({"params": {"replication_factor": 0}})))
+            .is_err());
+        assert_eq!(st, before, "a refused patch changes nothing");
     }
 
     /// A placement chosen by the proposer is taken as given, once it is well formed.

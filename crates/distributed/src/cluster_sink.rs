@@ -152,14 +152,17 @@ impl EffectSink for StorageSink {
                 Effect::UpdateCollection { name } => {
                     if let (Some(m), Ok(c)) = (state.collections.get(name), self.storage.get(name))
                     {
-                        if let Some(p) = m.updates.last() {
-                            match c.config().apply_update(p) {
-                                Ok(cfg) => {
-                                    let _ = c.set_config(cfg);
+                        // the agreed config replaces the local one (a patch is never
+                        // applied to a local copy, which may differ)
+                        match self.agreed_config(m) {
+                            Some(cfg) if c.config() != cfg => {
+                                if let Err(e) = c.set_config(cfg) {
+                                    tracing::error!(collection = %name, error = %e, "could not apply the agreed config");
                                 }
-                                Err(e) => {
-                                    tracing::error!(collection = %name, error = %e, "agreed update does not apply")
-                                }
+                            }
+                            Some(_) => {}
+                            None => {
+                                tracing::error!(collection = %name, "agreed config could not be resolved")
                             }
                         }
                     }
