@@ -167,12 +167,6 @@ impl Arena {
         self.present[o] = true;
     }
 
-    fn clear(&mut self, off: u32) {
-        if let Some(p) = self.present.get_mut(off as usize) {
-            *p = false;
-        }
-    }
-
     /// Row `off` for a few scattered reads (rescoring): in RAM the stored slice; on disk a
     /// `pread` into `buf`, so the process's RSS does not grow (the mapping if that fails).
     fn read_row<'a>(&'a self, off: u32, buf: &'a mut Vec<f32>) -> Option<&'a [f32]> {
@@ -364,9 +358,11 @@ pub struct FilterPlan {
 }
 
 /// Payloads by slot; an empty payload costs one pointer (most points of large vector
-/// collections have small or no payloads, and a `Payload` map is 72 bytes inline).
+/// collections have small or no payloads, and a `Payload` map is 72 bytes inline). Shared
+/// and copied on write: a checkpoint's cut ([`PointStore::cut`]) takes a reference to every
+/// payload instead of a deep copy, and a payload changed after the cut is copied first.
 #[derive(Default)]
-struct Payloads(Vec<Option<Box<Payload>>>);
+struct Payloads(Vec<Option<Arc<Payload>>>);
 
 static EMPTY_PAYLOAD: std::sync::LazyLock<Payload> = std::sync::LazyLock::new(Payload::new);
 
@@ -377,14 +373,44 @@ impl Payloads {
     fn get(&self, off: u32) -> &Payload {
         self.0[off as usize].as_deref().unwrap_or(&EMPTY_PAYLOAD)
     }
+    fn shared(&self, off: u32) -> Option<Arc<Payload>> {
+        self.0[off as usize].clone()
+    }
     fn get_mut(&mut self, off: u32) -> &mut Payload {
-        self.0[off as usize].get_or_insert_with(Default::default)
+        Arc::make_mut(self.0[off as usize].get_or_insert_with(Default::default))
     }
     fn set(&mut self, off: u32, p: Payload) {
-        self.0[off as usize] = (!p.is_empty()).then(|| Box::new(p));
+        self.0[off as usize] = (!p.is_empty()).then(|| Arc::new(p));
     }
     fn take(&mut self, off: u32) -> Payload {
-        self.0[off as usize].take().map(|b| *b).unwrap_or_default()
+        self.0[off as usize]
+            .take()
+            .map(|a| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// A consistent cut of a store for a checkpoint, taken under the store lock in time linear
+/// in the slots but copying no vector and no payload: the live slots in slot order with
+/// their ids, versions and (shared) payloads, and which dense vectors each has. A slot's
+/// vectors never change once written (a point whose vectors change moves to a new slot),
+/// and slots are renumbered only by [`PointStore::compact`], so the vectors are copied
+/// afterwards, a chunk at a time ([`PointStore::copy_dense_rows`],
+/// [`PointStore::copy_sparse`]), while writes go on; the caller keeps `compact` from
+/// running meanwhile.
+pub struct StoreCut {
+    pub slots: Vec<u32>,
+    pub ids: Vec<PointId>,
+    pub versions: Vec<u64>,
+    pub payloads: Vec<Option<Arc<Payload>>>,
+    /// Dense names with their dimension, and per name which cut points have a vector.
+    pub dense: Vec<(String, usize, Vec<bool>)>,
+    pub sparse: Vec<String>,
+}
+
+impl StoreCut {
+    pub fn payload(&self, i: usize) -> &Payload {
+        self.payloads[i].as_deref().unwrap_or(&EMPTY_PAYLOAD)
     }
 }
 
@@ -778,21 +804,6 @@ impl PointStore {
         }
     }
 
-    fn clear_vectors(&mut self, off: u32, names: Option<&[String]>) {
-        for (n, a) in self.dense.iter_mut() {
-            if names.is_none_or(|ns| ns.contains(n)) {
-                a.clear(off);
-            }
-        }
-        for (n, col) in self.sparse.iter_mut() {
-            if names.is_none_or(|ns| ns.contains(n)) {
-                if let Some(x) = col.get_mut(off as usize) {
-                    *x = None;
-                }
-            }
-        }
-    }
-
     /// Turn a slot into a tombstone (its vectors stay readable for graph traversal).
     fn retire(&mut self, off: u32) {
         self.unindex_payload(off);
@@ -1107,9 +1118,18 @@ impl PointStore {
         true
     }
 
+    /// Remove the named vectors. Like [`Self::update_vectors`], the point moves to a new
+    /// slot, so that no slot's vectors change in place (see [`StoreCut`]).
     pub fn delete_vectors(&mut self, id: PointId, version: u64, names: &[String]) -> bool {
-        self.with_point(id, version, |s, off| s.clear_vectors(off, Some(names)))
-            .is_some()
+        let Some(&old) = self.ids.get(&id) else {
+            return false;
+        };
+        let mut kept = self.vectors_of(old);
+        kept.retain(|n, _| !names.contains(n));
+        self.unindex_payload(old);
+        let payload = self.payloads.take(old);
+        self.upsert(id, version, &kept, payload);
+        true
     }
 
     fn vectors_of(&self, off: u32) -> NamedVectors {
@@ -1889,11 +1909,72 @@ impl PointStore {
 
     /// Live records in slot order: a store rebuilt by upserting them in this order numbers
     /// its slots densely in the same order (what `graph_exports` remaps graphs to).
-    pub fn iter_records_by_slot(&self) -> impl Iterator<Item = Record> + '_ {
-        self.slot_id
+    /// The cut a checkpoint starts from (see [`StoreCut`]).
+    pub fn cut(&self) -> StoreCut {
+        let live = self.len();
+        let mut cut = StoreCut {
+            slots: Vec::with_capacity(live),
+            ids: Vec::with_capacity(live),
+            versions: Vec::with_capacity(live),
+            payloads: Vec::with_capacity(live),
+            dense: Vec::new(),
+            sparse: self.sparse.keys().cloned().collect(),
+        };
+        for (off, id) in self.slot_id.iter().enumerate() {
+            if let Some(id) = id {
+                cut.slots.push(off as u32);
+                cut.ids.push(*id);
+                cut.versions.push(self.versions[off]);
+                cut.payloads.push(self.payloads.shared(off as u32));
+            }
+        }
+        cut.dense = self
+            .schema
+            .dense
             .iter()
-            .enumerate()
-            .filter_map(|(off, id)| id.map(|id| self.record(id, off as u32)))
+            .map(|(n, p)| {
+                let present = match self.dense.get(n) {
+                    Some(a) => cut
+                        .slots
+                        .iter()
+                        .map(|&s| a.present.get(s as usize).copied().unwrap_or(false))
+                        .collect(),
+                    None => vec![false; cut.slots.len()],
+                };
+                (n.clone(), p.size, present)
+            })
+            .collect();
+        cut
+    }
+
+    /// Append the rows of dense vector `name` for `slots` (taken by a [`Self::cut`]) as
+    /// little-endian f32 bytes; zeros where `present` says the slot had none at the cut.
+    pub fn copy_dense_rows(&self, name: &str, slots: &[u32], present: &[bool], out: &mut Vec<u8>) {
+        let Some(a) = self.dense.get(name) else {
+            out.resize(out.len() + slots.len() * self.dim_of(name) * 4, 0);
+            return;
+        };
+        let data = a.data();
+        for (&s, &has) in slots.iter().zip(present) {
+            let (from, to) = (s as usize * a.dim, (s as usize + 1) * a.dim);
+            match data.get(from..to) {
+                Some(row) if has => extend_le(out, row),
+                _ => out.resize(out.len() + a.dim * 4, 0),
+            }
+        }
+    }
+
+    /// The sparse vectors `name` of `slots` (taken by a [`Self::cut`]).
+    pub fn copy_sparse(&self, name: &str, slots: &[u32]) -> Vec<Option<SparseVector>> {
+        let col = self.sparse.get(name);
+        slots
+            .iter()
+            .map(|&s| col.and_then(|c| c.get(s as usize)).cloned().flatten())
+            .collect()
+    }
+
+    fn dim_of(&self, name: &str) -> usize {
+        self.schema.dense.get(name).map_or(0, |p| p.size)
     }
 
     /// Slot -> its number in a checkpoint (live slots in slot order), plus the live count.
@@ -2677,5 +2758,19 @@ mod tests {
         assert_eq!(s.slot_count(), 2);
         assert_eq!(s.get(PointId::Num(2)).unwrap().vectors.len(), 1);
         assert!(s.get(PointId::Num(1)).is_none());
+    }
+}
+
+/// Append `v` as little-endian f32 bytes: one copy on little-endian machines.
+fn extend_le(out: &mut Vec<u8>, v: &[f32]) {
+    if cfg!(target_endian = "little") {
+        // SAFETY: f32 has no padding and any byte pattern is a valid u8; the slice covers
+        // exactly the floats' bytes and lives as long as `v`.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+        };
+        out.extend_from_slice(bytes);
+    } else {
+        out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
     }
 }
