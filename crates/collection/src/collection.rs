@@ -1157,7 +1157,7 @@ mod tests {
                 )
             })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by_key(|a| a.0);
         out
     }
 

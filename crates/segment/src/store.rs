@@ -2207,6 +2207,20 @@ impl Ord for HeapHit {
     }
 }
 
+/// Append `v` as little-endian f32 bytes: one copy on little-endian machines.
+fn extend_le(out: &mut Vec<u8>, v: &[f32]) {
+    if cfg!(target_endian = "little") {
+        // SAFETY: f32 has no padding and any byte pattern is a valid u8; the slice covers
+        // exactly the floats' bytes and lives as long as `v`.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+        };
+        out.extend_from_slice(bytes);
+    } else {
+        out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2758,19 +2772,5 @@ mod tests {
         assert_eq!(s.slot_count(), 2);
         assert_eq!(s.get(PointId::Num(2)).unwrap().vectors.len(), 1);
         assert!(s.get(PointId::Num(1)).is_none());
-    }
-}
-
-/// Append `v` as little-endian f32 bytes: one copy on little-endian machines.
-fn extend_le(out: &mut Vec<u8>, v: &[f32]) {
-    if cfg!(target_endian = "little") {
-        // SAFETY: f32 has no padding and any byte pattern is a valid u8; the slice covers
-        // exactly the floats' bytes and lives as long as `v`.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
-        };
-        out.extend_from_slice(bytes);
-    } else {
-        out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
     }
 }
