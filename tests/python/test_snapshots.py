@@ -353,3 +353,109 @@ def test_full_storage_snapshot_and_startup_flags(make_server):
     r = requests.delete(f"{a.url}/snapshots/{full['name']}")
     assert r.status_code == 200, r.text
     assert requests.get(f"{a.url}/snapshots").json()["result"] == []
+
+
+def test_shard_snapshots(srv: SextantServer):
+    """Shard snapshots (`/collections/{c}/shards/{s}/snapshots...`) on a single node with 3
+    shards: create, list, download, stream, delete; recovering one replaces exactly that
+    shard's points (from a file, an upload and a URL) and leaves the other shards as they
+    are; a shard that does not exist, a snapshot of another shard and a collection with
+    another shard count are refused."""
+    from routing import shard_of
+
+    url, rng = srv.url, random.Random(11)
+    r = requests.put(f"{url}/collections/sh", json={
+        "vectors": {"size": DIM, "distance": "Cosine"}, "shard_number": 3}, timeout=30)
+    assert r.status_code == 200, r.text
+    _fill(url, "sh", list(range(1, N + 1)), rng)
+    mine = sorted(i for i in range(1, N + 1) if shard_of(i, 3) == 1)
+    assert 60 < len(mine) < 140
+
+    r = requests.post(f"{url}/collections/sh/shards/1/snapshots?wait=true", timeout=120)
+    assert r.status_code == 200, r.text
+    snap = r.json()["result"]
+    assert snap["name"].startswith("sh-shard-1-") and len(snap["checksum"]) == 64
+    assert [s["name"] for s in requests.get(f"{url}/collections/sh/shards/1/snapshots").json()["result"]] == [snap["name"]]
+    assert requests.get(f"{url}/collections/sh/shards/0/snapshots").json()["result"] == []
+    assert requests.get(f"{url}/collections/sh/snapshots").json()["result"] == []
+    blob = requests.get(f"{url}/collections/sh/shards/1/snapshots/{snap['name']}", timeout=60).content
+    assert hashlib.sha256(blob).hexdigest() == snap["checksum"]
+    path = srv.snapshots / "sh" / "shards" / "1" / snap["name"]
+    assert path.is_file()
+    ref = _all_points(url, "sh")
+
+    def damage(seed):
+        """Change shard 1 (deletes, payload and vector changes, new points) and shard 0."""
+        rr = random.Random(seed)
+        gone = mine[::4]
+        requests.post(f"{url}/collections/sh/points/delete?wait=true", json={"points": gone}, timeout=30).raise_for_status()
+        requests.post(f"{url}/collections/sh/points/payload?wait=true", json={
+            "payload": {"n": -1}, "points": mine[1::4]}, timeout=30).raise_for_status()
+        requests.put(f"{url}/collections/sh/points/vectors?wait=true", json={
+            "points": [{"id": i, "vector": _vec(rr)} for i in mine[2::8]]}, timeout=60).raise_for_status()
+        new = [i for i in range(N + 1, N + 200) if shard_of(i, 3) in (0, 1)]
+        _fill(url, "sh", new, rr)
+        return _all_points(url, "sh")
+
+    def check(after_damage):
+        now = _all_points(url, "sh")
+        assert {i: v for i, v in now.items() if shard_of(i, 3) == 1} == \
+            {i: v for i, v in ref.items() if shard_of(i, 3) == 1}, "shard 1 is not the snapshot's"
+        assert {i: v for i, v in now.items() if shard_of(i, 3) != 1} == \
+            {i: v for i, v in after_damage.items() if shard_of(i, 3) != 1}, "other shards changed"
+
+    damaged = damage(1)
+    r = requests.put(f"{url}/collections/sh/shards/1/snapshots/recover", json={
+        "location": f"file://{path}", "checksum": snap["checksum"]}, timeout=120)
+    assert r.status_code == 200 and r.json()["result"] is True, r.text
+    check(damaged)
+
+    damaged = damage(2)
+    r = requests.post(f"{url}/collections/sh/shards/1/snapshots/upload?priority=snapshot",
+                      files={"snapshot": ("s.snapshot", blob)}, timeout=120)
+    assert r.status_code == 200, r.text
+    check(damaged)
+
+    damaged = damage(3)
+    r = requests.put(f"{url}/collections/sh/shards/1/snapshots/recover", json={
+        "location": f"{url}/collections/sh/shards/1/snapshots/{snap['name']}"}, timeout=120)
+    assert r.status_code == 200, r.text
+    check(damaged)
+    srv.restart()
+    check(damaged)
+
+    # a streamed snapshot (not kept) of shard 1 as it is now recovers too
+    streamed = requests.get(f"{url}/collections/sh/shards/1/snapshot", timeout=120)
+    assert streamed.status_code == 200 and len(streamed.content) > 1000, streamed.text[:300]
+    assert [s["name"] for s in requests.get(f"{url}/collections/sh/shards/1/snapshots").json()["result"]] == [snap["name"]]
+    before = _all_points(url, "sh")
+    damage(4)
+    r = requests.post(f"{url}/collections/sh/shards/1/snapshots/upload",
+                      files={"snapshot": ("s.snapshot", streamed.content)}, timeout=120)
+    assert r.status_code == 200, r.text
+    now = _all_points(url, "sh")
+    assert {i: v for i, v in now.items() if shard_of(i, 3) == 1} == \
+        {i: v for i, v in before.items() if shard_of(i, 3) == 1}
+
+    # refused, changing nothing
+    now = _all_points(url, "sh")
+    for method, path_, kw, code in [
+        ("POST", "/collections/sh/shards/3/snapshots?wait=true", {}, 404),
+        ("GET", "/collections/sh/shards/7/snapshots", {}, 404),
+        ("POST", "/collections/sh/shards/x/snapshots", {}, 400),
+        ("PUT", "/collections/sh/shards/2/snapshots/recover", {"json": {"location": f"file://{path}"}}, 400),
+        ("PUT", "/collections/nope/shards/0/snapshots/recover", {"json": {"location": f"file://{path}"}}, 404),
+    ]:
+        r = requests.request(method, url + path_, timeout=60, **kw)
+        assert r.status_code == code, (path_, r.status_code, r.text)
+        assert r.json()["status"]["error"], r.text
+    r = requests.put(f"{url}/collections/sh1", json={"vectors": {"size": DIM, "distance": "Cosine"}}, timeout=30)
+    assert r.status_code == 200, r.text
+    r = requests.put(f"{url}/collections/sh1/shards/0/snapshots/recover", json={"location": f"file://{path}"}, timeout=60)
+    assert r.status_code == 400, r.text
+    assert _all_points(url, "sh") == now
+
+    r = requests.delete(f"{url}/collections/sh/shards/1/snapshots/{snap['name']}", timeout=30)
+    assert r.status_code == 200, r.text
+    assert requests.get(f"{url}/collections/sh/shards/1/snapshots").json()["result"] == []
+    assert not path.exists()

@@ -36,6 +36,26 @@ pub fn routes() -> axum::Router<AppState> {
             "/collections/{name}/snapshots/{snapshot}",
             get(download).delete(delete),
         )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots",
+            get(list_shard).post(create_shard),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots/recover",
+            put(recover_shard),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots/upload",
+            post(upload_shard).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots/{snapshot}",
+            get(download_shard).delete(delete_shard),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshot",
+            get(stream_shard),
+        )
         .route("/snapshots", get(list_full).post(create_full))
         .route(
             "/snapshots/{snapshot}",
@@ -49,6 +69,59 @@ fn collection_dir(st: &AppState, collection: &str) -> PathBuf {
 
 fn temp_dir(st: &AppState) -> PathBuf {
     st.settings.snapshots_path.join(".tmp")
+}
+
+/// A shard's snapshots: `<snapshots_path>/<collection>/shards/<shard>/`.
+fn shard_dir(st: &AppState, collection: &str, shard: u32) -> PathBuf {
+    collection_dir(st, collection)
+        .join("shards")
+        .join(shard.to_string())
+}
+
+/// The shard id of a path, which must name a shard of `collection`; with `local`, one this
+/// peer holds a replica of (a single node holds every shard).
+fn shard_of(
+    st: &AppState,
+    c: &collection::Collection,
+    shard: &str,
+    local: bool,
+) -> Result<u32, ApiError> {
+    let shard: u32 = shard.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "Bad request: shard id must be a non-negative integer, got {shard:?}"
+        ))
+    })?;
+    let missing = || {
+        ApiError::not_found(format!(
+            "Not found: shard {shard} does not exist in collection `{}`",
+            c.name()
+        ))
+    };
+    match distributed::coordinator::placement_of(&st.dist, c.name()) {
+        Some(p) => {
+            let holders = p.shards.get(shard as usize).ok_or_else(missing)?;
+            let me = st.cluster.as_ref().map_or(0, |n| n.id);
+            if local && !holders.contains(&me) {
+                return Err(ApiError::not_found(format!(
+                    "Not found: shard {shard} of collection `{}` has no replica on this peer ({me})",
+                    c.name()
+                )));
+            }
+            // a replica that misses writes is not snapshotted as if it were the shard
+            match p.meta.replica_state(shard, me) {
+                Some(s) if local && s != cluster::state::ReplicaState::Active => {
+                    return Err(ApiError::bad_request(format!(
+                        "Bad request: the replica of shard {shard} on this peer ({me}) is {}, not Active",
+                        s.name()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        None if shard >= c.config().params.shard_number.max(1) => return Err(missing()),
+        None => {}
+    }
+    Ok(shard)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -99,31 +172,71 @@ fn new_name(dir: &FsPath, prefix: &str) -> String {
 
 async fn create(State(st): St, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
     let t = Instant::now();
-    let run = async move {
-        let wait = wait_of(q)?;
-        let c = st.storage.get(&name)?;
-        let dir = collection_dir(&st, c.name());
-        let peer = st.cluster.as_ref().map_or(0, |n| n.id);
-        // in cluster mode the snapshot holds this peer's local shards
-        let shards = distributed::coordinator::placement_of(&st.dist, c.name()).map(|p| {
-            (0..p.shard_number)
-                .filter(|s| p.shards[*s as usize].contains(&peer))
-                .collect::<Vec<u32>>()
-        });
-        let work = tokio::task::spawn_blocking(move || -> Result<SnapshotInfo, ApiError> {
-            let file = new_name(&dir, &format!("{}-{peer}", c.name()));
-            Ok(snapshot::create(&c, &dir, &file, shards)?)
-        });
-        // the snapshot is written whether or not anyone waits for it
-        waited(work, wait).await
+    answer(t, create_in(st, name, None, q).await)
+}
+
+async fn create_shard(
+    State(st): St,
+    Path((name, shard)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let t = Instant::now();
+    answer(t, create_in(st, name, Some(shard), q).await)
+}
+
+/// Take a snapshot of collection `name`, or of one of its shards: in cluster mode the
+/// collection's holds this peer's local shards; a shard's, that shard (held here).
+async fn create_in(
+    st: AppState,
+    name: String,
+    shard: Option<String>,
+    q: Option<String>,
+) -> Result<Option<SnapshotInfo>, ApiError> {
+    let wait = wait_of(q)?;
+    let c = st.storage.get(&name)?;
+    let peer = st.cluster.as_ref().map_or(0, |n| n.id);
+    let shard = shard.map(|s| shard_of(&st, &c, &s, true)).transpose()?;
+    // in cluster mode a collection's snapshot holds this peer's local shards
+    let local = distributed::coordinator::placement_of(&st.dist, c.name()).map(|p| {
+        (0..p.shard_number)
+            .filter(|s| p.shards[*s as usize].contains(&peer))
+            .collect::<Vec<u32>>()
+    });
+    let (dir, prefix) = match shard {
+        Some(s) => (
+            shard_dir(&st, c.name(), s),
+            format!("{}-shard-{s}-{peer}", c.name()),
+        ),
+        None => (
+            collection_dir(&st, c.name()),
+            format!("{}-{peer}", c.name()),
+        ),
     };
-    answer(t, run.await)
+    let work = tokio::task::spawn_blocking(move || -> Result<SnapshotInfo, ApiError> {
+        let file = new_name(&dir, &prefix);
+        Ok(match shard {
+            Some(s) => snapshot::create_shard(&c, &dir, &file, s)?,
+            None => snapshot::create(&c, &dir, &file, local)?,
+        })
+    });
+    // the snapshot is written whether or not anyone waits for it
+    waited(work, wait).await
 }
 
 async fn list(State(st): St, Path(name): Path<String>) -> ApiResult<Vec<SnapshotInfo>> {
     let t = Instant::now();
     let c = st.storage.get(&name)?;
     let dir = collection_dir(&st, c.name());
+    Ok(Timed(t, blocking(move || Ok(snapshot::list(&dir)?)).await?))
+}
+
+async fn list_shard(
+    State(st): St,
+    Path((name, shard)): Path<(String, String)>,
+) -> ApiResult<Vec<SnapshotInfo>> {
+    let t = Instant::now();
+    let c = st.storage.get(&name)?;
+    let dir = shard_dir(&st, c.name(), shard_of(&st, &c, &shard, false)?);
     Ok(Timed(t, blocking(move || Ok(snapshot::list(&dir)?)).await?))
 }
 
@@ -150,13 +263,50 @@ async fn download(
     .await
 }
 
+async fn download_shard(
+    State(st): St,
+    Path((name, shard, file)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let c = st.storage.get(&name)?;
+    let dir = shard_dir(&st, c.name(), shard_of(&st, &c, &shard, false)?);
+    stream_file(&snapshot_path(&dir, &file)?, &file).await
+}
+
+/// `GET /collections/{c}/shards/{s}/snapshot`: a new snapshot of the shard, streamed and
+/// not kept (written under `snapshots_path/.tmp`, unlinked once open).
+async fn stream_shard(
+    State(st): St,
+    Path((name, shard)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let c = st.storage.get(&name)?;
+    let shard = shard_of(&st, &c, &shard, true)?;
+    let dir = temp_dir(&st);
+    let file = format!(
+        "{}-shard-{shard}-{}{}",
+        c.name(),
+        uuid::Uuid::new_v4(),
+        snapshot::SUFFIX
+    );
+    let (d, f) = (dir.clone(), file.clone());
+    blocking(move || Ok(snapshot::create_shard(&c, &d, &f, shard)?)).await?;
+    let path = dir.join(&file);
+    let opened = tokio::fs::File::open(&path).await.map_err(io_err);
+    let _ = tokio::fs::remove_file(&path).await;
+    let sum = dir.join(format!("{file}{}", snapshot::CHECKSUM_SUFFIX));
+    let _ = tokio::fs::remove_file(sum).await;
+    stream_open(opened?, &file).await
+}
+
 async fn download_full(State(st): St, Path(file): Path<String>) -> Result<Response, ApiError> {
     stream_file(&snapshot_path(&st.settings.snapshots_path, &file)?, &file).await
 }
 
 /// A snapshot file as the answer body, read and sent in 1 MiB chunks.
 async fn stream_file(path: &FsPath, file: &str) -> Result<Response, ApiError> {
-    let f = tokio::fs::File::open(path).await.map_err(io_err)?;
+    stream_open(tokio::fs::File::open(path).await.map_err(io_err)?, file).await
+}
+
+async fn stream_open(f: tokio::fs::File, file: &str) -> Result<Response, ApiError> {
     let len = f.metadata().await.map(|m| m.len()).ok();
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
     let mut r = Response::new(body);
@@ -181,6 +331,16 @@ async fn delete(
 ) -> ApiResult<bool> {
     let c = st.storage.get(&name)?;
     remove_file(collection_dir(&st, c.name()), file, q).await
+}
+
+async fn delete_shard(
+    State(st): St,
+    Path((name, shard, file)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<bool> {
+    let c = st.storage.get(&name)?;
+    let dir = shard_dir(&st, c.name(), shard_of(&st, &c, &shard, false)?);
+    remove_file(dir, file, q).await
 }
 
 async fn delete_full(
@@ -289,30 +449,66 @@ async fn recover(
     QJson(body): QJson<RecoverBody>,
 ) -> Response {
     let t = Instant::now();
-    let run = async move {
-        let wait = wait_of(q)?;
-        collection::storage::validate_name(&name)?;
-        let priority = priority_of(body.priority.as_deref())?;
-        let loc = body.location.trim().to_string();
-        let (path, temporary) = if loc.starts_with("file://") {
-            (local_location(&st, &loc)?, false)
-        } else if loc.starts_with("http://") || loc.starts_with("https://") {
-            if !st.settings.snapshot_url_recovery {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "Snapshot recovery from remote URLs is disabled",
-                ));
-            }
-            (fetch(&st, &loc, body.api_key.as_deref()).await?, true)
-        } else {
-            return Err(ApiError::bad_request(format!(
-                "Bad request: snapshot location must be a file:// path or an http(s) URL, got {loc:?}"
-            )));
-        };
-        let job = tokio::spawn(restore(st, name, path, body.checksum, priority, temporary));
-        waited(job, wait).await.map(|done| done.map(|()| true))
+    answer(t, recover_in(st, name, None, q, body).await)
+}
+
+async fn recover_shard(
+    State(st): St,
+    Path((name, shard)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    QJson(body): QJson<RecoverBody>,
+) -> Response {
+    let t = Instant::now();
+    answer(t, recover_in(st, name, Some(shard), q, body).await)
+}
+
+/// Recover collection `name` (created if missing), or one shard of it (the collection must
+/// exist), from the snapshot `body.location` names.
+async fn recover_in(
+    st: AppState,
+    name: String,
+    shard: Option<String>,
+    q: Option<String>,
+    body: RecoverBody,
+) -> Result<Option<bool>, ApiError> {
+    let wait = wait_of(q)?;
+    collection::storage::validate_name(&name)?;
+    let shard = match shard {
+        Some(s) => Some(shard_of(&st, &*st.storage.get(&name)?, &s, false)?),
+        None => None,
     };
-    answer(t, run.await)
+    let priority = priority_of(body.priority.as_deref())?;
+    let loc = body.location.trim().to_string();
+    let (path, temporary) = if loc.starts_with("file://") {
+        (local_location(&st, &loc)?, false)
+    } else if loc.starts_with("http://") || loc.starts_with("https://") {
+        if !st.settings.snapshot_url_recovery {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Snapshot recovery from remote URLs is disabled",
+            ));
+        }
+        (fetch(&st, &loc, body.api_key.as_deref()).await?, true)
+    } else {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: snapshot location must be a file:// path or an http(s) URL, got {loc:?}"
+        )));
+    };
+    let job = tokio::spawn(restore(
+        st,
+        Target { name, shard },
+        path,
+        body.checksum,
+        priority,
+        temporary,
+    ));
+    waited(job, wait).await.map(|done| done.map(|()| true))
+}
+
+/// What a recovery replaces: a collection, or one shard of it.
+struct Target {
+    name: String,
+    shard: Option<u32>,
 }
 
 /// The work runs in a task of its own (a client that goes away does not stop it);
@@ -347,13 +543,37 @@ async fn upload(
     State(st): St,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    mut form: Multipart,
+    form: Multipart,
 ) -> Response {
     let t = Instant::now();
-    let run = async move {
+    answer(t, upload_in(st, name, None, q, form).await)
+}
+
+async fn upload_shard(
+    State(st): St,
+    Path((name, shard)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    form: Multipart,
+) -> Response {
+    let t = Instant::now();
+    answer(t, upload_in(st, name, Some(shard), q, form).await)
+}
+
+async fn upload_in(
+    st: AppState,
+    name: String,
+    shard: Option<String>,
+    q: Option<String>,
+    mut form: Multipart,
+) -> Result<Option<bool>, ApiError> {
+    {
         let p: UploadParams = parse_query(q)?;
         let wait = wait_default_true(p.wait)?;
         collection::storage::validate_name(&name)?;
+        let shard = match shard {
+            Some(s) => Some(shard_of(&st, &*st.storage.get(&name)?, &s, false)?),
+            None => None,
+        };
         let priority = priority_of(p.priority.as_deref())?;
         let path = temp_file(&st, "upload").await?;
         let mut got = false;
@@ -387,10 +607,10 @@ async fn upload(
             let _ = tokio::fs::remove_file(&path).await;
             return Err(e);
         }
-        let job = tokio::spawn(restore(st, name, path, p.checksum, priority, true));
+        let target = Target { name, shard };
+        let job = tokio::spawn(restore(st, target, path, p.checksum, priority, true));
         waited(job, wait).await.map(|done| done.map(|()| true))
-    };
-    answer(t, run.await)
+    }
 }
 
 fn io_err(e: std::io::Error) -> ApiError {
@@ -410,23 +630,28 @@ async fn temp_file(st: &AppState, what: &str) -> Result<PathBuf, ApiError> {
     )))
 }
 
-/// Verify the checksum, unpack into a staging directory, and install it as `name` (cluster
-/// mode: as this peer's copy of the shards the snapshot holds). A temporary download or
-/// upload is removed afterwards, whatever the outcome.
+/// Verify the checksum, unpack into a staging directory, and install it as the target
+/// (cluster mode: as this peer's copy of the shards the snapshot holds, or of the one
+/// shard named). A temporary download or upload is removed afterwards, whatever the
+/// outcome.
 async fn restore(
     st: AppState,
-    name: String,
+    target: Target,
     path: PathBuf,
     checksum: Option<String>,
     priority: Priority,
     temporary: bool,
 ) -> Result<(), ApiError> {
     let storage = st.storage.clone();
-    let r = if st.cluster.is_none() {
-        let p = path.clone();
-        blocking(move || Ok(snapshot::recover(&storage, &name, &p, checksum.as_deref())?)).await
-    } else {
-        restore_on_peer(&st, name, path.clone(), checksum, priority).await
+    let r = match (&st.cluster, target.shard) {
+        (None, None) => {
+            let (p, name) = (path.clone(), target.name.clone());
+            blocking(move || Ok(snapshot::recover(&storage, &name, &p, checksum.as_deref())?)).await
+        }
+        (None, Some(shard)) => {
+            restore_shard_locally(&st, &target.name, shard, path.clone(), checksum).await
+        }
+        (Some(_), _) => restore_on_peer(&st, &target, path.clone(), checksum, priority).await,
     };
     if temporary {
         let _ = tokio::fs::remove_file(&path).await;
@@ -437,38 +662,106 @@ async fn restore(
     r
 }
 
+/// The snapshot at `path`, checksum verified, unpacked into `staging` and opened (not
+/// registered in storage), with the shards it holds; `shard`, if given, must be one.
+fn open_staged(
+    path: &FsPath,
+    staging: &FsPath,
+    name: &str,
+    checksum: Option<&str>,
+    shard: Option<u32>,
+) -> Result<(collection::Collection, snapshot::Manifest), ApiError> {
+    snapshot::verify_checksum(path, checksum)?;
+    let m = snapshot::unpack(path, staging)?;
+    if let (Some(s), Some(held)) = (shard, &m.shards) {
+        if !held.contains(&s) {
+            return Err(collection::CollectionError::BadInput(format!(
+                "the snapshot holds shards {held:?}, not shard {s}"
+            ))
+            .into());
+        }
+    }
+    let c = collection::collection::Collection::open(staging, name)
+        .map_err(|e| collection::CollectionError::BadInput(format!("Bad snapshot: {e}")))?;
+    Ok((c, m))
+}
+
+/// A single node: replace one shard's points of an existing collection.
+async fn restore_shard_locally(
+    st: &AppState,
+    name: &str,
+    shard: u32,
+    path: PathBuf,
+    checksum: Option<String>,
+) -> Result<(), ApiError> {
+    let c = st.storage.get(name)?;
+    let staging = st.storage.staging_dir(name);
+    let (dir, n) = (staging.clone(), name.to_string());
+    let r = blocking(move || {
+        let (snap, _) = open_staged(&path, &dir, &n, checksum.as_deref(), Some(shard))?;
+        let points = snapshot::install_shard(&c, &snap, shard)?;
+        tracing::info!(collection = %n, shard, points, "shard recovered from a snapshot");
+        Ok(())
+    })
+    .await;
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    r
+}
+
 async fn restore_on_peer(
     st: &AppState,
-    name: String,
+    target: &Target,
     path: PathBuf,
     checksum: Option<String>,
     priority: Priority,
 ) -> Result<(), ApiError> {
+    let name = target.name.clone();
     let staging = st.storage.staging_dir(&name);
-    let (dir, n) = (staging.clone(), name.clone());
+    let (dir, n, shard) = (staging.clone(), name.clone(), target.shard);
     let opened = blocking(move || {
-        snapshot::verify_checksum(&path, checksum.as_deref())?;
-        let m = snapshot::unpack(&path, &dir)?;
-        let c = collection::collection::Collection::open(&dir, &n)
-            .map_err(|e| collection::CollectionError::BadInput(format!("Bad snapshot: {e}")))?;
+        let (c, m) = open_staged(&path, &dir, &n, checksum.as_deref(), shard)?;
         Ok((std::sync::Arc::new(c), m))
     })
     .await;
     let r = match opened {
-        Ok((snap, m)) => {
-            let r =
-                distributed::snapshot_install::install(&st.dist, &name, snap, m.shards, priority)
-                    .await
-                    .map_err(ApiError::from);
-            if let Ok(done) = &r {
-                tracing::info!(collection = %name, created = done.created, adopted = ?done.adopted, installed = ?done.installed, "snapshot recovered on this peer");
-            }
-            r.map(|_| ())
-        }
+        Ok((snap, m)) => install_staged(st, &name, shard, snap, m, priority).await,
         Err(e) => Err(e),
     };
     let _ = tokio::fs::remove_dir_all(&staging).await;
     r
+}
+
+async fn install_staged(
+    st: &AppState,
+    name: &str,
+    shard: Option<u32>,
+    snap: std::sync::Arc<collection::Collection>,
+    m: snapshot::Manifest,
+    priority: Priority,
+) -> Result<(), ApiError> {
+    let covered = match shard {
+        Some(s) => {
+            let theirs = snap.config().params.shard_number.max(1);
+            let ours = distributed::coordinator::placement_of(&st.dist, name)
+                .map_or(theirs, |p| p.shard_number);
+            if theirs != ours {
+                return Err(ApiError::bad_request(format!(
+                    "Wrong input: the snapshot's collection has {theirs} shards, `{name}` has {ours}: its shard {s} holds other points"
+                )));
+            }
+            Some(vec![s])
+        }
+        None => m.shards,
+    };
+    let done =
+        distributed::snapshot_install::install(&st.dist, name, snap, covered, priority).await?;
+    if let Some(s) = shard.filter(|s| !done.installed.contains(s)) {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: shard {s} of collection `{name}` has replicas, none on this peer: recover it on a peer holding one"
+        )));
+    }
+    tracing::info!(collection = %name, created = done.created, adopted = ?done.adopted, installed = ?done.installed, "snapshot recovered on this peer");
+    Ok(())
 }
 
 /// Download an http(s) snapshot URL into a temporary file under `snapshots_path`.

@@ -27,7 +27,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wal::{Flusher, Wal};
 
 /// Take a checkpoint after this many logged operations...
@@ -740,6 +740,7 @@ impl Collection {
     /// `segment::store::StoreCut`). `None`: nothing new since the last checkpoint (no op
     /// and no graph built after it).
     fn take_cut(&self) -> Option<Cut> {
+        let started = Instant::now();
         let wal = self.wal.lock();
         let seq = wal.next_seq() - 1;
         if seq == self.checkpoint_seq.load(Ordering::Acquire)
@@ -753,24 +754,23 @@ impl Collection {
         self.graphs_dirty.store(false, Ordering::Release);
         self.wal_bytes.store(0, Ordering::Release);
         let (graphs, blocks) = store.exports();
-        Some(Cut {
+        let cut = Cut {
             seq,
             store: store.cut(),
             graphs,
             blocks,
-        })
+        };
+        let held = started.elapsed();
+        if held > Duration::from_millis(50) {
+            tracing::info!(collection = %self.name, points = cut.store.ids.len(), ms = held.as_millis() as u64, "checkpoint cut held writes");
+        }
+        Some(cut)
     }
 
     /// Write the checkpoint of `cut` (its vectors copied meanwhile), publish it, and drop
     /// older checkpoints and the WAL segments it covers. Runs under `checkpoint_lock`.
     fn write_checkpoint(&self, cut: Cut, cfg: &CollectionConfig) -> CResult<()> {
-        let Cut {
-            seq,
-            store: cut,
-            graphs,
-            blocks,
-        } = cut;
-        let (dense_names, dense_rows, points) = self.copy_cut(&cut);
+        let seq = cut.seq;
         // A newer checkpoint of the same seq (only graphs changed) gets the next generation:
         // a complete checkpoint directory is never replaced in place.
         let generation = match latest_checkpoint(&self.dir)? {
@@ -786,6 +786,35 @@ impl Collection {
         let tmp = self.dir.join(format!("{name}.tmp"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp)?;
+        self.write_checkpoint_files(cut, cfg, &tmp)?;
+        fs::rename(&tmp, &final_dir)?;
+        sync_dir(&self.dir)?;
+        self.checkpoint_seq.store(seq, Ordering::Release);
+        *self.last_checkpoint.lock() = Instant::now();
+        // Older checkpoints and covered WAL segments are now garbage.
+        for e in fs::read_dir(&self.dir)?.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("checkpoint-") && !n.ends_with(".tmp") && e.path() != final_dir {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        self.wal
+            .lock()
+            .truncate_retaining(seq, WAL_RETAIN_OPS, WAL_RETAIN_SEGMENTS)?;
+        tracing::debug!(collection = %self.name, seq, "checkpoint written");
+        Ok(())
+    }
+
+    /// Write the files of the checkpoint of `cut` into the (empty) directory `tmp`,
+    /// fsync'd, manifest last.
+    fn write_checkpoint_files(&self, cut: Cut, cfg: &CollectionConfig, tmp: &Path) -> CResult<()> {
+        let Cut {
+            seq,
+            store: cut,
+            graphs,
+            blocks,
+        } = cut;
+        let (dense_names, dense_rows, points) = self.copy_cut(&cut);
         let mut checksums = BTreeMap::new();
         let mut put = |name: String, bytes: &[u8]| -> CResult<()> {
             write_synced(&tmp.join(&name), bytes)?;
@@ -840,23 +869,34 @@ impl Collection {
             checksums,
         };
         write_synced(&tmp.join("manifest.json"), &checksummed_json(&manifest)?)?;
-        sync_dir(&tmp)?;
-        fs::rename(&tmp, &final_dir)?;
-        sync_dir(&self.dir)?;
-        self.checkpoint_seq.store(seq, Ordering::Release);
-        *self.last_checkpoint.lock() = Instant::now();
-        // Older checkpoints and covered WAL segments are now garbage.
-        for e in fs::read_dir(&self.dir)?.flatten() {
-            let n = e.file_name().to_string_lossy().to_string();
-            if n.starts_with("checkpoint-") && !n.ends_with(".tmp") && e.path() != final_dir {
-                let _ = fs::remove_dir_all(e.path());
-            }
-        }
-        self.wal
-            .lock()
-            .truncate_retaining(seq, WAL_RETAIN_OPS, WAL_RETAIN_SEGMENTS)?;
-        tracing::debug!(collection = %self.name, seq, "checkpoint written");
+        sync_dir(tmp)?;
         Ok(())
+    }
+
+    /// Write into the (empty) directory `dir` a checkpoint holding only the points of
+    /// `shard` of `shard_number` as they are now, without graphs (a shard snapshot: its
+    /// points are installed through the write path, which indexes them). Returns its seq.
+    /// The collection's own checkpoints and log are not touched.
+    pub fn write_shard_checkpoint(
+        &self,
+        shard_number: u32,
+        shard: u32,
+        dir: &Path,
+    ) -> CResult<u64> {
+        let _guard = self.checkpoint_lock.lock();
+        let (seq, mut store) = {
+            let wal = self.wal.lock();
+            (wal.next_seq() - 1, self.store.read().cut())
+        };
+        store.retain(|id| segment::routing::shard_of(id, shard_number) == shard);
+        let cut = Cut {
+            seq,
+            store,
+            graphs: vec![],
+            blocks: vec![],
+        };
+        self.write_checkpoint_files(cut, &self.config(), dir)?;
+        Ok(seq)
     }
 
     /// The vectors of a checkpoint's cut, copied `CUT_CHUNK` slots at a time under the

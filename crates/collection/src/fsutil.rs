@@ -69,10 +69,48 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Bytes written between two `fdatasync`s of a large file (checkpoint files, snapshot
+/// archives): its writeback goes in pieces this size, so a concurrent WAL fsync (each
+/// `wait=true` write) never queues behind hundreds of MB of dirty pages.
+pub const SYNC_EVERY_BYTES: u64 = 8 << 20;
+
 pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = File::create(path)?;
+    let mut f = SyncEvery::new(File::create(path)?);
     f.write_all(bytes)?;
-    f.sync_all()
+    f.into_file().sync_all()
+}
+
+/// A file writer that syncs its data every [`SYNC_EVERY_BYTES`].
+pub struct SyncEvery {
+    file: File,
+    unsynced: u64,
+}
+
+impl SyncEvery {
+    pub fn new(file: File) -> SyncEvery {
+        SyncEvery { file, unsynced: 0 }
+    }
+
+    pub fn into_file(self) -> File {
+        self.file
+    }
+}
+
+impl Write for SyncEvery {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = (SYNC_EVERY_BYTES - self.unsynced) as usize;
+        let n = self.file.write(&buf[..buf.len().min(room)])?;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_EVERY_BYTES {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Allocator settings for a long-running server holding a few very large arrays (call

@@ -53,6 +53,50 @@ pub struct PointInsert {
     pub payload: Option<Payload>,
 }
 
+/// Points per batch of a shard's points read for copying (transfers, snapshot installs),
+/// at most.
+pub const BATCH_POINTS: usize = 256;
+/// Bytes per such batch (vectors and payloads, estimated), at most: a batch of large
+/// vectors is cut short, so no internal message comes near a size limit.
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// The next points matching `filter` after `after` (in id order), at most `BATCH_POINTS`
+/// and about `BATCH_BYTES` (at least one).
+pub fn read_batch(store: &PointStore, after: Option<PointId>, filter: &Filter) -> Vec<PointInsert> {
+    let mut bytes = 0usize;
+    let mut out = Vec::new();
+    for id in store.scroll(after, BATCH_POINTS + 1, Some(filter)) {
+        if Some(id) == after {
+            continue;
+        }
+        if out.len() == BATCH_POINTS || (!out.is_empty() && bytes >= BATCH_BYTES) {
+            break;
+        }
+        let Some(r) = store.get(id) else { continue };
+        bytes += record_bytes(&r);
+        out.push(PointInsert {
+            id: r.id,
+            vectors: to_stored(r.vectors),
+            payload: Some(r.payload),
+        });
+    }
+    out
+}
+
+/// Estimated encoded size of a point (vectors and payload).
+fn record_bytes(r: &segment::store::Record) -> usize {
+    let vectors: usize = r
+        .vectors
+        .values()
+        .map(|v| match v {
+            Vector::Dense(d) => d.len() * 5,
+            Vector::Sparse(s) => s.indices.len() * 10,
+        })
+        .sum();
+    let payload = serde_json::to_vec(&r.payload).map_or(0, |b| b.len());
+    vectors + payload + 32
+}
+
 /// Points an operation applies to: explicit ids or a filter (kept as JSON, parsed on apply).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Selector {

@@ -22,6 +22,7 @@
 
 use crate::collection::Collection;
 use crate::error::{CResult, CollectionError};
+use crate::operations::{read_batch, OpMeta, UpdateMode, UpdateOp};
 use crate::storage::{validate_name, Storage};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -89,15 +90,7 @@ pub fn create(
                 &fs::read(cdir.join("collection.json"))?,
             )?;
             if let Some(ck) = checkpoint {
-                let mut files: Vec<_> = fs::read_dir(ck)?
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                    .collect();
-                files.sort_by_key(|e| e.file_name());
-                for e in files {
-                    let n = e.file_name().to_string_lossy().to_string();
-                    append_file(tar, &format!("checkpoint/{n}"), &e.path())?;
-                }
+                append_checkpoint(tar, ck)?;
             }
             Ok(())
         })
@@ -105,14 +98,65 @@ pub fn create(
     publish(dir, name)
 }
 
+/// Write a snapshot of shard `shard` of `c` to `dir/name`: a checkpoint of that shard's
+/// points only, without graphs (recovery installs them through the write path, which
+/// indexes them), its manifest naming the shard.
+pub fn create_shard(c: &Collection, dir: &Path, name: &str, shard: u32) -> CResult<SnapshotInfo> {
+    check_file_name(name)?;
+    fs::create_dir_all(dir)?;
+    let work = dir.join(format!(".{name}.checkpoint"));
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir(&work)?;
+    let n = c.config().params.shard_number.max(1);
+    let written = c.write_shard_checkpoint(n, shard, &work).and_then(|seq| {
+        write_archive(dir, name, |tar| {
+            let manifest = Manifest {
+                format: FORMAT.into(),
+                version: FORMAT_VERSION,
+                collection: c.name().into(),
+                seq,
+                shards: Some(vec![shard]),
+            };
+            let m = serde_json::to_vec_pretty(&manifest).expect("manifest encodes");
+            append_bytes(tar, "snapshot.json", &m)?;
+            append_bytes(
+                tar,
+                "collection.json",
+                &fs::read(c.dir().join("collection.json"))?,
+            )?;
+            append_checkpoint(tar, &work)?;
+            Ok(())
+        })
+    });
+    let _ = fs::remove_dir_all(&work);
+    written?;
+    publish(dir, name)
+}
+
+/// Append every file of the checkpoint directory `ck` as `checkpoint/<file>`, by name.
+fn append_checkpoint<W: Write>(tar: &mut tar::Builder<W>, ck: &Path) -> CResult<()> {
+    let mut files: Vec<_> = fs::read_dir(ck)?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .collect();
+    files.sort_by_key(|e| e.file_name());
+    for e in files {
+        let n = e.file_name().to_string_lossy().to_string();
+        append_file(tar, &format!("checkpoint/{n}"), &e.path())?;
+    }
+    Ok(())
+}
+
 /// Write the tar archive `fill` builds to `dir/.name.tmp`, fsync'd, and its SHA-256 to
 /// `dir/.name.checksum.tmp`; [`publish`] then renames both into place.
 fn write_archive(
     dir: &Path,
     name: &str,
-    fill: impl FnOnce(&mut tar::Builder<&mut HashingWriter<io::BufWriter<File>>>) -> CResult<()>,
+    fill: impl FnOnce(
+        &mut tar::Builder<&mut HashingWriter<io::BufWriter<crate::fsutil::SyncEvery>>>,
+    ) -> CResult<()>,
 ) -> CResult<()> {
-    let file = File::create(dir.join(format!(".{name}.tmp")))?;
+    let file = crate::fsutil::SyncEvery::new(File::create(dir.join(format!(".{name}.tmp")))?);
     let mut out = HashingWriter {
         inner: io::BufWriter::with_capacity(1 << 20, file),
         hash: Sha256::new(),
@@ -123,7 +167,11 @@ fn write_archive(
         tar.finish()?;
     }
     let HashingWriter { inner, hash } = out;
-    inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    inner
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .into_file()
+        .sync_all()?;
     crate::fsutil::atomic_write(
         &dir.join(format!(".{name}{CHECKSUM_SUFFIX}.tmp")),
         hex(&hash.finalize()).as_bytes(),
@@ -520,6 +568,50 @@ pub fn recover(
         let _ = fs::remove_dir_all(&staging);
     }
     r
+}
+
+/// Replace the points of `shard` in `c` with the snapshot's (`snap`, opened from a shard or
+/// collection snapshot of a collection with the same shard count): the shard's points are
+/// deleted, then the snapshot's are upserted in batches, each logged as a reset of the
+/// shard (`fill`: its earlier history no longer describes this copy). Returns the points
+/// installed. Not atomic: a crash midway leaves part of the shard, and the recovery is to
+/// be run again.
+pub fn install_shard(c: &Collection, snap: &Collection, shard: u32) -> CResult<usize> {
+    let n = c.config().params.shard_number.max(1);
+    let theirs = snap.config().params.shard_number.max(1);
+    if theirs != n {
+        return Err(CollectionError::BadInput(format!(
+            "the snapshot's collection has {theirs} shards, `{}` has {n}: its shard {shard} holds other points",
+            c.name()
+        )));
+    }
+    if shard >= n {
+        return Err(CollectionError::BadInput(format!(
+            "shard {shard} does not exist in collection `{}` ({n} shards)",
+            c.name()
+        )));
+    }
+    let fill = OpMeta {
+        fill: Some(shard),
+        ..Default::default()
+    };
+    c.update_logged(UpdateOp::delete_shards(n, &[shard]), true, fill.clone())?;
+    let filter = segment::filter::shard_filter(n, &[shard]);
+    let (mut after, mut count) = (None, 0);
+    loop {
+        let points = read_batch(&snap.read(), after, &filter);
+        let Some(last) = points.last().map(|p| p.id) else {
+            return Ok(count);
+        };
+        after = Some(last);
+        count += points.len();
+        let op = UpdateOp::Upsert {
+            points,
+            update_filter: None,
+            mode: UpdateMode::Upsert,
+        };
+        c.update_logged(op, true, fill.clone())?;
+    }
 }
 
 /// Recover every collection of a full-storage snapshot (and its aliases). With `replace`

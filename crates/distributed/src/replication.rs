@@ -32,19 +32,13 @@ use crate::error::DistError;
 use crate::outbox::{outcome, Outbox, Outcome};
 use crate::Ctx;
 use cluster::state::{ClusterOp, ReplicaState, Transfer, TransferKind, TransferMethod};
-use collection::operations::{to_stored, LoggedOp, OpMeta, PointInsert, UpdateMode, UpdateOp};
+use collection::operations::{LoggedOp, OpMeta, UpdateMode, UpdateOp};
 use parking_lot::Mutex;
-use segment::filter::Filter;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Points per transfer batch, at most.
-const BATCH_POINTS: usize = 256;
-/// Bytes per transfer batch (vectors and payloads, estimated), at most: a batch of large
-/// vectors is cut short, so no internal message comes near a size limit.
-const BATCH_BYTES: usize = 4 << 20;
 /// Bytes per WAL-delta message (encoded operations), at most (one larger operation goes
 /// alone).
 const DELTA_BATCH_BYTES: usize = 4 << 20;
@@ -690,7 +684,7 @@ async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> 
                 st.repl.set_forward(collection, None, t);
                 return Ok(());
             }
-            let points = read_batch(&c.read(), after, &filter);
+            let points = collection::operations::read_batch(&c.read(), after, &filter);
             let Some(last) = points.last().map(|p| p.id) else {
                 break;
             };
@@ -722,33 +716,6 @@ async fn stream(st: &Ctx, collection: &str, t: &Transfer, shard_number: u32) -> 
         started,
     )
     .await
-}
-
-/// The shard's next points after `after` (in id order), at most `BATCH_POINTS` and about
-/// `BATCH_BYTES`.
-pub(crate) fn read_batch(
-    store: &segment::store::PointStore,
-    after: Option<segment::PointId>,
-    filter: &Filter,
-) -> Vec<PointInsert> {
-    let mut bytes = 0usize;
-    let mut out = Vec::new();
-    for id in store.scroll(after, BATCH_POINTS + 1, Some(filter)) {
-        if Some(id) == after {
-            continue;
-        }
-        if out.len() == BATCH_POINTS || (!out.is_empty() && bytes >= BATCH_BYTES) {
-            break;
-        }
-        let Some(r) = store.get(id) else { continue };
-        bytes += record_bytes(&r);
-        out.push(PointInsert {
-            id: r.id,
-            vectors: to_stored(r.vectors),
-            payload: Some(r.payload),
-        });
-    }
-    out
 }
 
 /// WAL delta: ask the target which client writes it logged; then, in one hold of the order
@@ -888,20 +855,6 @@ const DIGEST_MISMATCH: &str = "digest mismatch";
 /// test can show that such a transfer never switches its target to Active.
 fn fail_point(name: &str) -> bool {
     std::env::var("SEXTANT_FAILPOINT").is_ok_and(|v| v.split(',').any(|f| f == name))
-}
-
-/// Estimated encoded size of a point (vectors as 4-byte floats, payload as JSON).
-fn record_bytes(r: &segment::store::Record) -> usize {
-    let vectors: usize = r
-        .vectors
-        .values()
-        .map(|v| match v {
-            segment::Vector::Dense(d) => d.len() * 5,
-            segment::Vector::Sparse(s) => s.indices.len() * 10,
-        })
-        .sum();
-    let payload = serde_json::to_vec(&r.payload).map_or(0, |b| b.len());
-    vectors + payload + 32
 }
 
 /// WAL-delta messages: consecutive runs of `ops`, at most `DELTA_BATCH_OPS` operations and

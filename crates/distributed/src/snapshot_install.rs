@@ -184,7 +184,7 @@ pub async fn install(
         let filter = segment::filter::shard_filter(n, &[s]);
         let mut after = None;
         loop {
-            let points = crate::replication::read_batch(&snap.read(), after, &filter);
+            let points = collection::operations::read_batch(&snap.read(), after, &filter);
             let Some(last) = points.last().map(|p| p.id) else {
                 break;
             };

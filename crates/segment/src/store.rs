@@ -412,6 +412,21 @@ impl StoreCut {
     pub fn payload(&self, i: usize) -> &Payload {
         self.payloads[i].as_deref().unwrap_or(&EMPTY_PAYLOAD)
     }
+
+    /// Keep only the points whose id passes `keep` (their order unchanged).
+    pub fn retain(&mut self, keep: impl Fn(PointId) -> bool) {
+        let kept: Vec<usize> = (0..self.ids.len()).filter(|&i| keep(self.ids[i])).collect();
+        fn pick<T: Clone>(v: &[T], at: &[usize]) -> Vec<T> {
+            at.iter().map(|&i| v[i].clone()).collect()
+        }
+        self.slots = pick(&self.slots, &kept);
+        self.ids = pick(&self.ids, &kept);
+        self.versions = pick(&self.versions, &kept);
+        self.payloads = pick(&self.payloads, &kept);
+        for (_, _, present) in &mut self.dense {
+            *present = pick(present, &kept);
+        }
+    }
 }
 
 #[derive(Default)]

@@ -74,3 +74,80 @@ fn a_snapshot_recreates_a_deleted_collection() {
         assert_eq!(ids(&after), ids(&before), "search through peer {i}");
     }
 }
+
+/// A shard snapshot (3 shards, rf=2, 1536-d, 2 KB payloads) taken on a peer holding the
+/// shard; every point is then deleted. Recovering the snapshot on that peer with
+/// `priority: snapshot` brings back exactly that shard's points, on both of its replicas
+/// (the other one resyncs from the recovered copy), and nothing of the other shards. A
+/// peer without a replica of the shard can neither take its snapshot nor recover it.
+#[test]
+fn a_shard_snapshot_restores_one_shard_on_its_replicas() {
+    let mut c = Cluster::start(3);
+    c.create("s", 1536, "Cosine", 3, 2);
+    let body = c.points(0, 90, 1536, 2048);
+    c.ok(
+        0,
+        Method::PUT,
+        "/collections/s/points?wait=true",
+        Some(&body),
+    );
+    let before = c.converged("s", Duration::from_secs(30));
+    let meta = c.meta(0, "s");
+    let holds = |i: usize| meta.shards[1].contains(&c.id(i));
+    let holder = (0..3).find(|&i| holds(i)).unwrap();
+    let outsider = (0..3).find(|&i| !holds(i)).unwrap();
+    let (status, _) = c.call(
+        outsider,
+        Method::POST,
+        "/collections/s/shards/1/snapshots?wait=true",
+        None,
+    );
+    assert_eq!(status.as_u16(), 404, "a shard snapshot where no replica is");
+    let snap = c.ok(
+        holder,
+        Method::POST,
+        "/collections/s/shards/1/snapshots?wait=true",
+        None,
+    );
+    let file = snap["name"].as_str().unwrap().to_string();
+    let dir = c.slots[holder].dir.join("snapshots");
+    let path = dir.join("s").join("shards").join("1").join(&file);
+    assert!(path.is_file(), "{}", path.display());
+    c.ok(
+        0,
+        Method::POST,
+        "/collections/s/points/delete?wait=true",
+        Some(&json!({"filter": {}})),
+    );
+    assert_eq!(c.count(0, "s"), 0);
+
+    let elsewhere = c.slots[outsider].dir.join("snapshots").join(&file);
+    std::fs::copy(&path, &elsewhere).unwrap();
+    let (status, v) = c.call(
+        outsider,
+        Method::PUT,
+        "/collections/s/shards/1/snapshots/recover",
+        Some(&json!({"location": format!("file://{}", elsewhere.display())})),
+    );
+    assert_eq!(status.as_u16(), 400, "recovered where no replica is: {v}");
+    assert_eq!(c.count(0, "s"), 0, "a refused recovery changes nothing");
+    let location =
+        json!({"location": format!("file://{}", path.display()), "priority": "snapshot"});
+    let r = c.ok(
+        holder,
+        Method::PUT,
+        "/collections/s/shards/1/snapshots/recover",
+        Some(&location),
+    );
+    assert_eq!(r, json!(true));
+    let after = c.converged("s", Duration::from_secs(60));
+    assert_eq!(after[1], before[1], "shard 1 is the snapshot's again");
+    assert_eq!(
+        (after[0].count, after[2].count),
+        (0, 0),
+        "other shards stay empty"
+    );
+    for i in 0..3 {
+        assert_eq!(c.count(i, "s"), before[1].count, "count through peer {i}");
+    }
+}
