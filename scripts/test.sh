@@ -76,4 +76,4 @@ tail -3 target/snapshot-smoke.log
 # --- end-to-end ------------------------------------------------------------------
 log "pytest tests/python (qdrant-client against sextant)"
 export SEXTANT_BIN="$ROOT/target/debug/sextant"
-"$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider "$@"
+"$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider --durations=30 "$@"

@@ -367,9 +367,10 @@ def test_shard_snapshots(srv: SextantServer):
     r = requests.put(f"{url}/collections/sh", json={
         "vectors": {"size": DIM, "distance": "Cosine"}, "shard_number": 3}, timeout=30)
     assert r.status_code == 200, r.text
-    _fill(url, "sh", list(range(1, N + 1)), rng)
-    mine = sorted(i for i in range(1, N + 1) if shard_of(i, 3) == 1)
-    assert 60 < len(mine) < 140
+    n = 150
+    _fill(url, "sh", list(range(1, n + 1)), rng)
+    mine = sorted(i for i in range(1, n + 1) if shard_of(i, 3) == 1)
+    assert 30 < len(mine) < 70
 
     r = requests.post(f"{url}/collections/sh/shards/1/snapshots?wait=true", timeout=120)
     assert r.status_code == 200, r.text
@@ -393,7 +394,7 @@ def test_shard_snapshots(srv: SextantServer):
             "payload": {"n": -1}, "points": mine[1::4]}, timeout=30).raise_for_status()
         requests.put(f"{url}/collections/sh/points/vectors?wait=true", json={
             "points": [{"id": i, "vector": _vec(rr)} for i in mine[2::8]]}, timeout=60).raise_for_status()
-        new = [i for i in range(N + 1, N + 200) if shard_of(i, 3) in (0, 1)]
+        new = [i for i in range(n + 1, n + 60) if shard_of(i, 3) in (0, 1)]
         _fill(url, "sh", new, rr)
         return _all_points(url, "sh")
 

@@ -73,28 +73,7 @@ pub fn create(
     check_file_name(name)?;
     fs::create_dir_all(dir)?;
     // the archive is written while the checkpoint is pinned; it is published after
-    c.with_checkpoint(|cdir, checkpoint, seq| {
-        write_archive(dir, name, |tar| {
-            let manifest = Manifest {
-                format: FORMAT.into(),
-                version: FORMAT_VERSION,
-                collection: c.name().into(),
-                seq,
-                shards: shards.clone(),
-            };
-            let m = serde_json::to_vec_pretty(&manifest).expect("manifest encodes");
-            append_bytes(tar, "snapshot.json", &m)?;
-            append_bytes(
-                tar,
-                "collection.json",
-                &fs::read(cdir.join("collection.json"))?,
-            )?;
-            if let Some(ck) = checkpoint {
-                append_checkpoint(tar, ck)?;
-            }
-            Ok(())
-        })
-    })?;
+    c.with_checkpoint(|_, checkpoint, seq| archive(c, dir, name, seq, shards, checkpoint))?;
     publish(dir, name)
 }
 
@@ -108,29 +87,44 @@ pub fn create_shard(c: &Collection, dir: &Path, name: &str, shard: u32) -> CResu
     let _ = fs::remove_dir_all(&work);
     fs::create_dir(&work)?;
     let n = c.config().params.shard_number.max(1);
-    let written = c.write_shard_checkpoint(n, shard, &work).and_then(|seq| {
-        write_archive(dir, name, |tar| {
-            let manifest = Manifest {
-                format: FORMAT.into(),
-                version: FORMAT_VERSION,
-                collection: c.name().into(),
-                seq,
-                shards: Some(vec![shard]),
-            };
-            let m = serde_json::to_vec_pretty(&manifest).expect("manifest encodes");
-            append_bytes(tar, "snapshot.json", &m)?;
-            append_bytes(
-                tar,
-                "collection.json",
-                &fs::read(c.dir().join("collection.json"))?,
-            )?;
-            append_checkpoint(tar, &work)?;
-            Ok(())
-        })
-    });
+    let written = c
+        .write_shard_checkpoint(n, shard, &work)
+        .and_then(|seq| archive(c, dir, name, seq, Some(vec![shard]), Some(&work)));
     let _ = fs::remove_dir_all(&work);
     written?;
     publish(dir, name)
+}
+
+/// The archive of one checkpoint of `c` (`None`: a collection that never had an
+/// operation): the manifest, the collection's config, and the checkpoint's files.
+fn archive(
+    c: &Collection,
+    dir: &Path,
+    name: &str,
+    seq: u64,
+    shards: Option<Vec<u32>>,
+    checkpoint: Option<&Path>,
+) -> CResult<()> {
+    write_archive(dir, name, |tar| {
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            version: FORMAT_VERSION,
+            collection: c.name().into(),
+            seq,
+            shards,
+        };
+        let m = serde_json::to_vec_pretty(&manifest).expect("manifest encodes");
+        append_bytes(tar, "snapshot.json", &m)?;
+        append_bytes(
+            tar,
+            "collection.json",
+            &fs::read(c.dir().join("collection.json"))?,
+        )?;
+        if let Some(ck) = checkpoint {
+            append_checkpoint(tar, ck)?;
+        }
+        Ok(())
+    })
 }
 
 /// Append every file of the checkpoint directory `ck` as `checkpoint/<file>`, by name.

@@ -358,32 +358,53 @@ pub struct FilterPlan {
 }
 
 /// Payloads by slot; an empty payload costs one pointer (most points of large vector
-/// collections have small or no payloads, and a `Payload` map is 72 bytes inline). Shared
-/// and copied on write: a checkpoint's cut ([`PointStore::cut`]) takes a reference to every
-/// payload instead of a deep copy, and a payload changed after the cut is copied first.
+/// collections have small or no payloads, and a `Payload` map is 72 bytes inline). Kept in
+/// shared chunks of [`PAYLOAD_CHUNK`] slots, copied on write: a checkpoint's cut
+/// ([`PointStore::cut`]) takes a reference to every chunk (a few hundred for 1M points)
+/// instead of touching every payload; a chunk changed after the cut is copied first (its
+/// pointers), and so is a payload changed in place.
 #[derive(Default)]
-struct Payloads(Vec<Option<Arc<Payload>>>);
+struct Payloads {
+    chunks: Vec<Arc<PayloadChunk>>,
+    len: usize,
+}
+
+type PayloadChunk = Vec<Option<Arc<Payload>>>;
+
+/// Slots per payload chunk (32 KiB of pointers).
+const PAYLOAD_CHUNK: usize = 4096;
 
 static EMPTY_PAYLOAD: std::sync::LazyLock<Payload> = std::sync::LazyLock::new(Payload::new);
 
 impl Payloads {
     fn push_empty(&mut self) {
-        self.0.push(None);
+        if self.len.is_multiple_of(PAYLOAD_CHUNK) {
+            self.chunks
+                .push(Arc::new(Vec::with_capacity(PAYLOAD_CHUNK)));
+        }
+        let last = self.chunks.last_mut().expect("a chunk was just ensured");
+        Arc::make_mut(last).push(None);
+        self.len += 1;
+    }
+    fn slot(&self, off: u32) -> &Option<Arc<Payload>> {
+        let o = off as usize;
+        &self.chunks[o / PAYLOAD_CHUNK][o % PAYLOAD_CHUNK]
+    }
+    fn slot_mut(&mut self, off: u32) -> &mut Option<Arc<Payload>> {
+        let o = off as usize;
+        &mut Arc::make_mut(&mut self.chunks[o / PAYLOAD_CHUNK])[o % PAYLOAD_CHUNK]
     }
     fn get(&self, off: u32) -> &Payload {
-        self.0[off as usize].as_deref().unwrap_or(&EMPTY_PAYLOAD)
-    }
-    fn shared(&self, off: u32) -> Option<Arc<Payload>> {
-        self.0[off as usize].clone()
+        self.slot(off).as_deref().unwrap_or(&EMPTY_PAYLOAD)
     }
     fn get_mut(&mut self, off: u32) -> &mut Payload {
-        Arc::make_mut(self.0[off as usize].get_or_insert_with(Default::default))
+        Arc::make_mut(self.slot_mut(off).get_or_insert_with(Default::default))
     }
     fn set(&mut self, off: u32, p: Payload) {
-        self.0[off as usize] = (!p.is_empty()).then(|| Arc::new(p));
+        *self.slot_mut(off) = (!p.is_empty()).then(|| Arc::new(p));
     }
     fn take(&mut self, off: u32) -> Payload {
-        self.0[off as usize]
+        self.slot_mut(off)
             .take()
             .map(|a| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone()))
             .unwrap_or_default()
@@ -392,7 +413,7 @@ impl Payloads {
 
 /// A consistent cut of a store for a checkpoint, taken under the store lock in time linear
 /// in the slots but copying no vector and no payload: the live slots in slot order with
-/// their ids, versions and (shared) payloads, and which dense vectors each has. A slot's
+/// their ids and versions, the (shared) payload chunks, and which dense vectors each has. A slot's
 /// vectors never change once written (a point whose vectors change moves to a new slot),
 /// and slots are renumbered only by [`PointStore::compact`], so the vectors are copied
 /// afterwards, a chunk at a time ([`PointStore::copy_dense_rows`],
@@ -402,7 +423,8 @@ pub struct StoreCut {
     pub slots: Vec<u32>,
     pub ids: Vec<PointId>,
     pub versions: Vec<u64>,
-    pub payloads: Vec<Option<Arc<Payload>>>,
+    /// The payload chunks as they were at the cut (by slot).
+    payloads: Vec<Arc<PayloadChunk>>,
     /// Dense names with their dimension, and per name which cut points have a vector.
     pub dense: Vec<(String, usize, Vec<bool>)>,
     pub sparse: Vec<String>,
@@ -410,7 +432,10 @@ pub struct StoreCut {
 
 impl StoreCut {
     pub fn payload(&self, i: usize) -> &Payload {
-        self.payloads[i].as_deref().unwrap_or(&EMPTY_PAYLOAD)
+        let s = self.slots[i] as usize;
+        self.payloads[s / PAYLOAD_CHUNK][s % PAYLOAD_CHUNK]
+            .as_deref()
+            .unwrap_or(&EMPTY_PAYLOAD)
     }
 
     /// Keep only the points whose id passes `keep` (their order unchanged).
@@ -422,7 +447,6 @@ impl StoreCut {
         self.slots = pick(&self.slots, &kept);
         self.ids = pick(&self.ids, &kept);
         self.versions = pick(&self.versions, &kept);
-        self.payloads = pick(&self.payloads, &kept);
         for (_, _, present) in &mut self.dense {
             *present = pick(present, &kept);
         }
@@ -1931,7 +1955,7 @@ impl PointStore {
             slots: Vec::with_capacity(live),
             ids: Vec::with_capacity(live),
             versions: Vec::with_capacity(live),
-            payloads: Vec::with_capacity(live),
+            payloads: self.payloads.chunks.clone(),
             dense: Vec::new(),
             sparse: self.sparse.keys().cloned().collect(),
         };
@@ -1940,7 +1964,6 @@ impl PointStore {
                 cut.slots.push(off as u32);
                 cut.ids.push(*id);
                 cut.versions.push(self.versions[off]);
-                cut.payloads.push(self.payloads.shared(off as u32));
             }
         }
         cut.dense = self
