@@ -124,6 +124,18 @@ fn shard_of(
     Ok(shard)
 }
 
+/// The shard a recovery of `name` replaces (`None`: the whole collection); a shard's
+/// collection must exist.
+fn shard_to_replace(
+    st: &AppState,
+    name: &str,
+    shard: Option<String>,
+) -> Result<Option<u32>, ApiError> {
+    shard
+        .map(|s| shard_of(st, &*st.storage.get(name)?, &s, false))
+        .transpose()
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -473,10 +485,7 @@ async fn recover_in(
 ) -> Result<Option<bool>, ApiError> {
     let wait = wait_of(q)?;
     collection::storage::validate_name(&name)?;
-    let shard = match shard {
-        Some(s) => Some(shard_of(&st, &*st.storage.get(&name)?, &s, false)?),
-        None => None,
-    };
+    let shard = shard_to_replace(&st, &name, shard)?;
     let priority = priority_of(body.priority.as_deref())?;
     let loc = body.location.trim().to_string();
     let (path, temporary) = if loc.starts_with("file://") {
@@ -566,51 +575,48 @@ async fn upload_in(
     q: Option<String>,
     mut form: Multipart,
 ) -> Result<Option<bool>, ApiError> {
-    {
-        let p: UploadParams = parse_query(q)?;
-        let wait = wait_default_true(p.wait)?;
-        collection::storage::validate_name(&name)?;
-        let shard = match shard {
-            Some(s) => Some(shard_of(&st, &*st.storage.get(&name)?, &s, false)?),
-            None => None,
-        };
-        let priority = priority_of(p.priority.as_deref())?;
-        let path = temp_file(&st, "upload").await?;
-        let mut got = false;
-        let copied =
-            async {
-                while let Some(mut field) = form.next_field().await.map_err(|e| {
+    let p: UploadParams = parse_query(q)?;
+    let wait = wait_default_true(p.wait)?;
+    collection::storage::validate_name(&name)?;
+    let shard = shard_to_replace(&st, &name, shard)?;
+    let priority = priority_of(p.priority.as_deref())?;
+    let path = temp_file(&st, "upload").await?;
+    let mut got = false;
+    let copied =
+        async {
+            while let Some(mut field) = form
+                .next_field()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("Bad request: multipart body: {e}")))?
+            {
+                if field.name() != Some("snapshot") || got {
+                    continue;
+                }
+                got = true;
+                let mut out = tokio::fs::File::create(&path).await.map_err(io_err)?;
+                while let Some(chunk) = field.chunk().await.map_err(|e| {
                     ApiError::bad_request(format!("Bad request: multipart body: {e}"))
                 })? {
-                    if field.name() != Some("snapshot") || got {
-                        continue;
-                    }
-                    got = true;
-                    let mut out = tokio::fs::File::create(&path).await.map_err(io_err)?;
-                    while let Some(chunk) = field.chunk().await.map_err(|e| {
-                        ApiError::bad_request(format!("Bad request: multipart body: {e}"))
-                    })? {
-                        out.write_all(&chunk).await.map_err(io_err)?;
-                    }
-                    out.sync_all().await.map_err(io_err)?;
+                    out.write_all(&chunk).await.map_err(io_err)?;
                 }
-                if got {
-                    Ok(())
-                } else {
-                    Err(ApiError::bad_request(
-                        "Bad request: the multipart body has no `snapshot` file",
-                    ))
-                }
+                out.sync_all().await.map_err(io_err)?;
             }
-            .await;
-        if let Err(e) = copied {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(e);
+            if got {
+                Ok(())
+            } else {
+                Err(ApiError::bad_request(
+                    "Bad request: the multipart body has no `snapshot` file",
+                ))
+            }
         }
-        let target = Target { name, shard };
-        let job = tokio::spawn(restore(st, target, path, p.checksum, priority, true));
-        waited(job, wait).await.map(|done| done.map(|()| true))
+        .await;
+    if let Err(e) = copied {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(e);
     }
+    let target = Target { name, shard };
+    let job = tokio::spawn(restore(st, target, path, p.checksum, priority, true));
+    waited(job, wait).await.map(|done| done.map(|()| true))
 }
 
 fn io_err(e: std::io::Error) -> ApiError {
@@ -741,14 +747,9 @@ async fn install_staged(
 ) -> Result<(), ApiError> {
     let covered = match shard {
         Some(s) => {
-            let theirs = snap.config().params.shard_number.max(1);
-            let ours = distributed::coordinator::placement_of(&st.dist, name)
-                .map_or(theirs, |p| p.shard_number);
-            if theirs != ours {
-                return Err(ApiError::bad_request(format!(
-                    "Wrong input: the snapshot's collection has {theirs} shards, `{name}` has {ours}: its shard {s} holds other points"
-                )));
-            }
+            let n = distributed::coordinator::placement_of(&st.dist, name)
+                .map_or(snap.config().params.shard_number.max(1), |p| p.shard_number);
+            snapshot::check_shard_source(&snap, name, n, s)?;
             Some(vec![s])
         }
         None => m.shards,

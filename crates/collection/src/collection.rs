@@ -899,8 +899,9 @@ impl Collection {
         Ok(seq)
     }
 
-    /// The vectors of a checkpoint's cut, copied `CUT_CHUNK` slots at a time under the
-    /// store's read lock (writes go on between chunks), and its points' records. Runs
+    /// The vectors of a checkpoint's cut, copied under the store's read lock a chunk at a
+    /// time (`CUT_CHUNK_BYTES` of dense rows, `CUT_CHUNK` slots of sparse vectors; writes
+    /// go on between chunks), and its points' records. Runs
     /// under `checkpoint_lock`, which keeps vacuum from renumbering slots meanwhile.
     #[allow(clippy::type_complexity)]
     fn copy_cut<'a>(

@@ -564,48 +564,70 @@ pub fn recover(
     r
 }
 
+/// Check that `snap` can be the source of shard `shard` of a collection (`target`) with
+/// `shard_number` shards: the same shard count (a point's shard depends on it).
+pub fn check_shard_source(
+    snap: &Collection,
+    target: &str,
+    shard_number: u32,
+    shard: u32,
+) -> CResult<()> {
+    let theirs = snap.config().params.shard_number.max(1);
+    if theirs != shard_number {
+        return Err(CollectionError::BadInput(format!(
+            "the snapshot's collection has {theirs} shards, `{target}` has {shard_number}: its shard {shard} holds other points"
+        )));
+    }
+    if shard >= shard_number {
+        return Err(CollectionError::BadInput(format!(
+            "shard {shard} does not exist in collection `{target}` ({shard_number} shards)"
+        )));
+    }
+    Ok(())
+}
+
+/// The operations that make shard `shard` (of `shard_number`) of a collection hold exactly
+/// `snap`'s points of that shard: a delete of the shard's points, then upserts of the
+/// snapshot's in byte-bounded batches (read one at a time). Each is to be logged as a
+/// reset of the shard (`OpMeta::fill`).
+pub fn shard_install_ops(
+    snap: &Collection,
+    shard_number: u32,
+    shard: u32,
+) -> impl Iterator<Item = UpdateOp> + Send + '_ {
+    let filter = segment::filter::shard_filter(shard_number, &[shard]);
+    let mut after = None;
+    let upserts = std::iter::from_fn(move || {
+        let points = read_batch(&snap.read(), after, &filter);
+        after = Some(points.last()?.id);
+        Some(UpdateOp::Upsert {
+            points,
+            update_filter: None,
+            mode: UpdateMode::Upsert,
+        })
+    });
+    std::iter::once(UpdateOp::delete_shards(shard_number, &[shard])).chain(upserts)
+}
+
 /// Replace the points of `shard` in `c` with the snapshot's (`snap`, opened from a shard or
-/// collection snapshot of a collection with the same shard count): the shard's points are
-/// deleted, then the snapshot's are upserted in batches, each logged as a reset of the
-/// shard (`fill`: its earlier history no longer describes this copy). Returns the points
-/// installed. Not atomic: a crash midway leaves part of the shard, and the recovery is to
-/// be run again.
+/// collection snapshot of a collection with the same shard count), through `c`'s write
+/// path ([`shard_install_ops`]). Returns the points installed. Not atomic: a crash midway
+/// leaves part of the shard, and the recovery is to be run again.
 pub fn install_shard(c: &Collection, snap: &Collection, shard: u32) -> CResult<usize> {
     let n = c.config().params.shard_number.max(1);
-    let theirs = snap.config().params.shard_number.max(1);
-    if theirs != n {
-        return Err(CollectionError::BadInput(format!(
-            "the snapshot's collection has {theirs} shards, `{}` has {n}: its shard {shard} holds other points",
-            c.name()
-        )));
-    }
-    if shard >= n {
-        return Err(CollectionError::BadInput(format!(
-            "shard {shard} does not exist in collection `{}` ({n} shards)",
-            c.name()
-        )));
-    }
+    check_shard_source(snap, c.name(), n, shard)?;
     let fill = OpMeta {
         fill: Some(shard),
         ..Default::default()
     };
-    c.update_logged(UpdateOp::delete_shards(n, &[shard]), true, fill.clone())?;
-    let filter = segment::filter::shard_filter(n, &[shard]);
-    let (mut after, mut count) = (None, 0);
-    loop {
-        let points = read_batch(&snap.read(), after, &filter);
-        let Some(last) = points.last().map(|p| p.id) else {
-            return Ok(count);
-        };
-        after = Some(last);
-        count += points.len();
-        let op = UpdateOp::Upsert {
-            points,
-            update_filter: None,
-            mode: UpdateMode::Upsert,
-        };
+    let mut count = 0;
+    for op in shard_install_ops(snap, n, shard) {
+        if let UpdateOp::Upsert { points, .. } = &op {
+            count += points.len();
+        }
         c.update_logged(op, true, fill.clone())?;
     }
+    Ok(count)
 }
 
 /// Recover every collection of a full-storage snapshot (and its aliases). With `replace`

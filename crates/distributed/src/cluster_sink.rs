@@ -51,17 +51,7 @@ impl StorageSink {
         let Ok(c) = self.storage.get(name) else {
             return;
         };
-        if let Some(want) = self.agreed_config(m) {
-            if c.config() != want {
-                tracing::info!(
-                    collection = name,
-                    "local config behind the agreed one: updating"
-                );
-                if let Err(e) = c.set_config(want) {
-                    tracing::error!(collection = name, error = %e, "could not apply the agreed config");
-                }
-            }
-        }
+        self.take_agreed_config(name, &c, m);
         let have = c.payload_indexes();
         for (field, schema) in &m.payload_indexes {
             if have.get(field) != Some(schema) {
@@ -92,6 +82,24 @@ impl StorageSink {
             .collect();
         for shard in present {
             self.drop_local_shard(name, &c, shard_number, shard);
+        }
+    }
+
+    /// Replace the local config with the agreed one where they differ (a patch is never
+    /// applied to a local copy, which may differ).
+    fn take_agreed_config(&self, name: &str, c: &collection::Collection, m: &CollectionMeta) {
+        let Some(want) = self.agreed_config(m) else {
+            tracing::error!(collection = name, "agreed config could not be resolved");
+            return;
+        };
+        if c.config() != want {
+            tracing::info!(
+                collection = name,
+                "local config behind the agreed one: updating"
+            );
+            if let Err(e) = c.set_config(want) {
+                tracing::error!(collection = name, error = %e, "could not apply the agreed config");
+            }
         }
     }
 
@@ -152,19 +160,7 @@ impl EffectSink for StorageSink {
                 Effect::UpdateCollection { name } => {
                     if let (Some(m), Ok(c)) = (state.collections.get(name), self.storage.get(name))
                     {
-                        // the agreed config replaces the local one (a patch is never
-                        // applied to a local copy, which may differ)
-                        match self.agreed_config(m) {
-                            Some(cfg) if c.config() != cfg => {
-                                if let Err(e) = c.set_config(cfg) {
-                                    tracing::error!(collection = %name, error = %e, "could not apply the agreed config");
-                                }
-                            }
-                            Some(_) => {}
-                            None => {
-                                tracing::error!(collection = %name, "agreed config could not be resolved")
-                            }
-                        }
+                        self.take_agreed_config(name, &c, m);
                     }
                 }
                 Effect::AliasesChanged => {

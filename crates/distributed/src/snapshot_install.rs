@@ -25,7 +25,7 @@ use crate::peer::ApplyRequest;
 use crate::Ctx;
 use cluster::state::ClusterOp;
 use collection::collection::Collection;
-use collection::operations::{OpMeta, UpdateMode, UpdateOp};
+use collection::operations::{OpMeta, UpdateOp};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,22 +180,8 @@ pub async fn install(
             wait: true,
             meta: fill.clone(),
         };
-        local.apply(apply(UpdateOp::delete_shards(n, &[s]))).await?;
-        let filter = segment::filter::shard_filter(n, &[s]);
-        let mut after = None;
-        loop {
-            let points = collection::operations::read_batch(&snap.read(), after, &filter);
-            let Some(last) = points.last().map(|p| p.id) else {
-                break;
-            };
-            after = Some(last);
-            local
-                .apply(apply(UpdateOp::Upsert {
-                    points,
-                    update_filter: None,
-                    mode: UpdateMode::Upsert,
-                }))
-                .await?;
+        for op in collection::snapshot::shard_install_ops(&snap, n, s) {
+            local.apply(apply(op)).await?;
         }
     }
     let resync: Vec<(u32, u64)> = match priority {

@@ -1143,31 +1143,35 @@ impl PointStore {
     }
 
     /// Replace the named vectors given (others untouched). Vectors must be prepared.
-    /// The point moves to a new slot (a slot's vectors are immutable).
     pub fn update_vectors(&mut self, id: PointId, version: u64, vectors: &NamedVectors) -> bool {
+        self.rewrite_vectors(id, version, |v| {
+            v.extend(vectors.iter().map(|(k, v)| (k.clone(), v.clone())))
+        })
+    }
+
+    /// Remove the named vectors.
+    pub fn delete_vectors(&mut self, id: PointId, version: u64, names: &[String]) -> bool {
+        self.rewrite_vectors(id, version, |v| v.retain(|n, _| !names.contains(n)))
+    }
+
+    /// Change a point's vectors with `edit`: the point moves to a new slot with the edited
+    /// vectors and its payload, so that no slot's vectors change in place (see
+    /// [`StoreCut`]). False if the point does not exist.
+    fn rewrite_vectors(
+        &mut self,
+        id: PointId,
+        version: u64,
+        edit: impl FnOnce(&mut NamedVectors),
+    ) -> bool {
         let Some(&old) = self.ids.get(&id) else {
             return false;
         };
-        let mut merged = self.vectors_of(old);
-        merged.extend(vectors.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut vectors = self.vectors_of(old);
+        edit(&mut vectors);
         // the old slot's index entries go before its payload moves to the new slot
         self.unindex_payload(old);
         let payload = self.payloads.take(old);
-        self.upsert(id, version, &merged, payload);
-        true
-    }
-
-    /// Remove the named vectors. Like [`Self::update_vectors`], the point moves to a new
-    /// slot, so that no slot's vectors change in place (see [`StoreCut`]).
-    pub fn delete_vectors(&mut self, id: PointId, version: u64, names: &[String]) -> bool {
-        let Some(&old) = self.ids.get(&id) else {
-            return false;
-        };
-        let mut kept = self.vectors_of(old);
-        kept.retain(|n, _| !names.contains(n));
-        self.unindex_payload(old);
-        let payload = self.payloads.take(old);
-        self.upsert(id, version, &kept, payload);
+        self.upsert(id, version, &vectors, payload);
         true
     }
 
@@ -1946,9 +1950,9 @@ impl PointStore {
         self.ids.iter().map(|(&id, &off)| self.record(id, off))
     }
 
-    /// Live records in slot order: a store rebuilt by upserting them in this order numbers
-    /// its slots densely in the same order (what `graph_exports` remaps graphs to).
-    /// The cut a checkpoint starts from (see [`StoreCut`]).
+    /// The cut a checkpoint starts from (see [`StoreCut`]): live slots in slot order, so a
+    /// store rebuilt from the checkpoint numbers its slots densely in the same order (what
+    /// `graph_exports` remaps graphs to).
     pub fn cut(&self) -> StoreCut {
         let live = self.len();
         let mut cut = StoreCut {
