@@ -62,7 +62,7 @@ class Node:
             "QDRANT__SERVICE__GRPC_PORT": str(self.grpc_port),
             "QDRANT__STORAGE__STORAGE_PATH": str(self.workdir / "storage"),
             "QDRANT__STORAGE__SNAPSHOTS_PATH": str(self.workdir / "snapshots"),
-            "QDRANT__LOG_LEVEL": "WARN",
+            "QDRANT__LOG_LEVEL": os.environ.get("SEXTANT_TEST_LOG", "WARN"),
         })
         if self.cluster:
             env["QDRANT__CLUSTER__ENABLED"] = "true"
@@ -72,7 +72,7 @@ class Node:
     def spawn(self, args: list[str]) -> "Node":
         binary = sextant_bin()
         assert binary.exists(), f"Sextant binary not found at {binary} (set SEXTANT_BIN)"
-        with open(self.log_path, "wb") as out:
+        with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen([str(binary), *args], cwd=str(self.workdir), env=self.env(),
                                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self

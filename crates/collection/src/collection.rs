@@ -977,7 +977,7 @@ impl Collection {
         };
         let mut ids = Vec::with_capacity(records.len());
         for (_, bytes) in records {
-            let meta = LoggedOp::decode(&bytes)?.meta;
+            let meta = LoggedOp::decode_meta(&bytes)?;
             if meta.fill == Some(shard) {
                 ids.clear();
             }
@@ -1006,13 +1006,16 @@ impl Collection {
         let mut out = Vec::new();
         let mut found = false;
         for (_, bytes) in records {
-            let l = LoggedOp::decode(&bytes)?;
-            if found && l.meta.fill == Some(shard) {
+            // only the writes to send are decoded whole
+            let meta = LoggedOp::decode_meta(&bytes)?;
+            if found && meta.fill == Some(shard) {
                 return Ok(None);
             }
-            match l.meta.id {
+            match meta.id {
                 Some(id) if known.contains(&id) => found = true,
-                Some(_) if found && l.meta.covers(shard) => out.push((l.meta, l.op)),
+                Some(_) if found && meta.covers(shard) => {
+                    out.push((meta, LoggedOp::decode(&bytes)?.op))
+                }
                 _ => {}
             }
         }

@@ -9,6 +9,8 @@ pub mod config;
 pub mod error;
 mod fsutil;
 pub use fsutil::{set_memory_release, tune_allocator};
+/// Graph builds run on background-priority threads: see `segment::background`.
+pub use segment::background::init_global_pool as init_background_pool;
 pub mod operations;
 pub mod query;
 pub mod read;

@@ -137,15 +137,39 @@ impl OpMeta {
 
 /// A WAL record: the operation and its replication metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Encoded as a MessagePack map with `meta` first (records written before that have `op`
+/// first; readers accept either order), so [`LoggedOp::decode_meta`] reads the metadata
+/// without going through the operation.
 pub struct LoggedOp {
-    pub op: UpdateOp,
     #[serde(default)]
     pub meta: OpMeta,
+    pub op: UpdateOp,
 }
 
 impl LoggedOp {
     pub fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec_named(self).expect("operations always encode")
+    }
+
+    /// The metadata of a record only: how a WAL-delta transfer scans the whole log for the
+    /// writes a replica missed. A record with `meta` first is read up to the end of its
+    /// metadata, without touching the operation's vectors and payloads; an older record
+    /// is decoded whole. A bare `UpdateOp` (older logs) has no metadata.
+    pub fn decode_meta(bytes: &[u8]) -> CResult<OpMeta> {
+        const META_KEY: &[u8] = b"\xa4meta"; // MessagePack fixstr of 4 bytes
+        let entries = match bytes.first() {
+            Some(0x80..=0x8f) => bytes.get(1..),
+            Some(0xde) => bytes.get(3..),
+            Some(0xdf) => bytes.get(5..),
+            _ => None,
+        };
+        if let Some(meta) = entries.and_then(|e| e.strip_prefix(META_KEY)) {
+            if let Ok(m) = rmp_serde::from_slice::<OpMeta>(meta) {
+                return Ok(m);
+            }
+        }
+        Self::decode(bytes).map(|l| l.meta)
     }
 
     /// Decode a record (a bare `UpdateOp`, as older logs hold, has no metadata).
@@ -650,5 +674,80 @@ mod tests {
         ]);
         let back = UpdateOp::decode(&op.encode()).unwrap();
         assert_eq!(back, op);
+    }
+
+    /// The metadata-only decode reads what the full decode reads, for every record kind a
+    /// log can hold, and refuses what the full decode refuses.
+    #[test]
+    fn metadata_decodes_alone_as_in_the_whole_record() {
+        let upsert = UpdateOp::Upsert {
+            points: vec![PointInsert {
+                id: PointId::Num(9),
+                vectors: [("".to_string(), StoredVector::Dense(vec![0.25; 1536]))].into(),
+                payload: Some(
+                    json!({"text": "x".repeat(4096)})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                ),
+            }],
+            update_filter: None,
+            mode: UpdateMode::Upsert,
+        };
+        let metas = [
+            OpMeta::default(),
+            OpMeta {
+                id: Some(u64::MAX),
+                fill: None,
+                shards: Some(vec![0, 2]),
+            },
+            OpMeta {
+                id: None,
+                fill: Some(3),
+                shards: None,
+            },
+        ];
+        for meta in metas.clone() {
+            for op in [upsert.clone(), UpdateOp::Delete(Selector::Ids(vec![]))] {
+                let bytes = LoggedOp {
+                    op,
+                    meta: meta.clone(),
+                }
+                .encode();
+                assert_eq!(LoggedOp::decode_meta(&bytes).unwrap(), meta);
+                assert_eq!(LoggedOp::decode(&bytes).unwrap().meta, meta);
+            }
+        }
+        // records written with `op` first (before `meta` moved ahead) read the same
+        #[derive(Serialize)]
+        struct OpFirst<'a> {
+            op: &'a UpdateOp,
+            meta: &'a OpMeta,
+        }
+        let meta = metas[1].clone();
+        let old = rmp_serde::to_vec_named(&OpFirst {
+            op: &upsert,
+            meta: &meta,
+        })
+        .unwrap();
+        assert_eq!(LoggedOp::decode_meta(&old).unwrap(), meta);
+        assert_eq!(LoggedOp::decode(&old).unwrap().op, upsert);
+        // with `meta` first, the operation is not read at all: a record cut right after
+        // its metadata still yields it
+        let whole = LoggedOp {
+            op: upsert.clone(),
+            meta: meta.clone(),
+        }
+        .encode();
+        let cut = &whole[..whole.len() / 4];
+        assert_eq!(LoggedOp::decode_meta(cut).unwrap(), meta);
+        assert!(LoggedOp::decode(cut).is_err());
+        // a bare operation (older logs) has no metadata
+        assert_eq!(
+            LoggedOp::decode_meta(&upsert.encode()).unwrap(),
+            OpMeta::default()
+        );
+        assert!(LoggedOp::decode_meta(&[0xc1, 0x00]).is_err());
+        assert!(LoggedOp::decode(&[0xc1, 0x00]).is_err());
     }
 }

@@ -574,10 +574,7 @@ impl Hnsw {
         let insert = |q: u32| Self::insert(&b, &link_arena, q, ef);
         let run = || rest.par_iter().with_min_len(64).for_each(|&q| insert(q));
         if p.threads > 0 {
-            match rayon::ThreadPoolBuilder::new()
-                .num_threads(p.threads)
-                .build()
-            {
+            match crate::background::pool_builder(p.threads).build() {
                 Ok(pool) => pool.install(run),
                 Err(_) => run(),
             }

@@ -5,6 +5,7 @@
 //! serialisable snapshot (`PointStore::to_checkpoint`); the write-ahead log lives in `wal`
 //! and orchestration lives in `collection`.
 
+pub mod background;
 pub mod digest;
 pub mod distance;
 pub mod filter;

@@ -89,6 +89,8 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: mi_collect only walks mimalloc's own heaps and segments.
         unsafe { libmimalloc_sys::mi_collect(true) }
     });
+    // graph builds yield the CPU to requests (segment::background)
+    collection::init_background_pool().expect("the background pool starts first");
     let args = Args::parse();
     let settings = match Settings::load(args.config_path.as_deref(), "QDRANT") {
         Ok(s) => s,
