@@ -163,6 +163,83 @@ def test_snapshot_roundtrip_file_upload_and_url(srv: SextantServer):
     assert not path.exists()
 
 
+def _https_server(directory, cert: str, key: str):
+    """An HTTPS file server on 127.0.0.1 serving `directory`; returns (server, port)."""
+    import functools
+    import http.server
+    import ssl
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, httpd.server_address[1]
+
+
+def _certs(d):
+    """A test CA, a server certificate it signs (127.0.0.1 and localhost), and a
+    self-signed certificate nobody trusts."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=sextant-test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=localhost")
+    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue.key", "-out", "rogue.pem",
+        "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+
+
+def test_recovery_from_an_https_url(make_server, monkeypatch, tmp_path):
+    """`https://` locations are fetched over TLS, trusting the system roots or, as here,
+    SSL_CERT_FILE; a server with a certificate nobody trusts is refused and nothing
+    changes."""
+    _certs(tmp_path)
+    served = tmp_path / "served"
+    served.mkdir()
+    good, good_port = _https_server(served, str(tmp_path / "server.pem"), str(tmp_path / "server.key"))
+    rogue, rogue_port = _https_server(served, str(tmp_path / "rogue.pem"), str(tmp_path / "rogue.key"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    srv = make_server().start()
+    url = srv.url
+    try:
+        _create(url, "orig")
+        _fill(url, "orig", list(range(1, 61)), random.Random(3))
+        snap = _snapshot(url, "orig")
+        (served / "s.snapshot").write_bytes((srv.snapshots / "orig" / snap["name"]).read_bytes())
+
+        for name, host in (("by_name", "localhost"), ("by_ip", "127.0.0.1")):
+            r = requests.put(f"{url}/collections/{name}/snapshots/recover", json={
+                "location": f"https://{host}:{good_port}/s.snapshot", "checksum": snap["checksum"]},
+                timeout=120)
+            assert r.status_code == 200, r.text
+            _same_collection(url, "orig", name)
+
+        # an untrusted certificate: refused before anything is created
+        r = requests.put(f"{url}/collections/untrusted/snapshots/recover", json={
+            "location": f"https://localhost:{rogue_port}/s.snapshot"}, timeout=120)
+        assert r.status_code == 400, r.text
+        assert "TLS handshake failed" in r.json()["status"]["error"], r.text
+        assert requests.get(f"{url}/collections/untrusted").status_code == 404
+        # plain http to a TLS port fails too, and a missing file is the server's 404
+        r = requests.put(f"{url}/collections/plain/snapshots/recover", json={
+            "location": f"http://127.0.0.1:{good_port}/s.snapshot"}, timeout=120)
+        assert r.status_code == 400, r.text
+        r = requests.put(f"{url}/collections/missing/snapshots/recover", json={
+            "location": f"https://localhost:{good_port}/nope.snapshot"}, timeout=120)
+        assert r.status_code == 400 and "404" in r.json()["status"]["error"], r.text
+        for name in ("plain", "missing"):
+            assert requests.get(f"{url}/collections/{name}").status_code == 404
+    finally:
+        good.shutdown()
+        rogue.shutdown()
+
+
 def _tar(entries) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as t:
@@ -349,6 +426,19 @@ def test_full_storage_snapshot_and_startup_flags(make_server):
     c.args.append("--force-snapshot")
     c.start()
     assert _all_points(c.url, "copy") == _all_points(a.url, "one")  # point 999 replaced away
+
+    # as in Qdrant, start-up recovery is for a single node: a cluster peer refuses to start
+    # with either flag, says why and names the API to use, and writes nothing
+    for flag in (["--snapshot", f"{a.snapshots / 'one' / one['name']}:copy"],
+                 ["--storage-snapshot", str(a.snapshots / full["name"])]):
+        d = make_server()
+        env = {**d.env(), "QDRANT__CLUSTER__ENABLED": "true"}
+        proc = subprocess.run([str(sextant_bin()), "--uri", "http://127.0.0.1:1", *flag], env=env,
+                              cwd=str(d.workdir), capture_output=True, timeout=60)
+        out = proc.stderr + proc.stdout
+        assert proc.returncode == 2, out[-2000:]
+        assert b"single node only" in out and b"/snapshots/recover" in out, out[-2000:]
+        assert not (d.storage / "collections" / "copy").exists()
 
     r = requests.delete(f"{a.url}/snapshots/{full['name']}")
     assert r.status_code == 200, r.text

@@ -766,37 +766,51 @@ async fn install_staged(
 }
 
 /// Download an http(s) snapshot URL into a temporary file under `snapshots_path`.
+/// `https://` trusts the system's root certificates (or those of `SSL_CERT_FILE` /
+/// `SSL_CERT_DIR`), as Qdrant's downloads do.
 async fn fetch(st: &AppState, url: &str, api_key: Option<&str>) -> Result<PathBuf, ApiError> {
     let bad = |m: String| ApiError::bad_request(format!("Bad request: snapshot URL {url}: {m}"));
     let uri: axum::http::Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad(
-            "only http:// URLs can be fetched so far (https is not supported yet)".into(),
-        ));
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad("only http:// and https:// URLs can be fetched".into())),
+    };
     let host = uri.host().ok_or_else(|| bad("no host".into()))?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    // an IPv6 literal comes bracketed in the URL
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let stream = tokio::net::TcpStream::connect((bare.as_str(), port))
         .await
         .map_err(|e| bad(format!("cannot connect: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| bad(format!("{e}")))?;
-    tokio::spawn(conn);
     let mut req = axum::http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(header::HOST, &host);
+        .header(
+            header::HOST,
+            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+        );
     if let Some(k) = api_key {
         req = req.header("api-key", k);
     }
     let req = req
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| bad(format!("{e}")))?;
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| bad(format!("{e}")))?;
+    let resp = if tls {
+        let name = rustls::pki_types::ServerName::try_from(bare)
+            .map_err(|e| bad(format!("invalid host name: {e}")))?;
+        let stream = tls_connector()
+            .map_err(bad)?
+            .connect(name, stream)
+            .await
+            .map_err(|e| bad(format!("TLS handshake failed: {e}")))?;
+        send_get(stream, req).await
+    } else {
+        send_get(stream, req).await
+    }
+    .map_err(bad)?;
     if !resp.status().is_success() {
         return Err(bad(format!("answered HTTP {}", resp.status())));
     }
@@ -819,4 +833,48 @@ async fn fetch(st: &AppState, url: &str, api_key: Option<&str>) -> Result<PathBu
         return Err(e);
     }
     Ok(path)
+}
+
+/// One HTTP/1.1 GET over `io` (plain TCP or TLS).
+async fn send_get<IO>(
+    io: IO,
+    req: axum::http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<axum::http::Response<hyper::body::Incoming>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    send.send_request(req).await.map_err(|e| e.to_string())
+}
+
+/// A TLS client trusting the system's root certificates (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` replace them when set). Loaded per download: recoveries are rare, and a
+/// certificate installed meanwhile is seen.
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(format!(
+            "no trusted root certificate found for https ({})",
+            found
+                .errors
+                .first()
+                .map_or("the system store is empty".to_string(), |e| e.to_string())
+        ));
+    }
+    // ring, as the server's own TLS (crates/server/src/tls.rs says why)
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }

@@ -96,9 +96,11 @@ pub async fn start(settings: &Settings, opts: StartOptions) -> Result<Peer, Star
         opts.storage_snapshot.clone(),
         opts.force_snapshot,
     );
+    // as in Qdrant, start-up recovery is for a single node: in a cluster, collections and
+    // their placement belong to consensus, which a local start-up step cannot change
     if settings.cluster.enabled && (!snapshots.is_empty() || full.is_some()) {
         return Err(StartError::Refused(
-            "--snapshot / --storage-snapshot are not supported in cluster mode yet".into(),
+            "--snapshot / --storage-snapshot recover a single node only (as in Qdrant): in cluster mode, start the peer without them and use PUT /collections/{name}/snapshots/recover or POST /collections/{name}/snapshots/upload on it".into(),
         ));
     }
     let storage: Arc<Storage> = tokio::task::spawn_blocking(move || {
