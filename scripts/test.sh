@@ -73,6 +73,11 @@ SEXTANT_BIN="$ROOT/target/debug/sextant" "$VENV/bin/python" bench/snapshot.py --
   || { tail -40 target/snapshot-smoke.log; echo "snapshot smoke failed" >&2; exit 1; }
 tail -3 target/snapshot-smoke.log
 
+log "graph-build contention smoke (bench/build_contention.py --smoke, debug build; the full run is in docs/benchmarks.md)"
+"$VENV/bin/python" bench/build_contention.py --smoke > target/build-contention-smoke.log 2>&1 \
+  || { tail -40 target/build-contention-smoke.log; echo "build contention smoke failed" >&2; exit 1; }
+tail -3 target/build-contention-smoke.log
+
 # --- end-to-end ------------------------------------------------------------------
 log "pytest tests/python (qdrant-client against sextant)"
 export SEXTANT_BIN="$ROOT/target/debug/sextant"

@@ -700,12 +700,12 @@ async fn restore_shard_locally(
     path: PathBuf,
     checksum: Option<String>,
 ) -> Result<(), ApiError> {
-    let c = st.storage.get(name)?;
+    st.storage.get(name)?;
     let staging = st.storage.staging_dir(name);
-    let (dir, n) = (staging.clone(), name.to_string());
+    let (dir, n, storage) = (staging.clone(), name.to_string(), st.storage.clone());
     let r = blocking(move || {
         let (snap, _) = open_staged(&path, &dir, &n, checksum.as_deref(), Some(shard))?;
-        let points = snapshot::install_shard(&c, &snap, shard)?;
+        let points = snapshot::install_shard(&storage, &n, &snap, shard)?;
         tracing::info!(collection = %n, shard, points, "shard recovered from a snapshot");
         Ok(())
     })

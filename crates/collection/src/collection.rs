@@ -254,6 +254,7 @@ impl Collection {
             checkpoint_seq = seq;
         }
         let (wal, records) = Wal::open(&dir.join("wal"), wal_capacity(&meta.config))?;
+        let committed = committed_installs(&records, checkpoint_seq)?;
         let mut last = checkpoint_seq;
         for (seq, bytes) in records {
             if seq <= checkpoint_seq {
@@ -262,9 +263,12 @@ impl Collection {
             if seq != last + 1 {
                 return Err(CollectionError::Service(format!("collection {name}: WAL gap after checkpoint {checkpoint_seq}: found seq {seq}, expected {}", last + 1)));
             }
-            let op = LoggedOp::decode(&bytes)?.op;
-            let _ = op.apply(&mut store, seq); // per-point errors were reported at write time
             last = seq;
+            let l = LoggedOp::decode(&bytes)?;
+            if l.meta.install.is_some_and(|p| !committed.contains(&p.id)) {
+                continue; // an install cut short: the shard stays as it was before it
+            }
+            let _ = l.op.apply(&mut store, seq); // per-point errors were reported at write time
         }
         if wal.next_seq() <= last {
             return Err(CollectionError::Service(format!(
@@ -469,9 +473,11 @@ impl Collection {
             self.last_seq.load(Ordering::Acquire) - self.checkpoint_seq.load(Ordering::Acquire);
         let index_due = self.graphs_dirty.load(Ordering::Acquire)
             && self.last_checkpoint.lock().elapsed().as_secs() >= CHECKPOINT_AFTER_INDEX_SECS;
-        if ops >= CHECKPOINT_EVERY_OPS
+        // (a checkpoint already running, or a shard install, holds the lock: next round)
+        if (ops >= CHECKPOINT_EVERY_OPS
             || self.wal_bytes.load(Ordering::Acquire) >= CHECKPOINT_EVERY_WAL_BYTES
-            || (ops > 0 && index_due)
+            || (ops > 0 && index_due))
+            && !self.checkpoint_lock.is_locked()
         {
             self.checkpoint()?;
         }
@@ -696,6 +702,44 @@ impl Collection {
     pub fn flush_all(&self) -> CResult<()> {
         self.wal.lock().flush()?;
         Ok(())
+    }
+
+    /// Replace the points of `shard` by applying `ops` (from
+    /// `snapshot::shard_install_ops`: a delete of the shard, then upserts) as one unit:
+    /// either all of them are in effect after a crash, or none. Each is logged with the
+    /// install's id, the last one marked (and made durable); start-up skips the records of
+    /// an install whose last record is missing. No checkpoint is taken meanwhile, so none
+    /// holds part of it. Readers see the shard fill up as the install goes.
+    ///
+    /// On an error the store holds part of the install while the log says it never
+    /// happened: this instance is retired (every later write or checkpoint fails), and the
+    /// caller reopens the collection from disk (`Storage::install_shard`). Returns the
+    /// points installed.
+    pub fn install_shard(&self, shard: u32, ops: impl Iterator<Item = UpdateOp>) -> CResult<usize> {
+        let _no_checkpoint = self.checkpoint_lock.lock();
+        let id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ self.instance;
+        let mut ops = ops.peekable();
+        let mut count = 0;
+        while let Some(op) = ops.next() {
+            if let UpdateOp::Upsert { points, .. } = &op {
+                count += points.len();
+            }
+            let last = ops.peek().is_none();
+            let meta = OpMeta {
+                fill: Some(shard),
+                install: Some(crate::operations::InstallPart { id, last }),
+                ..Default::default()
+            };
+            if let Err(e) = self.update_logged_outcome(op, last, meta) {
+                let _wal = self.wal.lock();
+                self.retired.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(count)
     }
 
     /// Stop every later write and checkpoint (waiting for one in progress): the directory
@@ -1021,6 +1065,20 @@ impl Collection {
         }
         Ok(found.then_some(out))
     }
+}
+
+/// The shard installs whose last record is among `records` after `checkpoint_seq`.
+fn committed_installs(
+    records: &[(u64, Vec<u8>)],
+    checkpoint_seq: u64,
+) -> CResult<std::collections::HashSet<u64>> {
+    let mut out = std::collections::HashSet::new();
+    for (_, bytes) in records.iter().filter(|(seq, _)| *seq > checkpoint_seq) {
+        if let Some(p) = LoggedOp::decode_meta(bytes)?.install.filter(|p| p.last) {
+            out.insert(p.id);
+        }
+    }
+    Ok(out)
 }
 
 /// Build the store-side index for a payload field schema (`"keyword"` or `{"type": ...}`).

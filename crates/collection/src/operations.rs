@@ -126,6 +126,19 @@ pub struct OpMeta {
     /// peers, so one id can stand for different parts on different replicas).
     #[serde(default)]
     pub shards: Option<Vec<u32>>,
+    /// Set on the records of a shard install (a shard snapshot recovered on a single
+    /// node): they take effect together or not at all (`Collection::install_shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<InstallPart>,
+}
+
+/// One record of an all-or-nothing shard install: the install's id, and whether this is
+/// its last record (the one that commits it). At start-up, the records of an install
+/// whose last record is not in the log are skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallPart {
+    pub id: u64,
+    pub last: bool,
 }
 
 impl OpMeta {
@@ -700,11 +713,13 @@ mod tests {
                 id: Some(u64::MAX),
                 fill: None,
                 shards: Some(vec![0, 2]),
+                install: None,
             },
             OpMeta {
                 id: None,
                 fill: Some(3),
                 shards: None,
+                install: Some(InstallPart { id: 7, last: true }),
             },
         ];
         for meta in metas.clone() {

@@ -22,7 +22,7 @@
 
 use crate::collection::Collection;
 use crate::error::{CResult, CollectionError};
-use crate::operations::{read_batch, OpMeta, UpdateMode, UpdateOp};
+use crate::operations::{read_batch, UpdateMode, UpdateOp};
 use crate::storage::{validate_name, Storage};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -609,25 +609,26 @@ pub fn shard_install_ops(
     std::iter::once(UpdateOp::delete_shards(shard_number, &[shard])).chain(upserts)
 }
 
-/// Replace the points of `shard` in `c` with the snapshot's (`snap`, opened from a shard or
-/// collection snapshot of a collection with the same shard count), through `c`'s write
-/// path ([`shard_install_ops`]). Returns the points installed. Not atomic: a crash midway
-/// leaves part of the shard, and the recovery is to be run again.
-pub fn install_shard(c: &Collection, snap: &Collection, shard: u32) -> CResult<usize> {
+/// Replace the points of `shard` in collection `name` with the snapshot's (`snap`, opened
+/// from a shard or collection snapshot of a collection with the same shard count), through
+/// the collection's write path ([`shard_install_ops`]), all or nothing
+/// (`Collection::install_shard`): after a failure or a crash midway the shard is as it
+/// was. Returns the points installed.
+pub fn install_shard(
+    storage: &Storage,
+    name: &str,
+    snap: &Collection,
+    shard: u32,
+) -> CResult<usize> {
+    let c = storage.get(name)?;
     let n = c.config().params.shard_number.max(1);
     check_shard_source(snap, c.name(), n, shard)?;
-    let fill = OpMeta {
-        fill: Some(shard),
-        ..Default::default()
-    };
-    let mut count = 0;
-    for op in shard_install_ops(snap, n, shard) {
-        if let UpdateOp::Upsert { points, .. } = &op {
-            count += points.len();
-        }
-        c.update_logged(op, true, fill.clone())?;
+    let r = c.install_shard(shard, shard_install_ops(snap, n, shard));
+    if r.is_err() {
+        // the store holds part of the install, the log none of it: reload from disk
+        storage.reload(name);
     }
-    Ok(count)
+    r
 }
 
 /// Recover every collection of a full-storage snapshot (and its aliases). With `replace`

@@ -317,6 +317,27 @@ impl Storage {
         }
     }
 
+    /// Open `name` again from its directory, replacing the instance in memory (after a
+    /// failed shard install, whose instance holds what its log does not).
+    pub fn reload(&self, name: &str) {
+        let _g = self.meta_lock.lock();
+        let Some(old) = self.collections.write().remove(name) else {
+            return;
+        };
+        old.retire();
+        drop(old);
+        match Collection::open(&self.collection_dir(name), name) {
+            Ok(c) => {
+                self.collections
+                    .write()
+                    .insert(name.to_string(), Arc::new(c));
+            }
+            Err(e) => {
+                tracing::error!(collection = name, error = %e, "collection cannot be reopened after a failed install: restart the node")
+            }
+        }
+    }
+
     /// Serve the previous copy of `name` again after a failed restore: moved back from
     /// `aside` to `dir` if it is no longer at `dir`, then reopened.
     fn reinstate(&self, name: &str, cdir: &Path, dir: &Path, aside: &Path) {
@@ -513,6 +534,109 @@ mod tests {
         assert_eq!(c.read().len(), 25);
         c.update(upsert(25..30), true).unwrap();
         assert_eq!(c.read().len(), 30);
+    }
+
+    fn upsert_dim(ids: std::ops::Range<u64>, dim: usize) -> crate::operations::UpdateOp {
+        crate::operations::UpdateOp::Upsert {
+            points: ids
+                .map(|i| crate::operations::PointInsert {
+                    id: segment::PointId::Num(i),
+                    vectors: [(
+                        "".into(),
+                        crate::operations::StoredVector::Dense(vec![i as f32; dim]),
+                    )]
+                    .into(),
+                    payload: None,
+                })
+                .collect(),
+            update_filter: None,
+            mode: crate::operations::UpdateMode::Upsert,
+        }
+    }
+
+    /// Ids per shard (of 3) of collection `name`.
+    fn by_shard(s: &Storage, name: &str) -> Vec<Vec<segment::PointId>> {
+        let mut out = vec![Vec::new(); 3];
+        for id in s.get(name).unwrap().read().matching_ids(None) {
+            out[segment::routing::shard_of(id, 3) as usize].push(id);
+        }
+        out.iter_mut().for_each(|v| v.sort());
+        out
+    }
+
+    /// A shard install takes effect whole or not at all: one that fails midway (a
+    /// snapshot whose vectors do not fit) leaves the shard's points, and so does one cut
+    /// short by a crash (its records without the last one in the log).
+    #[test]
+    fn a_shard_install_is_all_or_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Storage::open(root.path(), CollectionDefaults::default()).unwrap();
+        let create = |name: &str, dim: usize| {
+            let req = json!({"vectors": {"size": dim, "distance": "Dot"}, "shard_number": 3});
+            s.create_collection(name, serde_json::from_value(req).unwrap())
+                .unwrap();
+        };
+        create("c", 2);
+        create("src", 2);
+        create("wide", 3);
+        s.get("c")
+            .unwrap()
+            .update(upsert_dim(0..60, 2), true)
+            .unwrap();
+        s.get("src")
+            .unwrap()
+            .update(upsert_dim(100..130, 2), true)
+            .unwrap();
+        s.get("wide")
+            .unwrap()
+            .update(upsert_dim(200..230, 3), true)
+            .unwrap();
+        let before = by_shard(&s, "c");
+        assert!(before.iter().all(|ids| !ids.is_empty()));
+
+        // a complete install: shard 1 holds exactly the source's shard 1
+        let src = s.get("src").unwrap();
+        let n = crate::snapshot::install_shard(&s, "c", &src, 1).unwrap();
+        let after = by_shard(&s, "c");
+        assert_eq!(after[1], by_shard(&s, "src")[1]);
+        assert_eq!(n, after[1].len());
+        assert_eq!((&after[0], &after[2]), (&before[0], &before[2]));
+
+        // a failed install (3-d vectors into a 2-d collection) changes nothing, in memory
+        // and on disk
+        let wide = s.get("wide").unwrap();
+        assert!(crate::snapshot::install_shard(&s, "c", &wide, 0).is_err());
+        assert_eq!(by_shard(&s, "c"), after);
+        s.get("c")
+            .unwrap()
+            .update(upsert_dim(1000..1001, 2), true)
+            .unwrap();
+        let mut expected = after.clone();
+        expected[segment::routing::shard_of(segment::PointId::Num(1000), 3) as usize]
+            .push(segment::PointId::Num(1000));
+        expected.iter_mut().for_each(|v| v.sort());
+        assert_eq!(by_shard(&s, "c"), expected);
+
+        // a crash midway: the shard's delete and one batch are logged, the last record is not
+        let c = s.get("c").unwrap();
+        let part = |last| crate::operations::OpMeta {
+            fill: Some(2),
+            install: Some(crate::operations::InstallPart { id: 77, last }),
+            ..Default::default()
+        };
+        let delete = crate::operations::UpdateOp::delete_shards(3, &[2]);
+        c.update_logged(delete, true, part(false)).unwrap();
+        c.update_logged(upsert_dim(300..301, 2), true, part(false))
+            .unwrap();
+        assert!(by_shard(&s, "c")[2].len() <= 1, "the install is under way");
+        s.halt();
+        drop((c, src, wide, s));
+        let s = Storage::open(root.path(), CollectionDefaults::default()).unwrap();
+        assert_eq!(
+            by_shard(&s, "c"),
+            expected,
+            "after the crash, as before the install"
+        );
     }
 
     #[test]

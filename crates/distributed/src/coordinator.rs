@@ -446,6 +446,7 @@ async fn update_replicas(
                 id: Some(op_id),
                 fill: None,
                 shards: Some(shards.clone()),
+                install: None, // single-node shard installs only
             },
         };
         let st = st.clone();

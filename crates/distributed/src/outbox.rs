@@ -24,7 +24,7 @@ pub type Outcome<T> = oneshot::Receiver<Result<T, String>>;
 
 enum Message {
     Apply {
-        op: UpdateOp,
+        op: Box<UpdateOp>,
         meta: OpMeta,
         done: oneshot::Sender<Result<(), String>>,
     },
@@ -63,7 +63,11 @@ impl Outbox {
     /// Queue a write (applied durably by the target).
     pub fn apply(&self, op: UpdateOp, meta: OpMeta) -> Outcome<()> {
         let (done, rx) = oneshot::channel();
-        self.queue(Message::Apply { op, meta, done });
+        self.queue(Message::Apply {
+            op: Box::new(op),
+            meta,
+            done,
+        });
         rx
     }
 
@@ -101,7 +105,7 @@ async fn send_all(t: Target, mut rx: mpsc::UnboundedReceiver<Message>) {
             Message::Apply { op, meta, done } => {
                 let r = match &failed {
                     Some(e) => Err(e.clone()),
-                    None => apply(&t, op, meta).await,
+                    None => apply(&t, *op, meta).await,
                 };
                 note(&mut failed, &r);
                 let _ = done.send(r);

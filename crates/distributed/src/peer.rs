@@ -494,6 +494,7 @@ fn apply_from_proto(r: proto::ApplyRequest) -> PeerResult<ApplyRequest> {
             id: r.op_id,
             fill: r.fill,
             shards: r.has_shards.then_some(r.shards),
+            install: None, // single-node shard installs only
         },
     })
 }
@@ -621,6 +622,7 @@ pub(crate) mod tests {
                 id: Some(9),
                 fill: None,
                 shards: Some(vec![]),
+                install: None,
             },
         };
         let back = apply_from_proto(apply_to_proto(&req)).unwrap();

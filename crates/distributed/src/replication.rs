@@ -217,6 +217,7 @@ pub fn queue_forwards(st: &Ctx, collection: &str, op: &UpdateOp, op_id: Option<u
             id: op_id,
             fill: None,
             shards: Some(vec![fw.transfer.shard]),
+            install: None, // single-node shard installs only
         };
         out.push((fw.transfer.clone(), fw.outbox.apply(part, meta)));
     }
