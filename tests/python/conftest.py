@@ -62,7 +62,7 @@ class SextantServer:
                 "QDRANT__SERVICE__GRPC_PORT": str(self.grpc_port),
                 "QDRANT__STORAGE__STORAGE_PATH": str(self.storage),
                 "QDRANT__STORAGE__SNAPSHOTS_PATH": str(self.snapshots),
-                "QDRANT__LOG_LEVEL": "WARN",
+                "QDRANT__LOG_LEVEL": os.environ.get("SEXTANT_TEST_LOG", "WARN"),
             }
         )
         return env
