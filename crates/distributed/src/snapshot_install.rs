@@ -8,8 +8,10 @@
 //!    `force`) and present in the snapshot are adopted through consensus
 //!    (`ClusterOp::AdoptShards`): this peer becomes their Active replica;
 //! 2. every shard this peer then holds and the snapshot covers is replaced by the
-//!    snapshot's points, through this peer's own apply path (so writes being forwarded
-//!    to a replica in transfer stay ordered), logged as a reset of the shard (`fill`);
+//!    snapshot's points, all or nothing (`collection::snapshot::install_shard`: a failure
+//!    or a crash midway leaves the replica as it was), logged as a reset of the shard
+//!    (`fill`). The install is not forwarded to a replica this peer is filling meanwhile:
+//!    that transfer's digests then differ at its end, and it is retried;
 //! 3. `priority`: `snapshot` marks the other replicas of those shards Dead, so they
 //!    recover from this one; `replica` marks this peer's copies Dead where another Active
 //!    replica exists, so they recover from it; `no_sync` leaves the replicas as they are.
@@ -21,11 +23,9 @@
 
 use crate::coordinator::{self as dist};
 use crate::error::DistError;
-use crate::peer::ApplyRequest;
 use crate::Ctx;
 use cluster::state::ClusterOp;
 use collection::collection::Collection;
-use collection::operations::{OpMeta, UpdateOp};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,22 +167,14 @@ pub async fn install(
     let mine: Vec<u32> = (0..n)
         .filter(|s| p.shards[*s as usize].contains(&me) && covers(*s))
         .collect();
-    let local = dist::peer(ctx, me)?;
     for &s in &mine {
-        let fill = OpMeta {
-            fill: Some(s),
-            ..Default::default()
-        };
-        let apply = |op: UpdateOp| ApplyRequest {
-            collection: name.to_string(),
-            applied: dist::applied_index(ctx),
-            op,
-            wait: true,
-            meta: fill.clone(),
-        };
-        for op in collection::snapshot::shard_install_ops(&snap, n, s) {
-            local.apply(apply(op)).await?;
-        }
+        // all or nothing, as on a single node (`collection::snapshot::install_shard`)
+        ctx.repl.anti_entropy.touched(name);
+        let (storage, n2, snap2) = (ctx.storage.clone(), name.to_string(), snap.clone());
+        tokio::task::spawn_blocking(move || {
+            collection::snapshot::install_shard(&storage, &n2, &snap2, s)
+        })
+        .await??;
     }
     let resync: Vec<(u32, u64)> = match priority {
         Priority::NoSync => vec![],

@@ -150,4 +150,44 @@ fn a_shard_snapshot_restores_one_shard_on_its_replicas() {
     for i in 0..3 {
         assert_eq!(c.count(i, "s"), before[1].count, "count through peer {i}");
     }
+
+    // a shard snapshot whose vectors do not fit (4-d into 1536-d) fails midway, after the
+    // shard's delete: all or nothing, the replica keeps its points (it used to be emptied)
+    c.create("narrow", 4, "Cosine", 3, 2);
+    let body = c.points(0, 30, 4, 64);
+    c.ok(
+        0,
+        Method::PUT,
+        "/collections/narrow/points?wait=true",
+        Some(&body),
+    );
+    let narrow = c.meta(0, "narrow");
+    let from = (0..3)
+        .find(|&i| narrow.shards[1].contains(&c.id(i)))
+        .unwrap();
+    let snap = c.ok(
+        from,
+        Method::POST,
+        "/collections/narrow/shards/1/snapshots?wait=true",
+        None,
+    );
+    let name = snap["name"].as_str().unwrap();
+    let src = c.slots[from]
+        .dir
+        .join("snapshots/narrow/shards/1")
+        .join(name);
+    let misfit = dir.join("misfit.snapshot");
+    std::fs::copy(&src, &misfit).unwrap();
+    let (status, v) = c.call(
+        holder,
+        Method::PUT,
+        "/collections/s/shards/1/snapshots/recover",
+        Some(&json!({"location": format!("file://{}", misfit.display()), "priority": "no_sync"})),
+    );
+    assert!(!status.is_success(), "a snapshot that does not fit: {v}");
+    let kept = c.converged("s", Duration::from_secs(60));
+    assert_eq!(kept[1], before[1], "the replica keeps its shard");
+    for i in 0..3 {
+        assert_eq!(c.count(i, "s"), before[1].count, "count through peer {i}");
+    }
 }
