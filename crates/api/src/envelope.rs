@@ -187,3 +187,11 @@ pub fn parse_query<T: DeserializeOwned + Default>(raw: Option<String>) -> Result
             .map_err(|e| ApiError::bad_request(format!("Query string error: {e}"))),
     }
 }
+
+/// Blocking work (disk, CPU-heavy) off the async workers ([`distributed::blocking`] with
+/// the API's error type, so closures can use `?` on any error that becomes one).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    distributed::blocking(f).await
+}

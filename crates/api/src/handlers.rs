@@ -152,11 +152,7 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await?
-}
+use crate::envelope::blocking;
 
 fn coll(st: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
     Ok(st.storage.get(name)?)

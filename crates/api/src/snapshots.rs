@@ -136,11 +136,7 @@ fn shard_to_replace(
         .transpose()
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await?
-}
+use crate::envelope::blocking;
 
 /// `wait=false`: the work goes on in a task of its own and the answer is 202.
 fn accepted(t: Instant) -> Response {

@@ -54,7 +54,7 @@ pub fn service(ctx: &Ctx) -> Arc<dyn CollectionsService> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, collection::CollectionError> + Send + 'static,
 ) -> Result<T, DistError> {
-    Ok(tokio::task::spawn_blocking(f).await??)
+    crate::blocking(move || f().map_err(DistError::from)).await
 }
 
 /// A single node: changes go to this node's `Storage`.

@@ -111,3 +111,13 @@ impl Ctx {
         replication::spawn_supervisor(self.clone());
     }
 }
+
+/// Run blocking work (disk, CPU-heavy) on tokio's blocking pool, off the async workers;
+/// a panic in it becomes the caller's error.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<tokio::task::JoinError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}

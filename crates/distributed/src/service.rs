@@ -37,10 +37,11 @@ async fn wait_applied(ctx: &Ctx, applied: u64) -> Result<(), DistError> {
     Ok(())
 }
 
+/// [`crate::blocking`] with this module's error type (closures here use `?` on several).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DistError> + Send + 'static,
 ) -> Result<T, DistError> {
-    tokio::task::spawn_blocking(f).await?
+    crate::blocking(f).await
 }
 
 impl LocalService {

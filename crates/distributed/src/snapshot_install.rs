@@ -171,10 +171,12 @@ pub async fn install(
         // all or nothing, as on a single node (`collection::snapshot::install_shard`)
         ctx.repl.anti_entropy.touched(name);
         let (storage, n2, snap2) = (ctx.storage.clone(), name.to_string(), snap.clone());
-        tokio::task::spawn_blocking(move || {
-            collection::snapshot::install_shard(&storage, &n2, &snap2, s)
+        crate::blocking(move || {
+            Ok::<_, DistError>(collection::snapshot::install_shard(
+                &storage, &n2, &snap2, s,
+            )?)
         })
-        .await??;
+        .await?;
     }
     let resync: Vec<(u32, u64)> = match priority {
         Priority::NoSync => vec![],
