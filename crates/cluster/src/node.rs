@@ -96,20 +96,18 @@ fn random_peer_id() -> u64 {
     rand::random::<u64>() % (1u64 << 53) + 1
 }
 
+/// This peer's id, from `dir/peer_id` (checksummed JSON, `collection::write_json`; a file
+/// of an earlier version holds the bare number and is read as it is), or a new random one
+/// written there. A file that fails its checksum stops the start: a peer that came back
+/// under another id would be a stranger to the cluster holding its replicas.
 fn load_or_create_id(dir: &std::path::Path) -> CResult<u64> {
     let p = dir.join("peer_id");
-    if let Ok(s) = std::fs::read_to_string(&p) {
-        return s
-            .trim()
-            .parse()
-            .map_err(|e| ClusterError::Config(format!("bad {}: {e}", p.display())));
+    if p.exists() {
+        return collection::read_json::<u64>(&p)
+            .map_err(|e| ClusterError::Config(format!("bad peer id file: {e}")));
     }
     let id = random_peer_id();
-    let tmp = dir.join("peer_id.tmp");
-    std::fs::write(&tmp, id.to_string())
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, &p))
-        .map_err(|e| ClusterError::Internal(e.to_string()))?;
+    collection::write_json(&p, &id).map_err(|e| ClusterError::Internal(e.to_string()))?;
     Ok(id)
 }
 
@@ -881,5 +879,31 @@ impl P2p for Service {
             peers,
             first_peer_id: node.id,
         }))
+    }
+}
+
+#[cfg(test)]
+mod peer_id_tests {
+    use super::load_or_create_id;
+
+    #[test]
+    fn the_peer_id_survives_restarts_and_a_damaged_file_stops_the_start() {
+        let d = tempfile::tempdir().unwrap();
+        let id = load_or_create_id(d.path()).unwrap();
+        assert_eq!(load_or_create_id(d.path()).unwrap(), id);
+        let file = d.path().join("peer_id");
+        // one digit changed: still a number, no longer this peer's
+        let text = std::fs::read_to_string(&file).unwrap();
+        let digit = id.to_string().chars().last().unwrap();
+        let other = if digit == '1' { '2' } else { '1' };
+        let at = text.rfind(&id.to_string()).unwrap() + id.to_string().len() - 1;
+        let mut damaged = text.clone();
+        damaged.replace_range(at..at + 1, &other.to_string());
+        std::fs::write(&file, damaged).unwrap();
+        let e = load_or_create_id(d.path()).unwrap_err().to_string();
+        assert!(e.contains("checksum"), "{e}");
+        // a file of an earlier version: the bare number
+        std::fs::write(&file, "12345").unwrap();
+        assert_eq!(load_or_create_id(d.path()).unwrap(), 12345);
     }
 }
