@@ -320,6 +320,17 @@ impl Collection {
         })
     }
 
+    /// This collection's directory was renamed to `dir` before anyone else saw the
+    /// instance (a recovered snapshot opened in its staging directory, then moved into
+    /// place): later checkpoints, WAL segments and vector files go there.
+    pub fn relocate(&mut self, dir: &Path) {
+        self.dir = dir.to_path_buf();
+        self.wal.get_mut().relocate(&dir.join("wal"));
+        self.store
+            .get_mut()
+            .set_vector_dir(Some(dir.join("vectors")));
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

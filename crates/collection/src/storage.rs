@@ -255,17 +255,18 @@ impl Storage {
     /// Install the collection directory `staging` (an unpacked snapshot, see
     /// `crate::snapshot::unpack`) as collection `name`, replacing the current one if any.
     /// The staging copy is opened first (verifying its checksums): a snapshot that does not
-    /// open changes nothing. Crash analysis: until the old directory is renamed aside,
+    /// open changes nothing. That instance, relocated, is the one installed: the copy is
+    /// loaded once. Crash analysis: until the old directory is renamed aside,
     /// nothing changed (the staging directory is removed at the next start); between the
     /// two renames the next start moves the old copy back; after the second rename the new
     /// copy is the collection.
     pub fn restore_collection(&self, name: &str, staging: &Path) -> CResult<()> {
         validate_name(name)?;
         // a copy that does not open is a bad snapshot, not a failure of this node
-        drop(Collection::open(staging, name).map_err(|e| match e {
+        let mut staged = Collection::open(staging, name).map_err(|e| match e {
             CollectionError::Service(m) => CollectionError::BadInput(format!("Bad snapshot: {m}")),
             other => other,
-        })?);
+        })?;
         let _g = self.meta_lock.lock();
         if self.aliases.read().contains_key(name) {
             return Err(CollectionError::BadInput(format!(
@@ -294,7 +295,10 @@ impl Storage {
         let installed = fs::rename(staging, &dir)
             .map_err(CollectionError::from)
             .and_then(|()| Ok(sync_dir(&cdir)?))
-            .and_then(|()| Collection::open(&dir, name));
+            .map(|()| {
+                staged.relocate(&dir);
+                staged
+            });
         match installed {
             Ok(c) => {
                 self.collections
@@ -637,6 +641,34 @@ mod tests {
             expected,
             "after the crash, as before the install"
         );
+    }
+
+    /// A restored collection is the instance opened to verify the snapshot, moved with its
+    /// directory: its writes, checkpoints and a reopen all find the collection's place.
+    #[test]
+    fn a_restored_collection_lives_in_its_own_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Storage::open(root.path(), CollectionDefaults::default()).unwrap();
+        s.create_collection("c", req()).unwrap();
+        s.get("c")
+            .unwrap()
+            .update(upsert_dim(0..10, 2), true)
+            .unwrap();
+        let snaps = root.path().join("snaps");
+        crate::snapshot::create(&s.get("c").unwrap(), &snaps, "c.snapshot", None).unwrap();
+        let staging = s.staging_dir("c");
+        crate::snapshot::unpack(&snaps.join("c.snapshot"), &staging).unwrap();
+        s.restore_collection("c", &staging).unwrap();
+        assert!(!staging.exists());
+        let c = s.get("c").unwrap();
+        c.update(upsert_dim(10..15, 2), true).unwrap();
+        c.checkpoint().unwrap();
+        c.update(upsert_dim(15..20, 2), true).unwrap();
+        assert!(!staging.exists(), "nothing is written at the staging path");
+        s.halt();
+        drop((c, s));
+        let s = Storage::open(root.path(), CollectionDefaults::default()).unwrap();
+        assert_eq!(s.get("c").unwrap().read().len(), 20);
     }
 
     #[test]

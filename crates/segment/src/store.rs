@@ -622,6 +622,12 @@ impl PointStore {
     }
 
     /// A store whose `on_disk` vectors live in (unlinked) files under `dir`.
+    /// Where later on-disk vector files are created (the collection's directory moved;
+    /// files already open are unlinked and unaffected).
+    pub fn set_vector_dir(&mut self, dir: Option<std::path::PathBuf>) {
+        self.vector_dir = dir;
+    }
+
     pub fn with_vector_dir(schema: VectorSchema, dir: Option<std::path::PathBuf>) -> Self {
         let dense = schema
             .dense

@@ -392,6 +392,15 @@ impl Wal {
         Ok(out)
     }
 
+    /// The log's directory was moved (with the directory holding it): later segments and
+    /// reads use `dir`. Open files stay valid across a rename.
+    pub fn relocate(&mut self, dir: &Path) {
+        self.dir = dir.to_path_buf();
+        for s in &mut self.segments {
+            s.path = seg_path(dir, s.first_seq);
+        }
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
