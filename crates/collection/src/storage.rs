@@ -330,16 +330,18 @@ impl Storage {
         };
         old.retire();
         drop(old);
-        match Collection::open(&self.collection_dir(name), name) {
-            Ok(c) => {
-                self.collections
-                    .write()
-                    .insert(name.to_string(), Arc::new(c));
-            }
-            Err(e) => {
-                tracing::error!(collection = name, error = %e, "collection cannot be reopened after a failed install: restart the node")
-            }
+        if let Err(e) = self.open_in_place(name, &self.collection_dir(name)) {
+            tracing::error!(collection = name, error = %e, "collection cannot be reopened after a failed install: restart the node");
         }
+    }
+
+    /// Open collection `name` from `dir` and serve it.
+    fn open_in_place(&self, name: &str, dir: &Path) -> CResult<()> {
+        let c = Collection::open(dir, name)?;
+        self.collections
+            .write()
+            .insert(name.to_string(), Arc::new(c));
+        Ok(())
     }
 
     /// Serve the previous copy of `name` again after a failed restore: moved back from
@@ -351,11 +353,7 @@ impl Storage {
             }
             let _ = sync_dir(cdir);
         }
-        if let Ok(c) = Collection::open(dir, name) {
-            self.collections
-                .write()
-                .insert(name.to_string(), Arc::new(c));
-        }
+        let _ = self.open_in_place(name, dir);
     }
 
     fn save_aliases(&self, aliases: &BTreeMap<String, String>) -> CResult<()> {
@@ -505,21 +503,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let s = Storage::open(root.path(), CollectionDefaults::default()).unwrap();
         s.create_collection("c", req()).unwrap();
-        let upsert = |ids: std::ops::Range<u64>| crate::operations::UpdateOp::Upsert {
-            points: ids
-                .map(|i| crate::operations::PointInsert {
-                    id: segment::PointId::Num(i),
-                    vectors: [(
-                        "".into(),
-                        crate::operations::StoredVector::Dense(vec![i as f32, 1.0]),
-                    )]
-                    .into(),
-                    payload: None,
-                })
-                .collect(),
-            update_filter: None,
-            mode: crate::operations::UpdateMode::Upsert,
-        };
+        let upsert = |ids| upsert_dim(ids, 2);
         s.get("c").unwrap().update(upsert(0..10), true).unwrap();
         // a snapshot of 10 points, unpacked: what a recovery installs
         let snaps = root.path().join("snaps");

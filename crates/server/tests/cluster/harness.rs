@@ -380,6 +380,19 @@ impl Cluster {
         Ok(out)
     }
 
+    /// Upsert [`Self::points`] (ids `0..n`) into `name` through peer 0 with `wait=true`;
+    /// returns the request body.
+    pub fn fill(&mut self, name: &str, n: usize, dim: usize, payload_bytes: usize) -> Value {
+        let body = self.points(0, n, dim, payload_bytes);
+        self.ok(
+            0,
+            Method::PUT,
+            &format!("/collections/{name}/points?wait=true"),
+            Some(&body),
+        );
+        body
+    }
+
     /// `n` points with `dim`-dimensional vectors and payloads of about `payload_bytes`,
     /// ids from `first`.
     pub fn points(&mut self, first: u64, n: usize, dim: usize, payload_bytes: usize) -> Value {

@@ -14,13 +14,7 @@ use std::time::Duration;
 fn a_snapshot_recreates_a_deleted_collection() {
     let mut c = Cluster::start(3);
     c.create("c", 1536, "Cosine", 3, 3);
-    let body = c.points(0, 90, 1536, 2048);
-    c.ok(
-        0,
-        Method::PUT,
-        "/collections/c/points?wait=true",
-        Some(&body),
-    );
+    let body = c.fill("c", 90, 1536, 2048);
     c.converged("c", Duration::from_secs(30));
     let query = json!({"vector": body["points"][7]["vector"], "limit": 5});
     let before = c.ok(
@@ -84,13 +78,7 @@ fn a_snapshot_recreates_a_deleted_collection() {
 fn a_shard_snapshot_restores_one_shard_on_its_replicas() {
     let mut c = Cluster::start(3);
     c.create("s", 1536, "Cosine", 3, 2);
-    let body = c.points(0, 90, 1536, 2048);
-    c.ok(
-        0,
-        Method::PUT,
-        "/collections/s/points?wait=true",
-        Some(&body),
-    );
+    c.fill("s", 90, 1536, 2048);
     let before = c.converged("s", Duration::from_secs(30));
     let meta = c.meta(0, "s");
     let holds = |i: usize| meta.shards[1].contains(&c.id(i));
@@ -154,13 +142,7 @@ fn a_shard_snapshot_restores_one_shard_on_its_replicas() {
     // a shard snapshot whose vectors do not fit (4-d into 1536-d) fails midway, after the
     // shard's delete: all or nothing, the replica keeps its points (it used to be emptied)
     c.create("narrow", 4, "Cosine", 3, 2);
-    let body = c.points(0, 30, 4, 64);
-    c.ok(
-        0,
-        Method::PUT,
-        "/collections/narrow/points?wait=true",
-        Some(&body),
-    );
+    c.fill("narrow", 30, 4, 64);
     let narrow = c.meta(0, "narrow");
     let from = (0..3)
         .find(|&i| narrow.shards[1].contains(&c.id(i)))
