@@ -13,8 +13,10 @@ same collection on both (--dim, 3 shards, replication_factor 2, indexing off: on
 stored points matter), uploads --points seeded points to each, then leaves both idle and
 samples the CPU time (/proc/<pid>/stat) of every peer over --seconds. Reported: the CPU of
 each cluster per second of wall time (in % of one core), the difference between them (the
-cost of anti-entropy), the comparisons counted, and the one-off cost of the first round
-(digests computed after the upload) measured separately over its own window.
+cost of anti-entropy), the comparisons counted, the one-off cost of the first round
+(digests computed after the upload) measured separately over its own window, and the cost
+of the round after a 10-point write (only the digest buckets of those points are hashed
+again).
 """
 
 from __future__ import annotations
@@ -64,6 +66,29 @@ def comparisons(peers, name: str) -> int:
                for p in peers)
 
 
+WRITE_POINTS = 10
+
+
+def small_write_round(on_peers, off_peers, dim: int, interval: int) -> dict:
+    """Upsert WRITE_POINTS existing ids with new vectors into both clusters, then measure
+    the CPU (with minus without anti-entropy) until every shard was compared again."""
+    rng = random.Random(99)
+    pts = [{"id": 1 + rng.randrange(1000), "vector": [rng.random() for _ in range(dim)],
+            "payload": {"n": -1}} for _ in range(WRITE_POINTS)]
+    for peers in (off_peers, on_peers):
+        r = peers[0].request("PUT", "/collections/ae/points?wait=true", json={"points": pts}, timeout=60)
+        assert r.status_code == 200, r.text
+    n0 = comparisons(on_peers, "ae")
+    c0, o0, w0 = cluster_cpu(on_peers), cluster_cpu(off_peers), time.monotonic()
+    # the shards pause for 2 s after a write, then the next round compares all 3
+    deadline = time.monotonic() + max(60.0, 4 * interval)
+    while comparisons(on_peers, "ae") < n0 + 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return {"seconds": round(time.monotonic() - w0, 2),
+            "cpu_s": round((cluster_cpu(on_peers) - c0) - (cluster_cpu(off_peers) - o0), 2),
+            "comparisons": comparisons(on_peers, "ae") - n0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--points", type=int, default=1_000_000)
@@ -104,6 +129,10 @@ def main() -> None:
         wall = time.monotonic() - w0
         c1, o1 = cluster_cpu(on_peers), cluster_cpu(off_peers)
         n1 = comparisons(on_peers, "ae")
+        # one small write to each cluster, then the next round: only the digest buckets
+        # of the written points are hashed again (a full digest is the first round's cost)
+        after_write = small_write_round(on_peers, off_peers, a.dim, a.interval)
+        print(f"round after a {WRITE_POINTS}-point write: {after_write}", flush=True)
         res = {
             "points": a.points, "dim": a.dim, "interval_sec": a.interval, "window_s": round(wall, 1),
             "cpu_pct_of_a_core_on": round(100 * (c1 - c0) / wall, 2),
@@ -111,6 +140,7 @@ def main() -> None:
             "anti_entropy_pct_of_a_core": round(100 * ((c1 - c0) - (o1 - o0)) / wall, 2),
             "comparisons_in_window": n1 - n0,
             "first_round": {k: round(v, 2) if isinstance(v, float) else v for k, v in first_round.items()},
+            "round_after_a_small_write": after_write,
             "mismatches": sum(p.get("/collections/ae/cluster").json()["result"]["anti_entropy"]["mismatches"]
                               for p in on_peers),
         }

@@ -423,11 +423,108 @@ def test_corrupted_replica_is_quarantined_and_rebuilt(tmp_path):
         c.cleanup()
 
 
+def ae_stats(peers, name: str) -> dict:
+    """The anti-entropy counters of every peer, summed."""
+    out: dict = {}
+    for p in peers:
+        for k, v in p.get(f"/collections/{name}/cluster").json()["result"]["anti_entropy"].items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def test_anti_entropy_merges_replicas_that_each_lack_writes(tmp_path, monkeypatch):
+    """Anti-entropy (issue #15): when each replica of a shard lacks client writes the other
+    acknowledged, neither copy is complete and a resync either way would drop writes. The
+    difference is narrowed to the differing points, and each point is taken from the replica
+    holding the write the other lacks: both replicas end up with every write.
+
+    Peer 1001's link to 1003 and peer 1002's link to 1001 each lose 30% of the writes they
+    coordinate while reporting them applied, so the replicas on 1001 and 1003 each miss
+    writes the other has. New points and new versions of existing points, 1536-d vectors
+    and 2 KB payloads."""
+    dim = 1536
+    monkeypatch.setenv("QDRANT__CLUSTER__ANTI_ENTROPY__INTERVAL_SEC", "3")
+    ids = [1001, 1002, 1003]
+    faults = {0: "apply:lose:0.3@1003", 1: "apply:lose:0.3@1001"}
+    c = Cluster(tmp_path)
+    try:
+        peers = []
+        for i in range(3):
+            p = c.new_peer()
+            (p.storage / "raft").mkdir(parents=True, exist_ok=True)
+            (p.storage / "raft" / "peer_id").write_text(str(ids[i]))
+            if i in faults:
+                monkeypatch.setenv("SEXTANT_PEER_FAULTS", faults[i])
+                monkeypatch.setenv("SEXTANT_PEER_FAULTS_SEED", str(11 + i))
+            args = ["--uri", p.p2p_uri] if i == 0 else ["--bootstrap", peers[0].p2p_uri, "--uri", p.p2p_uri]
+            p.spawn(args)
+            p.wait_ready()
+            monkeypatch.delenv("SEXTANT_PEER_FAULTS", raising=False)
+            peers.append(p)
+        c.wait_converged(60)
+        a, b = peers[0], peers[1]
+        r = a.request("PUT", "/collections/m", json={
+            "vectors": {"size": dim, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 2})
+        assert r.status_code == 200, r.text
+        rng = random.Random(21)
+        n = 0
+        written = {0: [], 1: []}
+        for rnd in range(10):
+            for k, via in enumerate((a, b)):
+                pts = [{"id": n + j + 1, "vector": [rng.random() - 0.5 for _ in range(dim)],
+                        "payload": {"via": k, "round": rnd, "blob": "m" * 2048}} for j in range(15)]
+                r = via.request("PUT", "/collections/m/points?wait=true", json={"points": pts})
+                assert r.status_code == 200, r.text
+                written[k] += [p["id"] for p in pts]
+                n += 15
+                # new versions of points this peer wrote before (never of the other's:
+                # those would be writes of one point that each replica may lack)
+                again = [{"id": i, "vector": [rng.random() - 0.5 for _ in range(dim)],
+                          "payload": {"via": k, "updated": rnd, "blob": "u" * 2048}}
+                         for i in rng.sample(written[k], 5)]
+                r = via.request("PUT", "/collections/m/points?wait=true", json={"points": again})
+                assert r.status_code == 200, r.text
+        counts = local_counts(peers, "m")
+        before = ae_stats(peers, "m")
+
+        def merged():
+            cs = local_counts(peers, "m")
+            ps: dict[int, set] = {}
+            for (shard, _), (state, cnt) in cs.items():
+                if state != "Active":
+                    return False
+                ps.setdefault(shard, set()).add(cnt)
+            return len(ps) == 3 and all(len(v) == 1 for v in ps.values()) \
+                and sum(next(iter(v)) for v in ps.values()) == n and ps
+
+        started = time.monotonic()
+        final = wait_until(merged, 90, what="anti-entropy merged every replica")
+        print(f"anti-entropy: replicas merged {time.monotonic() - started:.1f} s after the writes")
+        # some shard had two replicas that each lacked points the other held
+        each_lacked = [s for s, v in final.items()
+                       if all(cnt < next(iter(v)) for (sh, _), (_, cnt) in counts.items() if sh == s)]
+        assert each_lacked, f"no shard had each replica lacking writes: before {counts}, after {final}"
+        stats = ae_stats(peers, "m")
+        assert stats["unrepairable"] == 0, stats
+        assert stats["resyncs"] == 0 and stats["points_repaired"] >= 2, (before, stats)
+        # two more rounds find every pair of replicas equal (the digests cover payloads)
+        wait_until(lambda: ae_stats(peers, "m")["comparisons"] >= stats["comparisons"] + 6, 60,
+                   what="two more comparison rounds")
+        after = ae_stats(peers, "m")
+        assert after["mismatches"] == stats["mismatches"], (stats, after)
+        for p in peers:
+            r = p.request("POST", "/collections/m/points/count", json={"exact": True})
+            assert r.json()["result"]["count"] == n
+    finally:
+        c.cleanup()
+
+
 def test_anti_entropy_repairs_lost_writes(tmp_path, monkeypatch):
     """Anti-entropy (issue #15): a transport that loses some writes yet reports them
     applied (`SEXTANT_PEER_FAULTS=apply:lose`, on the coordinator's link to one peer) leaves
-    replicas silently different; the periodic digest comparison finds them and a verified
-    resync repairs them within 60 s, with the counts in `GET /collections/{c}/cluster`."""
+    replicas silently different; the periodic digest comparison finds them, narrows the
+    difference to the lost points (digest trees) and copies exactly those within 60 s, with
+    the counts in `GET /collections/{c}/cluster`."""
     monkeypatch.setenv("QDRANT__CLUSTER__ANTI_ENTROPY__INTERVAL_SEC", "3")
     ids = [1001, 1002, 1003]
     c = Cluster(tmp_path)
@@ -468,6 +565,9 @@ def test_anti_entropy_repairs_lost_writes(tmp_path, monkeypatch):
         for (shard, _), (_, cnt) in counts.items():
             per_shard.setdefault(shard, set()).add(cnt)
         assert any(len(v) > 1 for v in per_shard.values()), f"the lost writes left no difference: {counts}"
+        # every lost write was a new point on one replica: the points the digest trees
+        # must narrow the difference down to
+        differing = sum(max(v) - min(v) for v in per_shard.values())
         started = time.monotonic()
 
         def repaired():
@@ -485,8 +585,11 @@ def test_anti_entropy_repairs_lost_writes(tmp_path, monkeypatch):
         stats = [p.get("/collections/ae/cluster").json()["result"]["anti_entropy"] for p in peers]
         assert sum(s["mismatches"] for s in stats) >= 1 and sum(s["repairs"] for s in stats) >= 1, stats
         assert sum(s["unrepairable"] for s in stats) == 0, stats
+        # narrowed to the lost points and repaired point by point, not by a shard resync
+        assert sum(s["points_repaired"] for s in stats) == differing, (differing, stats)
+        assert sum(s["resyncs"] for s in stats) == 0, stats
         metrics = a.get("/metrics").text
-        assert "anti_entropy_comparisons_total" in metrics
+        assert "anti_entropy_comparisons_total" in metrics and "anti_entropy_points_repaired_total" in metrics
         for p in peers:
             r = p.request("POST", "/collections/ae/points/count", json={"exact": True})
             assert r.json()["result"]["count"] == n

@@ -277,8 +277,10 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
                 for (name, help) in [
                     ("comparisons", "replica digest comparisons this peer led"),
                     ("mismatches", "confirmed replica differences found"),
-                    ("repairs", "resyncs started to repair a difference"),
+                    ("repairs", "differences repaired (points copied or a shard resynced)"),
                     ("unrepairable", "differences where each replica lacks writes of the other"),
+                    ("points_repaired", "points copied or deleted by point-level repairs"),
+                    ("resyncs", "repairs done by resyncing a whole shard"),
                 ] {
                     out.push_str(&format!(
                         "# HELP {p}anti_entropy_{name}_total {help}\n# TYPE {p}anti_entropy_{name}_total counter\n"
@@ -288,7 +290,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
                             "comparisons" => n.comparisons,
                             "mismatches" => n.mismatches,
                             "repairs" => n.repairs,
-                            _ => n.unrepairable,
+                            "unrepairable" => n.unrepairable,
+                            "points_repaired" => n.points_repaired,
+                            _ => n.resyncs,
                         };
                         out.push_str(&format!(
                             "{p}anti_entropy_{name}_total{{collection=\"{}\"}} {v}\n",

@@ -76,6 +76,8 @@ pub trait DataService: Send + Sync + 'static {
     fn ordered(&self, r: proto::ApplyRequest) -> DataFuture<proto::ApplyReply>;
     fn op_ids(&self, r: proto::ShardRequest) -> DataFuture<proto::OpIdsReply>;
     fn digest(&self, r: proto::ShardRequest) -> DataFuture<proto::DigestReply>;
+    fn digest_tree(&self, r: proto::DigestTreeRequest) -> DataFuture<proto::DigestTreeReply>;
+    fn touched(&self, r: proto::TouchedRequest) -> DataFuture<proto::TouchedReply>;
     fn read(&self, r: proto::ReadRequest) -> DataFuture<proto::ReadReply>;
     fn status(&self) -> DataFuture<proto::StatusReply>;
 }
@@ -692,6 +694,24 @@ impl P2p for Service {
     ) -> Result<tonic::Response<proto::DigestReply>, tonic::Status> {
         let d = self.node.data()?;
         d.digest(req.into_inner()).await.map(tonic::Response::new)
+    }
+
+    async fn digest_tree(
+        &self,
+        req: tonic::Request<proto::DigestTreeRequest>,
+    ) -> Result<tonic::Response<proto::DigestTreeReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.digest_tree(req.into_inner())
+            .await
+            .map(tonic::Response::new)
+    }
+
+    async fn touched(
+        &self,
+        req: tonic::Request<proto::TouchedRequest>,
+    ) -> Result<tonic::Response<proto::TouchedReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.touched(req.into_inner()).await.map(tonic::Response::new)
     }
 
     async fn read(

@@ -1076,6 +1076,28 @@ impl Collection {
         }
         Ok(found.then_some(out))
     }
+
+    /// The points that this log's client writes of `shard` missing from a replica whose log
+    /// holds `known` may have changed (the writes of [`Collection::ops_missing_from`]);
+    /// `None` when this log cannot tell.
+    pub fn touched_missing_from(
+        &self,
+        known: &std::collections::HashSet<u64>,
+        shard: u32,
+    ) -> CResult<Option<crate::operations::Touched>> {
+        let Some(ops) = self.ops_missing_from(known, shard)? else {
+            return Ok(None);
+        };
+        let mut out = crate::operations::Touched::default();
+        for (_, op) in ops {
+            let (ids, by_filter) = op.touched_ids();
+            out.ids.extend(ids);
+            out.by_filter |= by_filter;
+        }
+        out.ids.sort_unstable();
+        out.ids.dedup();
+        Ok(Some(out))
+    }
 }
 
 /// The shard installs whose last record is among `records` after `checkpoint_seq`.
@@ -1396,6 +1418,22 @@ mod tests {
         let missing = src.ops_missing_from(&known, 0).unwrap().unwrap();
         let got: Vec<u64> = missing.iter().map(|(m, _)| m.id.unwrap()).collect();
         assert_eq!(got, (1020..1030).collect::<Vec<_>>());
+        // the points those writes changed (anti-entropy's per-point decision)
+        let touched = src.touched_missing_from(&known, 0).unwrap().unwrap();
+        assert_eq!(touched.ids, (20..30).map(PointId::Num).collect::<Vec<_>>());
+        assert!(!touched.by_filter);
+        assert!(
+            touched.may_have_changed(PointId::Num(25))
+                && !touched.may_have_changed(PointId::Num(5))
+        );
+        src.update_logged(
+            UpdateOp::ClearPayload(crate::operations::Selector::Filter(serde_json::json!({}))),
+            false,
+            id(31),
+        )
+        .unwrap();
+        let touched = src.touched_missing_from(&known, 0).unwrap().unwrap();
+        assert!(touched.by_filter && touched.may_have_changed(PointId::Num(5)));
         // a reset of shard 0 on the replica voids its earlier history for that shard only
         let reset = OpMeta {
             fill: Some(0),

@@ -132,6 +132,21 @@ pub struct OpMeta {
     pub install: Option<InstallPart>,
 }
 
+/// The points that client writes one replica logged and another lacks may have changed
+/// (`Collection::touched_missing_from`): the ids they list, and whether any of them selected
+/// points by a filter (then it may have changed any point).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Touched {
+    pub ids: Vec<PointId>,
+    pub by_filter: bool,
+}
+
+impl Touched {
+    pub fn may_have_changed(&self, id: PointId) -> bool {
+        self.by_filter || self.ids.binary_search(&id).is_ok()
+    }
+}
+
 /// One record of an all-or-nothing shard install: the install's id, and whether this is
 /// its last record (the one that commits it). At start-up, the records of an install
 /// whose last record is not in the log are skipped.
@@ -510,6 +525,19 @@ impl UpdateOp {
             return (0..shard_number).collect();
         }
         seen.into_inner().into_iter().collect()
+    }
+
+    /// The point ids this operation lists, and whether it also selects points by a filter
+    /// (which may touch any point).
+    pub fn touched_ids(&self) -> (Vec<PointId>, bool) {
+        let seen = std::cell::RefCell::new(Vec::new());
+        let record = |id: PointId| {
+            seen.borrow_mut().push(id);
+            false
+        };
+        // with every id rejected, only filter selectors can survive
+        let by_filter = self.retain_with(&record, None).is_some();
+        (seen.into_inner(), by_filter)
     }
 
     /// Delete every point of `shards` (of `shard_number`): drops a replica's local copy.

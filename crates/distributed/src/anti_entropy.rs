@@ -5,20 +5,35 @@
 //! - Who compares: the shard's first Active replica in placement order, with each other
 //!   Active replica, every `cluster.anti_entropy.interval_sec`, when the shard's collection
 //!   took no write here for `IDLE` (so writes in flight are not mistaken for divergence).
-//! - Cost: a digest is cached per shard until the collection's next write, so comparing an
-//!   idle shard is one digest request per replica (no scan on either side).
-//! - Which side is stale: the client-write ids each replica logged for the shard. The side
-//!   lacking none of the other's writes is the source; a replica lacking some is resynced
-//!   from it. When each side has writes the other lacks, no copy holds every acknowledged
-//!   write: that is counted as unrepairable and logged (a resync either way would drop
-//!   acknowledged writes). When neither lacks a logged write (e.g. concurrent writes to one
-//!   point applied in different orders), the other replica is resynced from the first.
+//! - Cost: a shard's digest tree (`segment::digest`) is cached until the collection's next
+//!   write, so comparing an idle shard is one digest request per replica (no scan on either
+//!   side). After a write, only the buckets whose points changed are hashed again.
+//! - Narrowing: unequal roots are narrowed to the buckets that differ (one request for the
+//!   other side's 256 bucket digests), and those to the points that differ (one request
+//!   for their point hashes).
+//! - Which copy is newer, point by point: each replica's log says which client writes it
+//!   holds that the other lacks, and which points those writes may have changed (the ids
+//!   they list; any point for a write that selected by filter). A copy changed by a write
+//!   the other replica lacks wins ([`winner`]). When each copy may hold such a write, no
+//!   copy holds every acknowledged write of that point: it is counted as unrepairable and
+//!   logged. When neither does (writes applied in different orders, or damage), the first
+//!   replica's copy wins.
+//! - Repair: up to `REPAIR_POINTS` differing points per direction are copied from the
+//!   winning copy to the other replica (deleted there when the winner lacks them), logged
+//!   in batches that are not client writes; the next round verifies the digests again. A
+//!   larger one-way difference is repaired by a verified resync of the shard (a `Recovery`
+//!   transfer, WAL delta first).
 
 use crate::coordinator::{self, placement_of};
+use crate::peer::{TouchedRequest, TreeAnswer, TreeLevel, TreeRequest};
 use crate::Ctx;
 use cluster::state::ReplicaState;
+use collection::operations::{
+    LoggedOp, OpMeta, PointInsert, Selector, Touched, UpdateMode, UpdateOp,
+};
 use parking_lot::Mutex;
-use segment::digest::Digest;
+use segment::digest::{Digest, Tree};
+use segment::types::PointId;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +43,8 @@ use std::time::{Duration, Instant};
 const IDLE: Duration = Duration::from_secs(2);
 /// A difference is confirmed by a second comparison this much later.
 const CONFIRM_AFTER: Duration = Duration::from_secs(1);
+/// Differing points repaired one by one at most; a larger difference resyncs the shard.
+pub const REPAIR_POINTS: usize = 10_000;
 
 /// Per-collection counters (`GET /collections/{c}/cluster`, `/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -36,6 +53,10 @@ pub struct Counters {
     pub mismatches: u64,
     pub repairs: u64,
     pub unrepairable: u64,
+    /// Points copied (or deleted) to repair a difference, by the point-level repair.
+    pub points_repaired: u64,
+    /// Repairs done by resyncing a whole shard (the difference was too large).
+    pub resyncs: u64,
 }
 
 #[derive(Default)]
@@ -47,14 +68,15 @@ pub struct AntiEntropy {
     digests: Mutex<HashMap<(String, u32), CachedDigest>>,
 }
 
-/// A shard's digest and what it was computed from.
-#[derive(Clone, Copy)]
+/// A shard's digest tree and what it was computed from.
+#[derive(Clone)]
 struct CachedDigest {
-    /// `Collection::content_version` when computed: any write, or a re-created
-    /// collection, makes the entry stale.
+    /// `Collection::content_version` when computed: any write makes the entry stale (and
+    /// its buckets the start of the next computation); a re-created or reloaded collection
+    /// (another instance) makes it useless.
     version: collection::ContentVersion,
     shard_number: u32,
-    digest: Digest,
+    tree: Arc<Tree>,
 }
 
 impl AntiEntropy {
@@ -100,16 +122,64 @@ pub async fn local_digest(
     shard: u32,
     shard_number: u32,
 ) -> Result<Digest, crate::DistError> {
+    Ok(tree(ctx, collection, shard, shard_number).await?.root())
+}
+
+/// A lower level of this peer's digest tree of `shard` (what another replica narrows a
+/// difference with).
+pub async fn local_tree(
+    ctx: &Ctx,
+    collection: &str,
+    shard: u32,
+    shard_number: u32,
+    level: TreeLevel,
+) -> Result<TreeAnswer, crate::DistError> {
+    match level {
+        TreeLevel::Buckets => Ok(TreeAnswer::Buckets(
+            tree(ctx, collection, shard, shard_number)
+                .await?
+                .buckets()
+                .to_vec(),
+        )),
+        TreeLevel::Leaves(buckets) => {
+            let c = ctx.storage.get(collection)?;
+            let leaves = tokio::task::spawn_blocking(move || {
+                segment::digest::point_hashes(&c.read(), shard_number, shard, &buckets)
+            })
+            .await?;
+            Ok(TreeAnswer::Leaves(leaves))
+        }
+    }
+}
+
+/// This peer's digest tree of `shard`: cached until the collection's next write, then
+/// refreshed from the cached one (only changed buckets are hashed again).
+async fn tree(
+    ctx: &Ctx,
+    collection: &str,
+    shard: u32,
+    shard_number: u32,
+) -> Result<Arc<Tree>, crate::DistError> {
     let c = ctx.storage.get(collection)?;
     let version = c.content_version();
     let key = (collection.to_string(), shard);
-    if let Some(d) = ctx.repl.anti_entropy.digests.lock().get(&key) {
+    let prev = ctx.repl.anti_entropy.digests.lock().get(&key).cloned();
+    if let Some(d) = &prev {
         if (d.version, d.shard_number) == (version, shard_number) {
-            return Ok(d.digest);
+            return Ok(d.tree.clone());
         }
     }
-    let digest = tokio::task::spawn_blocking(move || {
-        segment::digest::shard_digest(&c.read(), shard_number, shard)
+    // versions are comparable within one instance of the collection only
+    let prev = prev
+        .filter(|d| d.version.0 == version.0 && d.shard_number == shard_number)
+        .map(|d| d.tree);
+    // `version` was read before the scan: a write logged meanwhile may or may not be in
+    // the tree, and its newer version makes the entry stale, so it is never missed
+    let tree = tokio::task::spawn_blocking(move || {
+        let (tree, hashed) =
+            segment::digest::shard_tree(&c.read(), shard_number, shard, prev.as_deref());
+        tracing::trace!(shard, hashed, "digest tree refreshed");
+        Arc::new(tree)
     })
     .await?;
     ctx.repl.anti_entropy.digests.lock().insert(
@@ -117,10 +187,10 @@ pub async fn local_digest(
         CachedDigest {
             version,
             shard_number,
-            digest,
+            tree: tree.clone(),
         },
     );
-    Ok(digest)
+    Ok(tree)
 }
 
 /// Start the comparisons this peer leads, at most one round per `interval`.
@@ -183,6 +253,34 @@ async fn digests(
     Ok((mine, theirs))
 }
 
+/// Which replica's copy of a differing point is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Winner {
+    /// The comparing replica's (the shard's first Active one).
+    Here,
+    There,
+    /// Each replica may hold an acknowledged write of the point that the other lacks, or a
+    /// log cannot tell: not repaired (either copy would drop a write).
+    Conflict,
+}
+
+/// Which copy of differing point `id` wins, from what the client writes each replica
+/// logged and the other lacks may have changed (`None`: that replica's log cannot tell).
+/// A copy that no write missing from the other explains loses to one that such a write
+/// explains; when neither is explained (writes applied in different orders, or damage),
+/// the first replica's copy wins.
+pub fn winner(id: PointId, here: Option<&Touched>, there: Option<&Touched>) -> Winner {
+    let (h, t) = (
+        here.map(|x| x.may_have_changed(id)),
+        there.map(|x| x.may_have_changed(id)),
+    );
+    match (h, t) {
+        (_, Some(false)) => Winner::Here,
+        (Some(false), _) => Winner::There,
+        _ => Winner::Conflict,
+    }
+}
+
 /// Compare this peer's copy of `shard` with `other`'s; repair a confirmed difference.
 async fn compare(
     ctx: &Ctx,
@@ -207,63 +305,305 @@ async fn compare(
         .clone()
         .ok_or_else(|| crate::DistError::bad_request("not in cluster mode"))?;
     let me = node.id;
+    let ids = differing_points(ctx, collection, shard, other).await?;
+    let (here, there) = missing_writes(ctx, collection, shard, other).await?;
+    let (mut to_other, mut to_me, mut conflicts) = (Vec::new(), Vec::new(), 0usize);
+    for id in ids {
+        match winner(id, here.as_ref(), there.as_ref()) {
+            Winner::Here => to_other.push(id),
+            Winner::There => to_me.push(id),
+            Winner::Conflict => conflicts += 1,
+        }
+    }
+    tracing::warn!(
+        collection,
+        shard,
+        peer = other,
+        here = %format!("{} points {:016x}", a.count, a.sum),
+        there = %format!("{} points {:016x}", b.count, b.sum),
+        copy_there = to_other.len(),
+        copy_here = to_me.len(),
+        conflicts,
+        "anti-entropy: replicas differ: repairing"
+    );
+    if conflicts > 0 {
+        ae.count(collection, |c| c.unrepairable += 1);
+        tracing::error!(
+            collection,
+            shard,
+            peer = other,
+            conflicts,
+            "anti-entropy: points where each replica may hold a client write the other lacks (or a log cannot tell); not repaired (either copy would drop an acknowledged write)"
+        );
+    }
+    if !ae.idle(collection) {
+        return Ok(()); // a write arrived meanwhile: compare again next round
+    }
+    let (mut points, mut resynced) = (0u64, false);
+    let one_way = to_other.is_empty() || to_me.is_empty();
+    for (from, to, ids) in [(me, other, to_other), (other, me, to_me)] {
+        if ids.is_empty() || !active(&node, collection, shard, to) {
+            continue;
+        }
+        if ids.len() <= REPAIR_POINTS {
+            repair_points(ctx, collection, shard, from, to, &ids).await?;
+            points += ids.len() as u64;
+        } else if one_way && conflicts == 0 {
+            // too many points to copy one by one: rebuild the stale copy from the other
+            crate::replication::propose(
+                ctx,
+                crate::replication::recovery(collection, shard, from, to),
+            )
+            .await
+            .map_err(crate::DistError::unavailable)?;
+            resynced = true;
+        } else {
+            ae.count(collection, |c| c.unrepairable += 1);
+            tracing::error!(collection, shard, from, to, points = ids.len(), "anti-entropy: too many differing points to copy one by one, and a resync would drop writes the other way; not repaired");
+        }
+    }
+    if points > 0 || resynced {
+        ae.count(collection, |c| {
+            c.repairs += 1;
+            c.points_repaired += points;
+            c.resyncs += u64::from(resynced);
+        });
+    }
+    Ok(())
+}
+
+fn active(node: &cluster::node::ClusterNode, collection: &str, shard: u32, peer: u64) -> bool {
+    node.state()
+        .state
+        .collections
+        .get(collection)
+        .is_some_and(|m| m.replica_state(shard, peer) == Some(ReplicaState::Active))
+}
+
+/// What the client writes each replica of `shard` logged and the other lacks may have
+/// changed: `(this peer's, other's)`, each `None` when that log cannot tell.
+async fn missing_writes(
+    ctx: &Ctx,
+    collection: &str,
+    shard: u32,
+    other: u64,
+) -> Result<(Option<Touched>, Option<Touched>), crate::DistError> {
     let c = ctx.storage.get(collection)?;
     let limit = collection::collection::WAL_RETAIN_OPS as usize;
-    let mine: HashSet<u64> = tokio::task::spawn_blocking(move || c.recent_op_ids(limit, shard))
+    let c2 = c.clone();
+    let mine: HashSet<u64> = tokio::task::spawn_blocking(move || c2.recent_op_ids(limit, shard))
         .await??
         .into_iter()
         .collect();
-    let theirs: HashSet<u64> = coordinator::peer(ctx, other)?
+    let peer = coordinator::peer(ctx, other)?;
+    let theirs: HashSet<u64> = peer
         .op_ids(collection.to_string(), shard)
         .await?
         .into_iter()
         .collect();
-    let (lack_mine, lack_theirs) = (
-        theirs.difference(&mine).count(),
-        mine.difference(&theirs).count(),
-    );
-    let (from, to) = match (lack_mine, lack_theirs) {
-        (0, _) => (me, other),
-        (_, 0) => (other, me),
-        _ => {
-            ae.count(collection, |c| c.unrepairable += 1);
-            tracing::error!(
-                collection,
-                shard,
-                peer = other,
-                lacking_here = lack_mine,
-                lacking_there = lack_theirs,
-                "anti-entropy: replicas differ and each lacks client writes the other has; not repaired (a resync either way would drop acknowledged writes)"
-            );
-            return Ok(());
+    let here = match mine.is_subset(&theirs) {
+        true => Some(Touched::default()),
+        false => {
+            let theirs = theirs.clone();
+            tokio::task::spawn_blocking(move || c.touched_missing_from(&theirs, shard)).await??
         }
     };
-    tracing::warn!(
+    let there = match theirs.is_subset(&mine) {
+        true => Some(Touched::default()),
+        false => {
+            peer.touched(TouchedRequest {
+                collection: collection.to_string(),
+                shard,
+                applied: coordinator::applied_index(ctx),
+                known: mine.into_iter().collect(),
+            })
+            .await?
+        }
+    };
+    Ok((here, there))
+}
+
+/// The points on which this peer's copy of `shard` and `other`'s differ: the digest trees
+/// narrowed bucket by bucket, then point by point.
+async fn differing_points(
+    ctx: &Ctx,
+    collection: &str,
+    shard: u32,
+    other: u64,
+) -> Result<Vec<PointId>, crate::DistError> {
+    use segment::digest::BUCKETS;
+    let n = shard_number(ctx, collection)?;
+    let mine = tree(ctx, collection, shard, n).await?;
+    let peer = coordinator::peer(ctx, other)?;
+    let ask = |level| TreeRequest {
+        collection: collection.to_string(),
+        shard,
+        applied: coordinator::applied_index(ctx),
+        level,
+    };
+    let theirs = match peer.digest_tree(ask(TreeLevel::Buckets)).await? {
+        TreeAnswer::Buckets(b) if b.len() == BUCKETS => b,
+        _ => {
+            return Err(crate::DistError::unavailable(
+                "digest buckets: unexpected answer",
+            ))
+        }
+    };
+    let buckets: Vec<u32> = (0..BUCKETS)
+        .filter(|&k| mine.buckets()[k] != theirs[k])
+        .map(|k| k as u32)
+        .collect();
+    let TreeAnswer::Leaves(here) = local_tree(
+        ctx,
         collection,
         shard,
-        from,
-        to,
-        here = %format!("{} points {:016x}", a.count, a.sum),
-        there = %format!("{} points {:016x}", b.count, b.sum),
-        lacking_here = lack_mine,
-        lacking_there = lack_theirs,
-        "anti-entropy: replicas differ: resyncing"
-    );
-    if node
-        .state()
-        .state
-        .collections
-        .get(collection)
-        .is_none_or(|m| m.replica_state(shard, to) != Some(ReplicaState::Active))
-    {
-        return Ok(());
-    }
-    crate::replication::propose(
-        ctx,
-        crate::replication::recovery(collection, shard, from, to),
+        n,
+        TreeLevel::Leaves(buckets.clone()),
     )
-    .await
-    .map_err(crate::DistError::unavailable)?;
-    ae.count(collection, |c| c.repairs += 1);
+    .await?
+    else {
+        unreachable!("leaves asked")
+    };
+    let there = match peer.digest_tree(ask(TreeLevel::Leaves(buckets))).await? {
+        TreeAnswer::Leaves(l) => l,
+        _ => {
+            return Err(crate::DistError::unavailable(
+                "digest leaves: unexpected answer",
+            ))
+        }
+    };
+    Ok(segment::digest::differing_ids(&here, &there))
+}
+
+fn shard_number(ctx: &Ctx, collection: &str) -> Result<u32, crate::DistError> {
+    Ok(placement_of(ctx, collection)
+        .ok_or_else(|| crate::DistError::not_found("collection is not distributed"))?
+        .shard_number)
+}
+
+/// Points read from the source per request of a point-level repair (a few MB even with
+/// vectors of thousands of dimensions).
+const REPAIR_BATCH: usize = 64;
+
+/// Make `to`'s copy of each of `ids` equal to `from`'s: copied whole, or deleted where
+/// `from` lacks it. Logged on `to` as writes of `shard` that are not client writes.
+async fn repair_points(
+    ctx: &Ctx,
+    collection: &str,
+    shard: u32,
+    from: u64,
+    to: u64,
+    ids: &[PointId],
+) -> Result<(), crate::DistError> {
+    use crate::peer::{ReadBody, ReadRequest, Scope};
+    use collection::query::{WithPayload, WithVector};
+    let n = shard_number(ctx, collection)?;
+    let target = coordinator::peer(ctx, to)?;
+    let source = coordinator::peer(ctx, from)?;
+    let meta = OpMeta {
+        id: None,
+        fill: None,
+        shards: Some(vec![shard]),
+        install: None,
+    };
+    for chunk in ids.chunks(REPAIR_BATCH) {
+        let applied = coordinator::applied_index(ctx);
+        let found = source
+            .read(ReadRequest {
+                collection: collection.to_string(),
+                applied,
+                body: ReadBody::Retrieve(collection::read::RetrieveRequest {
+                    ids: chunk.to_vec(),
+                    with_payload: WithPayload::All,
+                    with_vector: WithVector::All,
+                }),
+                scope: Some(Scope {
+                    shard_number: n,
+                    shards: vec![shard],
+                }),
+            })
+            .await?
+            .points()?;
+        let present: HashSet<PointId> = found.iter().map(|p| p.id).collect();
+        let absent: Vec<PointId> = chunk
+            .iter()
+            .copied()
+            .filter(|id| !present.contains(id))
+            .collect();
+        let mut ops = Vec::new();
+        if !absent.is_empty() {
+            ops.push(LoggedOp {
+                meta: meta.clone(),
+                op: UpdateOp::Delete(Selector::Ids(absent)),
+            });
+        }
+        if !found.is_empty() {
+            let points = found
+                .into_iter()
+                .map(|p| PointInsert {
+                    id: p.id,
+                    vectors: collection::operations::to_stored(p.vector.unwrap_or_default()),
+                    payload: Some(p.payload.unwrap_or_default()),
+                })
+                .collect();
+            ops.push(LoggedOp {
+                meta: meta.clone(),
+                op: UpdateOp::Upsert {
+                    points,
+                    update_filter: None,
+                    mode: UpdateMode::Upsert,
+                },
+            });
+        }
+        target
+            .apply_batch(collection.to_string(), applied, ops)
+            .await?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ids: &[u64], by_filter: bool) -> Touched {
+        Touched {
+            ids: ids.iter().map(|i| PointId::Num(*i)).collect(),
+            by_filter,
+        }
+    }
+
+    #[test]
+    fn the_copy_a_missing_write_explains_wins() {
+        use Winner::*;
+        let none = t(&[], false);
+        let (p, q) = (PointId::Num(1), PointId::Num(2));
+        // (here, there, point) -> winner
+        let table: &[(Option<Touched>, Option<Touched>, PointId, Winner)] = &[
+            // no replica lacks a write: the first replica's copy
+            (Some(none.clone()), Some(none.clone()), p, Here),
+            // this replica holds a write of p the other lacks
+            (Some(t(&[1], false)), Some(none.clone()), p, Here),
+            // the other does
+            (Some(none.clone()), Some(t(&[1], false)), p, There),
+            // each lacks writes, of different points: a merge, point by point
+            (Some(t(&[1], false)), Some(t(&[2], false)), p, Here),
+            (Some(t(&[1], false)), Some(t(&[2], false)), q, There),
+            // each holds a write of the same point the other lacks
+            (Some(t(&[1], false)), Some(t(&[1], false)), p, Conflict),
+            // a filter write may have changed any point
+            (Some(t(&[], true)), Some(none.clone()), q, Here),
+            (Some(t(&[], true)), Some(t(&[2], false)), q, Conflict),
+            (Some(t(&[], true)), Some(t(&[2], false)), p, Here),
+            // a log that cannot tell
+            (None, Some(none.clone()), p, Here),
+            (None, Some(t(&[1], false)), p, Conflict),
+            (Some(none.clone()), None, p, There),
+            (Some(t(&[1], false)), None, p, Conflict),
+            (None, None, p, Conflict),
+        ];
+        for (i, (h, th, id, want)) in table.iter().enumerate() {
+            assert_eq!(winner(*id, h.as_ref(), th.as_ref()), *want, "row {i}");
+        }
+    }
 }

@@ -16,9 +16,10 @@
 
 use crate::peer::{
     Applied, ApplyRequest, PeerClient, PeerError, PeerFuture, PeerResult, PeerService, PeerStatus,
-    ReadAnswer, ReadRequest,
+    ReadAnswer, ReadRequest, TouchedRequest, TreeAnswer, TreeRequest,
 };
 use collection::operations::LoggedOp;
+use collection::operations::Touched;
 use rand::{Rng, SeedableRng};
 use segment::digest::Digest;
 use std::sync::Arc;
@@ -314,6 +315,16 @@ impl PeerService for FaultyPeer {
         ))
     }
 
+    fn digest_tree(&self, req: TreeRequest) -> PeerFuture<'_, TreeAnswer> {
+        Box::pin(self.run(Request::Digest, self.inner.digest_tree(req), || {
+            TreeAnswer::Buckets(Vec::new())
+        }))
+    }
+
+    fn touched(&self, req: TouchedRequest) -> PeerFuture<'_, Option<Touched>> {
+        Box::pin(self.run(Request::OpIds, self.inner.touched(req), || None))
+    }
+
     fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
         Box::pin(self.run(Request::Read, self.inner.read(req), || {
             ReadAnswer::Points(Vec::new())
@@ -407,6 +418,12 @@ mod tests {
         }
         fn digest(&self, _: String, _: u32, _: u64) -> PeerFuture<'_, Digest> {
             Box::pin(async { Ok(Digest::default()) })
+        }
+        fn digest_tree(&self, _: TreeRequest) -> PeerFuture<'_, TreeAnswer> {
+            Box::pin(async { Ok(TreeAnswer::Leaves(vec![])) })
+        }
+        fn touched(&self, _: TouchedRequest) -> PeerFuture<'_, Option<Touched>> {
+            Box::pin(async { Ok(None) })
         }
         fn read(&self, _: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
             Box::pin(async { Ok(ReadAnswer::Count(1)) })

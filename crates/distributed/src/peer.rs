@@ -10,10 +10,11 @@
 use cluster::network;
 use cluster::node::{ClusterNode, DataFuture, DataService};
 use cluster::proto;
-use collection::operations::{LoggedOp, OpMeta, UpdateOp};
+use collection::operations::{LoggedOp, OpMeta, Touched, UpdateOp};
 use collection::query::ScoredPoint;
 use collection::read::{CountRequest, QueryRequest, RetrieveRequest, ScrollRequest, SearchRequest};
 use segment::digest::Digest;
+use segment::types::PointId;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -132,6 +133,38 @@ pub struct ReadRequest {
     pub scope: Option<Scope>,
 }
 
+/// A lower level of a shard's digest tree (`segment::digest`), asked of one replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeRequest {
+    pub collection: String,
+    pub shard: u32,
+    pub applied: u64,
+    pub level: TreeLevel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeLevel {
+    /// The `segment::digest::BUCKETS` bucket digests.
+    Buckets,
+    /// The point hashes of these buckets.
+    Leaves(Vec<u32>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TouchedRequest {
+    pub collection: String,
+    pub shard: u32,
+    pub applied: u64,
+    pub known: Vec<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeAnswer {
+    Buckets(Vec<Digest>),
+    /// `(id, hash)` in id order.
+    Leaves(Vec<(PointId, u64)>),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStatus {
     pub ready: bool,
@@ -155,6 +188,10 @@ pub trait PeerService: Send + Sync + 'static {
     /// Ids of the newest logged client writes of `shard`, oldest first.
     fn op_ids(&self, collection: String, shard: u32) -> PeerFuture<'_, Vec<u64>>;
     fn digest(&self, collection: String, shard: u32, applied: u64) -> PeerFuture<'_, Digest>;
+    fn digest_tree(&self, req: TreeRequest) -> PeerFuture<'_, TreeAnswer>;
+    /// What this peer's client writes of `shard` that a log holding `known` lacks may have
+    /// changed; `None` when this peer's log cannot tell.
+    fn touched(&self, req: TouchedRequest) -> PeerFuture<'_, Option<Touched>>;
     fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer>;
     fn status(&self) -> PeerFuture<'_, PeerStatus>;
 }
@@ -305,6 +342,35 @@ impl PeerService for TonicPeer {
         })
     }
 
+    fn digest_tree(&self, req: TreeRequest) -> PeerFuture<'_, TreeAnswer> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let leaves = matches!(req.level, TreeLevel::Leaves(_));
+            let r = self
+                .call(PEER_TIMEOUT, c.digest_tree(tree_to_proto(req)))
+                .await?;
+            tree_answer_from_proto(leaves, r)
+        })
+    }
+
+    fn touched(&self, req: TouchedRequest) -> PeerFuture<'_, Option<Touched>> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let r = self
+                .call(
+                    PEER_TIMEOUT,
+                    c.touched(proto::TouchedRequest {
+                        collection: req.collection,
+                        shard: req.shard,
+                        applied: req.applied,
+                        known: req.known,
+                    }),
+                )
+                .await?;
+            touched_from_proto(r)
+        })
+    }
+
     fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
         Box::pin(async move {
             let mut c = self.client.clone();
@@ -397,6 +463,30 @@ impl DataService for Served {
         })
     }
 
+    fn digest_tree(&self, r: proto::DigestTreeRequest) -> DataFuture<proto::DigestTreeReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let a = s.digest_tree(tree_from_proto(r)).await.map_err(to_status)?;
+            Ok(tree_answer_to_proto(a))
+        })
+    }
+
+    fn touched(&self, r: proto::TouchedRequest) -> DataFuture<proto::TouchedReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let t = s
+                .touched(TouchedRequest {
+                    collection: r.collection,
+                    shard: r.shard,
+                    applied: r.applied,
+                    known: r.known,
+                })
+                .await
+                .map_err(to_status)?;
+            Ok(touched_to_proto(t))
+        })
+    }
+
     fn read(&self, r: proto::ReadRequest) -> DataFuture<proto::ReadReply> {
         let s = self.0.clone();
         Box::pin(async move {
@@ -468,6 +558,94 @@ fn from_status(id: u64, s: &tonic::Status) -> PeerError {
             _ => PeerError::unavailable(format!("peer {id}: {}", s.message())),
         },
     }
+}
+
+fn tree_to_proto(r: TreeRequest) -> proto::DigestTreeRequest {
+    let (leaves, buckets) = match r.level {
+        TreeLevel::Buckets => (false, Vec::new()),
+        TreeLevel::Leaves(b) => (true, b),
+    };
+    proto::DigestTreeRequest {
+        collection: r.collection,
+        shard: r.shard,
+        applied: r.applied,
+        leaves,
+        buckets,
+    }
+}
+
+fn tree_from_proto(r: proto::DigestTreeRequest) -> TreeRequest {
+    TreeRequest {
+        collection: r.collection,
+        shard: r.shard,
+        applied: r.applied,
+        level: match r.leaves {
+            false => TreeLevel::Buckets,
+            true => TreeLevel::Leaves(r.buckets),
+        },
+    }
+}
+
+fn tree_answer_to_proto(a: TreeAnswer) -> proto::DigestTreeReply {
+    match a {
+        TreeAnswer::Buckets(b) => proto::DigestTreeReply {
+            counts: b.iter().map(|d| d.count).collect(),
+            sums: b.iter().map(|d| d.sum).collect(),
+            leaves: Vec::new(),
+        },
+        TreeAnswer::Leaves(l) => proto::DigestTreeReply {
+            counts: Vec::new(),
+            sums: Vec::new(),
+            leaves: rmp_serde::to_vec(&l).expect("point ids and hashes always encode"),
+        },
+    }
+}
+
+fn tree_answer_from_proto(leaves: bool, r: proto::DigestTreeReply) -> PeerResult<TreeAnswer> {
+    if leaves {
+        return rmp_serde::from_slice(&r.leaves)
+            .map(TreeAnswer::Leaves)
+            .map_err(|e| PeerError::bad_message("digest leaves", e));
+    }
+    if r.counts.len() != segment::digest::BUCKETS || r.sums.len() != r.counts.len() {
+        return Err(PeerError::bad_message(
+            "digest buckets",
+            format!("{} counts, {} sums", r.counts.len(), r.sums.len()),
+        ));
+    }
+    Ok(TreeAnswer::Buckets(
+        r.counts
+            .into_iter()
+            .zip(r.sums)
+            .map(|(count, sum)| Digest { count, sum })
+            .collect(),
+    ))
+}
+
+fn touched_to_proto(t: Option<Touched>) -> proto::TouchedReply {
+    match t {
+        None => proto::TouchedReply::default(),
+        Some(t) => proto::TouchedReply {
+            told: true,
+            ids: rmp_serde::to_vec(&t.ids).expect("point ids always encode"),
+            by_filter: t.by_filter,
+        },
+    }
+}
+
+fn touched_from_proto(r: proto::TouchedReply) -> PeerResult<Option<Touched>> {
+    if !r.told {
+        return Ok(None);
+    }
+    let ids: Vec<PointId> =
+        rmp_serde::from_slice(&r.ids).map_err(|e| PeerError::bad_message("touched ids", e))?;
+    if !ids.windows(2).all(|w| w[0] < w[1]) {
+        return Err(PeerError::bad_message("touched ids", "not sorted"));
+    }
+    Ok(Some(Touched {
+        ids,
+        by_filter: r.by_filter,
+    }))
 }
 
 fn apply_to_proto(r: &ApplyRequest) -> proto::ApplyRequest {
@@ -649,6 +827,54 @@ pub(crate) mod tests {
         assert_eq!(applied_from_proto(applied_to_proto(a.clone())), a);
         let ok = Applied::default();
         assert_eq!(applied_from_proto(applied_to_proto(ok.clone())), ok);
+    }
+
+    #[test]
+    fn digest_trees_and_touched_points_round_trip() {
+        for level in [TreeLevel::Buckets, TreeLevel::Leaves(vec![0, 7, 255])] {
+            let r = TreeRequest {
+                collection: "c".into(),
+                shard: 2,
+                applied: 9,
+                level,
+            };
+            assert_eq!(tree_from_proto(tree_to_proto(r.clone())), r);
+        }
+        let buckets: Vec<Digest> = (0..segment::digest::BUCKETS as u64)
+            .map(|i| Digest {
+                count: i,
+                sum: u64::MAX - i,
+            })
+            .collect();
+        let a = TreeAnswer::Buckets(buckets);
+        assert_eq!(
+            tree_answer_from_proto(false, tree_answer_to_proto(a.clone())).unwrap(),
+            a
+        );
+        let uuid = PointId::Uuid(uuid::Uuid::from_u128(7));
+        let l = TreeAnswer::Leaves(vec![(PointId::Num(3), 1), (uuid, u64::MAX)]);
+        assert_eq!(
+            tree_answer_from_proto(true, tree_answer_to_proto(l.clone())).unwrap(),
+            l
+        );
+        // a short bucket list is refused, not read as zeros
+        let short = TreeAnswer::Buckets(vec![Digest::default(); 3]);
+        assert!(tree_answer_from_proto(false, tree_answer_to_proto(short)).is_err());
+        for t in [
+            None,
+            Some(Touched::default()),
+            Some(Touched {
+                ids: vec![PointId::Num(1), uuid],
+                by_filter: true,
+            }),
+        ] {
+            assert_eq!(touched_from_proto(touched_to_proto(t.clone())).unwrap(), t);
+        }
+        let unsorted = touched_to_proto(Some(Touched {
+            ids: vec![uuid, PointId::Num(1)],
+            by_filter: false,
+        }));
+        assert!(touched_from_proto(unsorted).is_err());
     }
 
     #[test]

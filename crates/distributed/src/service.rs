@@ -7,11 +7,11 @@
 use crate::error::DistError;
 use crate::peer::{
     Applied, ApplyRequest, PeerError, PeerFuture, PeerService, PeerStatus, ReadAnswer, ReadBody,
-    ReadRequest, Scope,
+    ReadRequest, Scope, TouchedRequest, TreeAnswer, TreeRequest,
 };
 use crate::{coordinator, replication, Ctx};
 use collection::collection::UpdateResult;
-use collection::operations::LoggedOp;
+use collection::operations::{LoggedOp, Touched};
 use collection::CollectionError;
 use segment::digest::Digest;
 use std::sync::Arc;
@@ -166,6 +166,23 @@ impl LocalService {
         crate::anti_entropy::local_digest(ctx, &collection, shard, shard_number).await
     }
 
+    async fn digest_tree_local(&self, req: TreeRequest) -> Result<TreeAnswer, DistError> {
+        let ctx = &self.ctx;
+        wait_applied(ctx, req.applied).await?;
+        let shard_number = coordinator::placement_of(ctx, &req.collection)
+            .map(|p| p.shard_number)
+            .ok_or_else(|| DistError::not_found("Not found: collection is not distributed"))?;
+        crate::anti_entropy::local_tree(ctx, &req.collection, req.shard, shard_number, req.level)
+            .await
+    }
+
+    async fn touched_local(&self, req: TouchedRequest) -> Result<Option<Touched>, DistError> {
+        wait_applied(&self.ctx, req.applied).await?;
+        let c = self.ctx.storage.get(&req.collection)?;
+        let known: std::collections::HashSet<u64> = req.known.into_iter().collect();
+        blocking(move || Ok(c.touched_missing_from(&known, req.shard)?)).await
+    }
+
     async fn read_local(&self, req: ReadRequest) -> Result<ReadAnswer, PeerError> {
         wait_applied(&self.ctx, req.applied)
             .await
@@ -272,6 +289,22 @@ impl PeerService for LocalService {
     fn digest(&self, collection: String, shard: u32, applied: u64) -> PeerFuture<'_, Digest> {
         Box::pin(async move {
             self.digest_local(collection, shard, applied)
+                .await
+                .map_err(|e| self.errors.describe(e))
+        })
+    }
+
+    fn digest_tree(&self, req: TreeRequest) -> PeerFuture<'_, TreeAnswer> {
+        Box::pin(async move {
+            self.digest_tree_local(req)
+                .await
+                .map_err(|e| self.errors.describe(e))
+        })
+    }
+
+    fn touched(&self, req: TouchedRequest) -> PeerFuture<'_, Option<Touched>> {
+        Box::pin(async move {
+            self.touched_local(req)
                 .await
                 .map_err(|e| self.errors.describe(e))
         })

@@ -9,6 +9,13 @@
 //!
 //! The 64-bit point hash is two CRC32C with different seeds (hardware-accelerated); the
 //! digest is a check against lost or diverged points, not a defence against an adversary.
+//!
+//! Digests are a three-level tree, so two replicas find what differs without shipping
+//! their points: the shard's digest (the root) is the sum of [`BUCKETS`] bucket digests,
+//! each over the points whose id hashes into that bucket's range (`bucket_of`), and a
+//! bucket's leaves are its points' hashes. Equal roots cost one number each; unequal roots
+//! narrow to the buckets that differ, and those to the points that differ
+//! ([`point_hashes`]).
 
 use crate::routing::shard_of;
 use crate::store::PointStore;
@@ -22,9 +29,170 @@ pub struct Digest {
     pub sum: u64,
 }
 
+impl Digest {
+    fn add(&mut self, hash: u64) {
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(hash);
+    }
+}
+
+/// Buckets of a shard's digest tree (the second level).
+pub const BUCKETS: usize = 256;
+
+/// The bucket of a point: a range of a hash of its id, independent of the shard routing
+/// hash so a shard's points spread over every bucket.
+pub fn bucket_of(id: PointId) -> u32 {
+    let h = match id {
+        PointId::Num(n) => crc32c::crc32c_append(0x5bd1_e995, &n.to_le_bytes()),
+        PointId::Uuid(u) => crc32c::crc32c_append(0x1b87_3593, u.as_bytes()),
+    };
+    h >> 24
+}
+
 /// The digest of the points of `shard` (of `shard_number`) in `store`.
 pub fn shard_digest(store: &PointStore, shard_number: u32, shard: u32) -> Digest {
-    let mut d = Digest::default();
+    total(&shard_buckets(store, shard_number, shard))
+}
+
+/// The root of a digest tree: the sum of its buckets.
+pub fn total(buckets: &[Digest]) -> Digest {
+    buckets.iter().fold(Digest::default(), |a, b| Digest {
+        count: a.count + b.count,
+        sum: a.sum.wrapping_add(b.sum),
+    })
+}
+
+/// The [`BUCKETS`] bucket digests of `shard` (one pass over the store).
+pub fn shard_buckets(store: &PointStore, shard_number: u32, shard: u32) -> Vec<Digest> {
+    shard_tree(store, shard_number, shard, None).0.buckets
+}
+
+/// A shard's bucket digests, each with its shape: the count and sum of hashes of its
+/// points' `(id, version)`. Every write gives the points it changes a new version, so a
+/// bucket whose shape is unchanged holds the same content as when it was digested.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tree {
+    buckets: Vec<Digest>,
+    shapes: Vec<Digest>,
+}
+
+impl Tree {
+    pub fn root(&self) -> Digest {
+        total(&self.buckets)
+    }
+
+    pub fn buckets(&self) -> &[Digest] {
+        &self.buckets
+    }
+}
+
+/// The digest tree of `shard`. With `prev` (a tree of the same store instance: versions
+/// are only comparable within one), only the points of buckets whose shape changed are
+/// hashed again. Also returns how many points were hashed.
+pub fn shard_tree(
+    store: &PointStore,
+    shard_number: u32,
+    shard: u32,
+    prev: Option<&Tree>,
+) -> (Tree, usize) {
+    let prev = prev.filter(|p| p.buckets.len() == BUCKETS && p.shapes.len() == BUCKETS);
+    let mut shapes = vec![Digest::default(); BUCKETS];
+    let mut ids: Vec<(PointId, u8)> = Vec::new();
+    for id in store.matching_ids(None) {
+        if shard_of(id, shard_number) != shard {
+            continue;
+        }
+        let b = bucket_of(id);
+        let version = store.version(id).unwrap_or_default();
+        let mut key = [0u8; 24];
+        key[..8].copy_from_slice(&version.to_le_bytes());
+        match id {
+            PointId::Num(n) => key[8..16].copy_from_slice(&n.to_le_bytes()),
+            PointId::Uuid(u) => key[8..].copy_from_slice(u.as_bytes()),
+        }
+        shapes[b as usize].add(hash64(&key));
+        ids.push((id, b as u8));
+    }
+    let stale: Vec<bool> = (0..BUCKETS)
+        .map(|b| prev.is_none_or(|p| p.shapes[b] != shapes[b]))
+        .collect();
+    let mut buckets: Vec<Digest> = (0..BUCKETS)
+        .map(|b| match prev {
+            Some(p) if !stale[b] => p.buckets[b],
+            _ => Digest::default(),
+        })
+        .collect();
+    let (mut buf, mut hashed) = (Vec::new(), 0);
+    for (id, b) in ids {
+        if stale[b as usize] {
+            buf.clear();
+            point_bytes(store, id, &mut buf);
+            buckets[b as usize].add(hash64(&buf));
+            hashed += 1;
+        }
+    }
+    (Tree { buckets, shapes }, hashed)
+}
+
+/// Each point of `shard` in one of `buckets`, with its hash, in id order.
+pub fn point_hashes(
+    store: &PointStore,
+    shard_number: u32,
+    shard: u32,
+    buckets: &[u32],
+) -> Vec<(PointId, u64)> {
+    let mut wanted = [false; BUCKETS];
+    buckets
+        .iter()
+        .filter(|b| (**b as usize) < BUCKETS)
+        .for_each(|b| wanted[*b as usize] = true);
+    let mut out = Vec::new();
+    for_each_point(store, shard_number, shard, |id, h| {
+        if wanted[bucket_of(id) as usize] {
+            out.push((id, h))
+        }
+    });
+    out.sort_unstable_by_key(|(id, _)| *id);
+    out
+}
+
+/// The ids on which two sorted leaf lists differ: present on one side only, or with
+/// different hashes.
+pub fn differing_ids(a: &[(PointId, u64)], b: &[(PointId, u64)]) -> Vec<PointId> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                if x.1 != y.1 {
+                    out.push(x.0);
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x.0 < y.0 => {
+                out.push(x.0);
+                i += 1;
+            }
+            (Some(x), None) => {
+                out.push(x.0);
+                i += 1;
+            }
+            (_, Some(y)) => {
+                out.push(y.0);
+                j += 1;
+            }
+            (None, None) => unreachable!("loop condition"),
+        }
+    }
+    out
+}
+
+fn for_each_point(
+    store: &PointStore,
+    shard_number: u32,
+    shard: u32,
+    mut f: impl FnMut(PointId, u64),
+) {
     let mut buf = Vec::new();
     for id in store.matching_ids(None) {
         if shard_of(id, shard_number) != shard {
@@ -32,10 +200,8 @@ pub fn shard_digest(store: &PointStore, shard_number: u32, shard: u32) -> Digest
         }
         buf.clear();
         point_bytes(store, id, &mut buf);
-        d.count += 1;
-        d.sum = d.sum.wrapping_add(hash64(&buf));
+        f(id, hash64(&buf));
     }
-    d
 }
 
 fn hash64(b: &[u8]) -> u64 {
@@ -172,5 +338,85 @@ mod tests {
         ] {
             assert_ne!(shard_digest(&other, 1, 0), d);
         }
+    }
+
+    #[test]
+    fn the_tree_narrows_a_difference_to_its_points() {
+        let rows = |skip: u64, change: u64| -> Vec<(u64, [f32; 2], Value)> {
+            (0..2000u64)
+                .filter(|i| *i != skip)
+                .map(|i| {
+                    let x = if i == change { 9.0 } else { i as f32 };
+                    (i, [x, 1.0], json!({"i": i}))
+                })
+                .collect()
+        };
+        let a = store(&rows(u64::MAX, u64::MAX));
+        let b = store(&rows(17, 1234)); // one point lost, one changed
+        let (ta, tb) = (shard_buckets(&a, 2, 1), shard_buckets(&b, 2, 1));
+        assert_eq!(ta.len(), BUCKETS);
+        assert_eq!(total(&ta), shard_digest(&a, 2, 1));
+        let in_shard = (0..2000u64)
+            .filter(|i| shard_of(PointId::Num(*i), 2) == 1)
+            .count();
+        assert_eq!(total(&ta).count, in_shard as u64);
+        assert!(
+            ta.iter().filter(|d| d.count > 0).count() > BUCKETS / 2,
+            "spread"
+        );
+        let differ: Vec<u32> = (0..BUCKETS as u32)
+            .filter(|k| ta[*k as usize] != tb[*k as usize])
+            .collect();
+        let expect: Vec<PointId> = [17u64, 1234]
+            .into_iter()
+            .map(PointId::Num)
+            .filter(|id| shard_of(*id, 2) == 1)
+            .collect();
+        assert!(!expect.is_empty(), "pick ids of shard 1");
+        let mut buckets: Vec<u32> = expect.iter().map(|id| bucket_of(*id)).collect();
+        buckets.dedup();
+        assert_eq!(differ, buckets);
+        let (la, lb) = (
+            point_hashes(&a, 2, 1, &differ),
+            point_hashes(&b, 2, 1, &differ),
+        );
+        assert!(la.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(differing_ids(&la, &lb), expect);
+        assert_eq!(differing_ids(&lb, &la), expect);
+        assert!(differing_ids(&la, &la).is_empty());
+    }
+
+    #[test]
+    fn a_refreshed_tree_hashes_only_changed_buckets_and_equals_a_fresh_one() {
+        let rows: Vec<(u64, [f32; 2], Value)> = (0..3000u64)
+            .map(|i| (i, [i as f32, 1.0], json!({"i": i})))
+            .collect();
+        let mut s = store(&rows);
+        let (t0, hashed) = shard_tree(&s, 1, 0, None);
+        assert_eq!(hashed, 3000);
+        assert_eq!(shard_tree(&s, 1, 0, Some(&t0)), (t0.clone(), 0));
+        // a payload change (new version, same slot), an upsert, a new point, a delete
+        s.overwrite_payload(
+            PointId::Num(5),
+            9001,
+            &json!({"i": -5}).as_object().unwrap().clone(),
+        );
+        let vecs = [(String::new(), Vector::Dense(vec![7.0, 7.0]))].into();
+        s.upsert(PointId::Num(6), 9002, &vecs, Default::default());
+        s.upsert(PointId::Num(7777), 9003, &vecs, Default::default());
+        s.delete(PointId::Num(8));
+        let (t1, hashed) = shard_tree(&s, 1, 0, Some(&t0));
+        let (fresh, _) = shard_tree(&s, 1, 0, None);
+        assert_eq!(t1, fresh);
+        assert_ne!(t1.root(), t0.root());
+        let dirty: std::collections::BTreeSet<u32> = [5u64, 6, 7777, 8]
+            .iter()
+            .map(|i| bucket_of(PointId::Num(*i)))
+            .collect();
+        assert!(
+            hashed < 3000 * dirty.len() * 2 / BUCKETS + 60,
+            "{hashed} hashed"
+        );
+        assert!(hashed >= dirty.len(), "{hashed}");
     }
 }
