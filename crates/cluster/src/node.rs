@@ -78,6 +78,7 @@ pub trait DataService: Send + Sync + 'static {
     fn digest(&self, r: proto::ShardRequest) -> DataFuture<proto::DigestReply>;
     fn digest_tree(&self, r: proto::DigestTreeRequest) -> DataFuture<proto::DigestTreeReply>;
     fn touched(&self, r: proto::TouchedRequest) -> DataFuture<proto::TouchedReply>;
+    fn repair(&self, r: proto::RepairRequest) -> DataFuture<proto::RepairReply>;
     fn read(&self, r: proto::ReadRequest) -> DataFuture<proto::ReadReply>;
     fn status(&self) -> DataFuture<proto::StatusReply>;
 }
@@ -712,6 +713,14 @@ impl P2p for Service {
     ) -> Result<tonic::Response<proto::TouchedReply>, tonic::Status> {
         let d = self.node.data()?;
         d.touched(req.into_inner()).await.map(tonic::Response::new)
+    }
+
+    async fn repair(
+        &self,
+        req: tonic::Request<proto::RepairRequest>,
+    ) -> Result<tonic::Response<proto::RepairReply>, tonic::Status> {
+        let d = self.node.data()?;
+        d.repair(req.into_inner()).await.map(tonic::Response::new)
     }
 
     async fn read(

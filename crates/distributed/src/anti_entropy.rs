@@ -19,18 +19,18 @@
 //!   logged. When neither does (writes applied in different orders, or damage), the first
 //!   replica's copy wins.
 //! - Repair: up to `REPAIR_POINTS` differing points per direction are copied from the
-//!   winning copy to the other replica (deleted there when the winner lacks them), logged
-//!   in batches that are not client writes; the next round verifies the digests again. A
-//!   larger one-way difference is repaired by a verified resync of the shard (a `Recovery`
-//!   transfer, WAL delta first).
+//!   winning copy to the other replica (deleted there when the winner lacks them). The
+//!   receiver applies each under its collection's order lock, only if its copy still has
+//!   the hash it was compared with (a client write that came in meanwhile is never
+//!   overwritten with an older copy), logged as a write that is not a client write; the
+//!   next round verifies the digests again. A larger one-way difference is repaired by a
+//!   verified resync of the shard (a `Recovery` transfer, WAL delta first).
 
 use crate::coordinator::{self, placement_of};
 use crate::peer::{TouchedRequest, TreeAnswer, TreeLevel, TreeRequest};
 use crate::Ctx;
 use cluster::state::ReplicaState;
-use collection::operations::{
-    LoggedOp, OpMeta, PointInsert, Selector, Touched, UpdateMode, UpdateOp,
-};
+use collection::operations::{PointInsert, Touched};
 use parking_lot::Mutex;
 use segment::digest::{Digest, Tree};
 use segment::types::PointId;
@@ -305,13 +305,14 @@ async fn compare(
         .clone()
         .ok_or_else(|| crate::DistError::bad_request("not in cluster mode"))?;
     let me = node.id;
-    let ids = differing_points(ctx, collection, shard, other).await?;
+    let differing = differing_points(ctx, collection, shard, other).await?;
     let (here, there) = missing_writes(ctx, collection, shard, other).await?;
+    // each point to copy, with the hash the receiving copy was compared with
     let (mut to_other, mut to_me, mut conflicts) = (Vec::new(), Vec::new(), 0usize);
-    for id in ids {
+    for (id, hash_here, hash_there) in differing {
         match winner(id, here.as_ref(), there.as_ref()) {
-            Winner::Here => to_other.push(id),
-            Winner::There => to_me.push(id),
+            Winner::Here => to_other.push((id, hash_there)),
+            Winner::There => to_me.push((id, hash_here)),
             Winner::Conflict => conflicts += 1,
         }
     }
@@ -346,8 +347,7 @@ async fn compare(
             continue;
         }
         if ids.len() <= REPAIR_POINTS {
-            repair_points(ctx, collection, shard, from, to, &ids).await?;
-            points += ids.len() as u64;
+            points += repair_points(ctx, collection, shard, from, to, &ids).await?;
         } else if one_way && conflicts == 0 {
             // too many points to copy one by one: rebuild the stale copy from the other
             crate::replication::propose(
@@ -423,14 +423,15 @@ async fn missing_writes(
     Ok((here, there))
 }
 
-/// The points on which this peer's copy of `shard` and `other`'s differ: the digest trees
-/// narrowed bucket by bucket, then point by point.
+/// The points on which this peer's copy of `shard` and `other`'s differ, with their hashes
+/// here and there (`None`: absent): the digest trees narrowed bucket by bucket, then point
+/// by point.
 async fn differing_points(
     ctx: &Ctx,
     collection: &str,
     shard: u32,
     other: u64,
-) -> Result<Vec<PointId>, crate::DistError> {
+) -> Result<Vec<(PointId, Option<u64>, Option<u64>)>, crate::DistError> {
     use segment::digest::BUCKETS;
     let n = shard_number(ctx, collection)?;
     let mine = tree(ctx, collection, shard, n).await?;
@@ -472,7 +473,7 @@ async fn differing_points(
             ))
         }
     };
-    Ok(segment::digest::differing_ids(&here, &there))
+    Ok(segment::digest::differences(&here, &there))
 }
 
 fn shard_number(ctx: &Ctx, collection: &str) -> Result<u32, crate::DistError> {
@@ -485,35 +486,32 @@ fn shard_number(ctx: &Ctx, collection: &str) -> Result<u32, crate::DistError> {
 /// vectors of thousands of dimensions).
 const REPAIR_BATCH: usize = 64;
 
-/// Make `to`'s copy of each of `ids` equal to `from`'s: copied whole, or deleted where
-/// `from` lacks it. Logged on `to` as writes of `shard` that are not client writes.
+/// Make `to`'s copy of each point equal to `from`'s: copied whole, or deleted where `from`
+/// lacks it, unless `to`'s copy no longer has the hash it was compared with (a write came
+/// in meanwhile: the next round decides). Logged on `to` as writes of `shard` that are not
+/// client writes. Returns the number of points repaired.
 async fn repair_points(
     ctx: &Ctx,
     collection: &str,
     shard: u32,
     from: u64,
     to: u64,
-    ids: &[PointId],
-) -> Result<(), crate::DistError> {
-    use crate::peer::{ReadBody, ReadRequest, Scope};
+    points: &[(PointId, Option<u64>)],
+) -> Result<u64, crate::DistError> {
+    use crate::peer::{ReadBody, ReadRequest, RepairPoint, RepairRequest, Scope};
     use collection::query::{WithPayload, WithVector};
     let n = shard_number(ctx, collection)?;
     let target = coordinator::peer(ctx, to)?;
     let source = coordinator::peer(ctx, from)?;
-    let meta = OpMeta {
-        id: None,
-        fill: None,
-        shards: Some(vec![shard]),
-        install: None,
-    };
-    for chunk in ids.chunks(REPAIR_BATCH) {
+    let mut repaired = 0;
+    for chunk in points.chunks(REPAIR_BATCH) {
         let applied = coordinator::applied_index(ctx);
         let found = source
             .read(ReadRequest {
                 collection: collection.to_string(),
                 applied,
                 body: ReadBody::Retrieve(collection::read::RetrieveRequest {
-                    ids: chunk.to_vec(),
+                    ids: chunk.iter().map(|p| p.0).collect(),
                     with_payload: WithPayload::All,
                     with_vector: WithVector::All,
                 }),
@@ -524,42 +522,35 @@ async fn repair_points(
             })
             .await?
             .points()?;
-        let present: HashSet<PointId> = found.iter().map(|p| p.id).collect();
-        let absent: Vec<PointId> = chunk
-            .iter()
-            .copied()
-            .filter(|id| !present.contains(id))
-            .collect();
-        let mut ops = Vec::new();
-        if !absent.is_empty() {
-            ops.push(LoggedOp {
-                meta: meta.clone(),
-                op: UpdateOp::Delete(Selector::Ids(absent)),
-            });
-        }
-        if !found.is_empty() {
-            let points = found
-                .into_iter()
-                .map(|p| PointInsert {
+        let mut found: HashMap<PointId, PointInsert> = found
+            .into_iter()
+            .map(|p| {
+                let copy = PointInsert {
                     id: p.id,
                     vectors: collection::operations::to_stored(p.vector.unwrap_or_default()),
                     payload: Some(p.payload.unwrap_or_default()),
-                })
-                .collect();
-            ops.push(LoggedOp {
-                meta: meta.clone(),
-                op: UpdateOp::Upsert {
-                    points,
-                    update_filter: None,
-                    mode: UpdateMode::Upsert,
-                },
-            });
-        }
-        target
-            .apply_batch(collection.to_string(), applied, ops)
+                };
+                (p.id, copy)
+            })
+            .collect();
+        let points = chunk
+            .iter()
+            .map(|&(id, expect)| RepairPoint {
+                id,
+                expect,
+                copy: found.remove(&id),
+            })
+            .collect();
+        repaired += target
+            .repair(RepairRequest {
+                collection: collection.to_string(),
+                shard,
+                applied,
+                points,
+            })
             .await?;
     }
-    Ok(())
+    Ok(repaired)
 }
 
 #[cfg(test)]

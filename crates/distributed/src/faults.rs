@@ -16,7 +16,7 @@
 
 use crate::peer::{
     Applied, ApplyRequest, PeerClient, PeerError, PeerFuture, PeerResult, PeerService, PeerStatus,
-    ReadAnswer, ReadRequest, TouchedRequest, TreeAnswer, TreeRequest,
+    ReadAnswer, ReadRequest, RepairRequest, TouchedRequest, TreeAnswer, TreeRequest,
 };
 use collection::operations::LoggedOp;
 use collection::operations::Touched;
@@ -325,6 +325,10 @@ impl PeerService for FaultyPeer {
         Box::pin(self.run(Request::OpIds, self.inner.touched(req), || None))
     }
 
+    fn repair(&self, req: RepairRequest) -> PeerFuture<'_, u64> {
+        Box::pin(self.run(Request::ApplyBatch, self.inner.repair(req), || 0))
+    }
+
     fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
         Box::pin(self.run(Request::Read, self.inner.read(req), || {
             ReadAnswer::Points(Vec::new())
@@ -424,6 +428,9 @@ mod tests {
         }
         fn touched(&self, _: TouchedRequest) -> PeerFuture<'_, Option<Touched>> {
             Box::pin(async { Ok(None) })
+        }
+        fn repair(&self, _: RepairRequest) -> PeerFuture<'_, u64> {
+            Box::pin(async { Ok(0) })
         }
         fn read(&self, _: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
             Box::pin(async { Ok(ReadAnswer::Count(1)) })

@@ -150,6 +150,24 @@ pub enum TreeLevel {
     Leaves(Vec<u32>),
 }
 
+/// One point of a point-level repair: made equal to the winning copy (`copy`, or deleted
+/// when `None`) unless the receiver's copy no longer has the hash `expect` it was compared
+/// with (`None`: it was absent).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RepairPoint {
+    pub id: PointId,
+    pub expect: Option<u64>,
+    pub copy: Option<collection::operations::PointInsert>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RepairRequest {
+    pub collection: String,
+    pub shard: u32,
+    pub applied: u64,
+    pub points: Vec<RepairPoint>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TouchedRequest {
     pub collection: String,
@@ -192,6 +210,8 @@ pub trait PeerService: Send + Sync + 'static {
     /// What this peer's client writes of `shard` that a log holding `known` lacks may have
     /// changed; `None` when this peer's log cannot tell.
     fn touched(&self, req: TouchedRequest) -> PeerFuture<'_, Option<Touched>>;
+    /// Apply a point-level repair to this peer's replica; the number of points repaired.
+    fn repair(&self, req: RepairRequest) -> PeerFuture<'_, u64>;
     fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer>;
     fn status(&self) -> PeerFuture<'_, PeerStatus>;
 }
@@ -371,6 +391,16 @@ impl PeerService for TonicPeer {
         })
     }
 
+    fn repair(&self, req: RepairRequest) -> PeerFuture<'_, u64> {
+        Box::pin(async move {
+            let mut c = self.client.clone();
+            let r = self
+                .call(PEER_TIMEOUT, c.repair(repair_to_proto(&req)))
+                .await?;
+            Ok(r.repaired)
+        })
+    }
+
     fn read(&self, req: ReadRequest) -> PeerFuture<'_, ReadAnswer> {
         Box::pin(async move {
             let mut c = self.client.clone();
@@ -484,6 +514,15 @@ impl DataService for Served {
                 .await
                 .map_err(to_status)?;
             Ok(touched_to_proto(t))
+        })
+    }
+
+    fn repair(&self, r: proto::RepairRequest) -> DataFuture<proto::RepairReply> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let req = repair_from_proto(r).map_err(to_status)?;
+            let repaired = s.repair(req).await.map_err(to_status)?;
+            Ok(proto::RepairReply { repaired })
         })
     }
 
@@ -620,6 +659,25 @@ fn tree_answer_from_proto(leaves: bool, r: proto::DigestTreeReply) -> PeerResult
             .map(|(count, sum)| Digest { count, sum })
             .collect(),
     ))
+}
+
+fn repair_to_proto(r: &RepairRequest) -> proto::RepairRequest {
+    proto::RepairRequest {
+        collection: r.collection.clone(),
+        shard: r.shard,
+        applied: r.applied,
+        points: rmp_serde::to_vec_named(&r.points).expect("repair points always encode"),
+    }
+}
+
+fn repair_from_proto(r: proto::RepairRequest) -> PeerResult<RepairRequest> {
+    Ok(RepairRequest {
+        collection: r.collection,
+        shard: r.shard,
+        applied: r.applied,
+        points: rmp_serde::from_slice(&r.points)
+            .map_err(|e| PeerError::bad_message("repair points", e))?,
+    })
 }
 
 fn touched_to_proto(t: Option<Touched>) -> proto::TouchedReply {

@@ -7,7 +7,7 @@
 use crate::error::DistError;
 use crate::peer::{
     Applied, ApplyRequest, PeerError, PeerFuture, PeerService, PeerStatus, ReadAnswer, ReadBody,
-    ReadRequest, Scope, TouchedRequest, TreeAnswer, TreeRequest,
+    ReadRequest, RepairRequest, Scope, TouchedRequest, TreeAnswer, TreeRequest,
 };
 use crate::{coordinator, replication, Ctx};
 use collection::collection::UpdateResult;
@@ -183,6 +183,82 @@ impl LocalService {
         blocking(move || Ok(c.touched_missing_from(&known, req.shard)?)).await
     }
 
+    /// A point-level repair: under the collection's order lock (so no client write falls
+    /// between the check and the apply), each point whose copy here still has the hash it
+    /// was compared with is made equal to the winning copy.
+    async fn repair_local(&self, req: RepairRequest) -> Result<u64, DistError> {
+        use collection::operations::{OpMeta, Selector, UpdateMode, UpdateOp};
+        let ctx = self.ctx.clone();
+        wait_applied(&ctx, req.applied).await?;
+        let c = ctx.storage.get(&req.collection)?;
+        let n = coordinator::placement_of(&ctx, &req.collection)
+            .map(|p| p.shard_number)
+            .ok_or_else(|| DistError::not_found("Not found: collection is not distributed"))?;
+        let shard = req.shard;
+        if let Some(p) = req
+            .points
+            .iter()
+            .find(|p| segment::routing::shard_of(p.id, n) != shard)
+        {
+            return Err(DistError::bad_request(format!(
+                "point {} is not in shard {shard}",
+                p.id
+            )));
+        }
+        ctx.repl.anti_entropy.touched(&req.collection);
+        tokio::spawn(async move {
+            let guard = ctx.repl.lock_for(c.name()).lock_owned().await;
+            let (ctx2, name) = (ctx.clone(), req.collection.clone());
+            let (repaired, forwards) = blocking(move || {
+                let (mut deletes, mut upserts) = (Vec::new(), Vec::new());
+                {
+                    let store = c.read();
+                    for p in req.points {
+                        if segment::digest::point_hash(&store, p.id) != p.expect {
+                            continue; // changed since compared: the next round decides
+                        }
+                        match p.copy {
+                            Some(copy) => upserts.push(copy),
+                            None => deletes.push(p.id),
+                        }
+                    }
+                }
+                let repaired = (deletes.len() + upserts.len()) as u64;
+                let meta = OpMeta {
+                    id: None,
+                    fill: None,
+                    shards: Some(vec![shard]),
+                    install: None,
+                };
+                let mut ops = Vec::new();
+                if !deletes.is_empty() {
+                    ops.push(UpdateOp::Delete(Selector::Ids(deletes)));
+                }
+                if !upserts.is_empty() {
+                    ops.push(UpdateOp::Upsert {
+                        points: upserts,
+                        update_filter: None,
+                        mode: UpdateMode::Upsert,
+                    });
+                }
+                let mut forwards = Vec::new();
+                for op in ops {
+                    c.update_logged_outcome(op.clone(), false, meta.clone())?;
+                    forwards.push(replication::queue_forwards(&ctx2, &name, &op, None));
+                }
+                drop(guard);
+                c.flush_all()?;
+                Ok((repaired, forwards))
+            })
+            .await?;
+            for f in forwards {
+                replication::forwarded(&ctx, &req.collection, f).await;
+            }
+            Ok::<_, DistError>(repaired)
+        })
+        .await?
+    }
+
     async fn read_local(&self, req: ReadRequest) -> Result<ReadAnswer, PeerError> {
         wait_applied(&self.ctx, req.applied)
             .await
@@ -305,6 +381,14 @@ impl PeerService for LocalService {
     fn touched(&self, req: TouchedRequest) -> PeerFuture<'_, Option<Touched>> {
         Box::pin(async move {
             self.touched_local(req)
+                .await
+                .map_err(|e| self.errors.describe(e))
+        })
+    }
+
+    fn repair(&self, req: RepairRequest) -> PeerFuture<'_, u64> {
+        Box::pin(async move {
+            self.repair_local(req)
                 .await
                 .map_err(|e| self.errors.describe(e))
         })

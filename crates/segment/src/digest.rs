@@ -156,35 +156,52 @@ pub fn point_hashes(
     out
 }
 
-/// The ids on which two sorted leaf lists differ: present on one side only, or with
-/// different hashes.
-pub fn differing_ids(a: &[(PointId, u64)], b: &[(PointId, u64)]) -> Vec<PointId> {
+/// The hash of point `id` in `store` as the digest counts it; `None` when it is absent.
+pub fn point_hash(store: &PointStore, id: PointId) -> Option<u64> {
+    store.version(id)?;
+    let mut buf = Vec::new();
+    point_bytes(store, id, &mut buf);
+    Some(hash64(&buf))
+}
+
+/// The points on which two sorted leaf lists differ, each with its hash on either side
+/// (`None`: absent there).
+pub fn differences(
+    a: &[(PointId, u64)],
+    b: &[(PointId, u64)],
+) -> Vec<(PointId, Option<u64>, Option<u64>)> {
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
     while i < a.len() || j < b.len() {
         match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) if x.0 == y.0 => {
                 if x.1 != y.1 {
-                    out.push(x.0);
+                    out.push((x.0, Some(x.1), Some(y.1)));
                 }
                 i += 1;
                 j += 1;
             }
             (Some(x), Some(y)) if x.0 < y.0 => {
-                out.push(x.0);
+                out.push((x.0, Some(x.1), None));
                 i += 1;
             }
             (Some(x), None) => {
-                out.push(x.0);
+                out.push((x.0, Some(x.1), None));
                 i += 1;
             }
             (_, Some(y)) => {
-                out.push(y.0);
+                out.push((y.0, None, Some(y.1)));
                 j += 1;
             }
             (None, None) => unreachable!("loop condition"),
         }
     }
     out
+}
+
+/// The ids on which two sorted leaf lists differ: present on one side only, or with
+/// different hashes.
+pub fn differing_ids(a: &[(PointId, u64)], b: &[(PointId, u64)]) -> Vec<PointId> {
+    differences(a, b).into_iter().map(|d| d.0).collect()
 }
 
 fn for_each_point(
@@ -382,6 +399,11 @@ mod tests {
         );
         assert!(la.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(differing_ids(&la, &lb), expect);
+        for (id, here, there) in differences(&la, &lb) {
+            assert_eq!(here, point_hash(&a, id));
+            assert_eq!(there, point_hash(&b, id));
+        }
+        assert_eq!(point_hash(&b, PointId::Num(17)), None);
         assert_eq!(differing_ids(&lb, &la), expect);
         assert!(differing_ids(&la, &la).is_empty());
     }

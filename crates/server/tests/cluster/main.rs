@@ -4,6 +4,7 @@
 mod harness;
 
 mod abandoned_clients;
+mod anti_entropy;
 mod config_update;
 mod kill_restart;
 mod partition;
