@@ -98,12 +98,11 @@ pub fn shard_tree(
     let prev = prev.filter(|p| p.buckets.len() == BUCKETS && p.shapes.len() == BUCKETS);
     let mut shapes = vec![Digest::default(); BUCKETS];
     let mut ids: Vec<(PointId, u8)> = Vec::new();
-    for id in store.matching_ids(None) {
+    for (id, version) in store.ids_and_versions() {
         if shard_of(id, shard_number) != shard {
             continue;
         }
         let b = bucket_of(id);
-        let version = store.version(id).unwrap_or_default();
         let mut key = [0u8; 24];
         key[..8].copy_from_slice(&version.to_le_bytes());
         match id {

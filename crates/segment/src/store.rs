@@ -1280,6 +1280,13 @@ impl PointStore {
             .collect()
     }
 
+    /// Every point's id and version, in id order (no lookup per point).
+    pub fn ids_and_versions(&self) -> impl Iterator<Item = (PointId, u64)> + '_ {
+        self.ids
+            .iter()
+            .map(|(id, off)| (*id, self.versions[*off as usize]))
+    }
+
     /// All ids matching the filter (ascending).
     pub fn matching_ids(&self, filter: Option<&Filter>) -> Vec<PointId> {
         self.scroll(None, usize::MAX, filter)
