@@ -372,3 +372,28 @@ def test_valid_names_with_dots_and_dashes_work(server):
     r = requests.get(f"{server.url}/collections/{name}", timeout=10)
     assert_ok_response(r, "get dotted name")
     assert assert_ok_response(requests.delete(f"{server.url}/collections/{name}", timeout=10))["result"] is True
+
+
+def test_index_schema_is_checked_and_kept_in_canonical_form(server):
+    """A payload index schema is parsed into its typed form where the request is accepted:
+    a value of the wrong kind gets 400 and creates nothing, and parameters that belong to
+    another index type are dropped (Qdrant ignores them), so `payload_schema` shows what the
+    index really is."""
+    name = f"ix_{uuid.uuid4().hex[:8]}"
+    base = f"{server.url}/collections/{name}"
+    assert_ok_response(requests.put(base, json={"vectors": {"size": DIM, "distance": "Dot"}}, timeout=30), "create")
+    for schema in [{"type": "text", "tokenizer": "letters"},
+                   {"type": "integer", "range": "yes"},
+                   {"type": "text", "min_token_len": -1},
+                   {"type": "text", "stemmer": {"type": "porter", "language": "english"}}]:
+        r = requests.put(f"{base}/index?wait=true", json={"field_name": "k", "field_schema": schema}, timeout=30)
+        assert_error_response(r, 400, f"schema {schema}")
+    info = assert_ok_response(requests.get(base, timeout=30), "info")["result"]
+    assert info["payload_schema"] == {}, info["payload_schema"]
+    r = requests.put(f"{base}/index?wait=true", json={"field_name": "k", "field_schema": {
+        "type": "keyword", "is_tenant": True, "on_disk": None, "tokenizer": "word", "lowercase": True}}, timeout=30)
+    assert_ok_response(r, "keyword index")
+    info = assert_ok_response(requests.get(base, timeout=30), "info")["result"]
+    assert info["payload_schema"]["k"] == {
+        "data_type": "keyword", "params": {"type": "keyword", "is_tenant": True}, "points": 0}, info["payload_schema"]
+    requests.delete(base, timeout=30)

@@ -301,7 +301,7 @@ fn collection_info(c: &Collection) -> Value {
     let indexes = c.payload_indexes();
     let mut schema = serde_json::Map::new();
     for (field, s) in &indexes {
-        let dt = wire::index_data_type(s).unwrap_or_else(|_| "keyword".into());
+        let dt = s.kind().name();
         let count = segment::json_path::JsonPath::parse(field)
             .map(|p| {
                 // payloads only: iter_records would clone every vector too
@@ -317,17 +317,13 @@ fn collection_info(c: &Collection) -> Value {
             })
             .unwrap_or(0);
         let mut e = json!({"data_type": dt, "points": count});
-        if let Value::Object(m) = s {
-            let params: serde_json::Map<String, Value> = m
-                .iter()
-                .filter(|(k, _)| k.as_str() != "type")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            if !params.is_empty() {
-                let mut p = params;
-                p.insert("type".into(), Value::from(dt.clone()));
-                e["params"] = Value::Object(p);
-            }
+        // shown when the schema sets a parameter besides its type
+        if let Some(p) = s
+            .params()
+            .map(|p| json!(p))
+            .filter(|p| p.as_object().is_some_and(|m| m.len() > 1))
+        {
+            e["params"] = p;
         }
         schema.insert(field.clone(), e);
     }

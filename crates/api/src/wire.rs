@@ -1110,9 +1110,14 @@ fn language(v: &Value) -> WResult<Value> {
         })
 }
 
-/// A payload index `field_schema` in canonical form: stopword languages given by code
-/// (`en`) are stored under their names (`english`); unknown languages are refused.
-pub fn index_schema(schema: &Value) -> WResult<Value> {
+/// A payload index `field_schema`, typed and in canonical form: stopword languages given
+/// by code (`en`) are stored under their names (`english`), unknown languages are refused,
+/// and parameters of other index types are dropped.
+pub fn index_schema(schema: &Value) -> WResult<collection::index_schema::IndexSchema> {
+    collection::index_schema::IndexSchema::parse(&index_schema_json(schema)?).map_err(bad)
+}
+
+fn index_schema_json(schema: &Value) -> WResult<Value> {
     index_data_type(schema)?;
     let mut out = schema.clone();
     if let Some(sw) = out.get_mut("stopwords") {
@@ -1152,9 +1157,9 @@ mod tests {
 
     #[test]
     fn stopword_languages_by_name_or_code() {
-        let s = index_schema(&json!({"type": "text", "stopwords": "en"})).unwrap();
+        let s = index_schema_json(&json!({"type": "text", "stopwords": "en"})).unwrap();
         assert_eq!(s["stopwords"], "english");
-        let s = index_schema(
+        let s = index_schema_json(
             &json!({"type": "text", "stopwords": {"languages": ["de", "French"], "custom": ["x"]}}),
         )
         .unwrap();

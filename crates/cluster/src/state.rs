@@ -6,6 +6,7 @@
 //! reaches the same state; effects are executed by the node loop after apply.
 
 use collection::config::CollectionConfig;
+use collection::index_schema::IndexSchema;
 use collection::storage::AliasAction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,9 +32,9 @@ pub struct CollectionMeta {
     /// otherwise each patch is applied to `config` when its entry is applied.
     #[serde(default)]
     pub updates: Vec<Value>,
-    /// Payload indexes: field -> schema.
+    /// Payload indexes: field -> schema (canonical: parsed by the proposer).
     #[serde(default)]
-    pub payload_indexes: BTreeMap<String, Value>,
+    pub payload_indexes: BTreeMap<String, IndexSchema>,
     /// Replicas not in state Active: (shard, peer) -> state. Absent = Active.
     #[serde(default)]
     pub replica_states: BTreeMap<(u32, PeerId), ReplicaState>,
@@ -199,7 +200,7 @@ pub enum ClusterOp {
     SetPayloadIndex {
         collection: String,
         field: String,
-        schema: Option<Value>,
+        schema: Option<IndexSchema>,
     },
     /// Drop every replica a removed peer held (forced peer removal).
     RemovePeerReplicas {
@@ -921,7 +922,9 @@ mod tests {
                 ClusterOp::SetPayloadIndex {
                     collection: "a".into(),
                     field: "f".into(),
-                    schema: Some(json!("keyword")),
+                    schema: Some(IndexSchema::Type(
+                        collection::index_schema::IndexType::Keyword,
+                    )),
                 },
                 true,
             ),

@@ -16,6 +16,7 @@
 use crate::config::CollectionConfig;
 use crate::error::{CResult, CollectionError};
 use crate::fsutil::{checksummed_json, read_json, sync_dir, write_json, write_synced};
+use crate::index_schema::IndexSchema;
 use crate::operations::{LoggedOp, OpMeta, UpdateOp};
 use parking_lot::{Mutex, RwLock};
 use segment::store::{NamedVectors, PointStore};
@@ -59,9 +60,9 @@ pub const WAL_RETAIN_SEGMENTS: usize = 4;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CollectionMeta {
     pub config: CollectionConfig,
-    /// field name -> field schema as given by the user (`"keyword"` or `{"type": ...}`).
+    /// field name -> field schema (`"keyword"` or `{"type": ...}`), canonical.
     #[serde(default)]
-    pub payload_indexes: BTreeMap<String, Value>,
+    pub payload_indexes: BTreeMap<String, IndexSchema>,
 }
 
 /// What a checkpoint is written from (see [`Collection::take_cut`]).
@@ -344,7 +345,7 @@ impl Collection {
         self.meta.read().config.hnsw_config.full_scan_threshold as usize
     }
 
-    pub fn payload_indexes(&self) -> BTreeMap<String, Value> {
+    pub fn payload_indexes(&self) -> BTreeMap<String, IndexSchema> {
         self.meta.read().payload_indexes.clone()
     }
 
@@ -446,7 +447,7 @@ impl Collection {
         Ok(())
     }
 
-    pub fn set_payload_index(&self, field: &str, schema: Option<Value>) -> CResult<()> {
+    pub fn set_payload_index(&self, field: &str, schema: Option<IndexSchema>) -> CResult<()> {
         let mut meta = self.meta.write();
         let mut new = meta.clone();
         match schema {
@@ -1114,16 +1115,9 @@ fn committed_installs(
     Ok(out)
 }
 
-/// Build the store-side index for a payload field schema (`"keyword"` or `{"type": ...}`).
-fn apply_index(store: &mut PointStore, field: &str, schema: &Value) -> CResult<()> {
-    let t = match schema {
-        Value::String(s) => s.as_str(),
-        Value::Object(m) => m.get("type").and_then(Value::as_str).unwrap_or(""),
-        _ => "",
-    };
-    let kind = segment::payload_index::FieldType::parse(t)
-        .ok_or_else(|| CollectionError::BadInput(format!("unknown payload index type `{t}`")))?;
-    store.create_payload_index(field, kind)?;
+/// Build the store-side index for a payload field schema.
+fn apply_index(store: &mut PointStore, field: &str, schema: &IndexSchema) -> CResult<()> {
+    store.create_payload_index(field, schema.kind().field_type())?;
     Ok(())
 }
 
@@ -1252,6 +1246,7 @@ fn load_checkpoint(
 mod tests {
     use super::*;
     use crate::config::CreateCollection;
+    use crate::index_schema::IndexType;
     use crate::operations::*;
     use serde_json::json;
 
@@ -1762,7 +1757,8 @@ mod tests {
         let mut before = Vec::new();
         {
             let c = Collection::create(&dir, "b", cfg).unwrap();
-            c.set_payload_index("t", Some(json!("keyword"))).unwrap();
+            c.set_payload_index("t", Some(IndexSchema::Type(IndexType::Keyword)))
+                .unwrap();
             c.update(
                 UpdateOp::Upsert {
                     points: (0..5500).map(point).collect(),
@@ -1839,6 +1835,7 @@ mod tests {
 mod vacuum_tests {
     use super::*;
     use crate::config::CreateCollection;
+    use crate::index_schema::IndexType;
     use crate::operations::*;
     use serde_json::json;
 
@@ -1850,7 +1847,8 @@ mod vacuum_tests {
             .into_config(&crate::config::CollectionDefaults::default())
             .unwrap();
         let c = Collection::create(&root.path().join("c"), "c", cfg).unwrap();
-        c.set_payload_index("k", Some(json!("integer"))).unwrap();
+        c.set_payload_index("k", Some(IndexSchema::Type(IndexType::Integer)))
+            .unwrap();
         let pts = |r: std::ops::Range<u64>| UpdateOp::Upsert {
             points: r
                 .map(|i| PointInsert {

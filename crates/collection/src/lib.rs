@@ -8,6 +8,7 @@ pub mod collection;
 pub mod config;
 pub mod error;
 mod fsutil;
+pub mod index_schema;
 pub use fsutil::{read_json, set_memory_release, tune_allocator, write_json};
 /// Graph builds run on background-priority threads: see `segment::background`.
 pub use segment::background::init_global_pool as init_background_pool;

@@ -228,6 +228,7 @@ mod tests {
     use super::*;
     use cluster::state::CollectionMeta;
     use collection::config::CollectionDefaults;
+    use collection::index_schema::{IndexSchema, IndexType};
     use collection::operations::{PointInsert, StoredVector, UpdateMode, UpdateOp};
     use serde_json::json;
 
@@ -257,7 +258,8 @@ mod tests {
             mode: UpdateMode::Upsert,
         };
         c.update(upsert, true).unwrap();
-        c.set_payload_index("old", Some(json!("keyword"))).unwrap();
+        c.set_payload_index("old", Some(IndexSchema::Type(IndexType::Keyword)))
+            .unwrap();
 
         let (me, other) = (1u64, 2u64);
         let update = json!({"hnsw_config": {"ef_construct": 123}});
@@ -267,7 +269,7 @@ mod tests {
             // shard 1 moved away from this peer
             shards: vec![vec![me, other], vec![other]],
             updates: vec![update.clone()],
-            payload_indexes: [("k".to_string(), json!("keyword"))].into(),
+            payload_indexes: [("k".to_string(), IndexSchema::Type(IndexType::Keyword))].into(),
             ..Default::default()
         };
         let mut state = ClusterState::default();

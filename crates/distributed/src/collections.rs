@@ -11,6 +11,7 @@ use crate::Ctx;
 use cluster::node::ClusterNode;
 use cluster::state::ClusterOp;
 use collection::config::CreateCollection;
+use collection::index_schema::IndexSchema;
 use collection::storage::AliasAction;
 use collection::Storage;
 use serde_json::Value;
@@ -34,7 +35,7 @@ pub trait CollectionsService: Send + Sync + 'static {
         &self,
         name: String,
         field: String,
-        schema: Option<Value>,
+        schema: Option<IndexSchema>,
     ) -> PointsFuture<'_, ()>;
 }
 
@@ -91,7 +92,7 @@ impl CollectionsService for LocalCollections {
         &self,
         name: String,
         field: String,
-        schema: Option<Value>,
+        schema: Option<IndexSchema>,
     ) -> PointsFuture<'_, ()> {
         let storage = self.storage.clone();
         Box::pin(blocking(move || {
@@ -173,7 +174,7 @@ impl CollectionsService for ClusterCollections {
         &self,
         name: String,
         field: String,
-        schema: Option<Value>,
+        schema: Option<IndexSchema>,
     ) -> PointsFuture<'_, ()> {
         Box::pin(async move {
             let c = self.ctx.storage.get(&name)?;
