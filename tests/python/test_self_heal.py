@@ -432,6 +432,41 @@ def ae_stats(peers, name: str) -> dict:
     return out
 
 
+def start_faulty(c: Cluster, monkeypatch, faults: dict) -> list:
+    """Peers 1001, 1002 and 1003 (in that order, the first founding the cluster); peer i
+    starts with the fault rules `faults[i]` (`SEXTANT_PEER_FAULTS`), if any."""
+    ids = [1001, 1002, 1003]
+    peers: list = []
+    for i, pid in enumerate(ids):
+        p = c.new_peer()
+        (p.storage / "raft").mkdir(parents=True, exist_ok=True)
+        (p.storage / "raft" / "peer_id").write_text(str(pid))
+        if i in faults:
+            monkeypatch.setenv("SEXTANT_PEER_FAULTS", faults[i])
+            monkeypatch.setenv("SEXTANT_PEER_FAULTS_SEED", str(5 + i))
+        args = ["--uri", p.p2p_uri] if i == 0 else ["--bootstrap", peers[0].p2p_uri, "--uri", p.p2p_uri]
+        p.spawn(args)
+        p.wait_ready()
+        monkeypatch.delenv("SEXTANT_PEER_FAULTS", raising=False)
+        peers.append(p)
+    c.wait_converged(60)
+    assert [p.peer_id for p in peers] == ids
+    return peers
+
+
+def equal_replicas(peers, name: str, n: int):
+    """Per shard, the one count all its replicas (every one Active) hold, when they agree
+    and the counts add up to `n`; otherwise False."""
+    ps: dict[int, set] = {}
+    for (shard, _), (state, cnt) in local_counts(peers, name).items():
+        if state != "Active":
+            return False
+        ps.setdefault(shard, set()).add(cnt)
+    if len(ps) == 3 and all(len(v) == 1 for v in ps.values()) and sum(next(iter(v)) for v in ps.values()) == n:
+        return {shard: next(iter(v)) for shard, v in ps.items()}
+    return False
+
+
 def test_anti_entropy_merges_replicas_that_each_lack_writes(tmp_path, monkeypatch):
     """Anti-entropy (issue #15): when each replica of a shard lacks client writes the other
     acknowledged, neither copy is complete and a resync either way would drop writes. The
@@ -444,24 +479,9 @@ def test_anti_entropy_merges_replicas_that_each_lack_writes(tmp_path, monkeypatc
     and 2 KB payloads."""
     dim = 1536
     monkeypatch.setenv("QDRANT__CLUSTER__ANTI_ENTROPY__INTERVAL_SEC", "3")
-    ids = [1001, 1002, 1003]
-    faults = {0: "apply:lose:0.3@1003", 1: "apply:lose:0.3@1001"}
     c = Cluster(tmp_path)
     try:
-        peers = []
-        for i in range(3):
-            p = c.new_peer()
-            (p.storage / "raft").mkdir(parents=True, exist_ok=True)
-            (p.storage / "raft" / "peer_id").write_text(str(ids[i]))
-            if i in faults:
-                monkeypatch.setenv("SEXTANT_PEER_FAULTS", faults[i])
-                monkeypatch.setenv("SEXTANT_PEER_FAULTS_SEED", str(11 + i))
-            args = ["--uri", p.p2p_uri] if i == 0 else ["--bootstrap", peers[0].p2p_uri, "--uri", p.p2p_uri]
-            p.spawn(args)
-            p.wait_ready()
-            monkeypatch.delenv("SEXTANT_PEER_FAULTS", raising=False)
-            peers.append(p)
-        c.wait_converged(60)
+        peers = start_faulty(c, monkeypatch, {0: "apply:lose:0.3@1003", 1: "apply:lose:0.3@1001"})
         a, b = peers[0], peers[1]
         r = a.request("PUT", "/collections/m", json={
             "vectors": {"size": dim, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 2})
@@ -486,23 +506,12 @@ def test_anti_entropy_merges_replicas_that_each_lack_writes(tmp_path, monkeypatc
                 assert r.status_code == 200, r.text
         counts = local_counts(peers, "m")
         before = ae_stats(peers, "m")
-
-        def merged():
-            cs = local_counts(peers, "m")
-            ps: dict[int, set] = {}
-            for (shard, _), (state, cnt) in cs.items():
-                if state != "Active":
-                    return False
-                ps.setdefault(shard, set()).add(cnt)
-            return len(ps) == 3 and all(len(v) == 1 for v in ps.values()) \
-                and sum(next(iter(v)) for v in ps.values()) == n and ps
-
         started = time.monotonic()
-        final = wait_until(merged, 90, what="anti-entropy merged every replica")
+        final = wait_until(lambda: equal_replicas(peers, "m", n), 90, what="anti-entropy merged every replica")
         print(f"anti-entropy: replicas merged {time.monotonic() - started:.1f} s after the writes")
         # some shard had two replicas that each lacked points the other held
-        each_lacked = [s for s, v in final.items()
-                       if all(cnt < next(iter(v)) for (sh, _), (_, cnt) in counts.items() if sh == s)]
+        each_lacked = [s for s, total in final.items()
+                       if all(cnt < total for (sh, _), (_, cnt) in counts.items() if sh == s)]
         assert each_lacked, f"no shard had each replica lacking writes: before {counts}, after {final}"
         stats = ae_stats(peers, "m")
         assert stats["unrepairable"] == 0, stats
@@ -526,29 +535,10 @@ def test_anti_entropy_repairs_lost_writes(tmp_path, monkeypatch):
     difference to the lost points (digest trees) and copies exactly those within 60 s, with
     the counts in `GET /collections/{c}/cluster`."""
     monkeypatch.setenv("QDRANT__CLUSTER__ANTI_ENTROPY__INTERVAL_SEC", "3")
-    ids = [1001, 1002, 1003]
     c = Cluster(tmp_path)
     try:
-        def make(i):
-            p = c.new_peer()
-            (p.storage / "raft").mkdir(parents=True, exist_ok=True)
-            (p.storage / "raft" / "peer_id").write_text(str(ids[i]))
-            return p
-
-        a = make(0)
-        monkeypatch.setenv("SEXTANT_PEER_FAULTS", "apply:lose:0.3@1003")
-        monkeypatch.setenv("SEXTANT_PEER_FAULTS_SEED", "5")
-        a.spawn(["--uri", a.p2p_uri])
-        a.wait_ready()
-        monkeypatch.delenv("SEXTANT_PEER_FAULTS")
-        peers = [a]
-        for i in (1, 2):
-            p = make(i)
-            p.spawn(["--bootstrap", a.p2p_uri, "--uri", p.p2p_uri])
-            p.wait_ready()
-            peers.append(p)
-        c.wait_converged(60)
-        assert {p.peer_id for p in peers} == set(ids)
+        peers = start_faulty(c, monkeypatch, {0: "apply:lose:0.3@1003"})
+        a = peers[0]
         r = a.request("PUT", "/collections/ae", json={
             "vectors": {"size": DIM, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 2})
         assert r.status_code == 200, r.text
@@ -569,18 +559,7 @@ def test_anti_entropy_repairs_lost_writes(tmp_path, monkeypatch):
         # must narrow the difference down to
         differing = sum(max(v) - min(v) for v in per_shard.values())
         started = time.monotonic()
-
-        def repaired():
-            cs = local_counts(peers, "ae")
-            ps: dict[int, set] = {}
-            for (shard, _), (state, cnt) in cs.items():
-                if state != "Active":
-                    return False
-                ps.setdefault(shard, set()).add(cnt)
-            return len(ps) == 3 and all(len(v) == 1 for v in ps.values()) \
-                and sum(next(iter(v)) for v in ps.values()) == n
-
-        wait_until(repaired, 60, what="anti-entropy repaired every replica")
+        wait_until(lambda: equal_replicas(peers, "ae", n), 60, what="anti-entropy repaired every replica")
         print(f"anti-entropy: replicas equal again {time.monotonic() - started:.1f} s after the writes")
         stats = [p.get("/collections/ae/cluster").json()["result"]["anti_entropy"] for p in peers]
         assert sum(s["mismatches"] for s in stats) >= 1 and sum(s["repairs"] for s in stats) >= 1, stats

@@ -440,4 +440,41 @@ mod tests {
         );
         assert!(hashed >= dirty.len(), "{hashed}");
     }
+
+    /// Cost of a full digest tree and of a refresh after a few writes (run by hand:
+    /// `cargo test -p segment --release digest_tree_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn digest_tree_cost() {
+        use std::time::Instant;
+        let mut schema = VectorSchema::default();
+        schema.dense.insert(
+            String::new(),
+            DenseParams {
+                size: 128,
+                distance: Distance::Dot,
+                on_disk: false,
+                quantization: None,
+            },
+        );
+        let mut s = PointStore::new(schema);
+        for i in 0..667_000u64 {
+            let v: Vec<f32> = (0..128).map(|k| (i * 131 + k) as f32).collect();
+            let vecs = [(String::new(), Vector::Dense(v))].into();
+            s.upsert(PointId::Num(i), i + 1, &vecs, json!({"n": i}).as_object().unwrap().clone());
+        }
+        let t = Instant::now();
+        let (tree, hashed) = shard_tree(&s, 3, 0, None);
+        println!("full: {:?} ({hashed} hashed)", t.elapsed());
+        let vecs = [(String::new(), Vector::Dense(vec![1.0; 128]))].into();
+        for i in 0..10u64 {
+            s.upsert(PointId::Num(i * 7919), 10_000_000 + i, &vecs, Default::default());
+        }
+        let t = Instant::now();
+        let (_, hashed) = shard_tree(&s, 3, 0, Some(&tree));
+        println!("refresh: {:?} ({hashed} hashed)", t.elapsed());
+        let t = Instant::now();
+        let n = s.ids_and_versions().filter(|(id, _)| shard_of(*id, 3) == 0).count();
+        println!("walk: {:?} ({n})", t.elapsed());
+    }
 }
