@@ -461,20 +461,33 @@ mod tests {
         for i in 0..667_000u64 {
             let v: Vec<f32> = (0..128).map(|k| (i * 131 + k) as f32).collect();
             let vecs = [(String::new(), Vector::Dense(v))].into();
-            s.upsert(PointId::Num(i), i + 1, &vecs, json!({"n": i}).as_object().unwrap().clone());
+            s.upsert(
+                PointId::Num(i),
+                i + 1,
+                &vecs,
+                json!({"n": i}).as_object().unwrap().clone(),
+            );
         }
         let t = Instant::now();
         let (tree, hashed) = shard_tree(&s, 3, 0, None);
         println!("full: {:?} ({hashed} hashed)", t.elapsed());
         let vecs = [(String::new(), Vector::Dense(vec![1.0; 128]))].into();
         for i in 0..10u64 {
-            s.upsert(PointId::Num(i * 7919), 10_000_000 + i, &vecs, Default::default());
+            s.upsert(
+                PointId::Num(i * 7919),
+                10_000_000 + i,
+                &vecs,
+                Default::default(),
+            );
         }
         let t = Instant::now();
         let (_, hashed) = shard_tree(&s, 3, 0, Some(&tree));
         println!("refresh: {:?} ({hashed} hashed)", t.elapsed());
         let t = Instant::now();
-        let n = s.ids_and_versions().filter(|(id, _)| shard_of(*id, 3) == 0).count();
+        let n = s
+            .ids_and_versions()
+            .filter(|(id, _)| shard_of(*id, 3) == 0)
+            .count();
         println!("walk: {:?} ({n})", t.elapsed());
     }
 }
