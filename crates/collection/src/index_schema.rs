@@ -6,7 +6,10 @@
 //! form ([`IndexSchema::parse`]): parameters that do not apply to the type are dropped, as
 //! Qdrant ignores them, and stopword languages given by code are stored by name. Every peer
 //! then applies exactly that value. Serialized, it has the API's shape, so `collection.json`
-//! and Raft entries written as JSON values by earlier builds read back unchanged.
+//! and Raft entries written as JSON values by earlier builds read back unchanged. Earlier
+//! builds checked only the type of what they stored: a stored value whose parameters do not
+//! parse reads back as its type alone (the parameters only describe the index; the store
+//! builds it from the type), with a warning, so such a collection still opens.
 
 use segment::payload_index::FieldType;
 use serde::{Deserialize, Serialize};
@@ -65,11 +68,48 @@ impl IndexType {
 }
 
 /// A payload index schema in canonical form.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum IndexSchema {
     Type(IndexType),
     Params(Box<IndexParams>),
+}
+
+/// The strict form: what a request may say.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Strict {
+    Type(IndexType),
+    Params(Box<IndexParams>),
+}
+
+impl From<Strict> for IndexSchema {
+    fn from(s: Strict) -> Self {
+        match s {
+            Strict::Type(t) => IndexSchema::Type(t),
+            Strict::Params(p) => IndexSchema::Params(p),
+        }
+    }
+}
+
+/// Stored values (`collection.json`, Raft entries): the strict form, or else the type alone
+/// (see the module docs).
+impl<'de> Deserialize<'de> for IndexSchema {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        if let Ok(s) = serde_json::from_value::<Strict>(v.clone()) {
+            return Ok(s.into());
+        }
+        let kind = match &v {
+            serde_json::Value::Object(m) => m.get("type"),
+            other => Some(other),
+        }
+        .cloned()
+        .and_then(|t| serde_json::from_value::<IndexType>(t).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("invalid payload index schema {v}")))?;
+        tracing::warn!(schema = %v, "a stored payload index schema has parameters that do not parse: kept as its type `{}` alone", kind.name());
+        Ok(IndexSchema::Type(kind))
+    }
 }
 
 /// A type and its parameters (the union of Qdrant's `*IndexParams`; only those of `type`
@@ -147,11 +187,11 @@ impl IndexSchema {
     /// Parse a `field_schema` (already checked for its type and stopword languages) into
     /// its canonical form: parameters that do not apply to its type are dropped.
     pub fn parse(v: &serde_json::Value) -> Result<IndexSchema, String> {
-        let s: IndexSchema = serde_json::from_value(v.clone())
+        let s: Strict = serde_json::from_value(v.clone())
             .map_err(|e| format!("Format error in JSON body: invalid field_schema: {e}"))?;
         Ok(match s {
-            IndexSchema::Type(t) => IndexSchema::Type(t),
-            IndexSchema::Params(p) => IndexSchema::Params(Box::new(p.applicable())),
+            Strict::Type(t) => IndexSchema::Type(t),
+            Strict::Params(p) => IndexSchema::Params(Box::new(p.applicable())),
         })
     }
 
@@ -259,5 +299,24 @@ mod tests {
         let packed = rmp_serde::to_vec_named(&json!("uuid")).unwrap();
         let s: IndexSchema = rmp_serde::from_slice(&packed).unwrap();
         assert_eq!(s, IndexSchema::Type(IndexType::Uuid));
+        // earlier builds stored parameters unchecked: the index is kept, by its type
+        for old in [
+            json!({"type": "text", "tokenizer": "letters", "lowercase": true}),
+            json!({"type": "integer", "range": "yes"}),
+            json!({"type": "text", "min_token_len": 2.5}),
+        ] {
+            let packed = rmp_serde::to_vec_named(&old).unwrap();
+            let s: IndexSchema = rmp_serde::from_slice(&packed).unwrap();
+            assert_eq!(s.kind().name(), old["type"], "{old}");
+            let s: IndexSchema = serde_json::from_value(old.clone()).unwrap();
+            assert_eq!(s.kind().name(), old["type"], "{old}");
+            assert!(IndexSchema::parse(&old).is_err(), "{old}");
+        }
+        for never in [json!("vector"), json!({"tokenizer": "word"}), json!(7)] {
+            assert!(
+                serde_json::from_value::<IndexSchema>(never.clone()).is_err(),
+                "{never}"
+            );
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Anti-entropy: the replicas of each shard compare content digests periodically, and a
-//! confirmed difference is repaired by a verified resync (a `Recovery` transfer, WAL delta
-//! first, whose switch checks the digests again).
+//! confirmed difference is narrowed to the points that differ and repaired point by point
+//! (or, when it is large, by a verified resync of the stale replica).
 //!
 //! - Who compares: the shard's first Active replica in placement order, with each other
 //!   Active replica, every `cluster.anti_entropy.interval_sec`, when the shard's collection
@@ -18,13 +18,14 @@
 //!   copy holds every acknowledged write of that point: it is counted as unrepairable and
 //!   logged. When neither does (writes applied in different orders, or damage), the first
 //!   replica's copy wins.
-//! - Repair: up to `REPAIR_POINTS` differing points per direction are copied from the
-//!   winning copy to the other replica (deleted there when the winner lacks them). The
+//! - Repair: when the differing buckets hold at most `REPAIR_POINTS` points, each
+//!   differing point is copied from the winning copy to the other replica (deleted there when the winner lacks them). The
 //!   receiver applies each under its collection's order lock, only if its copy still has
 //!   the hash it was compared with (a client write that came in meanwhile is never
 //!   overwritten with an older copy), logged as a write that is not a client write; the
-//!   next round verifies the digests again. A larger one-way difference is repaired by a
-//!   verified resync of the shard (a `Recovery` transfer, WAL delta first).
+//!   next round verifies the digests again. A larger difference is repaired by a verified
+//!   resync (a `Recovery` transfer, WAL delta first) from the replica lacking none of the
+//!   other's client writes; when each lacks some, it is counted as unrepairable.
 
 use crate::coordinator::{self, placement_of};
 use crate::peer::{TouchedRequest, TreeAnswer, TreeLevel, TreeRequest};
@@ -305,8 +306,11 @@ async fn compare(
         .clone()
         .ok_or_else(|| crate::DistError::bad_request("not in cluster mode"))?;
     let me = node.id;
-    let differing = differing_points(ctx, collection, shard, other).await?;
     let (here, there) = missing_writes(ctx, collection, shard, other).await?;
+    let Some(differing) = differing_points(ctx, collection, shard, other).await? else {
+        // too many points to compare one by one: resync the stale copy whole
+        return resync(ctx, &node, collection, shard, other, (here, there)).await;
+    };
     // each point to copy, with the hash the receiving copy was compared with
     let (mut to_other, mut to_me, mut conflicts) = (Vec::new(), Vec::new(), 0usize);
     for (id, hash_here, hash_there) in differing {
@@ -327,8 +331,8 @@ async fn compare(
         conflicts,
         "anti-entropy: replicas differ: repairing"
     );
-    if conflicts > 0 {
-        ae.count(collection, |c| c.unrepairable += 1);
+    let mut unrepairable = conflicts > 0;
+    if unrepairable {
         tracing::error!(
             collection,
             shard,
@@ -337,38 +341,80 @@ async fn compare(
             "anti-entropy: points where each replica may hold a client write the other lacks (or a log cannot tell); not repaired (either copy would drop an acknowledged write)"
         );
     }
-    if !ae.idle(collection) {
-        return Ok(()); // a write arrived meanwhile: compare again next round
-    }
-    let (mut points, mut resynced) = (0u64, false);
-    let one_way = to_other.is_empty() || to_me.is_empty();
-    for (from, to, ids) in [(me, other, to_other), (other, me, to_me)] {
-        if ids.is_empty() || !active(&node, collection, shard, to) {
-            continue;
-        }
-        if ids.len() <= REPAIR_POINTS {
-            points += repair_points(ctx, collection, shard, from, to, &ids).await?;
-        } else if one_way && conflicts == 0 {
-            // too many points to copy one by one: rebuild the stale copy from the other
-            crate::replication::propose(
-                ctx,
-                crate::replication::recovery(collection, shard, from, to),
-            )
-            .await
-            .map_err(crate::DistError::unavailable)?;
-            resynced = true;
-        } else {
-            ae.count(collection, |c| c.unrepairable += 1);
-            tracing::error!(collection, shard, from, to, points = ids.len(), "anti-entropy: too many differing points to copy one by one, and a resync would drop writes the other way; not repaired");
+    let mut points = 0u64;
+    let mut outcome = Ok(());
+    if ae.idle(collection) {
+        // (otherwise a write arrived meanwhile: compare again next round)
+        for (from, to, ids) in [(me, other, to_other), (other, me, to_me)] {
+            if ids.is_empty() || !active(&node, collection, shard, to) {
+                continue;
+            }
+            if ids.len() > REPAIR_POINTS {
+                unrepairable = true;
+                tracing::error!(collection, shard, from, to, points = ids.len(), "anti-entropy: too many differing points to copy one by one, and a resync would drop writes the other way; not repaired");
+                continue;
+            }
+            outcome = repair_points(ctx, collection, shard, (from, to), &ids, &mut points).await;
+            if outcome.is_err() {
+                break;
+            }
         }
     }
-    if points > 0 || resynced {
-        ae.count(collection, |c| {
-            c.repairs += 1;
-            c.points_repaired += points;
-            c.resyncs += u64::from(resynced);
-        });
+    ae.count(collection, |c| {
+        c.unrepairable += u64::from(unrepairable);
+        c.repairs += u64::from(points > 0);
+        c.points_repaired += points;
+    });
+    outcome
+}
+
+/// Whether a replica's client writes that the other lacks touched nothing (it lacks none).
+fn lacks_nothing(t: &Option<Touched>) -> bool {
+    t.as_ref().is_some_and(|t| t.ids.is_empty() && !t.by_filter)
+}
+
+/// Repair a difference too large to copy point by point: the replica lacking none of the
+/// other's client writes is the source of a verified resync of the other. When each lacks
+/// writes of the other, a resync either way would drop acknowledged writes: not repaired.
+async fn resync(
+    ctx: &Ctx,
+    node: &cluster::node::ClusterNode,
+    collection: &str,
+    shard: u32,
+    other: u64,
+    (here, there): (Option<Touched>, Option<Touched>),
+) -> Result<(), crate::DistError> {
+    let ae = &ctx.repl.anti_entropy;
+    let me = node.id;
+    let (from, to) = if lacks_nothing(&there) {
+        (me, other)
+    } else if lacks_nothing(&here) {
+        (other, me)
+    } else {
+        ae.count(collection, |c| c.unrepairable += 1);
+        tracing::error!(collection, shard, peer = other, "anti-entropy: replicas differ in many points and each lacks client writes the other has; not repaired (a resync either way would drop acknowledged writes)");
+        return Ok(());
+    };
+    tracing::warn!(
+        collection,
+        shard,
+        from,
+        to,
+        "anti-entropy: replicas differ in more points than are copied one by one: resyncing"
+    );
+    if !ae.idle(collection) || !active(node, collection, shard, to) {
+        return Ok(());
     }
+    crate::replication::propose(
+        ctx,
+        crate::replication::recovery(collection, shard, from, to),
+    )
+    .await
+    .map_err(crate::DistError::unavailable)?;
+    ae.count(collection, |c| {
+        c.repairs += 1;
+        c.resyncs += 1;
+    });
     Ok(())
 }
 
@@ -425,13 +471,14 @@ async fn missing_writes(
 
 /// The points on which this peer's copy of `shard` and `other`'s differ, with their hashes
 /// here and there (`None`: absent): the digest trees narrowed bucket by bucket, then point
-/// by point.
+/// by point. `None` when the differing buckets hold more than `REPAIR_POINTS` points
+/// (their point hashes are not fetched: the answer could be too large for one message).
 async fn differing_points(
     ctx: &Ctx,
     collection: &str,
     shard: u32,
     other: u64,
-) -> Result<Vec<(PointId, Option<u64>, Option<u64>)>, crate::DistError> {
+) -> Result<Option<Vec<(PointId, Option<u64>, Option<u64>)>>, crate::DistError> {
     use segment::digest::BUCKETS;
     let n = shard_number(ctx, collection)?;
     let mine = tree(ctx, collection, shard, n).await?;
@@ -454,6 +501,17 @@ async fn differing_points(
         .filter(|&k| mine.buckets()[k] != theirs[k])
         .map(|k| k as u32)
         .collect();
+    let at_stake: u64 = buckets
+        .iter()
+        .map(|&k| {
+            mine.buckets()[k as usize]
+                .count
+                .max(theirs[k as usize].count)
+        })
+        .sum();
+    if at_stake > REPAIR_POINTS as u64 {
+        return Ok(None);
+    }
     let TreeAnswer::Leaves(here) = local_tree(
         ctx,
         collection,
@@ -473,7 +531,7 @@ async fn differing_points(
             ))
         }
     };
-    Ok(segment::digest::differences(&here, &there))
+    Ok(Some(segment::digest::differences(&here, &there)))
 }
 
 fn shard_number(ctx: &Ctx, collection: &str) -> Result<u32, crate::DistError> {
@@ -482,29 +540,42 @@ fn shard_number(ctx: &Ctx, collection: &str) -> Result<u32, crate::DistError> {
         .shard_number)
 }
 
-/// Points read from the source per request of a point-level repair (a few MB even with
-/// vectors of thousands of dimensions).
+/// Points read from the source per request of a point-level repair, at most.
 const REPAIR_BATCH: usize = 64;
+
+/// Points per request of a repair of `collection`: at most [`REPAIR_BATCH`], and about
+/// `collection::operations::BATCH_BYTES` of dense vectors (plus a few KB of payload each).
+fn repair_batch(ctx: &Ctx, collection: &str) -> usize {
+    use collection::config::VectorsConfig;
+    let dims: u64 = ctx
+        .storage
+        .get(collection)
+        .map_or(0, |c| match &c.config().params.vectors {
+            VectorsConfig::Single(v) => v.size,
+            VectorsConfig::Multi(m) => m.values().map(|v| v.size).sum(),
+        });
+    let per_point = dims * 4 + 4096;
+    (collection::operations::BATCH_BYTES as u64 / per_point).clamp(1, REPAIR_BATCH as u64) as usize
+}
 
 /// Make `to`'s copy of each point equal to `from`'s: copied whole, or deleted where `from`
 /// lacks it, unless `to`'s copy no longer has the hash it was compared with (a write came
 /// in meanwhile: the next round decides). Logged on `to` as writes of `shard` that are not
-/// client writes. Returns the number of points repaired.
+/// client writes. Adds the points repaired to `repaired` as each batch is applied.
 async fn repair_points(
     ctx: &Ctx,
     collection: &str,
     shard: u32,
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
     points: &[(PointId, Option<u64>)],
-) -> Result<u64, crate::DistError> {
+    repaired: &mut u64,
+) -> Result<(), crate::DistError> {
     use crate::peer::{ReadBody, ReadRequest, RepairPoint, RepairRequest, Scope};
     use collection::query::{WithPayload, WithVector};
     let n = shard_number(ctx, collection)?;
     let target = coordinator::peer(ctx, to)?;
     let source = coordinator::peer(ctx, from)?;
-    let mut repaired = 0;
-    for chunk in points.chunks(REPAIR_BATCH) {
+    for chunk in points.chunks(repair_batch(ctx, collection)) {
         let applied = coordinator::applied_index(ctx);
         let found = source
             .read(ReadRequest {
@@ -541,7 +612,7 @@ async fn repair_points(
                 copy: found.remove(&id),
             })
             .collect();
-        repaired += target
+        *repaired += target
             .repair(RepairRequest {
                 collection: collection.to_string(),
                 shard,
@@ -550,7 +621,7 @@ async fn repair_points(
             })
             .await?;
     }
-    Ok(repaired)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -191,17 +191,24 @@ impl LocalService {
         let ctx = self.ctx.clone();
         wait_applied(&ctx, req.applied).await?;
         let c = ctx.storage.get(&req.collection)?;
-        let n = coordinator::placement_of(&ctx, &req.collection)
-            .map(|p| p.shard_number)
+        let placement = coordinator::placement_of(&ctx, &req.collection)
             .ok_or_else(|| DistError::not_found("Not found: collection is not distributed"))?;
-        let shard = req.shard;
-        if let Some(p) = req
-            .points
-            .iter()
-            .find(|p| segment::routing::shard_of(p.id, n) != shard)
+        let (n, shard) = (placement.shard_number, req.shard);
+        if !placement
+            .shards
+            .get(shard as usize)
+            .is_some_and(|s| s.contains(&placement.me))
         {
+            return Err(DistError::not_found(format!(
+                "Not found: this peer holds no replica of shard {shard}"
+            )));
+        }
+        if let Some(p) = req.points.iter().find(|p| {
+            segment::routing::shard_of(p.id, n) != shard
+                || p.copy.as_ref().is_some_and(|c| c.id != p.id)
+        }) {
             return Err(DistError::bad_request(format!(
-                "point {} is not in shard {shard}",
+                "point {} is not in shard {shard}, or its copy is of another point",
                 p.id
             )));
         }
@@ -216,6 +223,9 @@ impl LocalService {
                     for p in req.points {
                         if segment::digest::point_hash(&store, p.id) != p.expect {
                             continue; // changed since compared: the next round decides
+                        }
+                        if p.expect.is_none() && p.copy.is_none() {
+                            continue; // absent on both sides now: nothing to do
                         }
                         match p.copy {
                             Some(copy) => upserts.push(copy),

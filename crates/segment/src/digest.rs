@@ -145,14 +145,18 @@ pub fn point_hashes(
         .iter()
         .filter(|b| (**b as usize) < BUCKETS)
         .for_each(|b| wanted[*b as usize] = true);
-    let mut out = Vec::new();
-    for_each_point(store, shard_number, shard, |id, h| {
-        if wanted[bucket_of(id) as usize] {
-            out.push((id, h))
-        }
-    });
-    out.sort_unstable_by_key(|(id, _)| *id);
-    out
+    let mut buf = Vec::new();
+    // ids come in order: the list is sorted; only the wanted buckets' points are hashed
+    store
+        .ids_and_versions()
+        .map(|(id, _)| id)
+        .filter(|id| shard_of(*id, shard_number) == shard && wanted[bucket_of(*id) as usize])
+        .map(|id| {
+            buf.clear();
+            point_bytes(store, id, &mut buf);
+            (id, hash64(&buf))
+        })
+        .collect()
 }
 
 /// The hash of point `id` in `store` as the digest counts it; `None` when it is absent.
@@ -201,23 +205,6 @@ pub fn differences(
 /// different hashes.
 pub fn differing_ids(a: &[(PointId, u64)], b: &[(PointId, u64)]) -> Vec<PointId> {
     differences(a, b).into_iter().map(|d| d.0).collect()
-}
-
-fn for_each_point(
-    store: &PointStore,
-    shard_number: u32,
-    shard: u32,
-    mut f: impl FnMut(PointId, u64),
-) {
-    let mut buf = Vec::new();
-    for id in store.matching_ids(None) {
-        if shard_of(id, shard_number) != shard {
-            continue;
-        }
-        buf.clear();
-        point_bytes(store, id, &mut buf);
-        f(id, hash64(&buf));
-    }
 }
 
 fn hash64(b: &[u8]) -> u64 {

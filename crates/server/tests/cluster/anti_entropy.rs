@@ -19,10 +19,11 @@ fn a_repair_skips_points_that_changed_since_compared() {
     let ctx = peer.peer().state.dist.clone();
     let col = peer.peer().storage().get("r").unwrap();
     let hash = |id: u64| point_hash(&col.read(), PointId::Num(id));
-    let copy_of = |id: u64| {
-        let r = col.read().get(PointId::Num(id)).unwrap();
+    // point `to` with the content of point `from`
+    let copy_of = |from: u64, to: u64| {
+        let r = col.read().get(PointId::Num(from)).unwrap();
         collection::operations::PointInsert {
-            id: PointId::Num(999),
+            id: PointId::Num(to),
             vectors: collection::operations::to_stored(r.vectors),
             payload: Some(r.payload),
         }
@@ -45,13 +46,13 @@ fn a_repair_skips_points_that_changed_since_compared() {
         RepairPoint {
             id: PointId::Num(999),
             expect: None,
-            copy: Some(copy_of(7)),
+            copy: Some(copy_of(7, 999)),
         },
         // compared as absent, but it exists now: kept
         RepairPoint {
             id: PointId::Num(5),
             expect: None,
-            copy: Some(copy_of(7)),
+            copy: Some(copy_of(7, 5)),
         },
     ];
     let id = c.id(i);
@@ -84,4 +85,25 @@ fn a_repair_skips_points_that_changed_since_compared() {
     );
     assert_eq!(store.get(PointId::Num(999)).unwrap().payload["n"], 7);
     assert_eq!(store.len(), before);
+    drop(store);
+    // a copy of another point, or a shard this peer does not hold, is refused
+    let (ctx, id) = (peer.peer().state.dist.clone(), c.id(i));
+    let bad = vec![RepairPoint {
+        id: PointId::Num(6),
+        expect: hash(6),
+        copy: Some(copy_of(7, 8)),
+    }];
+    let refused = peer.rt().block_on(async move {
+        let local = distributed::coordinator::peer(&ctx, id).unwrap();
+        local
+            .repair(RepairRequest {
+                collection: "r".into(),
+                shard: 0,
+                applied: 0,
+                points: bad,
+            })
+            .await
+    });
+    assert_eq!(refused.unwrap_err().status, 400);
+    assert!(col.read().get(PointId::Num(6)).is_some());
 }
