@@ -47,6 +47,18 @@ const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// Differing points repaired one by one at most; a larger difference resyncs the shard.
 pub const REPAIR_POINTS: usize = 10_000;
 
+/// [`REPAIR_POINTS`], or `SEXTANT_ANTI_ENTROPY_REPAIR_POINTS` (read once; for tests of the
+/// resync path with small data).
+fn repair_points_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("SEXTANT_ANTI_ENTROPY_REPAIR_POINTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(REPAIR_POINTS)
+    })
+}
+
 /// Per-collection counters (`GET /collections/{c}/cluster`, `/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
@@ -349,7 +361,7 @@ async fn compare(
             if ids.is_empty() || !active(&node, collection, shard, to) {
                 continue;
             }
-            if ids.len() > REPAIR_POINTS {
+            if ids.len() > repair_points_limit() {
                 unrepairable = true;
                 tracing::error!(collection, shard, from, to, points = ids.len(), "anti-entropy: too many differing points to copy one by one, and a resync would drop writes the other way; not repaired");
                 continue;
@@ -509,7 +521,7 @@ async fn differing_points(
                 .max(theirs[k as usize].count)
         })
         .sum();
-    if at_stake > REPAIR_POINTS as u64 {
+    if at_stake > repair_points_limit() as u64 {
         return Ok(None);
     }
     let TreeAnswer::Leaves(here) = local_tree(
