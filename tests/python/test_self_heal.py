@@ -582,3 +582,67 @@ def test_anti_entropy_repairs_lost_writes(tmp_path, monkeypatch, by):
             assert r.json()["result"]["count"] == n
     finally:
         c.cleanup()
+
+
+def test_anti_entropy_repairs_while_writes_continue(tmp_path, monkeypatch):
+    """Anti-entropy (issue #15) on a collection that never pauses: while a writer keeps
+    adding points, only the digest buckets that no write touched on either replica are
+    compared, and the points lost earlier on one replica are still found and repaired.
+    Lost writes come from peer 1001's lossy link to 1003; the writer goes through 1002."""
+    import threading
+
+    monkeypatch.setenv("QDRANT__CLUSTER__ANTI_ENTROPY__INTERVAL_SEC", "3")
+    c = Cluster(tmp_path)
+    stop = threading.Event()
+    try:
+        peers = start_faulty(c, monkeypatch, {0: "apply:lose:0.3@1003"})
+        a, b = peers[0], peers[1]
+        r = a.request("PUT", "/collections/busy", json={
+            "vectors": {"size": DIM, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 2})
+        assert r.status_code == 200, r.text
+        rng = random.Random(17)
+        n = 0
+        for _ in range(20):
+            pts = [{"id": n + k + 1, "vector": [rng.random() + 0.01 for _ in range(DIM)],
+                    "payload": {"blob": "w" * 2048}} for k in range(20)]
+            r = a.request("PUT", "/collections/busy/points?wait=true", json={"points": pts})
+            assert r.status_code == 200, r.text
+            n += 20
+        per_shard: dict[int, list] = {}
+        for (shard, _), (_, cnt) in local_counts(peers, "busy").items():
+            per_shard.setdefault(shard, []).append(cnt)
+        differing = sum(max(v) - min(v) for v in per_shard.values())
+        assert differing > 0, per_shard
+        written = {"n": 0, "errors": []}
+
+        def writer():
+            wr = random.Random(3)
+            i = 0
+            while not stop.is_set():
+                pts = [{"id": 100_000 + i + k, "vector": [wr.random() + 0.01 for _ in range(DIM)],
+                        "payload": {"w": i}} for k in range(5)]
+                rr = b.request("PUT", "/collections/busy/points?wait=true", json={"points": pts})
+                if rr.status_code != 200:
+                    written["errors"].append(rr.text)
+                i += 5
+                written["n"] = i
+                time.sleep(0.2)
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        started = time.monotonic()
+        wait_until(lambda: ae_stats(peers, "busy")["points_repaired"] >= differing, 45,
+                   what="lost points repaired while the writer runs")
+        assert t.is_alive() and not stop.is_set()
+        print(f"anti-entropy under writes: {differing} lost points repaired in "
+              f"{time.monotonic() - started:.1f} s, {written['n']} points written meanwhile")
+        stop.set()
+        t.join(10)
+        assert not written["errors"], written["errors"][:3]
+        total = n + written["n"]
+        wait_until(lambda: equal_replicas(peers, "busy", total), 60, what="replicas equal after the writer stops")
+        stats = ae_stats(peers, "busy")
+        assert stats["unrepairable"] == 0 and stats["resyncs"] == 0, stats
+    finally:
+        stop.set()
+        c.cleanup()

@@ -3,8 +3,11 @@
 //! (or, when it is large, by a verified resync of the stale replica).
 //!
 //! - Who compares: the shard's first Active replica in placement order, with each other
-//!   Active replica, every `cluster.anti_entropy.interval_sec`, when the shard's collection
-//!   took no write here for `IDLE` (so writes in flight are not mistaken for divergence).
+//!   Active replica, every `cluster.anti_entropy.interval_sec`. When the shard's collection
+//!   took no write here for `IDLE`, whole digests are compared. While it takes writes, only
+//!   the buckets that no write touched on either side since their previous digests are
+//!   compared, so writes in flight are not mistaken for divergence and a shard that is
+//!   never idle is still checked.
 //! - Cost: a shard's digest tree (`segment::digest`) is cached until the collection's next
 //!   write, so comparing an idle shard is one digest request per replica (no scan on either
 //!   side). After a write, only the buckets whose points changed are hashed again.
@@ -135,7 +138,7 @@ pub async fn local_digest(
     shard: u32,
     shard_number: u32,
 ) -> Result<Digest, crate::DistError> {
-    Ok(tree(ctx, collection, shard, shard_number).await?.root())
+    Ok(tree(ctx, collection, shard, shard_number).await?.0.root())
 }
 
 /// A lower level of this peer's digest tree of `shard` (what another replica narrows a
@@ -148,12 +151,13 @@ pub async fn local_tree(
     level: TreeLevel,
 ) -> Result<TreeAnswer, crate::DistError> {
     match level {
-        TreeLevel::Buckets => Ok(TreeAnswer::Buckets(
-            tree(ctx, collection, shard, shard_number)
-                .await?
-                .buckets()
-                .to_vec(),
-        )),
+        TreeLevel::Buckets => {
+            let (tree, quiet) = tree(ctx, collection, shard, shard_number).await?;
+            Ok(TreeAnswer::Buckets {
+                digests: tree.buckets().to_vec(),
+                quiet: quiet.to_vec(),
+            })
+        }
         TreeLevel::Leaves(buckets) => {
             let c = ctx.storage.get(collection)?;
             let leaves = tokio::task::spawn_blocking(move || {
@@ -165,21 +169,23 @@ pub async fn local_tree(
     }
 }
 
-/// This peer's digest tree of `shard`: cached until the collection's next write, then
-/// refreshed from the cached one (only changed buckets are hashed again).
+/// This peer's digest tree of `shard`, with which of its buckets no write touched since
+/// the digest before: cached until the collection's next write, then refreshed from the
+/// cached one (only changed buckets are hashed again).
 async fn tree(
     ctx: &Ctx,
     collection: &str,
     shard: u32,
     shard_number: u32,
-) -> Result<Arc<Tree>, crate::DistError> {
+) -> Result<(Arc<Tree>, Arc<Vec<bool>>), crate::DistError> {
     let c = ctx.storage.get(collection)?;
     let version = c.content_version();
     let key = (collection.to_string(), shard);
     let prev = ctx.repl.anti_entropy.digests.lock().get(&key).cloned();
     if let Some(d) = &prev {
         if (d.version, d.shard_number) == (version, shard_number) {
-            return Ok(d.tree.clone());
+            // nothing was written since: every bucket is quiet
+            return Ok((d.tree.clone(), Arc::new(vec![true; d.tree.buckets().len()])));
         }
     }
     // versions are comparable within one instance of the collection only
@@ -188,11 +194,15 @@ async fn tree(
         .map(|d| d.tree);
     // `version` was read before the scan: a write logged meanwhile may or may not be in
     // the tree, and its newer version makes the entry stale, so it is never missed
-    let tree = tokio::task::spawn_blocking(move || {
+    let (tree, quiet) = tokio::task::spawn_blocking(move || {
         let (tree, hashed) =
             segment::digest::shard_tree(&c.read(), shard_number, shard, prev.as_deref());
         tracing::trace!(shard, hashed, "digest tree refreshed");
-        Arc::new(tree)
+        let quiet = match &prev {
+            Some(p) => tree.unchanged_since(p),
+            None => vec![false; tree.buckets().len()],
+        };
+        (Arc::new(tree), Arc::new(quiet))
     })
     .await?;
     ctx.repl.anti_entropy.digests.lock().insert(
@@ -203,7 +213,7 @@ async fn tree(
             tree: tree.clone(),
         },
     );
-    Ok(tree)
+    Ok((tree, quiet))
 }
 
 /// Start the comparisons this peer leads, at most one round per `interval`.
@@ -221,9 +231,10 @@ pub fn round(ctx: &Ctx, node: &Arc<cluster::node::ClusterNode>) {
     let me = node.id;
     let state = node.state();
     for (name, meta) in &state.state.collections {
-        if !ctx.repl.anti_entropy.idle(name) || !ctx.storage.exists(name) {
+        if !ctx.storage.exists(name) {
             continue;
         }
+        let busy = !ctx.repl.anti_entropy.idle(name);
         for shard in 0..meta.shards.len() as u32 {
             let active = meta.active_replicas(shard);
             if active.first() != Some(&me) || meta.transfer_of(shard).is_some() {
@@ -236,7 +247,7 @@ pub fn round(ctx: &Ctx, node: &Arc<cluster::node::ClusterNode>) {
                 }
                 let (ctx, name) = (ctx.clone(), name.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = compare(&ctx, &name, shard, other).await {
+                    if let Err(e) = compare(&ctx, &name, shard, other, busy).await {
                         tracing::debug!(collection = %name, shard, peer = other, error = %e, "anti-entropy comparison not completed");
                     }
                     ctx.repl.anti_entropy.running.lock().remove(&key);
@@ -295,21 +306,40 @@ pub fn winner(id: PointId, here: Option<&Touched>, there: Option<&Touched>) -> W
 }
 
 /// Compare this peer's copy of `shard` with `other`'s; repair a confirmed difference.
+/// `busy`: the collection takes writes here, so only buckets that no write touched on
+/// either side since their previous digests are compared (the repair's own check keeps a
+/// write that lands meanwhile).
 async fn compare(
     ctx: &Ctx,
     collection: &str,
     shard: u32,
     other: u64,
+    busy: bool,
 ) -> Result<(), crate::DistError> {
     let ae = &ctx.repl.anti_entropy;
-    let (a, b) = digests(ctx, collection, shard, other).await?;
-    ae.count(collection, |c| c.comparisons += 1);
-    if a == b {
+    let (a, b) = if busy {
+        (Digest::default(), Digest::default())
+    } else {
+        digests(ctx, collection, shard, other).await?
+    };
+    if !busy {
+        ae.count(collection, |c| c.comparisons += 1);
+        if a == b {
+            return Ok(());
+        }
+    }
+    let (first, _) = differing_buckets(ctx, collection, shard, other, busy).await?;
+    if busy {
+        ae.count(collection, |c| c.comparisons += 1);
+    }
+    if first.is_empty() {
         return Ok(());
     }
     tokio::time::sleep(CONFIRM_AFTER).await;
-    let (a, b) = digests(ctx, collection, shard, other).await?;
-    if a == b || !ae.idle(collection) {
+    let (second, at_stake) = differing_buckets(ctx, collection, shard, other, busy).await?;
+    // differing both times (and, busy, quiet both times)
+    let buckets: Vec<u32> = second.into_iter().filter(|k| first.contains(k)).collect();
+    if buckets.is_empty() || (!busy && !ae.idle(collection)) {
         return Ok(()); // a write was in flight
     }
     ae.count(collection, |c| c.mismatches += 1);
@@ -319,10 +349,14 @@ async fn compare(
         .ok_or_else(|| crate::DistError::bad_request("not in cluster mode"))?;
     let me = node.id;
     let (here, there) = missing_writes(ctx, collection, shard, other).await?;
-    let Some(differing) = differing_points(ctx, collection, shard, other).await? else {
+    if at_stake > repair_points_limit() as u64 {
+        if busy {
+            return Ok(()); // resynced, if need be, once the shard pauses
+        }
         // too many points to compare one by one: resync the stale copy whole
         return resync(ctx, &node, collection, shard, other, (here, there)).await;
-    };
+    }
+    let differing = differing_points(ctx, collection, shard, other, buckets).await?;
     // each point to copy, with the hash the receiving copy was compared with
     let (mut to_other, mut to_me, mut conflicts) = (Vec::new(), Vec::new(), 0usize);
     for (id, hash_here, hash_there) in differing {
@@ -336,8 +370,7 @@ async fn compare(
         collection,
         shard,
         peer = other,
-        here = %format!("{} points {:016x}", a.count, a.sum),
-        there = %format!("{} points {:016x}", b.count, b.sum),
+        busy,
         copy_there = to_other.len(),
         copy_here = to_me.len(),
         conflicts,
@@ -355,7 +388,7 @@ async fn compare(
     }
     let mut points = 0u64;
     let mut outcome = Ok(());
-    if ae.idle(collection) {
+    if busy || ae.idle(collection) {
         // (otherwise a write arrived meanwhile: compare again next round)
         for (from, to, ids) in [(me, other, to_other), (other, me, to_me)] {
             if ids.is_empty() || !active(&node, collection, shard, to) {
@@ -481,28 +514,28 @@ async fn missing_writes(
     Ok((here, there))
 }
 
-/// The points on which this peer's copy of `shard` and `other`'s differ, with their hashes
-/// here and there (`None`: absent): the digest trees narrowed bucket by bucket, then point
-/// by point. `None` when the differing buckets hold more than `REPAIR_POINTS` points
-/// (their point hashes are not fetched: the answer could be too large for one message).
-async fn differing_points(
+/// The buckets of `shard` whose digests differ between this peer and `other`, and how many
+/// points they hold (per bucket, the larger side's count). `busy`: only buckets no write
+/// touched, on either side, since the digest before (the shard takes writes; a bucket
+/// being written is not compared).
+async fn differing_buckets(
     ctx: &Ctx,
     collection: &str,
     shard: u32,
     other: u64,
-) -> Result<Option<Vec<(PointId, Option<u64>, Option<u64>)>>, crate::DistError> {
+    busy: bool,
+) -> Result<(Vec<u32>, u64), crate::DistError> {
     use segment::digest::BUCKETS;
     let n = shard_number(ctx, collection)?;
-    let mine = tree(ctx, collection, shard, n).await?;
-    let peer = coordinator::peer(ctx, other)?;
-    let ask = |level| TreeRequest {
+    let (mine, my_quiet) = tree(ctx, collection, shard, n).await?;
+    let req = TreeRequest {
         collection: collection.to_string(),
         shard,
         applied: coordinator::applied_index(ctx),
-        level,
+        level: TreeLevel::Buckets,
     };
-    let theirs = match peer.digest_tree(ask(TreeLevel::Buckets)).await? {
-        TreeAnswer::Buckets(b) if b.len() == BUCKETS => b,
+    let (theirs, their_quiet) = match coordinator::peer(ctx, other)?.digest_tree(req).await? {
+        TreeAnswer::Buckets { digests, quiet } if digests.len() == BUCKETS => (digests, quiet),
         _ => {
             return Err(crate::DistError::unavailable(
                 "digest buckets: unexpected answer",
@@ -511,9 +544,10 @@ async fn differing_points(
     };
     let buckets: Vec<u32> = (0..BUCKETS)
         .filter(|&k| mine.buckets()[k] != theirs[k])
+        .filter(|&k| !busy || (my_quiet[k] && their_quiet[k]))
         .map(|k| k as u32)
         .collect();
-    let at_stake: u64 = buckets
+    let at_stake = buckets
         .iter()
         .map(|&k| {
             mine.buckets()[k as usize]
@@ -521,9 +555,26 @@ async fn differing_points(
                 .max(theirs[k as usize].count)
         })
         .sum();
-    if at_stake > repair_points_limit() as u64 {
-        return Ok(None);
-    }
+    Ok((buckets, at_stake))
+}
+
+/// The points of `buckets` on which this peer's copy of `shard` and `other`'s differ, with
+/// their hashes here and there (`None`: absent).
+async fn differing_points(
+    ctx: &Ctx,
+    collection: &str,
+    shard: u32,
+    other: u64,
+    buckets: Vec<u32>,
+) -> Result<Vec<(PointId, Option<u64>, Option<u64>)>, crate::DistError> {
+    let n = shard_number(ctx, collection)?;
+    let peer = coordinator::peer(ctx, other)?;
+    let ask = |level| TreeRequest {
+        collection: collection.to_string(),
+        shard,
+        applied: coordinator::applied_index(ctx),
+        level,
+    };
     let TreeAnswer::Leaves(here) = local_tree(
         ctx,
         collection,
@@ -543,7 +594,7 @@ async fn differing_points(
             ))
         }
     };
-    Ok(Some(segment::digest::differences(&here, &there)))
+    Ok(segment::digest::differences(&here, &there))
 }
 
 fn shard_number(ctx: &Ctx, collection: &str) -> Result<u32, crate::DistError> {

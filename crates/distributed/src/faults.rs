@@ -317,7 +317,10 @@ impl PeerService for FaultyPeer {
 
     fn digest_tree(&self, req: TreeRequest) -> PeerFuture<'_, TreeAnswer> {
         Box::pin(self.run(Request::Digest, self.inner.digest_tree(req), || {
-            TreeAnswer::Buckets(Vec::new())
+            TreeAnswer::Buckets {
+                digests: Vec::new(),
+                quiet: Vec::new(),
+            }
         }))
     }
 

@@ -178,7 +178,12 @@ pub struct TouchedRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TreeAnswer {
-    Buckets(Vec<Digest>),
+    /// The bucket digests, and per bucket whether no write touched it between this peer's
+    /// two latest digests of the shard.
+    Buckets {
+        digests: Vec<Digest>,
+        quiet: Vec<bool>,
+    },
     /// `(id, hash)` in id order.
     Leaves(Vec<(PointId, u64)>),
 }
@@ -627,15 +632,17 @@ fn tree_from_proto(r: proto::DigestTreeRequest) -> TreeRequest {
 
 fn tree_answer_to_proto(a: TreeAnswer) -> proto::DigestTreeReply {
     match a {
-        TreeAnswer::Buckets(b) => proto::DigestTreeReply {
-            counts: b.iter().map(|d| d.count).collect(),
-            sums: b.iter().map(|d| d.sum).collect(),
+        TreeAnswer::Buckets { digests, quiet } => proto::DigestTreeReply {
+            counts: digests.iter().map(|d| d.count).collect(),
+            sums: digests.iter().map(|d| d.sum).collect(),
             leaves: Vec::new(),
+            quiet,
         },
         TreeAnswer::Leaves(l) => proto::DigestTreeReply {
             counts: Vec::new(),
             sums: Vec::new(),
             leaves: rmp_serde::to_vec(&l).expect("point ids and hashes always encode"),
+            quiet: Vec::new(),
         },
     }
 }
@@ -646,19 +653,27 @@ fn tree_answer_from_proto(leaves: bool, r: proto::DigestTreeReply) -> PeerResult
             .map(TreeAnswer::Leaves)
             .map_err(|e| PeerError::bad_message("digest leaves", e));
     }
-    if r.counts.len() != segment::digest::BUCKETS || r.sums.len() != r.counts.len() {
+    let n = segment::digest::BUCKETS;
+    if r.counts.len() != n || r.sums.len() != n || r.quiet.len() != n {
         return Err(PeerError::bad_message(
             "digest buckets",
-            format!("{} counts, {} sums", r.counts.len(), r.sums.len()),
+            format!(
+                "{} counts, {} sums, {} quiet flags",
+                r.counts.len(),
+                r.sums.len(),
+                r.quiet.len()
+            ),
         ));
     }
-    Ok(TreeAnswer::Buckets(
-        r.counts
+    Ok(TreeAnswer::Buckets {
+        digests: r
+            .counts
             .into_iter()
             .zip(r.sums)
             .map(|(count, sum)| Digest { count, sum })
             .collect(),
-    ))
+        quiet: r.quiet,
+    })
 }
 
 fn repair_to_proto(r: &RepairRequest) -> proto::RepairRequest {
@@ -904,7 +919,11 @@ pub(crate) mod tests {
                 sum: u64::MAX - i,
             })
             .collect();
-        let a = TreeAnswer::Buckets(buckets);
+        let quiet = (0..buckets.len()).map(|i| i % 3 == 0).collect();
+        let a = TreeAnswer::Buckets {
+            digests: buckets,
+            quiet,
+        };
         assert_eq!(
             tree_answer_from_proto(false, tree_answer_to_proto(a.clone())).unwrap(),
             a
@@ -916,7 +935,10 @@ pub(crate) mod tests {
             l
         );
         // a short bucket list is refused, not read as zeros
-        let short = TreeAnswer::Buckets(vec![Digest::default(); 3]);
+        let short = TreeAnswer::Buckets {
+            digests: vec![Digest::default(); 3],
+            quiet: vec![true; 3],
+        };
         assert!(tree_answer_from_proto(false, tree_answer_to_proto(short)).is_err());
         for t in [
             None,

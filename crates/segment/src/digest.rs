@@ -84,6 +84,14 @@ impl Tree {
     pub fn buckets(&self) -> &[Digest] {
         &self.buckets
     }
+
+    /// Per bucket, whether its points (ids and versions) are those it had in `prev`, a
+    /// tree of the same store instance: no write touched it in between.
+    pub fn unchanged_since(&self, prev: &Tree) -> Vec<bool> {
+        (0..self.shapes.len())
+            .map(|b| prev.shapes.get(b) == Some(&self.shapes[b]))
+            .collect()
+    }
 }
 
 /// The digest tree of `shard`. With `prev` (a tree of the same store instance: versions
