@@ -467,6 +467,23 @@ def equal_replicas(peers, name: str, n: int):
     return False
 
 
+def lossy_fill(a, name: str, seed: int) -> int:
+    """Create `name` (3 shards, rf 2) and write 400 points (2 KB payloads) through `a`, in
+    batches of 20; returns the number of points."""
+    r = a.request("PUT", f"/collections/{name}", json={
+        "vectors": {"size": DIM, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 2})
+    assert r.status_code == 200, r.text
+    rng = random.Random(seed)
+    n = 0
+    for batch in range(20):
+        pts = [{"id": n + k + 1, "vector": [rng.random() + 0.01 for _ in range(DIM)],
+                "payload": {"b": batch, "blob": "e" * 2048}} for k in range(20)]
+        r = a.request("PUT", f"/collections/{name}/points?wait=true", json={"points": pts})
+        assert r.status_code == 200, r.text
+        n += 20
+    return n
+
+
 def test_anti_entropy_merges_replicas_that_each_lack_writes(tmp_path, monkeypatch):
     """Anti-entropy (issue #15): when each replica of a shard lacks client writes the other
     acknowledged, neither copy is complete and a resync either way would drop writes. The
@@ -544,17 +561,7 @@ def test_anti_entropy_repairs_lost_writes(tmp_path, monkeypatch, by):
     try:
         peers = start_faulty(c, monkeypatch, {0: "apply:lose:0.3@1003"})
         a = peers[0]
-        r = a.request("PUT", "/collections/ae", json={
-            "vectors": {"size": DIM, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 2})
-        assert r.status_code == 200, r.text
-        rng = random.Random(8)
-        n = 0
-        for b in range(20):
-            pts = [{"id": n + k + 1, "vector": [rng.random() + 0.01 for _ in range(DIM)],
-                    "payload": {"b": b, "blob": "e" * 2048}} for k in range(20)]
-            r = a.request("PUT", "/collections/ae/points?wait=true", json={"points": pts})
-            assert r.status_code == 200, r.text
-            n += 20
+        n = lossy_fill(a, "ae", 8)
         counts = local_counts(peers, "ae")
         per_shard: dict[int, set] = {}
         for (shard, _), (_, cnt) in counts.items():
@@ -597,17 +604,7 @@ def test_anti_entropy_repairs_while_writes_continue(tmp_path, monkeypatch):
     try:
         peers = start_faulty(c, monkeypatch, {0: "apply:lose:0.3@1003"})
         a, b = peers[0], peers[1]
-        r = a.request("PUT", "/collections/busy", json={
-            "vectors": {"size": DIM, "distance": "Cosine"}, "shard_number": 3, "replication_factor": 2})
-        assert r.status_code == 200, r.text
-        rng = random.Random(17)
-        n = 0
-        for _ in range(20):
-            pts = [{"id": n + k + 1, "vector": [rng.random() + 0.01 for _ in range(DIM)],
-                    "payload": {"blob": "w" * 2048}} for k in range(20)]
-            r = a.request("PUT", "/collections/busy/points?wait=true", json={"points": pts})
-            assert r.status_code == 200, r.text
-            n += 20
+        n = lossy_fill(a, "busy", 17)
         per_shard: dict[int, list] = {}
         for (shard, _), (_, cnt) in local_counts(peers, "busy").items():
             per_shard.setdefault(shard, []).append(cnt)
