@@ -45,6 +45,9 @@ use std::time::{Duration, Instant};
 /// A collection must have taken no write on this peer for this long before its shards are
 /// compared.
 const IDLE: Duration = Duration::from_secs(2);
+/// Points read per hold of a collection's read lock while a digest tree is built (writers
+/// wait for one step at most: a few ms).
+const TREE_STEP: usize = 4096;
 /// A difference is confirmed by a second comparison this much later.
 const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// Differing points repaired one by one at most; a larger difference resyncs the shard.
@@ -195,8 +198,13 @@ async fn tree(
     // `version` was read before the scan: a write logged meanwhile may or may not be in
     // the tree, and its newer version makes the entry stale, so it is never missed
     let (tree, quiet) = tokio::task::spawn_blocking(move || {
-        let (tree, hashed) =
-            segment::digest::shard_tree(&c.read(), shard_number, shard, prev.as_deref());
+        let (tree, hashed) = segment::digest::shard_tree_in_steps(
+            || c.read(),
+            shard_number,
+            shard,
+            prev.as_deref(),
+            TREE_STEP,
+        );
         tracing::trace!(shard, hashed, "digest tree refreshed");
         let quiet = match &prev {
             Some(p) => tree.unchanged_since(p),

@@ -103,22 +103,49 @@ pub fn shard_tree(
     shard: u32,
     prev: Option<&Tree>,
 ) -> (Tree, usize) {
+    shard_tree_in_steps(|| store, shard_number, shard, prev, usize::MAX)
+}
+
+/// [`shard_tree`] with the store read through `read` (a lock guard) for at most `step`
+/// points at a time, so writers wait for one step, not for the whole tree. Writes that
+/// land between steps may be half seen; they give the tree's caller a newer content
+/// version, and the next tree, built from this one, sees their buckets' shapes changed and
+/// hashes them again (a bucket is only reused when its points and versions are those it
+/// was hashed with).
+pub fn shard_tree_in_steps<G: std::ops::Deref<Target = PointStore>>(
+    read: impl Fn() -> G,
+    shard_number: u32,
+    shard: u32,
+    prev: Option<&Tree>,
+    step: usize,
+) -> (Tree, usize) {
+    let step = step.max(1);
     let prev = prev.filter(|p| p.buckets.len() == BUCKETS && p.shapes.len() == BUCKETS);
     let mut shapes = vec![Digest::default(); BUCKETS];
     let mut ids: Vec<(PointId, u8)> = Vec::new();
-    for (id, version) in store.ids_and_versions() {
-        if shard_of(id, shard_number) != shard {
-            continue;
+    let mut after = None;
+    loop {
+        let store = read();
+        let mut seen = 0;
+        for (id, version) in store.ids_and_versions_after(after).take(step) {
+            seen += 1;
+            after = Some(id);
+            if shard_of(id, shard_number) != shard {
+                continue;
+            }
+            let b = bucket_of(id);
+            let mut key = [0u8; 24];
+            key[..8].copy_from_slice(&version.to_le_bytes());
+            match id {
+                PointId::Num(n) => key[8..16].copy_from_slice(&n.to_le_bytes()),
+                PointId::Uuid(u) => key[8..].copy_from_slice(u.as_bytes()),
+            }
+            shapes[b as usize].add(hash64(&key));
+            ids.push((id, b as u8));
         }
-        let b = bucket_of(id);
-        let mut key = [0u8; 24];
-        key[..8].copy_from_slice(&version.to_le_bytes());
-        match id {
-            PointId::Num(n) => key[8..16].copy_from_slice(&n.to_le_bytes()),
-            PointId::Uuid(u) => key[8..].copy_from_slice(u.as_bytes()),
+        if seen < step {
+            break;
         }
-        shapes[b as usize].add(hash64(&key));
-        ids.push((id, b as u8));
     }
     let stale: Vec<bool> = (0..BUCKETS)
         .map(|b| prev.is_none_or(|p| p.shapes[b] != shapes[b]))
@@ -129,13 +156,15 @@ pub fn shard_tree(
             _ => Digest::default(),
         })
         .collect();
-    let (mut buf, mut hashed) = (Vec::new(), 0);
-    for (id, b) in ids {
-        if stale[b as usize] {
-            buf.clear();
-            point_bytes(store, id, &mut buf);
-            buckets[b as usize].add(hash64(&buf));
-            hashed += 1;
+    ids.retain(|(_, b)| stale[*b as usize]);
+    let hashed = ids.len();
+    for part in ids.chunks(step) {
+        let store = read();
+        for &(id, b) in part {
+            // a point deleted since the shapes were taken is left out
+            if let Some(h) = point_hash(&store, id) {
+                buckets[b as usize].add(h);
+            }
         }
     }
     (Tree { buckets, shapes }, hashed)
@@ -281,7 +310,7 @@ fn canonical(v: &Value, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DenseParams, VectorSchema};
+    use crate::store::{DenseParams, NamedVectors, VectorSchema};
     use crate::Distance;
     use serde_json::json;
 
@@ -436,6 +465,44 @@ mod tests {
         assert!(hashed >= dirty.len(), "{hashed}");
     }
 
+    /// A tree built in steps equals one built at once; a write that lands between steps
+    /// makes the next tree (built from it) hash that bucket again, so it ends up exact.
+    #[test]
+    fn a_tree_built_in_steps_is_exact_once_refreshed() {
+        let rows: Vec<(u64, [f32; 2], Value)> = (0..5000u64)
+            .map(|i| (i, [i as f32, 1.0], json!({"i": i})))
+            .collect();
+        let s = std::cell::RefCell::new(store(&rows));
+        let whole = shard_tree(&s.borrow(), 2, 1, None).0;
+        for step in [1, 7, 4096, 10_000] {
+            let stepped = shard_tree_in_steps(|| s.borrow(), 2, 1, None, step).0;
+            assert_eq!(stepped, whole, "step {step}");
+        }
+        // writes between the steps: one behind the scan, one ahead of it, one deleted
+        let calls = std::cell::Cell::new(0);
+        let vecs: NamedVectors = [(String::new(), Vector::Dense(vec![5.0, 5.0]))].into();
+        let during = shard_tree_in_steps(
+            || {
+                calls.set(calls.get() + 1);
+                if calls.get() == 3 {
+                    let mut w = s.borrow_mut();
+                    w.upsert(PointId::Num(1), 9001, &vecs, Default::default());
+                    w.upsert(PointId::Num(4999), 9002, &vecs, Default::default());
+                    w.delete(PointId::Num(2500));
+                }
+                s.borrow()
+            },
+            2,
+            1,
+            Some(&whole),
+            1000,
+        )
+        .0;
+        let exact = shard_tree(&s.borrow(), 2, 1, None).0;
+        let refreshed = shard_tree(&s.borrow(), 2, 1, Some(&during)).0;
+        assert_eq!(refreshed, exact);
+    }
+
     /// Cost of a full digest tree and of a refresh after a few writes (run by hand:
     /// `cargo test -p segment --release digest_tree_cost -- --ignored --nocapture`).
     #[test]
@@ -476,8 +543,12 @@ mod tests {
             );
         }
         let t = Instant::now();
-        let (_, hashed) = shard_tree(&s, 3, 0, Some(&tree));
+        let (refreshed, hashed) = shard_tree(&s, 3, 0, Some(&tree));
         println!("refresh: {:?} ({hashed} hashed)", t.elapsed());
+        let t = Instant::now();
+        let (stepped, _) = shard_tree_in_steps(|| &s, 3, 0, None, 4096);
+        println!("full, in steps of 4096: {:?}", t.elapsed());
+        assert_eq!(stepped, refreshed);
         let t = Instant::now();
         let n = s
             .ids_and_versions()

@@ -1282,8 +1282,18 @@ impl PointStore {
 
     /// Every point's id and version, in id order (no lookup per point).
     pub fn ids_and_versions(&self) -> impl Iterator<Item = (PointId, u64)> + '_ {
+        self.ids_and_versions_after(None)
+    }
+
+    /// [`PointStore::ids_and_versions`] of the ids after `after` (all when `None`).
+    pub fn ids_and_versions_after(
+        &self,
+        after: Option<PointId>,
+    ) -> impl Iterator<Item = (PointId, u64)> + '_ {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
         self.ids
-            .iter()
+            .range((from, Unbounded))
             .map(|(id, off)| (*id, self.versions[*off as usize]))
     }
 
