@@ -48,6 +48,10 @@ const IDLE: Duration = Duration::from_secs(2);
 /// Points read per hold of a collection's read lock while a digest tree is built (writers
 /// wait for one step at most: a few ms).
 const TREE_STEP: usize = 4096;
+/// A busy comparison (a collection taking writes) is skipped when this peer's digest tree
+/// would need more than this many points hashed again: during an ingest, the buckets are
+/// all being written and none could be compared anyway.
+const BUSY_MAX_HASHED: usize = 20_000;
 /// A difference is confirmed by a second comparison this much later.
 const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// Differing points repaired one by one at most; a larger difference resyncs the shard.
@@ -181,6 +185,19 @@ async fn tree(
     shard: u32,
     shard_number: u32,
 ) -> Result<(Arc<Tree>, Arc<Vec<bool>>), crate::DistError> {
+    let t = bounded_tree(ctx, collection, shard, shard_number, usize::MAX).await?;
+    Ok(t.expect("no bound on the points hashed"))
+}
+
+/// [`tree`], or `None` when refreshing it would hash more than `max_hashed` points again
+/// (a shard taking many writes: its busy comparison is skipped, not paid for).
+async fn bounded_tree(
+    ctx: &Ctx,
+    collection: &str,
+    shard: u32,
+    shard_number: u32,
+    max_hashed: usize,
+) -> Result<Option<(Arc<Tree>, Arc<Vec<bool>>)>, crate::DistError> {
     let c = ctx.storage.get(collection)?;
     let version = c.content_version();
     let key = (collection.to_string(), shard);
@@ -188,7 +205,8 @@ async fn tree(
     if let Some(d) = &prev {
         if (d.version, d.shard_number) == (version, shard_number) {
             // nothing was written since: every bucket is quiet
-            return Ok((d.tree.clone(), Arc::new(vec![true; d.tree.buckets().len()])));
+            let quiet = vec![true; d.tree.buckets().len()];
+            return Ok(Some((d.tree.clone(), Arc::new(quiet))));
         }
     }
     // versions are comparable within one instance of the collection only
@@ -197,22 +215,26 @@ async fn tree(
         .map(|d| d.tree);
     // `version` was read before the scan: a write logged meanwhile may or may not be in
     // the tree, and its newer version makes the entry stale, so it is never missed
-    let (tree, quiet) = tokio::task::spawn_blocking(move || {
-        let (tree, hashed) = segment::digest::shard_tree_in_steps(
+    let refreshed = tokio::task::spawn_blocking(move || {
+        let (tree, hashed) = segment::digest::shard_tree_bounded(
             || c.read(),
             shard_number,
             shard,
             prev.as_deref(),
             TREE_STEP,
-        );
+            max_hashed,
+        )?;
         tracing::trace!(shard, hashed, "digest tree refreshed");
         let quiet = match &prev {
             Some(p) => tree.unchanged_since(p),
             None => vec![false; tree.buckets().len()],
         };
-        (Arc::new(tree), Arc::new(quiet))
+        Some((Arc::new(tree), Arc::new(quiet)))
     })
     .await?;
+    let Some((tree, quiet)) = refreshed else {
+        return Ok(None);
+    };
     ctx.repl.anti_entropy.digests.lock().insert(
         key,
         CachedDigest {
@@ -221,7 +243,7 @@ async fn tree(
             tree: tree.clone(),
         },
     );
-    Ok((tree, quiet))
+    Ok(Some((tree, quiet)))
 }
 
 /// Start the comparisons this peer leads, at most one round per `interval`.
@@ -535,7 +557,11 @@ async fn differing_buckets(
 ) -> Result<(Vec<u32>, u64), crate::DistError> {
     use segment::digest::BUCKETS;
     let n = shard_number(ctx, collection)?;
-    let (mine, my_quiet) = tree(ctx, collection, shard, n).await?;
+    let limit = if busy { BUSY_MAX_HASHED } else { usize::MAX };
+    let Some((mine, my_quiet)) = bounded_tree(ctx, collection, shard, n, limit).await? else {
+        // too many points written since the last digest: wait for a calmer round
+        return Ok((Vec::new(), 0));
+    };
     let req = TreeRequest {
         collection: collection.to_string(),
         shard,

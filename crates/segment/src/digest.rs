@@ -119,6 +119,20 @@ pub fn shard_tree_in_steps<G: std::ops::Deref<Target = PointStore>>(
     prev: Option<&Tree>,
     step: usize,
 ) -> (Tree, usize) {
+    shard_tree_bounded(read, shard_number, shard, prev, step, usize::MAX)
+        .expect("no bound on the points hashed")
+}
+
+/// [`shard_tree_in_steps`], or `None` when more than `max_hashed` points would have to be
+/// hashed again (only the walk over ids and versions was paid).
+pub fn shard_tree_bounded<G: std::ops::Deref<Target = PointStore>>(
+    read: impl Fn() -> G,
+    shard_number: u32,
+    shard: u32,
+    prev: Option<&Tree>,
+    step: usize,
+    max_hashed: usize,
+) -> Option<(Tree, usize)> {
     let step = step.max(1);
     let prev = prev.filter(|p| p.buckets.len() == BUCKETS && p.shapes.len() == BUCKETS);
     let mut shapes = vec![Digest::default(); BUCKETS];
@@ -158,6 +172,9 @@ pub fn shard_tree_in_steps<G: std::ops::Deref<Target = PointStore>>(
         .collect();
     ids.retain(|(_, b)| stale[*b as usize]);
     let hashed = ids.len();
+    if hashed > max_hashed {
+        return None;
+    }
     for part in ids.chunks(step) {
         let store = read();
         for &(id, b) in part {
@@ -167,7 +184,7 @@ pub fn shard_tree_in_steps<G: std::ops::Deref<Target = PointStore>>(
             }
         }
     }
-    (Tree { buckets, shapes }, hashed)
+    Some((Tree { buckets, shapes }, hashed))
 }
 
 /// Each point of `shard` in one of `buckets`, with its hash, in id order.
@@ -501,6 +518,11 @@ mod tests {
         let exact = shard_tree(&s.borrow(), 2, 1, None).0;
         let refreshed = shard_tree(&s.borrow(), 2, 1, Some(&during)).0;
         assert_eq!(refreshed, exact);
+        // a bound on the points hashed again: refused above it, exact within it
+        let st = s.borrow();
+        assert!(shard_tree_bounded(|| &*st, 2, 1, None, 4096, 100).is_none());
+        let (t, hashed) = shard_tree_bounded(|| &*st, 2, 1, Some(&exact), 4096, 0).unwrap();
+        assert_eq!((t, hashed), (exact, 0));
     }
 
     /// Cost of a full digest tree and of a refresh after a few writes (run by hand:
