@@ -293,9 +293,7 @@ async fn digests(
     shard: u32,
     other: u64,
 ) -> Result<(Digest, Digest), crate::DistError> {
-    let n = placement_of(ctx, collection)
-        .ok_or_else(|| crate::DistError::not_found("collection is not distributed"))?
-        .shard_number;
+    let n = shard_number(ctx, collection)?;
     let mine = local_digest(ctx, collection, shard, n).await?;
     let theirs = coordinator::peer(ctx, other)?
         .digest(

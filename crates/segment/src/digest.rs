@@ -255,12 +255,6 @@ pub fn differences(
     out
 }
 
-/// The ids on which two sorted leaf lists differ: present on one side only, or with
-/// different hashes.
-pub fn differing_ids(a: &[(PointId, u64)], b: &[(PointId, u64)]) -> Vec<PointId> {
-    differences(a, b).into_iter().map(|d| d.0).collect()
-}
-
 fn hash64(b: &[u8]) -> u64 {
     let lo = crc32c::crc32c(b) as u64;
     let hi = crc32c::crc32c_append(0x9e37_79b9, b) as u64;
@@ -399,6 +393,9 @@ mod tests {
 
     #[test]
     fn the_tree_narrows_a_difference_to_its_points() {
+        let ids = |d: Vec<(PointId, Option<u64>, Option<u64>)>| -> Vec<PointId> {
+            d.into_iter().map(|x| x.0).collect()
+        };
         let rows = |skip: u64, change: u64| -> Vec<(u64, [f32; 2], Value)> {
             (0..2000u64)
                 .filter(|i| *i != skip)
@@ -438,14 +435,14 @@ mod tests {
             point_hashes(&b, 2, 1, &differ),
         );
         assert!(la.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(differing_ids(&la, &lb), expect);
+        assert_eq!(ids(differences(&la, &lb)), expect);
         for (id, here, there) in differences(&la, &lb) {
             assert_eq!(here, point_hash(&a, id));
             assert_eq!(there, point_hash(&b, id));
         }
         assert_eq!(point_hash(&b, PointId::Num(17)), None);
-        assert_eq!(differing_ids(&lb, &la), expect);
-        assert!(differing_ids(&la, &la).is_empty());
+        assert_eq!(ids(differences(&lb, &la)), expect);
+        assert!(differences(&la, &la).is_empty());
     }
 
     #[test]
